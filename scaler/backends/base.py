@@ -1,0 +1,74 @@
+"""The contract between the agent and a cloud.
+
+The agent only ever needs five things from a cloud: create instances with names
+it chose, delete instances by name, list what a group has, resume standby
+instances, and write per-instance metadata (the JIT config, the job a VM runs).
+Every backend (local, GCP, AWS) implements this and passes the same contract
+suite in ``tests/contract/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+
+class InstanceState(str, Enum):
+    CREATING = "creating"   # requested; may not exist yet
+    RUNNING = "running"     # booted (the runner may or may not have registered)
+    STANDBY = "standby"     # suspended or stopped, ready to resume
+    RESUMING = "resuming"
+    DELETING = "deleting"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Instance:
+    name: str
+    group: str
+    state: InstanceState
+    created_at: float                      # unix seconds
+    labels: Mapping[str, str] = field(default_factory=dict)
+    zone: str = ""
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    """What happened to a create request, per name."""
+
+    created: tuple[str, ...] = ()
+    # name -> reason, for names the cloud refused (capacity, quota) and that the
+    # agent should retry later or elsewhere.
+    failed: Mapping[str, str] = field(default_factory=dict)
+
+
+class BackendError(RuntimeError):
+    """A cloud call failed; `retryable` tells the agent whether to back off and retry."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Backend(Protocol):
+    def create(self, group: str, names: Sequence[str], metadata: Mapping[str, Mapping[str, str]]) -> CreateResult:
+        """Create named instances in a group (idempotent: existing names are not duplicated)."""
+        ...
+
+    def delete(self, group: str, names: Sequence[str]) -> None:
+        """Delete instances by name; names that no longer exist are ignored. Never resizes down."""
+        ...
+
+    def list(self, group: str) -> Sequence[Instance]:
+        """Every instance the group has, in any state."""
+        ...
+
+    def resume_standby(self, group: str, count: int) -> Sequence[str]:
+        """Resume up to `count` standby instances; return the names now resuming."""
+        ...
+
+    def set_metadata(self, group: str, name: str, items: Mapping[str, str]) -> None:
+        """Merge metadata items into one instance (e.g. garo-jit-config, garo-job)."""
+        ...
