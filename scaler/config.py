@@ -30,10 +30,55 @@ StackKind = Literal["hub", "department"]
 # family is almost always a typo ("n2-standrad-4") that would only fail at
 # `pulumi up` time, after review.
 GCP_MACHINE_FAMILIES = frozenset(
-    {"e2", "n1", "n2", "n2d", "n4", "c2", "c2d", "c3", "c3d", "c4", "c4a", "c4d", "t2a", "t2d", "m1", "m3", "a2", "a3", "g2", "h3"}
+    {
+        "e2",
+        "n1",
+        "n2",
+        "n2d",
+        "n4",
+        "c2",
+        "c2d",
+        "c3",
+        "c3d",
+        "c4",
+        "c4a",
+        "c4d",
+        "t2a",
+        "t2d",
+        "m1",
+        "m3",
+        "a2",
+        "a3",
+        "g2",
+        "h3",
+    }
 )
 AWS_INSTANCE_FAMILIES = frozenset(
-    {"t3", "t3a", "t4g", "m5", "m5a", "m6i", "m6a", "m6g", "m7i", "m7a", "m7g", "c5", "c5a", "c6i", "c6a", "c6g", "c7i", "c7a", "c7g", "r6i", "r7i", "g5", "g6"}
+    {
+        "t3",
+        "t3a",
+        "t4g",
+        "m5",
+        "m5a",
+        "m6i",
+        "m6a",
+        "m6g",
+        "m7i",
+        "m7a",
+        "m7g",
+        "c5",
+        "c5a",
+        "c6i",
+        "c6a",
+        "c6g",
+        "c7i",
+        "c7a",
+        "c7g",
+        "r6i",
+        "r7i",
+        "g5",
+        "g6",
+    }
 )
 
 _GCP_MACHINE_TYPE_RE = re.compile(
@@ -296,9 +341,23 @@ def _read_group(r: _Reader, raw: Any, path: str, cloud: str) -> RunnerGroup | No
         if raw is not None and not isinstance(raw, Mapping):
             return None
     allowed = {
-        "name", "labels", "runnerGroup", "runnerGroupId", "repositories", "machineType", "imageFamily",
-        "diskGb", "spot", "fallbackOnDemand", "zones", "min", "max", "warmPool", "standbyPool",
-        "timeToStart", "timeToLive",
+        "name",
+        "labels",
+        "runnerGroup",
+        "runnerGroupId",
+        "repositories",
+        "machineType",
+        "imageFamily",
+        "diskGb",
+        "spot",
+        "fallbackOnDemand",
+        "zones",
+        "min",
+        "max",
+        "warmPool",
+        "standbyPool",
+        "timeToStart",
+        "timeToLive",
     }
     r.unknown(data, allowed, path)
     name = r.string(data, "name", path)
@@ -339,7 +398,9 @@ def _read_group(r: _Reader, raw: Any, path: str, cloud: str) -> RunnerGroup | No
         mode = "suspended"
     standby = StandbyPool(size=r.integer(standby_raw, "size", f"{path}.standbyPool", 0), mode=mode)
     if standby.size + warm.size > maximum:
-        r.fail(f"{path}.standbyPool.size", f"warm ({warm.size}) + standby ({standby.size}) pools exceed max ({maximum})")
+        r.fail(
+            f"{path}.standbyPool.size", f"warm ({warm.size}) + standby ({standby.size}) pools exceed max ({maximum})"
+        )
     zones = r.strings(data, "zones", path)
     time_to_start = r.integer(data, "timeToStart", path, 600, minimum=30)
     time_to_live = r.integer(data, "timeToLive", path, 12 * 3600, minimum=60)
@@ -390,8 +451,19 @@ def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> 
     r = _Reader()
     own, provider = _namespaced(raw)
     allowed = {
-        "kind", "cloud", "region", "department", "costCenter", "labels", "network", "github", "groups",
-        "hub", "scalerImage", "reconcileInterval", "project",
+        "kind",
+        "cloud",
+        "region",
+        "department",
+        "costCenter",
+        "labels",
+        "network",
+        "github",
+        "groups",
+        "hub",
+        "scalerImage",
+        "reconcileInterval",
+        "project",
     }
     r.unknown({f"garo:{k}": v for k, v in own.items()}, {f"garo:{k}" for k in allowed}, "config")
     kind = own.get("kind", "department")
@@ -476,7 +548,10 @@ def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> 
         seen: dict[str, int] = {}
         for i, group in enumerate(groups):
             if group.name in seen:
-                r.fail(f"garo:groups[{i}].name", f"duplicate group name {group.name!r} (also garo:groups[{seen[group.name]}])")
+                r.fail(
+                    f"garo:groups[{i}].name",
+                    f"duplicate group name {group.name!r} (also garo:groups[{seen[group.name]}])",
+                )
             seen.setdefault(group.name, i)
         _check_label_collisions(r, groups)
     else:

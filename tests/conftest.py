@@ -1,4 +1,3 @@
 """Shared fixtures: the stand-ins from the brief live in tests/harness/ as pytest plugins."""
 
-pytest_plugins: list[str] = [
-]
+pytest_plugins: list[str] = []

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 
-class InstanceState(str, Enum):
-    CREATING = "creating"   # requested; may not exist yet
-    RUNNING = "running"     # booted (the runner may or may not have registered)
-    STANDBY = "standby"     # suspended or stopped, ready to resume
+class InstanceState(StrEnum):
+    CREATING = "creating"  # requested; may not exist yet
+    RUNNING = "running"  # booted (the runner may or may not have registered)
+    STANDBY = "standby"  # suspended or stopped, ready to resume
     RESUMING = "resuming"
     DELETING = "deleting"
     FAILED = "failed"
@@ -29,7 +29,7 @@ class Instance:
     name: str
     group: str
     state: InstanceState
-    created_at: float                      # unix seconds
+    created_at: float  # unix seconds
     labels: Mapping[str, str] = field(default_factory=dict)
     zone: str = ""
 

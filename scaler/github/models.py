@@ -20,7 +20,7 @@ class JitConfig:
 class Runner:
     id: int
     name: str
-    status: str          # "online" | "offline"
+    status: str  # "online" | "offline"
     busy: bool
     labels: tuple[str, ...] = ()
 
@@ -28,7 +28,7 @@ class Runner:
 @dataclass(frozen=True)
 class Job:
     id: int
-    status: str          # "queued" | "in_progress" | "completed" | "waiting" | ...
+    status: str  # "queued" | "in_progress" | "completed" | "waiting" | ...
     conclusion: str | None = None
     runner_name: str | None = None
     labels: tuple[str, ...] = ()

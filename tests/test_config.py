@@ -1,0 +1,161 @@
+"""The one config schema: what a reviewer of a stack-file PR relies on."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from scaler.cli import main
+from scaler.config import ConfigError, check_across_departments, load_stack_file, parse_stack_config
+
+VALID: dict[str, Any] = {
+    "gcp:project": "acme-ci-payments",
+    "garo:kind": "department",
+    "garo:cloud": "gcp",
+    "garo:region": "europe-west1",
+    "garo:department": "payments",
+    "garo:costCenter": "cc-1234",
+    "garo:network": {"cidr": "10.20.0.0/20"},
+    "garo:github": {"org": "acme", "appId": 123, "installationId": 456, "privateKey": {"secure": "v1:AAAA"}},
+    "garo:groups": [
+        {
+            "name": "default",
+            "labels": ["self-hosted", "linux", "x64", "payments"],
+            "max": 20,
+            "warmPool": {"size": 2, "schedule": "Mon-Fri 07:00-19:00 Europe/Amsterdam"},
+        },
+        {"name": "large", "labels": ["self-hosted", "linux", "x64", "payments-large"], "machineType": "n2-standard-8"},
+    ],
+}
+
+
+def with_changes(**changes: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(VALID)
+    raw.update(changes)
+    return raw
+
+
+def problems(raw: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config(raw)
+    return [str(issue) for issue in caught.value.issues]
+
+
+def test_valid_department_parses_with_defaults() -> None:
+    config = parse_stack_config(VALID)
+    assert config.department == "payments"
+    assert config.project == "acme-ci-payments"
+    assert [g.name for g in config.groups] == ["default", "large"]
+    default = config.group("default")
+    assert default.max == 20 and default.min == 0
+    assert default.warm_pool.size == 2
+    assert default.custom_labels == {"payments"}
+    assert config.resource_labels["garo-department"] == "payments"
+    assert config.resource_labels["cost-center"] == "cc-1234"
+    assert config.github.private_key is not None and config.github.private_key.kind == "pulumi"
+
+
+@pytest.mark.parametrize(
+    ("group_changes", "expected"),
+    [
+        ({"max": 1, "min": 3}, "garo:groups[1].max: max (1) is smaller than min (3)"),
+        ({"machineType": "z9-standard-4"}, "garo:groups[1].machineType: unknown gcp machine family 'z9'"),
+        ({"machineType": "n2-standrad-8"}, "garo:groups[1].machineType: 'n2-standrad-8' is not a GCE machine type"),
+        ({"labels": ["linux", "x64", "big"]}, "garo:groups[1].labels: must include 'self-hosted'"),
+        ({"labels": ["self-hosted", "payments"]}, "garo:groups[1].labels: labels of group 'large' ['payments']"),
+        ({"diskGb": "lots"}, "garo:groups[1].diskGb: expected an integer, got 'lots'"),
+        ({"warmPool": {"size": 50}}, "garo:groups[1].warmPool.size: warm pool (50) is larger than max (10)"),
+        ({"warmPool": {"schedule": "weekdays"}}, "garo:groups[1].warmPool.schedule: expected e.g."),
+        ({"timeToLive": 100, "timeToStart": 200}, "garo:groups[1].timeToLive: timeToLive (100s) must exceed"),
+        ({"spotty": True}, "garo:groups[1].spotty: unknown key"),
+        ({"name": "Large_Group"}, "garo:groups[1].name: 'Large_Group' must be lowercase"),
+    ],
+)
+def test_group_mistakes_are_reported_with_their_key_path(group_changes: dict[str, Any], expected: str) -> None:
+    raw = copy.deepcopy(VALID)
+    raw["garo:groups"][1].update(group_changes)
+    found = problems(raw)
+    assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"garo:network": {"cidr": "10.20.0.0/33"}}, "garo:network.cidr: '10.20.0.0/33' is not a valid CIDR"),
+        ({"garo:network": {"cidr": "10.20.0.1/20"}}, "garo:network.cidr: '10.20.0.1/20' is not a valid CIDR"),
+        ({"garo:network": {"cidr": "8.8.0.0/16"}}, "garo:network.cidr: 8.8.0.0/16 is not a private range"),
+        ({"garo:kind": "spoke"}, "garo:kind: expected 'hub' or 'department'"),
+        ({"garo:cloud": "azure"}, "garo:cloud: expected 'gcp', 'aws' or 'local'"),
+        ({"garo:groups": []}, "garo:groups: a department needs a non-empty list"),
+        ({"garo:regoin": "x"}, "config.garo:regoin: unknown key"),
+    ],
+)
+def test_stack_mistakes_are_reported_with_their_key_path(changes: dict[str, Any], expected: str) -> None:
+    found = problems(with_changes(**changes))
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    raw = copy.deepcopy(VALID)
+    raw["garo:network"] = {"cidr": "nonsense"}
+    raw["garo:groups"][0]["max"] = 0
+    found = problems(raw)
+    assert any(p.startswith("garo:network.cidr") for p in found)
+    assert any(p.startswith("garo:groups[0].max") for p in found)
+
+
+def test_plaintext_secret_is_rejected_without_echoing_it() -> None:
+    secret = "-----BEGIN RSA PRIVATE KEY-----supersecret"
+    raw = with_changes(**{"garo:github": {"org": "acme", "appId": 1, "privateKey": secret}})
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config(raw)
+    message = str(caught.value)
+    assert "garo:github.privateKey: is a plaintext secret" in message
+    assert "supersecret" not in message
+
+
+def test_secret_manager_reference_is_accepted_and_repr_hides_it() -> None:
+    raw = with_changes(**{"garo:github": {"org": "acme", "token": {"secretManager": "gh-token"}}})
+    config = parse_stack_config(raw)
+    assert config.github.token is not None and config.github.token.ref == "gh-token"
+    assert "gh-token" not in repr(config.github.token)
+
+
+def test_overlapping_department_networks_are_caught_across_files() -> None:
+    payments = parse_stack_config(VALID)
+    research_raw = with_changes(**{"garo:department": "research", "garo:network": {"cidr": "10.20.8.0/21"}})
+    research_raw["garo:groups"] = [{"name": "gpu", "labels": ["self-hosted", "linux", "research-gpu"]}]
+    issues = [str(i) for i in check_across_departments([payments, parse_stack_config(research_raw)])]
+    assert any("research (10.20.8.0/21) overlaps payments (10.20.0.0/20)" in i for i in issues), issues
+
+
+def test_cli_validate_exit_codes(tmp_path: Path) -> None:
+    good = tmp_path / "Pulumi.payments.yaml"
+    good.write_text(yaml.safe_dump({"config": VALID}))
+    bad_raw = copy.deepcopy(VALID)
+    bad_raw["garo:groups"][0]["min"] = 30
+    bad = tmp_path / "Pulumi.broken.yaml"
+    bad.write_text(yaml.safe_dump({"config": bad_raw}))
+    runner = CliRunner()
+    ok = runner.invoke(main, ["validate", str(good)])
+    assert ok.exit_code == 0, ok.output
+    failed = runner.invoke(main, ["validate", str(bad)])
+    assert failed.exit_code == 1
+    assert "garo:groups[0].max: max (20) is smaller than min (30)" in failed.output
+
+
+def test_unreadable_stack_files_get_a_clear_error(tmp_path: Path) -> None:
+    broken = tmp_path / "Pulumi.x.yaml"
+    broken.write_text("config: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_stack_file(broken)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_stack_file(tmp_path / "missing.yaml")
+    broken.write_text("name: no-config-block\n")
+    with pytest.raises(ConfigError, match="top-level `config:` mapping"):
+        load_stack_file(broken)
