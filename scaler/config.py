@@ -88,6 +88,8 @@ _NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _CLOUD_LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _ZONE_SUFFIX_RE = re.compile(r"^[a-z]$")
+_TOPIC_RE = re.compile(r"^projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/topics/[A-Za-z][-A-Za-z0-9_.~+%]{2,254}$")
+_STACK_REF_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
 # Keys whose value must never be plaintext in a stack file.
 SECRET_KEYS = ("privateKey", "webhookSecret", "token")
 # Cron-like office-hours windows: "Mon-Fri 07:00-19:00 Europe/Amsterdam".
@@ -216,6 +218,11 @@ class StackConfig:
     scaler_image: str = "ghcr.io/garo/scaler:latest"
     reconcile_interval: int = 60
     provider: Mapping[str, Any] = field(default_factory=dict)
+    # Where a department finds the hub's topic: a full topic path, or the hub's
+    # Pulumi stack (its `topic` output). Neither: the hub's default topic name in
+    # this stack's project.
+    hub_topic: str | None = None
+    hub_stack: str | None = None
 
     def group(self, name: str) -> RunnerGroup:
         for group in self.groups:
@@ -464,6 +471,8 @@ def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> 
         "scalerImage",
         "reconcileInterval",
         "project",
+        "hubTopic",
+        "hubStack",
     }
     r.unknown({f"garo:{k}": v for k, v in own.items()}, {f"garo:{k}" for k in allowed}, "config")
     kind = own.get("kind", "department")
@@ -554,6 +563,14 @@ def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> 
                 )
             seen.setdefault(group.name, i)
         _check_label_collisions(r, groups)
+        hub_topic = own.get("hubTopic")
+        if hub_topic is not None and (not isinstance(hub_topic, str) or not _TOPIC_RE.match(hub_topic)):
+            r.fail("garo:hubTopic", f"expected 'projects/<project>/topics/<topic>', got {hub_topic!r}")
+        hub_stack = own.get("hubStack")
+        if hub_stack is not None and (not isinstance(hub_stack, str) or not _STACK_REF_RE.match(hub_stack)):
+            r.fail("garo:hubStack", f"expected a stack name like 'acme/garo/hub', got {hub_stack!r}")
+        if hub_topic is not None and hub_stack is not None:
+            r.fail("garo:hubStack", "set garo:hubTopic or garo:hubStack, not both (they could disagree)")
     else:
         hub_raw = r.mapping(own.get("hub"), "garo:hub")
         r.unknown(hub_raw, {"webhookImage", "departmentStacks", "routes"}, "garo:hub")
@@ -561,6 +578,11 @@ def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> 
         if not isinstance(routes, list) or not all(isinstance(x, Mapping) for x in routes):
             r.fail("garo:hub.routes", "expected a list of route mappings")
             routes = []
+        for i, route in enumerate(routes):
+            _check_route(r, route, f"garo:hub.routes[{i}]")
+        for key in ("hubTopic", "hubStack"):
+            if key in own:
+                r.fail(f"garo:{key}", "only department stacks refer to the hub")
         hub = HubSettings(
             webhook_image=r.string(hub_raw, "webhookImage", "garo:hub", "ghcr.io/garo/webhook:latest"),
             department_stacks=r.strings(hub_raw, "departmentStacks", "garo:hub"),
@@ -588,7 +610,32 @@ def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> 
         scaler_image=scaler_image,
         reconcile_interval=reconcile_interval,
         provider=provider,
+        hub_topic=own.get("hubTopic") if isinstance(own.get("hubTopic"), str) else None,
+        hub_stack=own.get("hubStack") if isinstance(own.get("hubStack"), str) else None,
     )
+
+
+def _check_route(r: _Reader, route: Mapping[str, Any], path: str) -> None:
+    """A static route: ``{department: payments, groups: [{name: default, labels: [...]}]}``.
+
+    The same shape a department stack exports as its ``routes`` output, so the
+    webhook reads one format whether the hub learnt it from config or a stack.
+    """
+    r.unknown(route, {"department", "groups"}, path)
+    department = route.get("department")
+    if not isinstance(department, str) or not _NAME_RE.match(department):
+        r.fail(f"{path}.department", f"expected a department name, got {department!r}")
+    groups = route.get("groups")
+    if not isinstance(groups, list) or not groups:
+        r.fail(f"{path}.groups", "expected a non-empty list of {name, labels}")
+        return
+    for j, raw_group in enumerate(groups):
+        where = f"{path}.groups[{j}]"
+        group = r.mapping(raw_group, where)
+        r.unknown(group, {"name", "labels", "repositories"}, where)
+        r.string(group, "name", where)
+        r.strings(group, "labels", where, required=True)
+        r.strings(group, "repositories", where)
 
 
 def load_stack_file(path: str | Path) -> StackConfig:
@@ -612,6 +659,19 @@ def check_across_departments(configs: Sequence[StackConfig]) -> list[Issue]:
     for i, a in enumerate(departments):
         for b in departments[i + 1 :]:
             assert a.network and b.network
+            if a.department == b.department:
+                issues.append(Issue("garo:department", f"{a.department!r} is declared by more than one stack"))
+            for x, y in ((a, b), (b, a)):
+                # The scaler's IAM condition is a name prefix `garo-<dept>-`:
+                # department "data" would be allowed to touch "data-eng"'s VMs.
+                if y.department.startswith(f"{x.department}-"):
+                    issues.append(
+                        Issue(
+                            "garo:department",
+                            f"{y.department!r} starts with '{x.department}-': the scaler of {x.department!r} "
+                            f"could manage {y.department!r}'s VMs (garo-{y.department}-* matches garo-{x.department}-*)",
+                        )
+                    )
             net_a, net_b = ipaddress.ip_network(a.network.cidr), ipaddress.ip_network(b.network.cidr)
             if net_a.overlaps(net_b):
                 issues.append(
