@@ -1,3 +1,5 @@
 """Shared fixtures: the stand-ins from the brief live in tests/harness/ as pytest plugins."""
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = [
+    "tests.harness.pubsub",
+]
