@@ -21,10 +21,22 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("stack_files", nargs=-1, required=True, type=click.Path(path_type=Path))
-def validate(stack_files: tuple[Path, ...]) -> None:
+@click.argument("stack_files", nargs=-1, required=False, type=click.Path(path_type=Path))
+@click.option("--routes", "routes", multiple=True, type=click.Path(path_type=Path), help="Also check routing tables.")
+def validate(stack_files: tuple[Path, ...], routes: tuple[Path, ...]) -> None:
     """Check Pulumi.<stack>.yaml files; exit 1 with every problem and its key path."""
+    if not stack_files and not routes:
+        raise click.UsageError("give stack files and/or --routes <routing table>")
     failed = False
+    for table in routes:
+        from scaler.routing import load_routing_table
+
+        try:
+            load_routing_table(table)
+            click.echo(f"ok: {table}")
+        except ConfigError as exc:
+            failed = True
+            click.echo(str(exc), err=True)
     configs = []
     for path in stack_files:
         try:
@@ -38,6 +50,15 @@ def validate(stack_files: tuple[Path, ...]) -> None:
         click.echo(f"across stacks: {issue}", err=True)
     if failed:
         sys.exit(1)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("gunicorn_args", nargs=-1, type=click.UNPROCESSED)
+def webhook(gunicorn_args: tuple[str, ...]) -> None:
+    """Serve the webhook intake under gunicorn (settings: GARO_* environment, docs/webhook.md)."""
+    from scaler.webhook.serve import run
+
+    run(gunicorn_args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,6 +1,8 @@
 """Shared fixtures: the stand-ins from the brief live in tests/harness/ as pytest plugins."""
 
 pytest_plugins: list[str] = [
+    "tests.harness.github",
     "tests.harness.compute",
     "tests.harness.pubsub",
+    "tests.harness.webhooks",
 ]

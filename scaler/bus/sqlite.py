@@ -1,0 +1,306 @@
+"""The embedded event bus: one SQLite file, no server, Pub/Sub's semantics.
+
+``make demo`` and local development run the webhook (several gunicorn
+workers) and one agent per department as separate processes; they share a
+single SQLite file in WAL mode, so readers never block the writer and every
+operation is a short ``BEGIN IMMEDIATE`` transaction.
+
+The semantics mirror Google Pub/Sub so that the agent cannot tell the two
+apart:
+
+* a message is copied to every subscription whose attribute filter matches
+  at publish time (a subscription sees only messages published after it was
+  created, like Pub/Sub);
+* ``pull`` leases messages for the subscription's ack deadline; unacknowledged
+  messages come back after it, with ``delivery_attempt`` counted;
+* an ack carries the lease's token, so a stale ack from an expired lease is
+  ignored (the message was already handed to someone else);
+* after ``max_delivery_attempts`` deliveries an expired message moves to the
+  ``dead_letters`` table instead of being delivered again.
+
+One extra the webhook relies on: the ``delivery`` attribute (GitHub's
+X-GitHub-Delivery GUID) is UNIQUE, so a redelivered webhook publishes nothing
+new across all gunicorn workers. Rows are kept after ack for that reason and
+purged after ``retention`` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from scaler.bus.base import BusUnavailable, Message
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    data BLOB NOT NULL,
+    attributes TEXT NOT NULL,
+    ordering_key TEXT NOT NULL DEFAULT '',
+    delivery TEXT UNIQUE,
+    published_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    name TEXT PRIMARY KEY,
+    filter TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    subscription TEXT NOT NULL,
+    message INTEGER NOT NULL REFERENCES messages(id),
+    state TEXT NOT NULL DEFAULT 'ready',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0,
+    token TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (subscription, message)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (subscription, state, lease_until);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    subscription TEXT NOT NULL,
+    message INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    attributes TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    dead_at REAL NOT NULL,
+    PRIMARY KEY (subscription, message)
+);
+"""
+
+
+class SqliteBus:
+    """Publisher and (with ``subscription``) Subscriber over one SQLite file.
+
+    ``filter`` is an attribute mapping every message must carry to reach this
+    subscription, e.g. ``{"department": "data"}``. ``synchronous`` is
+    SQLite's durability knob: ``NORMAL`` (default) survives a crash of any
+    process; ``FULL`` also survives power loss at the price of an fsync per
+    publish. ``busy_timeout`` is how long a writer waits for a lock before
+    raising BusUnavailable (the webhook then answers 503).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        subscription: str | None = None,
+        filter: Mapping[str, str] | None = None,
+        ack_deadline: float = 60.0,
+        max_delivery_attempts: int = 5,
+        retention: float = 7 * 24 * 3600,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
+        if max_delivery_attempts < 1 or ack_deadline <= 0:
+            raise ValueError("max_delivery_attempts must be >= 1 and ack_deadline > 0")
+        self.path = str(path)
+        self.subscription = subscription
+        self.filter = dict(filter or {})
+        self.ack_deadline = ack_deadline
+        self.max_delivery_attempts = max_delivery_attempts
+        self.retention = retention
+        self._synchronous = synchronous.upper()
+        self._busy_timeout = busy_timeout
+        self._clock = clock
+        self._local = threading.local()
+        if subscription is not None:
+            self.create_subscription(subscription, self.filter)
+
+    def __repr__(self) -> str:
+        return f"SqliteBus({self.path!r}, subscription={self.subscription!r}, filter={self.filter!r})"
+
+    # ------------------------------------------------------------ connections
+
+    def _connection(self) -> sqlite3.Connection:
+        """One connection per thread and process (connections must not cross a fork)."""
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None or getattr(self._local, "pid", None) != os.getpid():
+            try:
+                db = sqlite3.connect(
+                    self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+                )
+                db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute(f"PRAGMA synchronous={self._synchronous}")
+                # Lazily, so that a webhook starts (and says "not ready") while the file is unavailable.
+                db.executescript(_SCHEMA)
+            except sqlite3.Error as exc:
+                raise BusUnavailable(f"cannot open sqlite bus {self.path}: {exc}") from exc
+            self._local.db, self._local.pid = db, os.getpid()
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise BusUnavailable(f"sqlite bus {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # ------------------------------------------------------------ publisher
+
+    def create_subscription(self, name: str, filter: Mapping[str, str] | None = None) -> None:
+        """Create a subscription (idempotent); its filter cannot change later, as in Pub/Sub."""
+        wanted = json.dumps(dict(filter or {}), sort_keys=True)
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO subscriptions (name, filter, created_at) VALUES (?, ?, ?)",
+                (name, wanted, self._clock()),
+            )
+            (existing,) = db.execute("SELECT filter FROM subscriptions WHERE name = ?", (name,)).fetchone()
+        if existing != wanted:
+            raise ValueError(f"subscription {name!r} exists with filter {existing}, not {wanted}")
+
+    def publish(self, data: bytes, attributes: Mapping[str, str], ordering_key: str = "") -> str:
+        """Store the message once per ``delivery`` attribute; fan it out to matching subscriptions."""
+        attrs = {str(k): str(v) for k, v in attributes.items()}
+        delivery = attrs.get("delivery") or None
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO messages (data, attributes, ordering_key, delivery, published_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (bytes(data), json.dumps(attrs, sort_keys=True), ordering_key, delivery, self._clock()),
+            )
+            if cursor.rowcount == 0:  # this delivery was published before
+                (message_id,) = db.execute("SELECT id FROM messages WHERE delivery = ?", (delivery,)).fetchone()
+                return str(message_id)
+            message_id = cursor.lastrowid
+            for name, raw_filter in db.execute("SELECT name, filter FROM subscriptions").fetchall():
+                wanted: dict[str, str] = json.loads(raw_filter)
+                if all(attrs.get(k) == v for k, v in wanted.items()):
+                    db.execute("INSERT INTO deliveries (subscription, message) VALUES (?, ?)", (name, message_id))
+        return str(message_id)
+
+    def ready(self) -> bool:
+        try:
+            self._connection().execute("SELECT 1 FROM messages LIMIT 1").fetchall()
+            return True
+        except (sqlite3.Error, BusUnavailable):
+            return False
+
+    # ------------------------------------------------------------ subscriber
+
+    def _name(self) -> str:
+        if self.subscription is None:
+            raise RuntimeError("this SqliteBus has no subscription; pass subscription= to pull")
+        return self.subscription
+
+    def pull(self, max_messages: int = 100, timeout: float = 1.0) -> Sequence[Message]:
+        """Lease due messages; poll until ``timeout`` if none are due."""
+        give_up = time.monotonic() + timeout
+        while True:
+            messages = self._lease(max_messages)
+            if messages or time.monotonic() >= give_up:
+                return messages
+            time.sleep(min(0.05, max(0.0, give_up - time.monotonic())))
+
+    def _lease(self, max_messages: int) -> list[Message]:
+        name, now = self._name(), self._clock()
+        leased: list[Message] = []
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT d.message, d.attempts, m.data, m.attributes FROM deliveries d JOIN messages m ON m.id = d.message "
+                "WHERE d.subscription = ? AND d.state = 'ready' AND d.lease_until <= ? ORDER BY d.message LIMIT ?",
+                (name, now, max_messages * 2),
+            ).fetchall()
+            for message, attempts, data, attributes in rows:
+                if attempts >= self.max_delivery_attempts:
+                    db.execute(
+                        "INSERT OR REPLACE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?)",
+                        (name, message, data, attributes, attempts, now),
+                    )
+                    db.execute(
+                        "UPDATE deliveries SET state = 'dead' WHERE subscription = ? AND message = ?", (name, message)
+                    )
+                    continue
+                if len(leased) == max_messages:
+                    continue
+                token = secrets.token_hex(8)
+                db.execute(
+                    "UPDATE deliveries SET attempts = attempts + 1, lease_until = ?, token = ? "
+                    "WHERE subscription = ? AND message = ?",
+                    (now + self.ack_deadline, token, name, message),
+                )
+                leased.append(
+                    Message(
+                        ack_id=f"{message}:{token}",
+                        message_id=str(message),
+                        data=bytes(data),
+                        attributes=json.loads(attributes),
+                        delivery_attempt=attempts + 1,
+                    )
+                )
+        return leased
+
+    def _leases(self, ack_ids: Sequence[str]) -> Iterator[tuple[int, str]]:
+        for ack_id in ack_ids:
+            message, _, token = ack_id.partition(":")
+            if message.isdigit() and token:
+                yield int(message), token
+
+    def ack(self, ack_ids: Sequence[str]) -> None:
+        name = self._name()
+        with self._transaction() as db:
+            for message, token in self._leases(ack_ids):
+                db.execute(
+                    "UPDATE deliveries SET state = 'acked' WHERE subscription = ? AND message = ? AND token = ? "
+                    "AND state = 'ready'",
+                    (name, message, token),
+                )
+
+    def modify_ack_deadline(self, ack_ids: Sequence[str], seconds: int) -> None:
+        name, now = self._name(), self._clock()
+        with self._transaction() as db:
+            for message, token in self._leases(ack_ids):
+                db.execute(
+                    "UPDATE deliveries SET lease_until = ? WHERE subscription = ? AND message = ? AND token = ? "
+                    "AND state = 'ready' AND lease_until > ?",
+                    (now + max(0, seconds), name, message, token, now),
+                )
+
+    # ------------------------------------------------------------ inspection
+
+    def dead_letters(self) -> list[Message]:
+        """Messages of this subscription that exhausted their delivery attempts."""
+        rows = (
+            self._connection()
+            .execute(
+                "SELECT message, data, attributes, attempts FROM dead_letters WHERE subscription = ? ORDER BY message",
+                (self._name(),),
+            )
+            .fetchall()
+        )
+        return [Message("", str(m), bytes(d), json.loads(a), n) for m, d, a, n in rows]
+
+    def purge(self) -> int:
+        """Forget messages older than ``retention`` that every subscription settled; return how many."""
+        cutoff = self._clock() - self.retention
+        with self._transaction() as db:
+            cursor = db.execute(
+                "DELETE FROM messages WHERE published_at < ? AND id NOT IN "
+                "(SELECT message FROM deliveries WHERE state = 'ready')",
+                (cutoff,),
+            )
+            db.execute("DELETE FROM deliveries WHERE message NOT IN (SELECT id FROM messages)")
+            return cursor.rowcount

@@ -1,0 +1,208 @@
+"""The webhook intake: GitHub ``workflow_job`` events in, routed bus messages out.
+
+Order of checks on ``POST /webhook``, cheapest and safest first: size (413,
+before the body is read), signature over the raw bytes (401, before anything
+parses them), content type (415), headers and JSON shape (400). Only then is
+the job routed and published; the answer is 202 once the bus accepted the
+message, 503 if it did not (GitHub shows the delivery as failed and
+``garo redeliver`` sends it again).
+
+De-duplication on ``X-GitHub-Delivery``: there is no database of our own, so
+each worker remembers the GUIDs it published recently (bounded, in memory).
+That catches the common case (a manual or automatic redelivery shortly after
+success). Redeliveries landing on another worker or after a restart are
+caught by the embedded bus's UNIQUE delivery column, and on Pub/Sub by the
+agent, whose actions are idempotent (instance names derive from job ids). A
+GUID is remembered only after a successful publish, so a redelivery of an
+event that got 503 is published.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, request
+from werkzeug.exceptions import HTTPException
+
+from scaler.bus.base import BusUnavailable, Publisher
+from scaler.webhook.bus import publisher_from_url
+from scaler.webhook.logs import get_logger
+from scaler.webhook.metrics import CONTENT_TYPE, WebhookMetrics
+from scaler.webhook.settings import WebhookSettings, settings_from_env
+from scaler.webhook.signature import verify
+
+JOB_ACTIONS = frozenset({"queued", "waiting", "in_progress", "completed"})
+OUTCOME_BY_STATUS = {400: "bad_request", 401: "bad_signature", 404: "not_found", 405: "method_not_allowed"}
+OUTCOME_BY_STATUS |= {413: "too_large", 415: "unsupported_media_type", 503: "bus_unavailable"}
+
+bp = Blueprint("webhook", __name__)
+
+
+class RecentDeliveries:
+    """A bounded, thread-safe set of the delivery GUIDs this worker published."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, delivery: object) -> bool:
+        with self._lock:
+            return delivery in self._seen
+
+    def add(self, delivery: str) -> None:
+        with self._lock:
+            self._seen[delivery] = None
+            self._seen.move_to_end(delivery)
+            while len(self._seen) > self.size:
+                self._seen.popitem(last=False)
+
+
+class Intake:
+    """Per-app state: settings, publisher, metrics, the recent-delivery cache."""
+
+    def __init__(self, settings: WebhookSettings, publisher: Publisher) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.metrics = WebhookMetrics()
+        self.recent = RecentDeliveries(settings.dedup_size)
+        self.log = get_logger(settings.log_level)
+
+
+def _intake() -> Intake:
+    intake: Intake = current_app.extensions["garo_webhook"]
+    return intake
+
+
+def _answer(status: int, outcome: str, message: str = "", **fields: Any) -> tuple[Response, int]:
+    """Count, log and answer in one place, so every response is all three."""
+    intake = _intake()
+    intake.metrics.requests.labels(outcome=outcome).inc()
+    log_fields = {"outcome": outcome, "status": status, "delivery": request.headers.get("X-GitHub-Delivery", "")[:128]}
+    log_fields |= {k: v for k, v in fields.items() if k != "message_id"}
+    level = 30 if status >= 400 else 20
+    intake.log.log(level, message or outcome, extra={"fields": log_fields})
+    body = {"status": outcome} | ({"error": message} if status >= 400 else {}) | fields
+    return Response(json.dumps(body), status=status, mimetype="application/json"), status
+
+
+def _printable(value: str | None, limit: int = 128) -> bool:
+    return bool(value) and len(value or "") <= limit and all(33 <= ord(c) < 127 for c in value or "")
+
+
+@bp.post("/webhook")
+def webhook() -> tuple[Response, int]:
+    intake = _intake()
+    body = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
+    if not verify(body, request.headers.get("X-Hub-Signature-256"), intake.settings.secrets):
+        return _answer(401, "bad_signature", "missing or invalid X-Hub-Signature-256")
+    if request.mimetype != "application/json":
+        return _answer(
+            415,
+            "unsupported_media_type",
+            "set the webhook's content type to application/json (form-encoded payload= is not accepted)",
+        )
+    event, delivery = request.headers.get("X-GitHub-Event"), request.headers.get("X-GitHub-Delivery")
+    if not _printable(event, 64) or not _printable(delivery):
+        return _answer(400, "bad_request", "X-GitHub-Event and X-GitHub-Delivery headers are required")
+    assert event is not None and delivery is not None
+    if event not in ("workflow_job", "ping"):
+        return _answer(202, "ignored", event=event)
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return _answer(400, "bad_request", "body is not valid JSON")
+    if not isinstance(payload, dict):
+        return _answer(400, "bad_request", "body is not a JSON object")
+    if event == "ping":
+        return _answer(200, "pong", hook_id=payload.get("hook_id"))
+    job = _read_job(payload)
+    if isinstance(job, str):
+        return _answer(400, "bad_request", job)
+    action, job_id, org, repository, labels = job
+    fields: dict[str, Any] = {"action": action, "job_id": job_id, "repository": repository}
+    if action not in JOB_ACTIONS:
+        return _answer(202, "ignored", **fields)
+    if delivery in intake.recent:
+        return _answer(202, "duplicate", **fields)
+    decision = intake.settings.routes.match(org, repository, labels)
+    if decision.route is None:
+        if decision.outcome == "unmatched":
+            intake.metrics.unmatched_jobs.labels(action=action).inc()
+            return _answer(202, "unmatched", "no runner group has these labels", labels=labels, **fields)
+        return _answer(202, "github_hosted", **fields)
+    route = decision.route
+    fields |= {"department": route.department, "group": route.group}
+    attributes = {"department": route.department, "group": route.group, "action": action}
+    attributes |= {"job_id": job_id, "delivery": delivery}
+    started = time.perf_counter()
+    try:
+        message_id = intake.publisher.publish(body, attributes)
+    except BusUnavailable:
+        return _answer(503, "bus_unavailable", "the event bus did not accept the event; retry later", **fields)
+    except Exception:  # a client library failing in a new way is still "bus down" to GitHub
+        intake.log.exception("publish failed", extra={"fields": fields})
+        return _answer(503, "bus_unavailable", "the event bus did not accept the event; retry later", **fields)
+    intake.metrics.publish_seconds.observe(time.perf_counter() - started)
+    intake.recent.add(delivery)
+    return _answer(202, "published", message_id=message_id, **fields)
+
+
+def _read_job(payload: dict[str, Any]) -> tuple[str, str, str, str, list[str]] | str:
+    """(action, job_id, org, repository, labels) or a message saying what is missing."""
+    action, job, repo, org = (payload.get(k) for k in ("action", "workflow_job", "repository", "organization"))
+    if not isinstance(action, str) or not isinstance(job, dict) or not isinstance(repo, dict):
+        return "workflow_job events need action, workflow_job and repository"
+    job_id, labels, full_name = job.get("id"), job.get("labels"), repo.get("full_name")
+    if isinstance(job_id, bool) or not isinstance(job_id, int):
+        return "workflow_job.id must be an integer"
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        return "workflow_job.labels must be a list of strings"
+    if not isinstance(full_name, str) or full_name.count("/") != 1:
+        return "repository.full_name must be owner/name"
+    login = org.get("login") if isinstance(org, dict) else None
+    owner = login if isinstance(login, str) and login else full_name.split("/")[0]
+    return action, str(job_id), owner, full_name, labels
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    return Response('{"status": "ok"}', mimetype="application/json"), 200
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    ready = _intake().publisher.ready()
+    body = json.dumps({"status": "ready" if ready else "bus_unavailable"})
+    return Response(body, mimetype="application/json"), 200 if ready else 503
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    return Response(_intake().metrics.render(), mimetype=CONTENT_TYPE)
+
+
+def _http_error(exc: HTTPException) -> tuple[Response, int]:
+    """Every framework error (404, 405, 413, ...) as a short JSON body, counted."""
+    status = exc.code or 400
+    outcome = OUTCOME_BY_STATUS.get(status, "bad_request")
+    response, _ = _answer(status, outcome, exc.name)
+    if status == 405 and exc.get_response().headers.get("Allow"):
+        response.headers["Allow"] = exc.get_response().headers["Allow"]
+    return response, status
+
+
+def create_app(config: WebhookSettings | None = None) -> Flask:
+    """The WSGI app; without ``config`` every setting comes from the environment."""
+    settings = config if config is not None else settings_from_env()
+    publisher = settings.publisher if settings.publisher is not None else publisher_from_url(settings.bus_url)
+    app = Flask("scaler.webhook")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["garo_webhook"] = Intake(settings, publisher)
+    app.register_blueprint(bp)
+    app.register_error_handler(HTTPException, _http_error)
+    return app

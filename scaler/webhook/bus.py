@@ -1,0 +1,37 @@
+"""Turn ``GARO_BUS`` into a Publisher.
+
+``sqlite://<path>`` is the embedded bus (everything after ``sqlite://`` is the
+path, so ``sqlite:///var/lib/garo/bus.db`` is absolute and
+``sqlite://garo-bus.db`` relative); query parameters ``synchronous`` and
+``timeout`` (seconds to wait for a locked file before answering 503) tune it.
+``pubsub://<project>/<topic>`` is Google Pub/Sub; the client honours
+``PUBSUB_EMULATOR_HOST``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from scaler.bus.base import Publisher
+
+
+def publisher_from_url(url: str) -> Publisher:
+    if url.startswith("sqlite://"):
+        from scaler.bus.sqlite import SqliteBus
+
+        path, _, query = url[len("sqlite://") :].partition("?")
+        params = {k: v[-1] for k, v in parse_qs(query).items()}
+        return SqliteBus(
+            path,
+            synchronous=params.get("synchronous", "NORMAL"),
+            busy_timeout=float(params.get("timeout", "5")),
+        )
+    if url.startswith("pubsub://"):
+        from scaler.bus.pubsub import PubSubPublisher
+
+        parts = urlsplit(url)
+        project, topic = parts.netloc, parts.path.strip("/")
+        if not project or not topic or "/" in topic:
+            raise ValueError(f"expected pubsub://<project>/<topic>, got {url!r}")
+        return PubSubPublisher(project, topic)  # type: ignore[call-arg]
+    raise ValueError(f"unknown bus URL {url!r} (expected sqlite:// or pubsub://)")

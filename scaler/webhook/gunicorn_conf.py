@@ -1,0 +1,45 @@
+"""gunicorn settings for the webhook (the repository's gunicorn.conf.py re-exports these).
+
+gthread workers keep connections alive (load balancers reuse them) and let
+a slow publish wait without blocking the worker's other requests. The
+workers share one Prometheus directory so /metrics adds up all of them; it
+is emptied when the master starts, because samples of dead workers from an
+earlier run would otherwise be summed in forever.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from scaler.webhook.settings import server_settings_from_env
+
+_server = server_settings_from_env()
+
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="garo-webhook-metrics-")
+
+bind = _server.bind
+workers = _server.workers
+worker_class = "gthread"
+threads = _server.threads
+keepalive = 75  # longer than typical load balancer idle timeouts (60 s)
+timeout = 30
+graceful_timeout = 20
+accesslog = None  # the app logs one JSON line per request, with delivery and job ids
+errorlog = "-"
+wsgi_app = "scaler.webhook:create_app()"
+
+
+def on_starting(server: Any) -> None:
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, exist_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

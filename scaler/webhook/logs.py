@@ -1,0 +1,44 @@
+"""One JSON object per log line, so on-call can filter by delivery, job or department.
+
+Only fields passed explicitly (``extra={"fields": {...}}``) are emitted: the
+request body and headers are never logged, so neither the payload nor the
+signature (nor, by construction, the secret) can leak into the logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+LOGGER_NAME = "garo.webhook"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info and record.exc_info[0] is not None:
+            # The type only: exception messages may quote input.
+            entry["error"] = record.exc_info[0].__name__
+        return json.dumps(entry, default=str)
+
+
+def get_logger(level: str = "INFO") -> logging.Logger:
+    """The webhook logger, writing JSON to stderr unless the host configured handlers."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(level)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+        logger.propagate = False
+    return logger

@@ -1,0 +1,276 @@
+"""POST /webhook with GitHub's real example payloads, signed like GitHub signs them."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import logging
+import sqlite3
+import urllib.parse
+import uuid
+from pathlib import Path
+
+import pytest
+
+from scaler.bus.sqlite import SqliteBus
+from scaler.webhook.logs import LOGGER_NAME, JsonFormatter
+from tests.harness.webhooks import (
+    PREVIOUS_SECRET,
+    ROUTES,
+    SECRET,
+    Example,
+    WebhookIntake,
+    conforming,
+    load_examples,
+    make_intake,
+    sign,
+)
+
+EXAMPLES = load_examples()
+JOBS = [e for e in EXAMPLES if e.event == "workflow_job"]
+
+
+def _owner(payload: dict) -> str:
+    org = payload.get("organization") or {}
+    return org.get("login") or payload["repository"]["full_name"].split("/")[0]
+
+
+def _route_for(org: str) -> tuple[str, str, list[str]]:
+    for dept in ROUTES["departments"]:
+        if dept["org"].lower() == org.lower():
+            group = dept["groups"][0]
+            return dept["name"], group["name"], group["labels"]
+    raise AssertionError(f"no test route for {org}")
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.id)
+def test_examples_as_github_sends_them(webhook_intake: WebhookIntake, example: Example) -> None:
+    delivery = str(uuid.uuid4())
+    response = webhook_intake.post(example.body, example.event, delivery)
+    published = webhook_intake.published()
+    if example.event == "ping":
+        assert (response.status_code, response.json["status"]) == (200, "pong")
+        assert published == []
+        return
+    labels = {label.lower() for label in example.payload["workflow_job"]["labels"]}
+    if labels == {"ubuntu-latest"}:
+        # GitHub-hosted: accepted, nobody to tell.
+        assert (response.status_code, response.json["status"]) == (202, "github_hosted")
+        assert published == []
+        return
+    assert (response.status_code, response.json["status"]) == (202, "published"), response.json
+    [message] = published
+    assert message.data == example.body
+    expected = {"platform": "k8s", "data": "gpu"}
+    department = response.json["department"]
+    assert message.attributes == {
+        "department": department,
+        "group": expected[department],
+        "action": example.action,
+        "job_id": str(example.payload["workflow_job"]["id"]),
+        "delivery": delivery,
+    }
+
+
+@pytest.mark.parametrize("example", JOBS, ids=lambda e: e.id)
+def test_every_job_example_lands_with_its_route(webhook_intake: WebhookIntake, example: Example) -> None:
+    payload = copy.deepcopy(example.payload)
+    department, group, labels = _route_for(_owner(payload))
+    payload["workflow_job"]["labels"] = ["self-hosted", labels[-1]]
+    body = conforming("workflow_job", payload, base=example.payload)
+    delivery = str(uuid.uuid4())
+    response = webhook_intake.post(body, "workflow_job", delivery)
+    assert response.status_code == 202, response.json
+    [message] = webhook_intake.published()
+    assert message.data == body
+    assert message.attributes == {
+        "department": department,
+        "group": group,
+        "action": example.action,
+        "job_id": str(payload["workflow_job"]["id"]),
+        "delivery": delivery,
+    }
+
+
+def _form(body: bytes) -> bytes:
+    return ("payload=" + urllib.parse.quote_plus(body.decode("utf-8"))).encode("ascii")
+
+
+BAD = {
+    "wrong-secret": (401, lambda e: {"body": e.body, "secret": "not the secret"}),
+    "missing-signature": (401, lambda e: {"body": e.body, "signature": ""}),
+    "not-sha256": (401, lambda e: {"body": e.body, "signature": "sha1=" + sign(e.body, SECRET)[7:47]}),
+    "truncated-body": (401, lambda e: {"body": e.body[: len(e.body) // 2], "signature": sign(e.body, SECRET)}),
+    "form-encoded": (415, lambda e: {"body": _form(e.body), "content_type": "application/x-www-form-urlencoded"}),
+    "text-plain": (415, lambda e: {"body": e.body, "content_type": "text/plain"}),
+    "no-content-type": (415, lambda e: {"body": e.body, "content_type": ""}),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.id)
+def test_bad_requests_publish_nothing(webhook_intake: WebhookIntake, example: Example, case: str) -> None:
+    status, make = BAD[case]
+    kwargs = make(example)
+    response = webhook_intake.post(event=example.event, **kwargs)
+    assert response.status_code == status
+    assert response.json["error"]
+    assert webhook_intake.published() == []
+
+
+def test_form_encoded_delivery_is_told_what_to_change(webhook_intake: WebhookIntake) -> None:
+    body = _form(JOBS[-1].body)
+    response = webhook_intake.post(body, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 415
+    assert "application/json" in response.json["error"]
+
+
+def test_previous_secret_is_accepted_during_rotation(webhook_intake: WebhookIntake) -> None:
+    example = JOBS[-1]  # lineville waiting: self-hosted, routed
+    assert webhook_intake.post(example.body, secret=PREVIOUS_SECRET).status_code == 202
+    assert webhook_intake.post(example.body, secret="some third secret").status_code == 401
+    assert len(webhook_intake.published()) == 1
+
+
+def test_redelivery_of_the_same_guid_publishes_nothing_new(webhook_intake: WebhookIntake, tmp_path: Path) -> None:
+    example, delivery = JOBS[-1], str(uuid.uuid4())
+    first = webhook_intake.post(example.body, delivery=delivery)
+    again = webhook_intake.post(example.body, delivery=delivery)
+    assert (first.json["status"], again.json["status"]) == ("published", "duplicate")
+    # A second gunicorn worker (another app on the same bus file) has not seen the GUID;
+    # the bus's UNIQUE delivery column still keeps it to one message.
+    other = make_intake(tmp_path)
+    assert other.post(example.body, delivery=delivery).status_code == 202
+    assert len(webhook_intake.published()) == 1
+    # A new delivery of the same job (GitHub sends one per state change) is a new event.
+    assert webhook_intake.post(example.body).json["status"] == "published"
+    assert len(webhook_intake.published()) == 1
+
+
+def test_bus_down_answers_503_and_a_redelivery_is_published(tmp_path: Path) -> None:
+    bus_path = tmp_path / "bus.db"
+    intake = make_intake(tmp_path, publisher=SqliteBus(bus_path, busy_timeout=0.1))
+    example, delivery = JOBS[-1], str(uuid.uuid4())
+    blocker = sqlite3.connect(bus_path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holds the file: the bus cannot accept writes
+    try:
+        response = intake.post(example.body, delivery=delivery)
+        assert response.status_code == 503
+        assert response.json["status"] == "bus_unavailable"
+        assert intake.client.get("/readyz").status_code in (200, 503)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert intake.published() == []
+    # GitHub (or `garo redeliver`) sends the same GUID again: it must not be treated as a duplicate.
+    assert intake.post(example.body, delivery=delivery).json["status"] == "published"
+    assert [m.attributes["delivery"] for m in intake.published()] == [delivery]
+
+
+def test_body_over_the_limit_is_413(tmp_path: Path) -> None:
+    intake = make_intake(tmp_path, max_body_bytes=4096)
+    payload = copy.deepcopy(JOBS[-1].payload)
+    payload["workflow_job"]["steps"] = [
+        {
+            "name": "x" * 100,
+            "status": "queued",
+            "conclusion": None,
+            "number": i,
+            "started_at": None,
+            "completed_at": None,
+        }
+        for i in range(60)
+    ]
+    body = conforming("workflow_job", payload)
+    response = intake.post(body)
+    assert response.status_code == 413
+    assert response.json["status"] == "too_large"
+    assert intake.published() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "error"),
+    [
+        (b"{not json", {}, "not valid JSON"),
+        (b"[1, 2]", {}, "not a JSON object"),
+        (b'{"action": "queued"}', {}, "need action, workflow_job and repository"),
+        (b"\xff\xfe", {}, "not valid JSON"),
+        (JOBS[-1].body, {"X-GitHub-Delivery": ""}, "X-GitHub-Delivery"),
+        (JOBS[-1].body, {"X-GitHub-Event": ""}, "X-GitHub-Event"),
+    ],
+)
+def test_malformed_signed_requests_are_400(
+    webhook_intake: WebhookIntake, body: bytes, headers: dict, error: str
+) -> None:
+    response = webhook_intake.post(body, headers=headers)
+    assert response.status_code == 400
+    assert error in response.json["error"]
+    assert webhook_intake.published() == []
+
+
+def test_missing_job_fields_are_400(webhook_intake: WebhookIntake) -> None:
+    for field, value in (("id", "12"), ("labels", "self-hosted")):
+        payload = copy.deepcopy(JOBS[-1].payload)
+        payload["workflow_job"][field] = value
+        response = webhook_intake.post(json.dumps(payload).encode())
+        assert response.status_code == 400, field
+        assert f"workflow_job.{field}" in response.json["error"]
+    assert webhook_intake.published() == []
+
+
+def test_other_events_and_actions_are_accepted_and_ignored(webhook_intake: WebhookIntake) -> None:
+    assert webhook_intake.post(b'{"zen": "push"}', event="push").json["status"] == "ignored"
+    payload = copy.deepcopy(JOBS[-1].payload)
+    payload["action"] = "requeued"  # an action GitHub might add one day
+    response = webhook_intake.post(json.dumps(payload).encode())
+    assert (response.status_code, response.json["status"]) == (202, "ignored")
+    assert webhook_intake.published() == []
+
+
+def test_wrong_method_and_path_get_json_errors(webhook_intake: WebhookIntake) -> None:
+    response = webhook_intake.client.get("/webhook")
+    assert response.status_code == 405
+    assert response.json["status"] == "method_not_allowed"
+    assert "POST" in response.headers["Allow"]
+    assert webhook_intake.client.post("/elsewhere").status_code == 404
+
+
+def test_unmatched_self_hosted_job_is_counted_and_logged(webhook_intake: WebhookIntake) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger(LOGGER_NAME).addHandler(handler)
+    try:
+        payload = copy.deepcopy(JOBS[-1].payload)
+        payload["workflow_job"]["labels"] = ["self-hosted", "quantum"]
+        response = webhook_intake.post(conforming("workflow_job", payload))
+        routed = webhook_intake.post(JOBS[-1].body)
+    finally:
+        logging.getLogger(LOGGER_NAME).removeHandler(handler)
+    assert (response.status_code, response.json["status"]) == (202, "unmatched")
+    assert routed.json["status"] == "published"
+    assert len(webhook_intake.published()) == 1
+    metrics = webhook_intake.client.get("/metrics").text
+    assert 'garo_webhook_unmatched_jobs_total{action="waiting"} 1.0' in metrics
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    unmatched = next(line for line in lines if line["outcome"] == "unmatched")
+    assert unmatched["labels"] == ["self-hosted", "quantum"]
+    assert unmatched["job_id"] == str(payload["workflow_job"]["id"])
+    published = next(line for line in lines if line["outcome"] == "published")
+    assert published["department"] == "platform" and published["delivery"]
+    text = stream.getvalue()
+    assert SECRET not in text and "elastic-machines-testing/actions/runs" not in text
+
+
+def test_health_readiness_and_metrics(webhook_intake: WebhookIntake, tmp_path: Path) -> None:
+    assert webhook_intake.client.get("/healthz").status_code == 200
+    assert webhook_intake.client.get("/readyz").json == {"status": "ready"}
+    webhook_intake.post(JOBS[-1].body)
+    webhook_intake.post(JOBS[-1].body, secret="wrong")
+    metrics = webhook_intake.client.get("/metrics").text
+    assert 'garo_webhook_requests_total{outcome="published"} 1.0' in metrics
+    assert 'garo_webhook_requests_total{outcome="bad_signature"} 1.0' in metrics
+    assert "garo_webhook_publish_seconds_count 1.0" in metrics
+    gone = make_intake(tmp_path / "x", publisher=SqliteBus(tmp_path / "never" / "bus.db", busy_timeout=0.1))
+    assert gone.client.get("/readyz").status_code == 503
