@@ -1,0 +1,197 @@
+"""`GitHubClient`: the agent's GitHub, over REST, as a GitHub App or with a plain token.
+
+Org-level runners by default (one App installation serves every department's
+repositories); repo-level when `repo="owner/name"` is given. Retries, rate
+limits and metrics live in `scaler.github.http`; this module only knows the
+endpoints and how to turn their JSON into `scaler.github.models`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import requests
+from prometheus_client import CollectorRegistry
+
+from scaler.github.auth import AppCredentials, InstallationToken, InstallationTokenCache, parse_expires_at
+from scaler.github.http import GitHubError, GitHubHttp, GitHubMetrics, raise_for
+from scaler.github.models import JitConfig, Job, Runner
+from scaler.github.ratelimit import Clock, JitBudget, SystemClock
+
+log = logging.getLogger(__name__)
+
+PER_PAGE = 100
+_MAX_PAGES = 1000  # 100,000 runners: a loop guard, not a real limit
+_REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+class GitHubClient:
+    """Implements `scaler.github.models.GitHubApi`.
+
+    Give either `app` (+ `installation_id`, looked up from the org if omitted)
+    or `token` (development). Pass `registry` to export metrics, `clock` to
+    control time in tests, and `jit_budget` to share one JIT budget between
+    clients of the same App.
+    """
+
+    def __init__(
+        self,
+        org: str,
+        *,
+        app: AppCredentials | None = None,
+        installation_id: int | None = None,
+        token: str | None = None,
+        repo: str | None = None,
+        api_url: str = "https://api.github.com",
+        registry: CollectorRegistry | None = None,
+        clock: Clock | None = None,
+        session: requests.Session | None = None,
+        jit_per_minute: int = 180,
+        jit_budget: JitBudget | None = None,
+        **http_options: Any,
+    ) -> None:
+        if (app is None) == (token is None):
+            raise ValueError("GitHubClient needs exactly one of app= (GitHub App) or token=")
+        if repo is not None and not _REPO_RE.match(repo):
+            raise ValueError(f"repo must look like 'owner/name', got {repo!r}")
+        self.org = org
+        self.repo = repo
+        self.clock = clock or SystemClock()
+        self.metrics = GitHubMetrics(registry)
+        self.http = GitHubHttp(api_url, session=session, clock=self.clock, metrics=self.metrics, **http_options)
+        self.jit_budget = jit_budget or JitBudget(jit_per_minute, clock=self.clock)
+        self.metrics.jit_budget.set_function(self.jit_budget.remaining)
+        self._app = app
+        self._installation_id = installation_id
+        self._token = token
+        self._tokens = InstallationTokenCache(self._fetch_installation_token, clock=self.clock)
+
+    def __repr__(self) -> str:
+        mode = f"app={self._app.app_id}" if self._app else "token=<hidden>"
+        return f"GitHubClient(org={self.org!r}, repo={self.repo!r}, {mode}, api_url={self.http.base_url!r})"
+
+    # ------------------------------------------------------------------ auth
+
+    def _app_auth(self) -> str:
+        assert self._app is not None
+        return f"Bearer {self._app.jwt()}"
+
+    def _auth(self) -> str:
+        if self._token is not None:
+            return f"Bearer {self._token}"
+        return f"Bearer {self._tokens.get()}"
+
+    def installation_id(self) -> int:
+        """The App's installation on the org (or repo), looked up once if not configured."""
+        if self._installation_id is None:
+            path = f"/repos/{self.repo}/installation" if self.repo else f"/orgs/{self.org}/installation"
+            endpoint = "/repos/{owner}/{repo}/installation" if self.repo else "/orgs/{org}/installation"
+            response = self.http.request("GET", path, endpoint=endpoint, auth=self._app_auth)
+            raise_for(response, "GET", path)
+            self._installation_id = int(response.json()["id"])
+        return self._installation_id
+
+    def _fetch_installation_token(self) -> InstallationToken:
+        path = f"/app/installations/{self.installation_id()}/access_tokens"
+        response = self.http.request(
+            "POST", path, endpoint="/app/installations/{installation_id}/access_tokens", auth=self._app_auth
+        )
+        raise_for(response, "POST", path)
+        body = response.json()
+        expires_at = parse_expires_at(body.get("expires_at"), self.clock.time())
+        log.info("github: new installation token for installation %s", self._installation_id)
+        return InstallationToken(token=str(body["token"]), expires_at=expires_at)
+
+    def _call(self, method: str, path: str, endpoint: str, **kwargs: Any) -> requests.Response:
+        """A call with the installation token; one retry with a fresh token on 401."""
+        try:
+            response = self.http.request(method, path, endpoint=endpoint, auth=self._auth, **kwargs)
+        except GitHubError as exc:
+            if exc.status != 401 or self._app is None:
+                raise
+            self._tokens.invalidate()
+            response = self.http.request(method, path, endpoint=endpoint, auth=self._auth, **kwargs)
+        return response
+
+    # ------------------------------------------------------------------ runners
+
+    def _scope(self) -> tuple[str, str]:
+        """Path prefix and its metrics template for runner endpoints."""
+        if self.repo:
+            return f"/repos/{self.repo}/actions/runners", "/repos/{owner}/{repo}/actions/runners"
+        return f"/orgs/{self.org}/actions/runners", "/orgs/{org}/actions/runners"
+
+    def generate_jit_config(self, name: str, runner_group_id: int, labels: Sequence[str]) -> JitConfig:
+        """Register a single-use runner; blocks while the JIT budget is spent."""
+        prefix, template = self._scope()
+        waited = self.jit_budget.acquire()
+        if waited:
+            log.info("github: JIT budget spent, waited %.1fs", waited)
+        body = {"name": name, "runner_group_id": runner_group_id, "labels": list(labels), "work_folder": "_work"}
+        path = prefix + "/generate-jitconfig"
+        response = self._call("POST", path, template + "/generate-jitconfig", json=body)
+        raise_for(response, "POST", path)
+        data = response.json()
+        runner = data["runner"]
+        return JitConfig(
+            runner_id=int(runner["id"]), runner_name=str(runner["name"]), encoded=str(data["encoded_jit_config"])
+        )
+
+    def list_runners(self) -> Sequence[Runner]:
+        """Every runner of the org (or repo), following pages of 100."""
+        prefix, template = self._scope()
+        runners: list[Runner] = []
+        for page in range(1, _MAX_PAGES + 1):
+            response = self._call("GET", prefix, template, params={"per_page": PER_PAGE, "page": page})
+            raise_for(response, "GET", prefix)
+            data = response.json()
+            batch = data.get("runners") or []
+            runners.extend(_runner(item) for item in batch)
+            total = data.get("total_count")
+            # Stop on a short page or once total_count is reached; Link URLs
+            # are not followed so credentials never go to another host.
+            if len(batch) < PER_PAGE or (isinstance(total, int) and len(runners) >= total):
+                break
+            if 'rel="next"' not in response.headers.get("Link", ""):
+                break
+        return runners
+
+    def delete_runner(self, runner_id: int) -> None:
+        """Deregister a runner; 404 means it is already gone, which is fine."""
+        prefix, template = self._scope()
+        path = f"{prefix}/{int(runner_id)}"
+        response = self._call("DELETE", path, template + "/{runner_id}")
+        if response.status_code == 404:
+            log.info("github: runner %s already gone", runner_id)
+            return
+        raise_for(response, "DELETE", path)
+
+    # ------------------------------------------------------------------ jobs
+
+    def get_job(self, repo_full_name: str, job_id: int) -> Job:
+        if not _REPO_RE.match(repo_full_name):
+            raise ValueError(f"repo_full_name must look like 'owner/name', got {repo_full_name!r}")
+        path = f"/repos/{repo_full_name}/actions/jobs/{int(job_id)}"
+        response = self._call("GET", path, "/repos/{owner}/{repo}/actions/jobs/{job_id}")
+        raise_for(response, "GET", path)
+        data = response.json()
+        return Job(
+            id=int(data["id"]),
+            status=str(data["status"]),
+            conclusion=data.get("conclusion"),
+            runner_name=data.get("runner_name"),
+            labels=tuple(str(label) for label in data.get("labels") or ()),
+        )
+
+
+def _runner(item: dict[str, Any]) -> Runner:
+    return Runner(
+        id=int(item["id"]),
+        name=str(item["name"]),
+        status=str(item.get("status", "")),
+        busy=bool(item.get("busy", False)),
+        labels=tuple(str(label["name"]) for label in item.get("labels") or () if isinstance(label, dict)),
+    )

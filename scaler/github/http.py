@@ -1,0 +1,228 @@
+"""One place where Garo talks HTTP to GitHub: retries, rate limits, metrics, errors.
+
+Why centralised: the agent and the redelivery sweeper must both back off the
+same way (GitHub punishes clients that hammer it after a 403), count calls the
+same way for on-call, and never let a token into an exception or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from scaler.github.ratelimit import Clock, SystemClock
+
+log = logging.getLogger(__name__)
+
+ACCEPT = "application/vnd.github+json, application/json"
+API_VERSION = "2022-11-28"
+
+
+class GitHubError(Exception):
+    """A GitHub call failed for good. Carries status, method, endpoint path and GitHub's message only."""
+
+    def __init__(self, status: int | None, method: str, path: str, message: str) -> None:
+        self.status = status
+        self.method = method
+        self.path = path
+        self.message = message
+        where = f"{method} {path}"
+        super().__init__(f"GitHub {where} failed: {status if status is not None else 'no response'}: {message}")
+
+
+@dataclass
+class RateLimitState:
+    """The last `x-ratelimit-*` headers GitHub sent (primary limit, per installation)."""
+
+    remaining: int | None = None
+    limit: int | None = None
+    reset: float | None = None  # epoch seconds
+
+
+class GitHubMetrics:
+    """Prometheus metrics for one client, in a registry the caller owns (no global registry)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.calls = Counter(
+            "garo_github_api_calls",
+            "GitHub API calls by endpoint template and status",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.ratelimit_remaining = Gauge(
+            "garo_github_ratelimit_remaining", "Last x-ratelimit-remaining seen from GitHub", registry=self.registry
+        )
+        self.jit_budget = Gauge(
+            "garo_github_jit_budget_remaining",
+            "JIT-config POSTs allowed right now by the local budget",
+            registry=self.registry,
+        )
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class GitHubHttp:
+    """Sends requests to a GitHub API base URL with retries and rate-limit handling.
+
+    * 5xx and connection errors: up to `max_attempts` tries, exponential backoff with jitter.
+    * 403/429 that are rate limits: wait what `Retry-After` / `x-ratelimit-reset` say
+      (at most `max_rate_limit_wait` seconds, at most `max_rate_limit_retries` times).
+    * any other 4xx: raise at once; retrying cannot fix a bad request.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        session: requests.Session | None = None,
+        clock: Clock | None = None,
+        metrics: GitHubMetrics | None = None,
+        max_attempts: int = 5,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 30.0,
+        max_rate_limit_retries: int = 3,
+        max_rate_limit_wait: float = 900.0,
+        timeout: float = 30.0,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = session or requests.Session()
+        self.clock = clock or SystemClock()
+        self.metrics = metrics or GitHubMetrics()
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.max_rate_limit_retries = max_rate_limit_retries
+        self.max_rate_limit_wait = max_rate_limit_wait
+        self.timeout = timeout
+        self.jitter = jitter
+        self.rate_limit = RateLimitState()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"GitHubHttp({self.base_url!r})"
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds before retry number `attempt` (1-based): half fixed, half random ("equal jitter")."""
+        delay = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
+        return delay / 2 + delay / 2 * self.jitter()
+
+    def _record(self, response: requests.Response) -> None:
+        h = response.headers
+        remaining, limit, reset = (
+            _int(h.get("x-ratelimit-remaining")),
+            _int(h.get("x-ratelimit-limit")),
+            _int(h.get("x-ratelimit-reset")),
+        )
+        with self._lock:
+            if remaining is not None:
+                self.rate_limit.remaining = remaining
+                self.metrics.ratelimit_remaining.set(remaining)
+            if limit is not None:
+                self.rate_limit.limit = limit
+            if reset is not None:
+                self.rate_limit.reset = float(reset)
+
+    def rate_limit_wait(self, response: requests.Response) -> float | None:
+        """Seconds GitHub asks us to wait, or None if this 403/429 is not a rate limit."""
+        h = response.headers
+        retry_after = h.get("retry-after")
+        if retry_after is not None:
+            seconds = _int(retry_after.strip())
+            return float(seconds) if seconds is not None and seconds >= 0 else 60.0
+        if h.get("x-ratelimit-remaining") == "0" and _int(h.get("x-ratelimit-reset")) is not None:
+            return max(float(_int(h.get("x-ratelimit-reset")) or 0) - self.clock.time(), 0.0) + 1.0
+        if response.status_code == 429 or "rate limit" in _message(response).lower():
+            return 60.0  # GitHub's advice for a secondary limit without headers: wait a minute
+        return None
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        endpoint: str,
+        auth: Callable[[], str],
+        json: Any = None,
+        params: Mapping[str, str | int] | None = None,
+    ) -> requests.Response:
+        """Send `method path` and return the 2xx/404 response; raise GitHubError otherwise.
+
+        `endpoint` is the path template (metrics label); `auth` returns the
+        Authorization header value and is called per attempt so a refreshed
+        token is picked up. 404 is returned, not raised, because for DELETE it
+        means "already gone"; callers that need the resource call `raise_for`.
+        """
+        url = self.base_url + path
+        attempt = limited = 0
+        while True:
+            attempt += 1
+            headers = {"Accept": ACCEPT, "X-GitHub-Api-Version": API_VERSION, "Authorization": auth()}
+            try:
+                response = self.session.request(
+                    method, url, headers=headers, json=json, params=params, timeout=self.timeout
+                )
+            except requests.RequestException as exc:
+                self.metrics.calls.labels(endpoint, "error").inc()
+                if attempt >= self.max_attempts:
+                    raise GitHubError(None, method, path, f"{type(exc).__name__} after {attempt} attempts") from None
+                wait = self.backoff(attempt)
+                log.warning("github %s %s: %s, retry %d in %.1fs", method, endpoint, type(exc).__name__, attempt, wait)
+                self.clock.sleep(wait)
+                continue
+            status = response.status_code
+            self.metrics.calls.labels(endpoint, str(status)).inc()
+            self._record(response)
+            if status < 400 or status == 404:
+                return response
+            if status >= 500 and attempt < self.max_attempts:
+                wait = self.backoff(attempt)
+                log.warning("github %s %s: %d, retry %d in %.1fs", method, endpoint, status, attempt, wait)
+                self.clock.sleep(wait)
+                continue
+            if status in (403, 429):
+                wait_for = self.rate_limit_wait(response)
+                if wait_for is not None:
+                    limited += 1
+                    if limited > self.max_rate_limit_retries or wait_for > self.max_rate_limit_wait:
+                        raise GitHubError(
+                            status,
+                            method,
+                            path,
+                            f"rate limited ({_message(response)}); asked to wait {wait_for:.0f}s, giving up after {limited - 1} waits",
+                        )
+                    log.warning("github %s %s: rate limited (%d), waiting %.0fs", method, endpoint, status, wait_for)
+                    self.clock.sleep(wait_for)
+                    attempt -= 1  # a rate-limit wait is not a failed attempt
+                    continue
+            raise GitHubError(status, method, path, _message(response))
+
+
+def _message(response: requests.Response) -> str:
+    """GitHub's own error message, bounded; never the request (which held the credentials)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text or response.reason or "")[:200]
+    if isinstance(body, Mapping) and isinstance(body.get("message"), str):
+        return str(body["message"])[:200]
+    return str(response.reason or "")[:200]
+
+
+def raise_for(response: requests.Response, method: str, path: str) -> None:
+    """Raise GitHubError for any non-2xx response."""
+    if response.status_code >= 300:
+        raise GitHubError(response.status_code, method, path, _message(response))
