@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 from tests.harness.compute_state import ComputeState, FakeGroup, FakeInstance
@@ -371,11 +371,16 @@ def _wait_operation(fake: ComputeFake, p: dict[str, str], q: dict[str, Any], bod
 # ---------------------------------------------------------------------- fixtures
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Tests read ``ComputeFake.calls``; a log line per request only buries failures."""
+
+
 @pytest.fixture(scope="session")
 def compute_server() -> Iterator[ComputeFake]:
     """One real HTTP server for the session; tests get it through ``compute_fake``."""
     fake = ComputeFake()
-    server = make_server("127.0.0.1", 0, fake.wsgi, threaded=True)
+    server = make_server("127.0.0.1", 0, fake.wsgi, threaded=True, request_handler=_QuietHandler)
     fake.base_url = f"http://127.0.0.1:{server.server_port}/compute/v1"
     thread = threading.Thread(target=server.serve_forever, name="compute-fake", daemon=True)
     thread.start()

@@ -1,0 +1,340 @@
+"""The GCP backend: runner groups are regional managed instance groups (MIGs).
+
+Choices worth knowing:
+
+* **Names, never sizes.** VMs are created with ``createInstances`` (we choose the
+  name; the runner name equals it) and removed with ``deleteInstances``
+  by URL. ``resize`` is never called: a MIG shrinking by size picks its own
+  victims, possibly a VM in the middle of a job.
+* **Metadata at birth.** ``create`` puts each VM's metadata (its JIT config, its
+  job) in the per-instance config's ``preservedState.metadata``, so the VM
+  boots with it and no second call races the instance's creation. The MIG
+  therefore holds per-instance configs (it is "stateful": regional MIGs then
+  need ``updatePolicy.instanceRedistributionType = NONE``); ``deleteInstances``
+  removes them with the VM. Later changes go through ``instances.setMetadata``
+  with Compute's fingerprint (optimistic locking, retried on 412).
+* **Quota.** ``listManagedInstances`` counts against the mutation quota, so
+  results are cached for ``list_ttl`` seconds and invalidated by our own changes.
+* **Failures.** 429/5xx/timeouts are retried with exponential backoff and the
+  same ``requestId`` (Compute then de-duplicates retried mutations), then raise
+  ``BackendError(retryable=True)``; other 4xx raise ``retryable=False`` with
+  Compute's message (metadata values scrubbed). Per-instance creation errors
+  (capacity, quota) come back as ``CreateResult.failed``; the stuck pending
+  instance is deleted so the MIG stops retrying it, and if the group has a
+  fallback MIG (e.g. on-demand behind spot) the names are created there.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from scaler.backends.base import BackendError, CreateResult, Instance, InstanceState
+from scaler.backends.gcp_api import ComputeClient, ComputeHttpError, chunks, zone_of
+from scaler.config import StackConfig
+
+Rows = list[dict[str, Any]]  # listManagedInstances entries
+Names = list[str]
+CREATED_AT_KEY = "garo-created-at"
+# Codes after which another MIG (other provisioning model or template) may succeed.
+FALLBACK_CODES = frozenset(
+    {"ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", "QUOTA_EXCEEDED"}
+)
+# deleteInstances/resumeInstances/startInstances document "a maximum of 1000 instances per request";
+# createInstances states no limit, so it gets the same one.
+BATCH_LIMIT = 1000
+_NAME_RE = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+_STANDBY_STATUS = {"SUSPENDED": "resumeInstances", "TERMINATED": "startInstances", "STOPPED": "startInstances"}
+
+
+def mig_name(department: str, group: str, fallback: bool = False) -> str:
+    """The MIG of a runner group (the Pulumi program names it the same way)."""
+    return f"garo-{department}-{group}" + ("-od" if fallback else "")
+
+
+@dataclass(frozen=True)
+class GcpGroup:
+    """Where a runner group lives: its regional MIG and an optional fallback MIG."""
+
+    mig: str
+    fallback: str | None = None
+
+    @property
+    def migs(self) -> tuple[str, ...]:
+        return (self.mig,) if self.fallback is None else (self.mig, self.fallback)
+
+
+class GcpBackend:
+    """:class:`scaler.backends.base.Backend` over Compute's REST API."""
+
+    def __init__(
+        self,
+        project: str,
+        region: str,
+        groups: Mapping[str, GcpGroup],
+        *,
+        session: requests.Session | None = None,
+        base_url: str = "https://compute.googleapis.com/compute/v1",
+        batch_limit: int = BATCH_LIMIT,
+        list_ttl: float = 5.0,
+        retries: int = 5,
+        backoff: float = 0.5,
+        timeout: float = 30.0,
+        operation_timeout: float = 300.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.region = region
+        self.groups = dict(groups)
+        self.batch_limit = batch_limit
+        self.list_ttl = list_ttl
+        self.clock, self.wall_clock = clock, wall_clock
+        self.api = ComputeClient(
+            project,
+            session or _authorized_session(),
+            base_url,
+            retries=retries,
+            backoff=backoff,
+            timeout=timeout,
+            operation_timeout=operation_timeout,
+            sleep=sleep,
+            clock=clock,
+        )
+        self._cache: dict[str, tuple[float, Rows]] = {}
+        self._first_seen: dict[str, float] = {}
+
+    @classmethod
+    def from_config(cls, config: StackConfig, **kwargs: Any) -> GcpBackend:
+        """One MIG per group, plus an on-demand fallback MIG for spot groups that ask for it."""
+        if not config.project:
+            raise BackendError("gcp:project is not set in the stack config", retryable=False)
+        groups = {
+            g.name: GcpGroup(
+                mig_name(config.department, g.name),
+                mig_name(config.department, g.name, True) if g.spot and g.fallback_on_demand else None,
+            )
+            for g in config.groups
+        }
+        return cls(config.project, config.region, groups, **kwargs)
+
+    # ------------------------------------------------------------------ Backend
+
+    def create(self, group: str, names: Sequence[str], metadata: Mapping[str, Mapping[str, str]]) -> CreateResult:
+        where = self._group(group)
+        wanted = list(dict.fromkeys(names))
+        for name in wanted:
+            if not _NAME_RE.match(name):
+                raise BackendError(f"invalid instance name {name!r} (RFC 1035, at most 63 characters)", retryable=False)
+        existing = {
+            row["name"] for row in self._rows(where) if row.get("currentAction") not in ("DELETING", "ABANDONING")
+        }
+        created = [n for n in wanted if n in existing]
+        todo = [n for n in wanted if n not in existing]
+        failed: dict[str, str] = {}
+        for mig in where.migs:
+            if not todo:
+                break
+            ok, failed = self._create_in(mig, todo, metadata)
+            created += ok
+            todo = [n for n, reason in failed.items() if reason.split(":")[0] in FALLBACK_CODES]
+        return CreateResult(created=tuple(n for n in wanted if n in created), failed=failed)
+
+    def delete(self, group: str, names: Sequence[str]) -> None:
+        where = self._group(group)
+        wanted = set(names)
+        rows = self._find(where, wanted)
+        for mig in where.migs:
+            urls = [
+                row["instance"]
+                for row in rows.get(mig, [])
+                if row["name"] in wanted and row.get("currentAction") != "DELETING"
+            ]
+            self._mutate(mig, "deleteInstances", urls, skipInstancesOnValidationError=True)
+
+    def list(self, group: str) -> Sequence[Instance]:
+        where = self._group(group)
+        return [self._instance(group, row) for mig in where.migs for row in self._list_mig(mig)]
+
+    def resume_standby(self, group: str, count: int) -> Sequence[str]:
+        """Resume suspended members first (seconds), then start stopped ones (a boot)."""
+        where = self._group(group)
+        picked: Names = []
+        for mig in where.migs:
+            rows = [
+                r
+                for r in self._list_mig(mig)
+                if r.get("currentAction") == "NONE" and r.get("instanceStatus") in _STANDBY_STATUS
+            ]
+            rows.sort(key=lambda r: (r["instanceStatus"] != "SUSPENDED", r["name"]))
+            chosen = rows[: max(count - len(picked), 0)]
+            for method in ("resumeInstances", "startInstances"):
+                self._mutate(
+                    mig, method, [r["instance"] for r in chosen if _STANDBY_STATUS[r["instanceStatus"]] == method]
+                )
+            picked += [r["name"] for r in chosen]
+        return picked
+
+    def set_metadata(self, group: str, name: str, items: Mapping[str, str]) -> None:
+        row = next(
+            (r for rows in self._find(self._group(group), {name}).values() for r in rows if r["name"] == name), None
+        )
+        if row is None:
+            raise BackendError(f"instance {name!r} is not in group {group!r}", retryable=False)
+        if "instanceStatus" not in row:
+            raise BackendError(f"instance {name!r} does not exist yet (the MIG is still creating it)", retryable=True)
+        path = f"zones/{zone_of(row['instance'])}/instances/{name}"
+        for _ in range(3):
+            current = self.api.call("GET", path)["metadata"]
+            merged = {item["key"]: item.get("value", "") for item in current.get("items", [])} | dict(items)
+            body = {
+                "fingerprint": current.get("fingerprint"),
+                "items": [{"key": k, "value": v} for k, v in merged.items()],
+            }
+            try:
+                self.api.wait(self.api.call("POST", f"{path}/setMetadata", body=body, secrets=items.values()))
+                return
+            except ComputeHttpError as exc:
+                if exc.status != 412:  # someone else changed the metadata: read again and merge again
+                    raise
+        raise BackendError(f"metadata of {name!r} kept changing under us", retryable=True)
+
+    # ------------------------------------------------------------------ internals
+
+    def _group(self, group: str) -> GcpGroup:
+        try:
+            return self.groups[group]
+        except KeyError:
+            raise BackendError(f"unknown runner group {group!r}", retryable=False) from None
+
+    def _mig_path(self, mig: str) -> str:
+        return f"regions/{self.region}/instanceGroupManagers/{mig}"
+
+    def _list_mig(self, mig: str, fresh: bool = False) -> Rows:
+        cached = self._cache.get(mig)
+        if cached and not fresh and self.clock() < cached[0]:
+            return cached[1]
+        rows: Rows = []
+        token: str | None = None
+        while True:
+            page = self.api.call(
+                "POST", f"{self._mig_path(mig)}/listManagedInstances", params={"pageToken": token} if token else None
+            )
+            rows += page.get("managedInstances", [])
+            token = page.get("nextPageToken")
+            if not token:
+                break
+        self._cache[mig] = (self.clock() + self.list_ttl, rows)
+        return rows
+
+    def _rows(self, where: GcpGroup) -> Iterator[dict[str, Any]]:
+        for mig in where.migs:
+            yield from self._list_mig(mig)
+
+    def _find(self, where: GcpGroup, names: set[str]) -> dict[str, Rows]:
+        """Rows per MIG; re-read once if a name is missing from the cached view."""
+        rows = {mig: self._list_mig(mig) for mig in where.migs}
+        if names - {r["name"] for found in rows.values() for r in found}:
+            rows = {mig: self._list_mig(mig, fresh=True) for mig in where.migs}
+        return rows
+
+    def _mutate(self, mig: str, method: str, urls: Sequence[str], **extra: Any) -> None:
+        for batch in chunks(list(urls), self.batch_limit):
+            self._cache.pop(mig, None)
+            self.api.wait(
+                self.api.call(
+                    "POST", f"{self._mig_path(mig)}/{method}", body={"instances": batch, **extra}, idempotent=True
+                )
+            )
+        self._cache.pop(mig, None)
+
+    def _create_in(
+        self, mig: str, names: Sequence[str], metadata: Mapping[str, Mapping[str, str]]
+    ) -> tuple[Names, dict[str, str]]:
+        errors: dict[str, str] = {}
+        secrets = [v for items in metadata.values() for v in items.values()]
+        born = str(int(self.wall_clock()))
+        for batch in chunks(list(names), self.batch_limit):
+            configs = [
+                {"name": n, "preservedState": {"metadata": {**metadata.get(n, {}), CREATED_AT_KEY: born}}}
+                for n in batch
+            ]
+            self._cache.pop(mig, None)
+            op = self.api.wait(
+                self.api.call(
+                    "POST",
+                    f"{self._mig_path(mig)}/createInstances",
+                    body={"instances": configs},
+                    idempotent=True,
+                    secrets=secrets,
+                ),
+                raise_errors=False,
+            )
+            for error in op.get("error", {}).get("errors", []):
+                if error.get("code") == "RESOURCE_ALREADY_EXISTS":
+                    continue  # someone (a retry, another agent) created it: that is success
+                blamed = [
+                    n for n in batch if n == error.get("location") or f"'{n}'" in error.get("message", "")
+                ] or batch
+                for name in blamed:
+                    errors.setdefault(name, f"{error.get('code', 'UNKNOWN')}: {error.get('message', '')}")
+        rows = {r["name"]: r for r in self._list_mig(mig, fresh=True)}
+        created: Names = []
+        failed: dict[str, str] = {}
+        for name in names:
+            row = rows.get(name)
+            attempt = ((row or {}).get("lastAttempt") or {}).get("errors", {}).get("errors", [])
+            if row is not None and attempt and "instanceStatus" not in row:
+                failed[name] = f"{attempt[0].get('code', 'UNKNOWN')}: {attempt[0].get('message', '')}"
+            elif row is not None and "instanceStatus" in row or row is not None and name not in errors:
+                created.append(name)
+            else:
+                failed[name] = errors.get(name, "NOT_CREATED: not a member after createInstances")
+        stuck = [rows[n]["instance"] for n in failed if n in rows]
+        self._mutate(mig, "deleteInstances", stuck, skipInstancesOnValidationError=True)
+        return created, failed
+
+    def _instance(self, group: str, row: dict[str, Any]) -> Instance:
+        preserved = (row.get("preservedStateFromConfig") or {}).get("metadata") or {}
+        try:
+            created_at = float(preserved[CREATED_AT_KEY])
+        except (KeyError, ValueError):
+            created_at = self._first_seen.setdefault(row["name"], self.wall_clock())
+        return Instance(
+            name=row["name"],
+            group=group,
+            state=_state(row),
+            created_at=created_at,
+            labels={},
+            zone=zone_of(row.get("instance", "")),
+        )
+
+
+def _state(row: Mapping[str, Any]) -> InstanceState:
+    action, status = row.get("currentAction", "NONE"), row.get("instanceStatus")
+    if action in ("DELETING", "ABANDONING"):
+        return InstanceState.DELETING
+    if action in ("RESUMING", "STARTING"):
+        return InstanceState.RESUMING
+    if status is None:
+        return InstanceState.FAILED if (row.get("lastAttempt") or {}).get("errors") else InstanceState.CREATING
+    if status in ("SUSPENDED", "SUSPENDING", "TERMINATED", "STOPPED", "STOPPING"):
+        return InstanceState.STANDBY
+    return InstanceState.RUNNING if status == "RUNNING" else InstanceState.CREATING
+
+
+def _authorized_session() -> requests.Session:
+    """Application Default Credentials (the agent's service account on GCP)."""
+    import google.auth
+    from google.auth.transport.requests import AuthorizedSession
+
+    credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/compute"])
+    return AuthorizedSession(credentials)
+
+
+__all__ = ["ComputeHttpError", "GcpBackend", "GcpGroup", "mig_name"]

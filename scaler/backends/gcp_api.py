@@ -1,0 +1,139 @@
+"""A thin, careful Compute REST client: retries, operations, error mapping.
+
+Kept apart from :mod:`scaler.backends.gcp` so the MIG logic there reads as
+policy, and so the rules for talking to Compute live in one place:
+
+* 429, 5xx, connection errors and timeouts are retried with exponential
+  backoff (injectable ``sleep``); mutations carry one ``requestId`` across
+  retries so Compute applies them at most once.
+* Any other 4xx is final and raised with Compute's own message, after
+  scrubbing values the caller marked secret (Compute echoes invalid values).
+* Operations are awaited with ``operations/{name}/wait`` (a server-side long
+  poll: one call instead of many ``get``s) until ``DONE`` or a deadline.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import requests
+
+from scaler.backends.base import BackendError
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+T = TypeVar("T")
+
+
+class ComputeHttpError(BackendError):
+    """Compute answered an error; ``status`` and ``reason`` are Compute's."""
+
+    def __init__(self, status: int, reason: str, message: str, *, retryable: bool) -> None:
+        super().__init__(f"Compute {status} {reason}: {message}", retryable=retryable)
+        self.status = status
+        self.reason = reason
+
+
+class ComputeClient:
+    def __init__(
+        self,
+        project: str,
+        session: requests.Session,
+        base_url: str,
+        *,
+        retries: int,
+        backoff: float,
+        timeout: float,
+        operation_timeout: float,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.project = project
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.retries, self.backoff, self.timeout = retries, backoff, timeout
+        self.operation_timeout = operation_timeout
+        self.sleep, self.clock = sleep, clock
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        idempotent: bool = False,
+        secrets: Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """One API call with retries; ``idempotent`` adds a ``requestId`` reused by every retry."""
+        url = f"{self.base_url}/projects/{self.project}/{path}"
+        query = dict(params or {})
+        if idempotent:
+            query["requestId"] = str(uuid.uuid4())
+        hidden = [s for s in secrets if len(s) >= 4]
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.sleep(min(self.backoff * 2 ** (attempt - 1), 30.0))
+            try:
+                response = self.session.request(method, url, params=query or None, json=body, timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                last = f"{type(exc).__name__}"
+                continue
+            if response.status_code < 400:
+                result: dict[str, Any] = response.json() if response.content else {}
+                return result
+            status, reason, message = _error(response)
+            if status not in RETRY_STATUSES:
+                raise ComputeHttpError(status, reason, _scrub(message, hidden), retryable=False)
+            last = f"{status} {reason}: {_scrub(message, hidden)}"
+        raise BackendError(
+            f"Compute {method} {path} still failing after {self.retries + 1} attempts ({last})", retryable=True
+        )
+
+    def wait(self, operation: dict[str, Any], *, raise_errors: bool = True) -> dict[str, Any]:
+        """Wait for an Operation to be DONE; raise on its errors unless the caller reads them."""
+        deadline = self.clock() + self.operation_timeout
+        scope = "regions" if operation.get("region") else "zones"
+        location = (operation.get("region") or operation.get("zone") or "").rsplit("/", 1)[-1]
+        while operation.get("status") != "DONE":
+            if self.clock() > deadline:
+                raise BackendError(
+                    f"operation {operation.get('name')} not done after {self.operation_timeout:.0f}s", retryable=True
+                )
+            previous = operation.get("status")
+            operation = self.call("POST", f"{scope}/{location}/operations/{operation['name']}/wait")
+            if operation.get("status") == previous != "DONE":
+                self.sleep(min(self.backoff, 1.0))  # the long poll came back early: do not spin
+        errors = operation.get("error", {}).get("errors", [])
+        if errors and raise_errors:
+            detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
+            raise BackendError(f"operation {operation.get('operationType')} failed: {detail}", retryable=True)
+        return operation
+
+
+def _error(response: requests.Response) -> tuple[int, str, str]:
+    try:
+        error = response.json()["error"]
+        reason = (error.get("errors") or [{}])[0].get("reason", "") or error.get("status", "")
+        return response.status_code, str(reason), str(error.get("message", ""))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return response.status_code, "", response.text[:200]
+
+
+def _scrub(message: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        message = message.replace(secret, "[redacted]")
+    return message
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def zone_of(instance_url: str) -> str:
+    """``.../zones/europe-west4-a/instances/x`` -> ``europe-west4-a``."""
+    parts = instance_url.split("/")
+    return parts[parts.index("zones") + 1] if "zones" in parts[:-1] else ""
