@@ -1,0 +1,153 @@
+"""PubSubPublisher / PubSubSubscriber against the fake Pub/Sub, through the real client.
+
+What a user notices: the webhook answers only once Pub/Sub has the event; when
+Pub/Sub is down the webhook fails fast (a bounded wait, not GitHub's 10 s
+timeout); when it comes back, events for the same job flow again; the agent
+sees each event until it acknowledges it.
+"""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from scaler.bus.base import BusUnavailable, Message, Publisher, Subscriber
+from scaler.bus.pubsub import PubSubPublisher, PubSubSubscriber
+from tests.harness.pubsub import PubSubEmulator
+
+ATTRS = {"department": "ci", "group": "linux", "action": "queued", "job_id": "42", "delivery": "d-1"}
+
+
+@pytest.fixture
+def bus(pubsub_emulator: PubSubEmulator):
+    pubsub_emulator.create_topic("jobs")
+    pubsub_emulator.create_subscription("dept-ci", "jobs", filter='attributes.department = "ci"')
+    publisher = PubSubPublisher(pubsub_emulator.project, "jobs", timeout=2.0, ready_cache_seconds=0)
+    subscriber = PubSubSubscriber(pubsub_emulator.project, "dept-ci", timeout=2.0)
+    yield publisher, subscriber
+    publisher.close()
+    subscriber.close()
+
+
+def test_implements_the_bus_contract(bus):
+    publisher, subscriber = bus
+    assert isinstance(publisher, PubSubPublisher) and isinstance(subscriber, PubSubSubscriber)
+    _p: Publisher = publisher
+    _s: Subscriber = subscriber
+
+
+def test_publish_returns_once_accepted_with_attributes_and_ordering_key(pubsub_emulator, bus):
+    publisher, subscriber = bus
+    message_id = publisher.publish(b'{"job": 42}', ATTRS, ordering_key="42")
+    (stored,) = pubsub_emulator.published("jobs")
+    assert stored.message_id == message_id
+    assert stored.attributes == ATTRS and stored.ordering_key == "42" and stored.data == b'{"job": 42}'
+    (msg,) = subscriber.pull(timeout=2)
+    assert msg == Message(ack_id=msg.ack_id, message_id=message_id, data=b'{"job": 42}', attributes=ATTRS)
+
+
+def test_publish_to_missing_topic_raises_bus_unavailable(pubsub_emulator):
+    publisher = PubSubPublisher(pubsub_emulator.project, "no-such-topic", timeout=2.0)
+    with pytest.raises(BusUnavailable):
+        publisher.publish(b"x", ATTRS, ordering_key="42")
+    publisher.close()
+
+
+@pytest.mark.timeout(30)  # publish must give up on its own; it never hangs until GitHub's timeout
+def test_server_down_raises_then_same_key_publishes_again(pubsub_emulator, bus):
+    publisher, subscriber = bus
+    publisher.publish(b"queued", ATTRS, ordering_key="42")
+    pubsub_emulator.stop()
+    with pytest.raises(BusUnavailable):
+        publisher.publish(b"in_progress", ATTRS, ordering_key="42")
+    assert publisher.ready() is False
+    pubsub_emulator.start()
+    publisher.timeout = 10.0  # room for gRPC's reconnect backoff; the key itself must not be paused
+    publisher.publish(b"completed", ATTRS, ordering_key="42")
+    assert [m.data for m in pubsub_emulator.published("jobs")][-1] == b"completed"
+    assert publisher.ready() is True
+
+
+def test_rejected_publish_does_not_pause_the_job_key(pubsub_emulator, bus):
+    publisher, _ = bus
+    pubsub_emulator.fail_next("Publish", grpc.StatusCode.PERMISSION_DENIED)
+    with pytest.raises(BusUnavailable):
+        publisher.publish(b"queued", ATTRS, ordering_key="42")
+    publisher.publish(b"queued-again", ATTRS, ordering_key="42")
+    assert [m.data for m in pubsub_emulator.published("jobs")] == [b"queued-again"]
+
+
+def test_transient_failure_is_retried_within_the_timeout(pubsub_emulator, bus):
+    publisher, _ = bus
+    pubsub_emulator.fail_next("Publish", grpc.StatusCode.UNAVAILABLE, times=2)
+    publisher.publish(b"queued", ATTRS, ordering_key="42")
+    assert [m.data for m in pubsub_emulator.published("jobs")] == [b"queued"]
+
+
+def test_ready_reflects_topic_reachability(pubsub_emulator, bus):
+    publisher, _ = bus
+    assert publisher.ready() is True
+    missing = PubSubPublisher(pubsub_emulator.project, "no-such-topic", ready_cache_seconds=0)
+    assert missing.ready() is False
+    cached = PubSubPublisher(pubsub_emulator.project, "jobs", ready_cache_seconds=60)
+    assert cached.ready() is True
+    pubsub_emulator.stop()
+    assert cached.ready() is True  # answered from cache: /readyz does not hammer Pub/Sub
+    assert publisher.ready() is False
+
+
+def test_pull_ack_and_redelivery(pubsub_emulator, bus):
+    publisher, subscriber = bus
+    publisher.publish(b"job", ATTRS, ordering_key="42")
+    publisher.publish(b"other-dept", {**ATTRS, "department": "web"}, ordering_key="43")
+    (msg,) = subscriber.pull(max_messages=10, timeout=2)
+    assert msg.data == b"job" and msg.delivery_attempt == 1
+    assert subscriber.pull(timeout=0.3) == []  # leased, and the web message is not ours
+    pubsub_emulator.advance(11)
+    (again,) = subscriber.pull(timeout=2)  # not acked in time: handed out again
+    assert again.message_id == msg.message_id
+    subscriber.ack([again.ack_id])
+    pubsub_emulator.advance(60)
+    assert subscriber.pull(timeout=0.3) == []
+    assert pubsub_emulator.unacked("dept-ci") == 0
+
+
+def test_modify_ack_deadline_zero_hands_back_now(bus):
+    publisher, subscriber = bus
+    publisher.publish(b"job", ATTRS, ordering_key="42")
+    (msg,) = subscriber.pull(timeout=2)
+    subscriber.modify_ack_deadline([msg.ack_id], 0)
+    (again,) = subscriber.pull(timeout=2)
+    assert again.message_id == msg.message_id
+    with pytest.raises(ValueError):
+        subscriber.modify_ack_deadline([again.ack_id], 601)
+    subscriber.ack([])  # nothing to do is not an error
+
+
+def test_delivery_attempt_counts_with_dead_lettering(pubsub_emulator, bus):
+    publisher, _ = bus
+    pubsub_emulator.create_topic("jobs-dlq")
+    pubsub_emulator.create_subscription("dept-dl", "jobs", dead_letter_topic_id="jobs-dlq", max_delivery_attempts=5)
+    subscriber = PubSubSubscriber(pubsub_emulator.project, "dept-dl")
+    publisher.publish(b"job", ATTRS, ordering_key="42")
+    seen = []
+    for _ in range(5):
+        (msg,) = subscriber.pull(timeout=2)
+        seen.append(msg.delivery_attempt)
+        subscriber.modify_ack_deadline([msg.ack_id], 0)
+    assert seen == [1, 2, 3, 4, 5]
+    assert subscriber.pull(timeout=0.3) == []  # sixth time round it went to the dead-letter topic
+    assert [m.data for m in pubsub_emulator.published("jobs-dlq")] == [b"job"]
+    subscriber.close()
+
+
+def test_subscriber_errors_are_bus_unavailable(pubsub_emulator, bus):
+    _, subscriber = bus
+    missing = PubSubSubscriber(pubsub_emulator.project, "no-such-sub")
+    with pytest.raises(BusUnavailable):
+        missing.pull(timeout=1)
+    pubsub_emulator.stop()
+    with pytest.raises(BusUnavailable):
+        subscriber.pull(timeout=1)
+    with pytest.raises(BusUnavailable):
+        subscriber.ack(["ack-1-1-1"])
