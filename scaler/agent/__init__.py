@@ -1,0 +1,14 @@
+"""The in-cluster agent (scaler) of one department: events in, VMs out.
+
+Public API::
+
+    agent = Agent(config, backend, github, subscriber, clock=time.time, registry=CollectorRegistry())
+    agent.run_once()                 # pull one batch, act, ack what is durable
+    plan = agent.reconcile(dry_run=True)
+    agent.run_forever(stop_event)
+"""
+
+from scaler.agent.loop import Agent
+from scaler.agent.reconcile import Action, Plan
+
+__all__ = ["Action", "Agent", "Plan"]

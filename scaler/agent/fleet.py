@@ -1,0 +1,298 @@
+"""The agent's view of one department's fleet, and the few ways it changes it.
+
+A :class:`Snapshot` is read once per batch or pass (one ``list`` per group, one
+``list_runners`` for the department) and updated locally as the agent acts, so a
+burst costs a handful of API calls rather than one per job. Every call goes
+through :meth:`Fleet.call`, which counts calls and errors by kind for metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from scaler import naming
+from scaler.agent.metrics import AgentMetrics
+from scaler.agent.policy import CapacityPlan, plan_capacity
+from scaler.agent.state import Book, JobRecord
+from scaler.backends.base import Backend, BackendError, Instance, InstanceState
+from scaler.config import StackConfig
+from scaler.github.models import GitHubApi, Runner
+
+log = logging.getLogger("garo.agent")
+T = TypeVar("T")
+ACTIVE = frozenset({InstanceState.CREATING, InstanceState.RUNNING, InstanceState.RESUMING})
+JIT_KEY = "garo-jit-config"
+JOB_KEY = "garo-job"
+REPO_KEY = "garo-repo"
+# The boot agent reports its progress as this label; a VM past "waiting" has used its JIT config.
+STATE_LABEL = "garo-state"
+
+
+@dataclass
+class Snapshot:
+    """Runners (ours, by name; None if GitHub could not be read) and instances per group."""
+
+    runners: dict[str, Runner] | None
+    instances: dict[str, dict[str, Instance]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """Counts the capacity policy needs, derived from a snapshot and the book."""
+
+    active: tuple[Instance, ...]
+    standby: tuple[Instance, ...]
+    busy: frozenset[str]
+    queued: tuple[JobRecord, ...]
+    own: dict[int, str]  # queued job -> its own idle VM
+
+
+def api_error_kind(exc: BaseException) -> str:
+    """A short, bounded label for metrics (never the message: it may quote a request)."""
+    status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return str(status)
+    if isinstance(exc, BackendError):
+        return "retryable" if exc.retryable else "fatal"
+    return type(exc).__name__
+
+
+class Fleet:
+    def __init__(
+        self,
+        config: StackConfig,
+        backend: Backend,
+        github: GitHubApi,
+        book: Book,
+        metrics: AgentMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.github = github
+        self.book = book
+        self.metrics = metrics
+        self.clock = clock
+        self.department = config.department
+        self.group_names = tuple(g.name for g in config.groups)
+        # instance name -> group, for VMs that exist but still need their JIT config
+        self.pending_jit: dict[str, str] = {}
+        # GitHub's runners (ours) as last read; None until read or when the read failed
+        self.last_runners: dict[str, Runner] | None = None
+
+    # ------------------------------------------------------------------ calls
+
+    def call(self, api: str, name: str, fn: Callable[..., T], *args: Any) -> T:
+        self.metrics.api_calls.labels(api, name).inc()
+        try:
+            return fn(*args)
+        except Exception as exc:
+            self.metrics.api_errors.labels(api, name, api_error_kind(exc)).inc()
+            raise
+
+    def snapshot(self, groups: tuple[str, ...] | None = None) -> Snapshot:
+        """Read runners once and instances of the given groups (all by default)."""
+        try:
+            runners = self.call("github", "list_runners", self.github.list_runners)
+            ours = {r.name: r for r in runners if naming.is_ours(self.department, r.name)}
+            self.book.registered.update(ours)
+            self._publish_budget()
+        except Exception as exc:
+            log.warning("cannot list runners; acting on what the book knows", extra={"error": api_error_kind(exc)})
+            ours = None
+        self.last_runners = ours
+        snap = Snapshot(ours)
+        for group in groups if groups is not None else self.group_names:
+            snap.instances[group] = {i.name: i for i in self.call("compute", "list", self.backend.list, group)}
+        return snap
+
+    def _publish_budget(self) -> None:
+        budget = getattr(self.github, "budget_remaining", None)
+        value = budget() if callable(budget) else budget
+        if isinstance(value, int | float):
+            self.metrics.github_budget.set(value)
+
+    # ------------------------------------------------------------------ views
+
+    def view(self, group: str, snap: Snapshot) -> GroupView:
+        instances = snap.instances[group].values()
+        active = tuple(i for i in instances if i.state in ACTIVE)
+        running_on = self.book.running_on()
+        busy: set[str] = set()
+        for inst in active:
+            runner = snap.runners.get(inst.name) if snap.runners is not None else None
+            if (runner is not None and runner.busy) or (
+                inst.name in running_on and (snap.runners is None or runner is not None)
+            ):
+                busy.add(inst.name)
+        queued = tuple(self.book.queued(group))
+        idle_names = {i.name for i in active if i.name not in busy}
+        own: dict[int, str] = {}
+        for job in queued:
+            for gen in range(100):
+                name = naming.instance_name(self.department, group, job.id, gen)
+                if name in idle_names:
+                    own[job.id] = name
+                    break
+                if name not in snap.instances[group]:
+                    break
+        standby = tuple(i for i in instances if i.state is InstanceState.STANDBY)
+        return GroupView(active, standby, frozenset(busy), queued, own)
+
+    def covered(self, group: str, snap: Snapshot) -> dict[int, str | None]:
+        """Queued jobs that have a VM to run on: their own idle VM, else the oldest get the spare ones."""
+        view = self.view(group, snap)
+        spare = len(view.active) - len(view.busy) - len(view.own)
+        others = [j.id for j in view.queued if j.id not in view.own]
+        covered: dict[int, str | None] = dict(view.own)
+        covered.update((job_id, None) for job_id in others[: max(0, spare)])
+        return covered
+
+    # ------------------------------------------------------------------ capacity
+
+    def _names_to_create(self, group: str, snap: Snapshot, view: GroupView, count: int) -> dict[str, dict[str, str]]:
+        """Deterministic names (so replicas agree): queued jobs first, then warm slots."""
+        taken = set(snap.instances[group])
+        chosen: dict[str, dict[str, str]] = {}
+        for job in view.queued:
+            if len(chosen) >= count:
+                return chosen
+            if job.id in view.own:
+                continue
+            for gen in range(100):
+                name = naming.instance_name(self.department, group, job.id, gen)
+                if name not in taken:
+                    chosen[name] = {JOB_KEY: str(job.id), REPO_KEY: job.repo}
+                    break
+        slot = 0
+        while len(chosen) < count:
+            name = naming.warm_name(self.department, group, slot)
+            if name not in taken:
+                chosen[name] = {JOB_KEY: ""}
+            slot += 1
+        return chosen
+
+    def ensure_capacity(self, group: str, snap: Snapshot, *, dry_run: bool = False) -> tuple[CapacityPlan, list[str]]:
+        """Resume standby VMs, then create named VMs, up to the policy's target.
+
+        Returns the plan and the names it created or resumed (all queued for a
+        JIT config). Capacity failures leave the names uncreated: the jobs stay
+        uncovered and their messages unacknowledged, so they are retried.
+        """
+        spec = self.config.group(group)
+        view = self.view(group, snap)
+        plan = plan_capacity(
+            spec,
+            active=len(view.active),
+            busy=len(view.busy),
+            queued=len(view.queued),
+            standby=len(view.standby),
+            now=self.clock(),
+        )
+        self.metrics.desired.labels(group).set(plan.desired)
+        self.metrics.queued_jobs.labels(group).set(len(view.queued))
+        if dry_run or plan.missing == 0:
+            return plan, []
+        added: list[str] = []
+        now = self.clock()
+        if plan.resume:
+            resumed = self.call("compute", "resume_standby", self.backend.resume_standby, group, plan.resume)
+            for name in resumed:
+                old = snap.instances[group].get(name)
+                inst = old or Instance(name, group, InstanceState.RESUMING, now)
+                snap.instances[group][name] = replace(inst, state=InstanceState.RESUMING)
+                added.append(name)
+            self.metrics.actions.labels(group, "resume").inc(len(resumed))
+        wanted = self._names_to_create(group, snap, view, plan.missing - len(added))
+        if wanted:
+            result = self.call("compute", "create", self.backend.create, group, list(wanted), wanted)
+            fresh = [n for n in result.created if n not in snap.instances[group]]
+            for name in result.created:
+                snap.instances[group].setdefault(name, Instance(name, group, InstanceState.CREATING, now))
+            added.extend(fresh)
+            self.metrics.actions.labels(group, "create").inc(len(fresh))
+            if result.failed:
+                log.warning(
+                    "cloud refused some creates; will retry",
+                    extra={"group": group, "count": len(result.failed), "reason": sorted(set(result.failed.values()))},
+                )
+            log.info("capacity requested", extra={"group": group, "count": len(added), "names": added[:20]})
+        for name in added:
+            self.pending_jit[name] = group
+        return plan, added
+
+    # ------------------------------------------------------------------ JIT delivery
+
+    def deliver_jit(self, limit: int = 50) -> int:
+        """Give pending VMs their single-use runner config; stop at the first GitHub refusal.
+
+        The config is generated only for a VM that exists, named after it, and
+        written to that VM's metadata only. If writing fails the runner is
+        deregistered again, so the unused config is dead and the name is free.
+        """
+        done = 0
+        for name, group in list(self.pending_jit.items())[:limit]:
+            spec = self.config.group(group)
+            try:
+                jit = self.call(
+                    "github",
+                    "generate_jit_config",
+                    self.github.generate_jit_config,
+                    name,
+                    spec.runner_group_id,
+                    list(spec.labels),
+                )
+            except Exception as exc:
+                # Budget exhausted, secondary rate limit or 5xx: keep it pending, do not drop.
+                log.warning(
+                    "JIT config not available yet",
+                    extra={"instance": name, "group": group, "error": api_error_kind(exc)},
+                )
+                self._publish_budget()
+                break
+            try:
+                self.call("compute", "set_metadata", self.backend.set_metadata, group, name, {JIT_KEY: jit.encoded})
+            except Exception as exc:
+                log.warning(
+                    "cannot deliver JIT config; revoking it", extra={"instance": name, "error": api_error_kind(exc)}
+                )
+                self._quiet_deregister(jit.runner_id)
+                if isinstance(exc, BackendError) and not exc.retryable:
+                    self.pending_jit.pop(name, None)  # the VM is gone; reconcile decides what next
+                continue
+            del jit
+            self.pending_jit.pop(name, None)
+            self.book.delivered[name] = self.clock()
+            done += 1
+        self._publish_budget()
+        return done
+
+    # ------------------------------------------------------------------ removal
+
+    def _quiet_deregister(self, runner_id: int) -> bool:
+        try:
+            self.call("github", "delete_runner", self.github.delete_runner, runner_id)
+            return True
+        except Exception as exc:
+            log.warning(
+                "cannot deregister runner", extra={"error": api_error_kind(exc), "fields": {"runner_id": runner_id}}
+            )
+            return False
+
+    def deregister(self, runner: Runner) -> bool:
+        """Remove a runner from GitHub; False if GitHub refused (e.g. 422: it just took a job)."""
+        return self._quiet_deregister(runner.id)
+
+    def delete(self, group: str, names: list[str], reason: str) -> None:
+        if not names:
+            return
+        self.call("compute", "delete", self.backend.delete, group, names)
+        for name in names:
+            self.pending_jit.pop(name, None)
+            self.book.forget_instance(name)
+        self.metrics.actions.labels(group, "delete").inc(len(names))
+        log.info("deleted VMs", extra={"group": group, "names": names[:20], "count": len(names), "reason": reason})

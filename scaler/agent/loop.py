@@ -1,0 +1,264 @@
+"""The agent: pull a batch, act on it, acknowledge what is durable, reconcile now and then.
+
+Acknowledgement rule: a ``queued`` message is acked only once its job has
+capacity whose JIT config has been delivered (or the job no longer waits); an
+``in_progress``/``completed`` message once its effect is done. Until then the
+message is *held*: its lease is extended and it is re-checked, so a burst that
+outruns the GitHub budget is slowed down, never dropped. If the agent dies,
+held messages simply come back from the subscription.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from scaler import naming
+from scaler.agent.events import BadMessage, JobEvent, parse
+from scaler.agent.fleet import JOB_KEY, Fleet, api_error_kind
+from scaler.agent.metrics import AgentMetrics
+from scaler.agent.reconcile import Plan, Reconciler
+from scaler.agent.state import Book
+from scaler.backends.base import Backend, BackendError
+from scaler.bus.base import BusUnavailable, Subscriber
+from scaler.config import StackConfig
+from scaler.github.models import GitHubApi
+
+log = logging.getLogger("garo.agent")
+RETRY_SOON = 10  # seconds before a message whose action failed comes back
+
+
+@dataclass
+class Held:
+    event: JobEvent
+    since: float
+
+
+class Agent:
+    """One department's scaler. Safe to kill at any point; run several replicas if you like."""
+
+    def __init__(
+        self,
+        config: StackConfig,
+        backend: Backend,
+        github: GitHubApi,
+        subscriber: Subscriber,
+        *,
+        clock: Callable[[], float] = time.time,
+        registry: CollectorRegistry | None = None,
+        batch_size: int = 500,
+        pull_timeout: float = 1.0,
+        lease_seconds: int = 60,
+        hold_refresh: float = 5.0,
+        jit_per_iteration: int = 50,
+    ) -> None:
+        if config.kind != "department":
+            raise ValueError("the agent runs for a department stack, not the hub")
+        self.config = config
+        self.subscriber = subscriber
+        self.clock = clock
+        self.book = Book()
+        self.metrics = AgentMetrics(registry)
+        self.fleet = Fleet(config, backend, github, self.book, self.metrics, clock)
+        self.reconciler = Reconciler(self.fleet)
+        self.batch_size = batch_size
+        self.pull_timeout = pull_timeout
+        self.lease_seconds = lease_seconds
+        self.hold_refresh = hold_refresh
+        self.jit_per_iteration = jit_per_iteration
+        self.held: dict[str, Held] = {}
+        self._checked: dict[str, float] = {}
+        self._leases_extended = clock()
+        self._next_reconcile = 0.0  # reconcile on start
+
+    # ------------------------------------------------------------------ public API
+
+    def reconcile(self, dry_run: bool = False) -> Plan:
+        """One reconcile pass; with dry_run nothing changes and the plan says what would."""
+        plan = self.reconciler.run(dry_run=dry_run)
+        if not dry_run:
+            self.fleet.deliver_jit(self.jit_per_iteration)
+        return plan
+
+    def run_once(self) -> int:
+        """Pull and handle one batch, then settle held messages; return messages pulled."""
+        try:
+            messages = self.subscriber.pull(self.batch_size, self.pull_timeout)
+        except BusUnavailable as exc:
+            log.warning("bus unavailable", extra={"error": str(exc)[:200]})
+            messages = []
+        touched: set[str] = set()
+        acks: list[str] = []
+        for message in messages:
+            try:
+                event = parse(message)
+            except BadMessage as exc:
+                log.error("dropping unusable message", extra={"delivery": message.message_id, "reason": str(exc)})
+                self.metrics.events.labels("unknown", "bad").inc()
+                acks.append(message.ack_id)
+                continue
+            if self._handle(event):
+                acks.append(event.ack_id)
+            elif event.action == "queued":
+                self.held[event.ack_id] = Held(event, self.clock())
+                touched.add(event.group)
+        self._ack(acks)
+        self._settle(touched)
+        self._extend_leases()
+        return len(messages)
+
+    def step(self) -> None:
+        """One iteration of :meth:`run_forever`: reconcile when due, then one batch."""
+        now = self.clock()
+        if now >= self._next_reconcile:
+            interval = self.config.reconcile_interval
+            confirm_soon = min(interval, max(5.0, interval / 6))
+            try:
+                plan = self.reconcile()
+            except Exception as exc:  # a dependency is down: try again soon, keep handling events
+                log.warning("reconcile failed; retrying soon", extra={"error": api_error_kind(exc)})
+                self._next_reconcile = now + confirm_soon
+            else:
+                # Confirm first sightings soon, so a leftover VM lives at most about one interval.
+                unconfirmed = any(not a.confirmed for a in plan.actions)
+                self._next_reconcile = now + (confirm_soon if unconfirmed else interval)
+        self.run_once()
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Pull, act and reconcile until ``stop`` is set; never dies on a failing dependency."""
+        while not stop.is_set():
+            try:
+                self.step()
+            except Exception as exc:  # keep going: everything is retried from the truth
+                log.exception("agent iteration failed", extra={"error": api_error_kind(exc)})
+                stop.wait(1.0)
+
+    # ------------------------------------------------------------------ events
+
+    def _handle(self, event: JobEvent) -> bool:
+        """Act on one event; True when it can be acknowledged now."""
+        now = self.clock()
+        department = self.config.department
+        known_group = event.group in self.fleet.group_names
+        if event.department != department or not known_group:
+            self.metrics.events.labels(event.action, "not-ours").inc()
+            return True
+        record = self.book.observe_job(event.job_id, event.group, event.repo, event.action, now, event.runner_name)
+        if event.action == "waiting":
+            self.metrics.events.labels(event.action, "ok").inc()
+            return True
+        if event.action == "queued":
+            return record.status != "queued"  # already running or done: nothing to add
+        runner = event.runner_name
+        if not naming.is_ours(department, runner):
+            self.metrics.events.labels(event.action, "not-ours").inc()
+            return True
+        assert runner is not None
+        group = naming.group_of(department, list(self.fleet.group_names), runner) or event.group
+        try:
+            if event.action == "in_progress":
+                self._in_progress(event, group, runner)
+            else:
+                self._completed(event, group, runner)
+        except BackendError as exc:
+            if not exc.retryable:
+                log.info("VM already gone", extra={**event.log_fields(), "instance": runner})
+                return True
+            self._retry_soon(event, exc)
+            return False
+        except Exception as exc:
+            self._retry_soon(event, exc)
+            return False
+        self.metrics.events.labels(event.action, "ok").inc()
+        return True
+
+    def _in_progress(self, event: JobEvent, group: str, runner: str) -> None:
+        if event.created_at and event.started_at and event.started_at >= event.created_at:
+            self.metrics.pickup.labels(group).observe(event.started_at - event.created_at)
+        if runner != naming.instance_name(self.config.department, group, event.job_id):
+            # The VM took another job than it was made for: record which one it runs.
+            self.fleet.call(
+                "compute", "set_metadata", self.fleet.backend.set_metadata, group, runner, {JOB_KEY: str(event.job_id)}
+            )
+        log.info("job started", extra={**event.log_fields(), "instance": runner})
+
+    def _completed(self, event: JobEvent, group: str, runner: str) -> None:
+        self.fleet.delete(group, [runner], "job completed")
+        last = self.fleet.last_runners
+        present = last.get(runner) if last is not None else None
+        runner_id = present.id if present is not None else event.runner_id
+        if runner_id is not None and (last is None or present is not None):
+            self.fleet.call("github", "delete_runner", self.fleet.github.delete_runner, runner_id)
+        log.info("job completed; VM deleted", extra={**event.log_fields(), "instance": runner})
+
+    def _retry_soon(self, event: JobEvent, exc: BaseException) -> None:
+        log.warning(
+            "action failed; message will be redelivered", extra={**event.log_fields(), "error": api_error_kind(exc)}
+        )
+        self.metrics.events.labels(event.action, "retry").inc()
+        try:
+            self.subscriber.modify_ack_deadline([event.ack_id], RETRY_SOON)
+        except BusUnavailable:
+            pass
+
+    # ------------------------------------------------------------------ held queued messages
+
+    def _settle(self, touched: set[str]) -> None:
+        """Create capacity for groups with waiting jobs, deliver JIT configs, ack what is durable."""
+        now = self.clock()
+        groups = set(touched)
+        for held in self.held.values():
+            if now - self._checked.get(held.event.group, 0.0) >= self.hold_refresh:
+                groups.add(held.event.group)
+        snap = None
+        if groups:
+            try:
+                snap = self.fleet.snapshot(tuple(sorted(groups)))
+                for group in sorted(groups):
+                    self._checked[group] = now
+                    self.fleet.ensure_capacity(group, snap)
+            except Exception as exc:
+                log.warning("cannot add capacity now; will retry", extra={"error": api_error_kind(exc)})
+                snap = None
+        if self.fleet.pending_jit:
+            self.fleet.deliver_jit(self.jit_per_iteration)
+        if snap is None:
+            return
+        pending_groups = set(self.fleet.pending_jit.values())
+        covered = {group: self.fleet.covered(group, snap) for group in groups}
+        acks = []
+        for ack_id, held in list(self.held.items()):
+            event = held.event
+            record = self.book.jobs.get(event.job_id)
+            done = record is None or record.status != "queued"
+            if not done and event.job_id in covered.get(event.group, {}):
+                own = covered[event.group][event.job_id]
+                # Its own VM has its config, or (covered by a spare VM) no VM of the group still waits for one.
+                done = own not in self.fleet.pending_jit if own else event.group not in pending_groups
+            if done:
+                acks.append(ack_id)
+                del self.held[ack_id]
+                self.metrics.events.labels("queued", "ok").inc()
+        self._ack(acks)
+
+    def _ack(self, ack_ids: list[str]) -> None:
+        if ack_ids:
+            try:
+                self.subscriber.ack(ack_ids)
+            except BusUnavailable as exc:
+                log.warning("ack failed; messages will be redelivered (harmless)", extra={"error": str(exc)[:200]})
+
+    def _extend_leases(self) -> None:
+        now = self.clock()
+        if not self.held or now - self._leases_extended < self.lease_seconds / 3:
+            return
+        self._leases_extended = now
+        try:
+            self.subscriber.modify_ack_deadline(list(self.held), self.lease_seconds)
+        except BusUnavailable as exc:
+            log.warning("cannot extend leases", extra={"error": str(exc)[:200]})

@@ -1,0 +1,43 @@
+"""Prometheus metrics of the agent, on a registry the caller owns.
+
+The registry is passed in (not the global one) so that ``garo demo`` can run
+several agents in one process and tests can read values without leaking
+between cases. Label values are groups and API call kinds, never job ids:
+those would grow the series without bound.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from scaler.backends.base import InstanceState
+
+
+class AgentMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.queued_jobs = Gauge("garo_queued_jobs", "Jobs waiting for a runner, per group", ["group"], registry=r)
+        self.vms = Gauge("garo_vms", "VMs of a group by state", ["group", "state"], registry=r)
+        self.desired = Gauge("garo_desired_vms", "Active VMs the capacity policy wants", ["group"], registry=r)
+        self.pickup = Histogram(
+            "garo_queue_to_assigned_seconds",
+            "Time from a job being queued to a runner taking it (GitHub's timestamps)",
+            ["group"],
+            buckets=(1, 2, 5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1800),
+            registry=r,
+        )
+        self.api_calls = Counter("garo_api_calls_total", "Calls to cloud and GitHub APIs", ["api", "call"], registry=r)
+        self.api_errors = Counter(
+            "garo_api_errors_total", "Failed API calls by kind", ["api", "call", "kind"], registry=r
+        )
+        self.github_budget = Gauge(
+            "garo_github_budget_remaining", "GitHub API budget left (points), as the client reports it", registry=r
+        )
+        self.events = Counter("garo_events_total", "Bus messages handled", ["action", "outcome"], registry=r)
+        self.actions = Counter("garo_actions_total", "Fleet changes made", ["group", "action"], registry=r)
+        self.reconcile_passes = Counter("garo_reconcile_passes_total", "Reconcile passes run", registry=r)
+
+    def set_vms(self, group: str, counts: dict[str, int]) -> None:
+        for state in InstanceState:
+            self.vms.labels(group, state.value).set(counts.get(state.value, 0))

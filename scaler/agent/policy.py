@@ -1,0 +1,91 @@
+"""Capacity policy: how many VMs a runner group should have right now.
+
+``desired = min(max, max(min, busy + queued + warm))`` where ``queued`` counts
+jobs waiting for a runner and ``warm`` is the warm pool in force at this moment
+(a schedule such as ``Mon-Fri 07:00-19:00 Europe/Amsterdam`` switches between
+``size`` and ``off_hours_size``). VMs still being created or resumed count as
+capacity, or every pass before they boot would order more.
+
+Pure functions only: the same inputs give the same plan on every replica, which
+is what makes two agents agree on the same instance names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from scaler.config import RunnerGroup, WarmPool
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_SCHEDULE_RE = re.compile(
+    r"^(?P<d1>[A-Z][a-z]{2})(-(?P<d2>[A-Z][a-z]{2}))?\s+(?P<start>\d{2}:\d{2})-(?P<end>\d{2}:\d{2})(\s+(?P<tz>\S+))?$"
+)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """An office-hours window; days wrap (``Fri-Mon``), hours may cross midnight."""
+
+    days: frozenset[int]
+    start: dt.time
+    end: dt.time
+    tz: ZoneInfo
+
+    @classmethod
+    def parse(cls, text: str) -> Schedule:
+        match = _SCHEDULE_RE.match(text.strip())
+        if not match or match["d1"] not in _DAYS or (match["d2"] and match["d2"] not in _DAYS):
+            raise ValueError(f"bad warm pool schedule {text!r}")
+        first = _DAYS.index(match["d1"])
+        last = _DAYS.index(match["d2"]) if match["d2"] else first
+        days = frozenset((first + i) % 7 for i in range((last - first) % 7 + 1))
+        start, end = (dt.time.fromisoformat(match[k]) for k in ("start", "end"))
+        return cls(days, start, end, ZoneInfo(match["tz"] or "UTC"))
+
+    def active(self, now: float) -> bool:
+        local = dt.datetime.fromtimestamp(now, self.tz)
+        t = local.time()
+        if self.start <= self.end:
+            return local.weekday() in self.days and self.start <= t < self.end
+        # Overnight window: the part after midnight belongs to the previous day.
+        if t >= self.start:
+            return local.weekday() in self.days
+        return t < self.end and (local.weekday() - 1) % 7 in self.days
+
+
+def warm_target(pool: WarmPool, now: float) -> int:
+    """Warm pool size in force at ``now`` (unix seconds)."""
+    if pool.schedule is None:
+        return pool.size
+    return pool.size if Schedule.parse(pool.schedule).active(now) else pool.off_hours_size
+
+
+def desired_capacity(group: RunnerGroup, *, busy: int, queued: int, now: float) -> int:
+    """Target number of active VMs (creating, resuming or running) for the group."""
+    wanted = busy + queued + warm_target(group.warm_pool, now)
+    return min(group.max, max(group.min, wanted))
+
+
+@dataclass(frozen=True)
+class CapacityPlan:
+    """What to add to a group: resume standby VMs first (faster), then create."""
+
+    desired: int
+    active: int
+    resume: int
+    create: int
+
+    @property
+    def missing(self) -> int:
+        return self.resume + self.create
+
+
+def plan_capacity(group: RunnerGroup, *, active: int, busy: int, queued: int, standby: int, now: float) -> CapacityPlan:
+    """How many VMs to resume and create so the group reaches its desired size."""
+    desired = desired_capacity(group, busy=busy, queued=queued, now=now)
+    missing = max(0, desired - active)
+    resume = min(missing, standby)
+    return CapacityPlan(desired=desired, active=active, resume=resume, create=missing - resume)

@@ -1,0 +1,95 @@
+"""What one agent process remembers between passes, and why losing it is fine.
+
+There is no database: the cloud (instances), GitHub (runners, jobs) and the
+subscription (unacknowledged messages) are the truth. This book only speeds
+things up and holds what cannot be re-read cheaply: which jobs are still queued
+(from events), which VM got its JIT config, and the "first seen" marks that make
+reconcile confirm a deletion over two passes. After a restart it starts empty:
+unacknowledged messages are redelivered and marks need two fresh observations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+# A job's status only moves forward, so a reordered or duplicated event can
+# never bring a finished job back.
+_ORDER = {"queued": 0, "waiting": 0, "in_progress": 1, "completed": 2}
+_KEEP_FINISHED = 3600.0
+
+
+@dataclass
+class JobRecord:
+    id: int
+    group: str
+    repo: str
+    status: str
+    seen_at: float
+    runner_name: str | None = None
+
+
+@dataclass
+class Book:
+    jobs: dict[int, JobRecord] = field(default_factory=dict)
+    # instance name -> when its JIT config was written to its metadata
+    delivered: dict[str, float] = field(default_factory=dict)
+    # instance names whose runner we have seen registered on GitHub
+    registered: set[str] = field(default_factory=set)
+    # deletion candidates: key -> reconcile pass number that first saw it
+    marks: dict[str, int] = field(default_factory=dict)
+
+    def observe_job(
+        self, job_id: int, group: str, repo: str, status: str, now: float, runner_name: str | None = None
+    ) -> JobRecord:
+        """Record an event's view of a job; older views never overwrite newer ones."""
+        record = self.jobs.get(job_id)
+        if record is None:
+            record = JobRecord(job_id, group, repo, status, now, runner_name)
+            self.jobs[job_id] = record
+            return record
+        if _ORDER.get(status, 0) >= _ORDER.get(record.status, 0):
+            record.status = status if status != "waiting" or record.status != "queued" else "queued"
+            record.runner_name = runner_name or record.runner_name
+            record.seen_at = now
+        if repo and not record.repo:
+            record.repo = repo
+        return record
+
+    def queued(self, group: str) -> list[JobRecord]:
+        """Jobs of a group still waiting for a runner, oldest first."""
+        jobs = [j for j in self.jobs.values() if j.group == group and _ORDER.get(j.status, 0) == 0]
+        return sorted(jobs, key=lambda j: (j.seen_at, j.id))
+
+    def running_on(self) -> dict[str, int]:
+        """Runner name -> job id for jobs known to be in progress."""
+        return {j.runner_name: j.id for j in self.jobs.values() if j.status == "in_progress" and j.runner_name}
+
+    def finished(self, job_id: int) -> bool:
+        record = self.jobs.get(job_id)
+        return record is not None and record.status == "completed"
+
+    def prune(self, now: float) -> None:
+        """Forget finished jobs after an hour; a duplicate that late is harmless (reconcile trims)."""
+        for job_id in [
+            j.id for j in self.jobs.values() if j.status == "completed" and now - j.seen_at > _KEEP_FINISHED
+        ]:
+            del self.jobs[job_id]
+
+    def forget_instance(self, name: str) -> None:
+        self.delivered.pop(name, None)
+        self.registered.discard(name)
+
+    def confirm(self, key: str, pass_no: int) -> bool:
+        """Mark a candidate; True once it was already marked in an earlier pass."""
+        first = self.marks.setdefault(key, pass_no)
+        return first < pass_no
+
+    def keep_marks(self, keys: set[str]) -> None:
+        """Drop marks not re-observed this pass: a candidate must be seen twice in a row."""
+        for key in list(self.marks):
+            if key not in keys:
+                del self.marks[key]
+
+    def __iter__(self) -> Iterator[JobRecord]:
+        return iter(self.jobs.values())
