@@ -244,6 +244,7 @@ class GcpBackend:
         return rows
 
     def _mutate(self, mig: str, method: str, urls: Sequence[str], **extra: Any) -> None:
+        """One MIG mutation per batch of instance URLs; our cached view of the MIG is dropped."""
         for batch in chunks(list(urls), self.batch_limit):
             self._cache.pop(mig, None)
             self.api.wait(
@@ -251,7 +252,7 @@ class GcpBackend:
                     "POST", f"{self._mig_path(mig)}/{method}", body={"instances": batch, **extra}, idempotent=True
                 )
             )
-        self._cache.pop(mig, None)
+            self._cache.pop(mig, None)
 
     def _create_in(
         self, mig: str, names: Sequence[str], metadata: Mapping[str, Mapping[str, str]]

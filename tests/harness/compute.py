@@ -277,9 +277,12 @@ def _transition(required: str, action: str, op_type: str) -> Handler:
         if wrong:
             raise RequestRejected(400, f"Instances {wrong} are not in a state that allows {op_type}.")
         for inst in chosen:
+            # targetSize counts live VMs: suspend/stop move a VM to targetSuspended/StoppedSize and back.
             if action in ("SUSPENDED", "TERMINATED"):
+                g.target_size -= inst.status == "RUNNING"
                 inst.status, inst.action = action, "NONE"
             else:
+                g.target_size += 1
                 inst.action = action
         return s.operation(
             g.scope,
