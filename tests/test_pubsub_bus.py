@@ -77,6 +77,13 @@ def test_rejected_publish_does_not_pause_the_job_key(pubsub_emulator, bus):
     assert [m.data for m in pubsub_emulator.published("jobs")] == [b"queued-again"]
 
 
+def test_attribute_names_that_clash_with_the_client_are_refused(pubsub_emulator, bus):
+    publisher, _ = bus
+    with pytest.raises(ValueError):
+        publisher.publish(b"x", {**ATTRS, "topic": "other"}, ordering_key="42")
+    assert pubsub_emulator.published("jobs") == []
+
+
 def test_transient_failure_is_retried_within_the_timeout(pubsub_emulator, bus):
     publisher, _ = bus
     pubsub_emulator.fail_next("Publish", grpc.StatusCode.UNAVAILABLE, times=2)

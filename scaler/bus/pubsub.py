@@ -36,6 +36,8 @@ _TRANSIENT = (
     gexc.TooManyRequests,
 )
 _ACK_CHUNK = 1000
+# PublisherClient.publish takes attributes as keyword arguments; these names would collide.
+_RESERVED_ATTRIBUTES = frozenset({"topic", "data", "ordering_key", "retry", "timeout"})
 
 
 class PubSubPublisher:
@@ -74,7 +76,13 @@ class PubSubPublisher:
             return self._client
 
     def publish(self, data: bytes, attributes: Mapping[str, str], ordering_key: str = "") -> str:
-        """Return the message id once Pub/Sub accepted it; raise BusUnavailable after ``timeout``."""
+        """Return the message id once Pub/Sub accepted it; raise BusUnavailable after ``timeout``.
+
+        ValueError (a programming error, not an outage) for attribute names the client reserves.
+        """
+        clash = _RESERVED_ATTRIBUTES.intersection(attributes)
+        if clash:
+            raise ValueError(f"attribute names reserved by the Pub/Sub client: {sorted(clash)}")
         deadline = time.monotonic() + self.timeout
         delay = 0.05
         while True:
