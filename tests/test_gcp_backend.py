@@ -205,3 +205,21 @@ def test_from_config_maps_groups_to_migs(clock: Clock) -> None:
     backend = GcpBackend.from_config(config, session=requests.Session())
     assert backend.groups["linux"] == GcpGroup(mig_name("eng", "linux"))
     assert backend.groups["gpu"] == GcpGroup("garo-eng-gpu", fallback="garo-eng-gpu-od")
+
+
+def test_when_the_fallback_also_fails_the_names_are_reported_failed(fake: ComputeFake, clock: Clock) -> None:
+    spot_zone, on_demand_zone = f"{fake.region}-a", f"{fake.region}-b"
+    fake.add_group(MIG + "-spot", zones=[spot_zone])
+    fake.add_group(MIG + "-od", zones=[on_demand_zone])
+    backend = make(fake, clock, groups={"linux": GcpGroup(MIG + "-spot", fallback=MIG + "-od")})
+    fake.exhaust(spot_zone)
+    fake.exhaust(on_demand_zone, code="QUOTA_EXCEEDED")
+    result = backend.create("linux", ["garo-a", "garo-b"], {})
+    assert result.created == ()
+    assert {name: reason.split(":")[0] for name, reason in result.failed.items()} == {
+        "garo-a": "QUOTA_EXCEEDED",
+        "garo-b": "QUOTA_EXCEEDED",
+    }
+    fake.restore()
+    fake.settle()
+    assert fake.members(MIG + "-spot") == {} and fake.members(MIG + "-od") == {}

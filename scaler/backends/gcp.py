@@ -140,9 +140,12 @@ class GcpBackend:
         for mig in where.migs:
             if not todo:
                 break
-            ok, failed = self._create_in(mig, todo, metadata)
+            ok, refused = self._create_in(mig, todo, metadata)
             created += ok
-            todo = [n for n, reason in failed.items() if reason.split(":")[0] in FALLBACK_CODES]
+            for name in ok:
+                failed.pop(name, None)
+            failed.update(refused)  # the latest reason per name wins
+            todo = [n for n, reason in refused.items() if reason.split(":")[0] in FALLBACK_CODES]
         return CreateResult(created=tuple(n for n in wanted if n in created), failed=failed)
 
     def delete(self, group: str, names: Sequence[str]) -> None:
