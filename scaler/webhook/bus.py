@@ -5,7 +5,8 @@ path, so ``sqlite:///var/lib/garo/bus.db`` is absolute and
 ``sqlite://garo-bus.db`` relative); query parameters ``synchronous`` and
 ``timeout`` (seconds to wait for a locked file before answering 503) tune it.
 ``pubsub://<project>/<topic>`` is Google Pub/Sub; the client honours
-``PUBSUB_EMULATOR_HOST``.
+``PUBSUB_EMULATOR_HOST``; ``?timeout=S`` bounds how long a request waits for
+Pub/Sub before answering 503 (5 s, well inside GitHub's 10 s).
 """
 
 from __future__ import annotations
@@ -33,5 +34,6 @@ def publisher_from_url(url: str) -> Publisher:
         project, topic = parts.netloc, parts.path.strip("/")
         if not project or not topic or "/" in topic:
             raise ValueError(f"expected pubsub://<project>/<topic>, got {url!r}")
-        return PubSubPublisher(project, topic)  # type: ignore[call-arg]
+        timeout = float({k: v[-1] for k, v in parse_qs(parts.query).items()}.get("timeout", "5"))
+        return PubSubPublisher(project, topic, timeout=timeout)
     raise ValueError(f"unknown bus URL {url!r} (expected sqlite:// or pubsub://)")

@@ -14,12 +14,14 @@ import shutil
 import tempfile
 from typing import Any
 
+# Before anything imports prometheus_client: it picks per-process or shared
+# storage for samples once, at import time.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="garo-webhook-metrics-")
+
 from scaler.webhook.settings import server_settings_from_env
 
 _server = server_settings_from_env()
-
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="garo-webhook-metrics-")
 
 bind = _server.bind
 workers = _server.workers
@@ -30,6 +32,7 @@ timeout = 30
 graceful_timeout = 20
 accesslog = None  # the app logs one JSON line per request, with delivery and job ids
 errorlog = "-"
+control_socket_disable = True  # gunicorn >= 24 would otherwise write a socket under $HOME
 wsgi_app = "scaler.webhook:create_app()"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -19,6 +19,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 class WebhookMetrics:
     def __init__(self) -> None:
+        # Shared storage only if prometheus_client was imported with the directory set.
+        self.directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+        if values.ValueClass is values.MutexValue:
+            self.directory = ""
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "garo_webhook_requests",
@@ -40,9 +44,8 @@ class WebhookMetrics:
         )
 
     def render(self) -> bytes:
-        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-        if directory:
+        if self.directory:
             registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=directory)
+            MultiProcessCollector(registry, path=self.directory)
             return generate_latest(registry)
         return generate_latest(self.registry)
