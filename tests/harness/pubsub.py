@@ -204,6 +204,7 @@ class PubSubEmulator:
         self.service = _Service(self.broker)
         self.port = 0
         self._server: grpc.Server | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1)
 
     @property
     def host(self) -> str:
@@ -211,8 +212,9 @@ class PubSubEmulator:
 
     def start(self) -> None:
         """Serve (again) on the same port, so clients configured with ``host`` reconnect."""
+        self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="pubsub-fake")
         server = grpc.server(
-            ThreadPoolExecutor(max_workers=32, thread_name_prefix="pubsub-fake"),
+            self._executor,
             options=[("grpc.max_receive_message_length", _MAX_BYTES), ("grpc.max_send_message_length", _MAX_BYTES)],
         )
         server.add_generic_rpc_handlers(self.service.handlers())
@@ -227,6 +229,7 @@ class PubSubEmulator:
         if self._server is not None:
             self._server.stop(grace=0).wait()
             self._server = None
+            self._executor.shutdown(wait=False, cancel_futures=True)  # no idle threads pile up across tests
             self.broker.wake()
 
     @contextmanager
