@@ -141,7 +141,8 @@ def webhook() -> tuple[Response, int]:
     attributes |= {"job_id": job_id, "delivery": delivery}
     started = time.perf_counter()
     try:
-        message_id = intake.publisher.publish(body, attributes)
+        # Ordering per job: the agent sees queued before completed for the same job.
+        message_id = intake.publisher.publish(body, attributes, ordering_key=job_id)
     except BusUnavailable:
         return _answer(503, "bus_unavailable", "the event bus did not accept the event; retry later", **fields)
     except Exception:  # a client library failing in a new way is still "bus down" to GitHub
