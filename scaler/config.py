@@ -578,8 +578,7 @@ def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> 
         if not isinstance(routes, list) or not all(isinstance(x, Mapping) for x in routes):
             r.fail("garo:hub.routes", "expected a list of route mappings")
             routes = []
-        for i, route in enumerate(routes):
-            _check_route(r, route, f"garo:hub.routes[{i}]")
+        _check_routes(r, routes)
         for key in ("hubTopic", "hubStack"):
             if key in own:
                 r.fail(f"garo:{key}", "only department stacks refer to the hub")
@@ -615,27 +614,21 @@ def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> 
     )
 
 
-def _check_route(r: _Reader, route: Mapping[str, Any], path: str) -> None:
-    """A static route: ``{department: payments, groups: [{name: default, labels: [...]}]}``.
+def _check_routes(r: _Reader, routes: Sequence[Mapping[str, Any]]) -> None:
+    """Static routes use the webhook's routing-document entries (see scaler.routing).
 
-    The same shape a department stack exports as its ``routes`` output, so the
-    webhook reads one format whether the hub learnt it from config or a stack.
+    They are checked by the webhook's own parser so a table the webhook would
+    refuse fails `garo validate`, with key paths under ``garo:hub.routes``.
     """
-    r.unknown(route, {"department", "groups"}, path)
-    department = route.get("department")
-    if not isinstance(department, str) or not _NAME_RE.match(department):
-        r.fail(f"{path}.department", f"expected a department name, got {department!r}")
-    groups = route.get("groups")
-    if not isinstance(groups, list) or not groups:
-        r.fail(f"{path}.groups", "expected a non-empty list of {name, labels}")
+    if not routes:
         return
-    for j, raw_group in enumerate(groups):
-        where = f"{path}.groups[{j}]"
-        group = r.mapping(raw_group, where)
-        r.unknown(group, {"name", "labels", "repositories"}, where)
-        r.string(group, "name", where)
-        r.strings(group, "labels", where, required=True)
-        r.strings(group, "repositories", where)
+    from scaler.routing import parse_routing_table  # late: scaler.routing imports this module
+
+    try:
+        parse_routing_table({"version": 1, "departments": list(routes)}, "garo:hub.routes")
+    except ConfigError as exc:
+        for issue in exc.issues:
+            r.fail(issue.path.replace("departments", "garo:hub.routes", 1), issue.message)
 
 
 def load_stack_file(path: str | Path) -> StackConfig:

@@ -1,0 +1,164 @@
+"""A department stack: network, runner identity, runner pools, subscription, scaler.
+
+Everything here is named ``garo-<dept>-...`` and labelled with the
+department, so cost reports split per department and the scaler's IAM
+condition (a name prefix) covers exactly this department's VMs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+import pulumi_gcp as gcp
+
+from infra.network import DepartmentNetwork
+from infra.runner_pool import RunnerPool, image_path
+from infra.scaler_component import Scaler
+from infra.secrets import secret_manager_secret
+from infra.stack import LoadedStack, name_for
+from infra.subscription import JobSubscription, job_filter
+from scaler.routing import routing_document
+
+RUNNER_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter")
+
+
+class Department(pulumi.ComponentResource):
+    """The whole department; ``exports()`` is what the stack outputs (portal + conveniences)."""
+
+    def __init__(self, name: str, loaded: LoadedStack, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("garo:gcp:Department", name, None, opts)
+        config = self.config = loaded.config
+        self.stack = loaded.stack
+        dept, project = config.department, config.project
+        child = pulumi.ResourceOptions(parent=self)
+        self.network = DepartmentNetwork(f"{name}-network", config, opts=child)
+        # Runners hold a single-use JIT config and nothing else: logs and metrics only.
+        self.runner_sa = gcp.serviceaccount.Account(
+            f"{name}-runner-sa",
+            account_id=name_for(f"garo-{dept}-runner", 30),
+            display_name=f"Garo runners of {dept}",
+            project=project,
+            opts=child,
+        )
+        for role in RUNNER_ROLES:
+            gcp.projects.IAMMember(
+                f"{name}-runner-{role.split('.')[-1].lower()}",
+                project=project or "",
+                role=role,
+                member=self.runner_sa.member,
+                opts=child,
+            )
+        github = config.github
+        credential = github.private_key or github.token
+        credential_path = "garo:github.privateKey" if github.private_key else "garo:github.token"
+        self.github_secret = secret_manager_secret(
+            f"{name}-github-secret",
+            f"garo-{dept}-github",
+            credential,
+            loaded.secret(credential_path),
+            project,
+            dict(config.resource_labels),
+            self,
+        )
+        self.jobs = JobSubscription(f"{name}-jobs", config, opts=child)
+        self.pools = [
+            RunnerPool(f"{name}-{g.name}", config, g, self.network.subnet.self_link, self.runner_sa.email, opts=child)
+            for g in config.groups
+        ]
+        env: dict[str, Any] = {
+            "GARO_DEPARTMENT": dept,
+            "GARO_PROJECT": project or "",
+            "GARO_REGION": config.region,
+            "GARO_BUS": self.jobs.subscription.name.apply(lambda s: f"pubsub://{project}/{s}"),
+            "GARO_SUBSCRIPTION": self.jobs.subscription.id,
+            "GARO_POOLS": pulumi.Output.all(*[p.describe() for p in self.pools]).apply(
+                lambda v: json.dumps(v, sort_keys=True)
+            ),
+            "GARO_STACK_CONFIG": json.dumps({"config": loaded.raw}, sort_keys=True),
+        }
+        if self.github_secret is not None:
+            env["GARO_GITHUB_SECRET"] = self.github_secret
+        self.scaler = Scaler(
+            f"{name}-scaler",
+            config,
+            self.network.subnet.self_link,
+            self.runner_sa,
+            self.jobs.subscription,
+            self.github_secret,
+            pulumi.Output.from_input(env),
+            opts=child,
+        )
+        self.register_outputs({})
+
+    def portal(self) -> pulumi.Output[dict[str, Any]]:
+        """The versioned shape in docs/portal-outputs.schema.json."""
+        c = self.config
+        assert c.network is not None
+        groups = [
+            {
+                "name": g.name,
+                "labels": list(g.labels),
+                "runnerGroup": g.runner_group,
+                "repositories": list(g.repositories),
+                "min": g.min,
+                "max": g.max,
+                "machineType": g.machine_type,
+                "image": image_path(c.project, g.image_family),
+                "spot": g.spot,
+                "fallbackOnDemand": g.spot and g.fallback_on_demand,
+                "warmPool": {"size": g.warm_pool.size, "schedule": g.warm_pool.schedule},
+                "standbyPool": {"size": g.standby_pool.size, "mode": g.standby_pool.mode},
+                "timeToStart": g.time_to_start,
+                "timeToLive": g.time_to_live,
+                "mig": pool.mig.self_link,
+                "fallbackMig": pool.fallback_mig.self_link if pool.fallback_mig else None,
+            }
+            for g, pool in zip(c.groups, self.pools, strict=True)
+        ]
+        return pulumi.Output.from_input(
+            {
+                "version": 1,
+                "kind": "department",
+                "stack": self.stack,
+                "department": c.department,
+                "cloud": c.cloud,
+                "region": c.region,
+                "project": c.project,
+                "network": {
+                    "cidr": c.network.cidr,
+                    "iapSsh": c.network.iap_ssh,
+                    "vpc": self.network.network.self_link,
+                    "subnet": self.network.subnet.self_link,
+                },
+                "groups": groups,
+                "scaler": {
+                    "serviceAccount": self.scaler.service_account.email,
+                    "mig": self.scaler.mig.self_link,
+                    "image": c.scaler_image,
+                },
+                "subscription": {
+                    "name": self.jobs.subscription.id,
+                    "topic": self.jobs.topic,
+                    "filter": job_filter(c.department),
+                    "deadLetterTopic": self.jobs.dead_letter_topic,
+                },
+                "costLabels": dict(c.resource_labels),
+            }
+        )
+
+    def exports(self) -> dict[str, Any]:
+        route = routing_document([self.config])["departments"][0]
+        return {
+            "portal": self.portal(),
+            "route": route,
+            "subscription": self.jobs.subscription.id,
+            "scalerServiceAccount": self.scaler.service_account.email,
+            "migs": {
+                p_name: pool.mig.self_link for p_name, pool in zip(self.config_group_names(), self.pools, strict=True)
+            },
+        }
+
+    def config_group_names(self) -> list[str]:
+        return [g.name for g in self.config.groups]

@@ -1,0 +1,192 @@
+"""The hub stack: one per organisation, between GitHub and the departments.
+
+GitHub posts ``workflow_job`` events to a public Cloud Run service (the
+webhook); it verifies the signature, routes the job and publishes it to one
+topic with a ``department`` attribute. The webhook's service account may only
+publish to that topic and read its two secrets (the webhook secret and the
+routing table, mounted as a file). Messages no department could handle end in
+the dead-letter topic, kept by its own subscription for on-call to inspect.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+import pulumi_gcp as gcp
+
+from infra.secrets import secret_manager_secret
+from infra.stack import LoadedStack
+from infra.subscription import DEFAULT_TOPIC
+
+ROUTES_DIR = "/etc/garo"
+
+
+def routes_document(static: list[Any], from_stacks: list[Any]) -> str:
+    """The webhook's routing table: static routes first, then departments' `route` outputs."""
+    departments = sorted([*static, *from_stacks], key=lambda d: str(d.get("name", "")))
+    return json.dumps({"version": 1, "departments": departments}, sort_keys=True, indent=2)
+
+
+class Hub(pulumi.ComponentResource):
+    """Topic + dead-letter topic/subscription, webhook secret, routing table, Cloud Run webhook."""
+
+    def __init__(self, name: str, loaded: LoadedStack, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("garo:gcp:Hub", name, None, opts)
+        config = loaded.config
+        assert config.hub is not None, "hub stacks always have hub settings (schema)"
+        project, region = config.project, config.region
+        labels = dict(config.resource_labels)
+        child = pulumi.ResourceOptions(parent=self)
+        self.topic = gcp.pubsub.Topic(
+            f"{name}-topic",
+            name=DEFAULT_TOPIC,
+            project=project,
+            labels=labels,
+            message_retention_duration="86400s",
+            opts=child,
+        )
+        self.dead_letter_topic = gcp.pubsub.Topic(
+            f"{name}-dlq", name=f"{DEFAULT_TOPIC}-dlq", project=project, labels=labels, opts=child
+        )
+        gcp.pubsub.Subscription(
+            f"{name}-dlq-subscription",
+            name=f"{DEFAULT_TOPIC}-dlq",
+            project=project,
+            topic=self.dead_letter_topic.id,
+            labels=labels,
+            message_retention_duration="604800s",
+            expiration_policy={"ttl": ""},
+            opts=child,
+        )
+        sa = gcp.serviceaccount.Account(
+            f"{name}-webhook-sa", account_id="garo-webhook", display_name="Garo webhook", project=project, opts=child
+        )
+        gcp.pubsub.TopicIAMMember(
+            f"{name}-webhook-publisher",
+            project=project,
+            topic=self.topic.name,
+            role="roles/pubsub.publisher",
+            member=sa.member,
+            opts=child,
+        )
+        webhook_secret = secret_manager_secret(
+            f"{name}-webhook-secret",
+            "garo-webhook-secret",
+            config.github.webhook_secret,
+            loaded.secret("garo:github.webhookSecret"),
+            project,
+            labels,
+            self,
+        )
+        if webhook_secret is None:
+            raise pulumi.RunError("garo:github.webhookSecret is required for the hub stack")
+        references = [pulumi.StackReference(ref, opts=child) for ref in config.hub.department_stacks]
+        routes = pulumi.Output.all(*[ref.require_output("route") for ref in references]).apply(
+            lambda found: routes_document([dict(r) for r in config.hub.routes] if config.hub else [], list(found))
+        )
+        routes_secret = gcp.secretmanager.Secret(
+            f"{name}-routes",
+            secret_id="garo-routes",
+            project=project,
+            labels=labels,
+            replication={"auto": {}},
+            opts=child,
+        )
+        # Not secret, but Secret Manager is how Cloud Run mounts a file; the plan shows it in full.
+        routes_version = gcp.secretmanager.SecretVersion(
+            f"{name}-routes-version",
+            secret=routes_secret.id,
+            secret_data=routes,
+            opts=pulumi.ResourceOptions(parent=routes_secret),
+        )
+        grants = [
+            gcp.secretmanager.SecretIamMember(
+                f"{name}-webhook-{short}",
+                secret_id=secret,
+                role="roles/secretmanager.secretAccessor",
+                member=sa.member,
+                opts=child,
+            )
+            for short, secret in (("secret", webhook_secret), ("routes", routes_secret.id))
+        ]
+        self.service = gcp.cloudrunv2.Service(
+            f"{name}-webhook",
+            name="garo-webhook",
+            project=project,
+            location=region,
+            # GitHub calls from the internet; every request is authenticated by its HMAC signature.
+            ingress="INGRESS_TRAFFIC_ALL",
+            labels=labels,
+            deletion_protection=False,
+            template={
+                "service_account": sa.email,
+                "labels": labels,
+                "scaling": {"min_instance_count": 1, "max_instance_count": 10},
+                "containers": [
+                    {
+                        "image": config.hub.webhook_image,
+                        "args": ["webhook"],
+                        "envs": [
+                            {"name": "GARO_BUS", "value": self.topic.name.apply(lambda t: f"pubsub://{project}/{t}")},
+                            {"name": "GARO_ROUTES", "value": f"{ROUTES_DIR}/routes.json"},
+                            {
+                                "name": "GARO_WEBHOOK_SECRET",
+                                "value_source": {"secret_key_ref": {"secret": webhook_secret, "version": "latest"}},
+                            },
+                        ],
+                        "volume_mounts": [{"name": "routes", "mount_path": ROUTES_DIR}],
+                    }
+                ],
+                "volumes": [
+                    {
+                        "name": "routes",
+                        "secret": {
+                            "secret": routes_secret.secret_id,
+                            "items": [{"path": "routes.json", "version": routes_version.version}],
+                        },
+                    }
+                ],
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=grants),
+        )
+        gcp.cloudrunv2.ServiceIamMember(
+            f"{name}-webhook-public",
+            project=project,
+            location=region,
+            name=self.service.name,
+            role="roles/run.invoker",
+            member="allUsers",
+            opts=child,
+        )
+        self.webhook_secret = webhook_secret
+        self.routes = routes
+        self.register_outputs({"webhookUrl": self.service.uri})
+
+    def exports(self, loaded: LoadedStack) -> dict[str, Any]:
+        config = loaded.config
+        url = self.service.uri.apply(lambda u: f"{u}/webhook")
+        portal = pulumi.Output.from_input(
+            {
+                "version": 1,
+                "kind": "hub",
+                "stack": loaded.stack,
+                "cloud": config.cloud,
+                "region": config.region,
+                "project": config.project,
+                "webhookUrl": url,
+                "topic": self.topic.id,
+                "deadLetterTopic": self.dead_letter_topic.id,
+                "departmentStacks": list(config.hub.department_stacks) if config.hub else [],
+                "costLabels": dict(config.resource_labels),
+            }
+        )
+        return {
+            "portal": portal,
+            "webhookUrl": url,
+            "topic": self.topic.id,
+            "deadLetterTopic": self.dead_letter_topic.id,
+            # The routing table the webhook mounts, readable in `garo plan` and by on-call.
+            "routes": self.routes.apply(json.loads),
+        }
