@@ -177,7 +177,11 @@ def run_program(
     runtime_config.set_all_config(dict(config), list(secret_keys))
     monitor = RecordingMonitor(cloud)
     mocks.set_mocks(cloud, project="garo", stack=stack, preview=False, monitor=monitor)
-    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(PROGRAM), run_name="__main__") and None))
+
+    def program() -> None:
+        runpy.run_path(str(PROGRAM), run_name="__main__")
+
+    _sync_await(run_pulumi_func(program))
     root = settings.get_root_resource()
     outputs: Mapping[str, Any] = getattr(root, "outputs", {})
     return monitor.declared, _sync_await(_resolve(outputs))

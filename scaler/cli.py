@@ -61,5 +61,58 @@ def webhook(gunicorn_args: tuple[str, ...]) -> None:
     run(gunicorn_args)
 
 
+@main.command()
+@click.option("--since", default="2h", show_default=True, help="How far back to look (30m, 2h, 1d).")
+@click.option("--dry-run", is_flag=True, help="List what would be redelivered; change nothing.")
+def redeliver(since: str, dry_run: bool) -> None:
+    """Redeliver App webhooks whose latest attempt failed (settings: GARO_GITHUB_* env, docs/github.md)."""
+    import os
+
+    from scaler.github.deliveries import run
+
+    code, lines = run(since, dry_run, os.environ)
+    for line in lines:
+        click.echo(line, err=line.startswith(("error:", "failed")))
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("stack_file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Every resource with all its inputs, as JSON.")
+def plan(stack_file: Path, as_json: bool) -> None:
+    """Run the Pulumi program offline (mocks) and list what STACK_FILE would declare."""
+    import pulumi
+
+    from scaler.plan import plan as run_plan
+    from scaler.plan import render_json, render_table
+
+    try:
+        result = run_plan(stack_file)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    except pulumi.RunError as exc:
+        click.echo(f"{stack_file}: the program failed: {exc}", err=True)
+        sys.exit(1)
+    click.echo(render_json(result) if as_json else render_table(result), nl=False)
+
+
+@main.command()
+@click.argument("stack", required=False)
+@click.option("--from-file", type=click.Path(path_type=Path), help="JSON saved from `pulumi stack output --json`.")
+def outputs(stack: str | None, from_file: Path | None) -> None:
+    """Print a stack's portal outputs after checking them against docs/portal-outputs.schema.json."""
+    import json
+
+    from scaler.outputs import OutputsError, portal_outputs, read_outputs
+
+    try:
+        portal = portal_outputs(read_outputs(stack, from_file))
+    except OutputsError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    click.echo(json.dumps(portal, indent=2, sort_keys=True))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
