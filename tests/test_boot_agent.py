@@ -382,3 +382,83 @@ def test_stop_during_job_stops_runner_and_reports_failed(metadata: tuple[FakeMet
     assert rc != 0
     assert fake.states == ["waiting", "running", "failed"]
     assert "stop requested" in out
+
+
+class FakeImds(BaseHTTPRequestHandler):
+    """IMDSv2: a PUT for a session token, then GETs that must carry it (401 otherwise)."""
+
+    TOKEN = "imds-session-token"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _reply(self, code: int, body: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def do_PUT(self) -> None:
+        if self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+            self._reply(200, self.TOKEN)
+        else:
+            self._reply(400, "bad token request")
+
+    def do_GET(self) -> None:
+        if self.headers.get("X-aws-ec2-metadata-token") != self.TOKEN:
+            self._reply(401, "")
+        elif self.path == "/latest/meta-data/instance-id":
+            self._reply(200, "i-0123456789abcdef0")
+        else:
+            self._reply(404, "")
+
+
+def test_aws_path_reads_own_ssm_parameter_via_imdsv2_and_deletes_it(vm: Vm) -> None:
+    """The EC2 design (docs/images.md): SSM parameter /garo/jit/<instance-id>.
+
+    SSM is a stand-in `aws` script backed by a directory (no SSM emulator here);
+    IMDSv2 is a fake that enforces the session token.
+    """
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeImds)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    store = vm.root / "ssm"
+    store.mkdir()
+    calls = vm.root / "aws-calls"
+    aws = vm.bin / "aws"
+    aws.write_text(
+        "#!/bin/bash\n"
+        f'echo "$*" >> "{calls}"\n'
+        'name=""; for a in "$@"; do [ "$prev" = --name ] && name=$a; prev=$a; done\n'
+        f'f="{store}/$(echo "$name" | tr / _)"\n'
+        'case "$1 $2" in\n'
+        '  "ssm get-parameter") [ -f "$f" ] && cat "$f" || { echo ParameterNotFound >&2; exit 254; } ;;\n'
+        '  "ssm delete-parameter") rm "$f" ;;\n'
+        '  "ec2 create-tags") ;;\n'
+        "  *) exit 2 ;;\n"
+        "esac\n"
+    )
+    aws.chmod(0o755)
+    try:
+        proc = vm.start(
+            "http://127.0.0.1:9/unused",
+            GARO_CLOUD="aws",
+            GARO_IMDS_URL=f"http://127.0.0.1:{server.server_address[1]}",
+        )
+        deadline = time.monotonic() + 10
+        while not (calls.exists() and "get-parameter" in calls.read_text()):
+            assert time.monotonic() < deadline, "agent never polled SSM"
+            time.sleep(0.05)
+        (store / "_garo_jit_i-0123456789abcdef0").write_text(JIT)
+        rc, out = finish(proc)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert rc == 0, out
+    assert vm.runner_args() == ["--jitconfig", JIT]
+    assert list(store.iterdir()) == []  # the agent deleted its parameter
+    log = calls.read_text()
+    assert "--name /garo/jit/i-0123456789abcdef0" in log
+    tags = [line for line in log.splitlines() if line.startswith("ec2 create-tags")]
+    assert [t.rsplit("Value=", 1)[1] for t in tags] == ["waiting", "running", "done"]
+    assert all("--resources i-0123456789abcdef0" in t for t in tags)
