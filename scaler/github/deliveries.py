@@ -1,0 +1,207 @@
+"""Redeliver webhooks GitHub failed to deliver (`garo redeliver --since 2h [--dry-run]`).
+
+GitHub does not retry a failed webhook delivery. Reconcile makes a lost
+`queued` event harmless eventually, but asking GitHub to redeliver is faster
+and cheaper, e.g. after the webhook service was down. The sweeper reads the
+App's delivery log (App JWT, not an installation token), groups attempts by
+GUID (a redelivery keeps its GUID), and redelivers the latest attempt of each
+GUID that never succeeded. Redeliveries are safe: the webhook de-duplicates on GUID.
+
+Settings come from the environment, so it runs from a laptop or a CronJob:
+
+* ``GARO_GITHUB_APP_ID`` - the App's numeric id (required)
+* ``GARO_GITHUB_PRIVATE_KEY`` - the App's PEM private key, or
+  ``GARO_GITHUB_PRIVATE_KEY_FILE`` - a path to it (one of the two is required)
+* ``GARO_GITHUB_API_URL`` - API base URL (default https://api.github.com;
+  GHES: https://<host>/api/v3)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from scaler.github.auth import AppCredentials
+from scaler.github.http import GitHubError, GitHubHttp, raise_for
+
+log = logging.getLogger(__name__)
+
+PER_PAGE = 100
+MAX_PAGES = 200  # 20,000 deliveries; GitHub keeps three days of them
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    guid: str
+    delivered_at: datetime
+    status_code: int
+    status: str
+    event: str = ""
+    action: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """GitHub counts only a 2xx answer as delivered (status "OK"); 0 means no answer at all."""
+        return 200 <= self.status_code < 300 and self.status.upper() == "OK"
+
+
+@dataclass
+class SweepReport:
+    since: datetime
+    dry_run: bool
+    scanned: int = 0
+    redelivered: list[Delivery] = field(default_factory=list)
+    skipped: int = 0  # GUIDs delivered successfully at least once
+    failed: list[tuple[Delivery, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        verb = "would redeliver" if self.dry_run else "redelivered"
+        return (
+            f"{verb} {len(self.redelivered)}, skipped {self.skipped}, failed {len(self.failed)} "
+            f"({self.scanned} deliveries since {self.since.isoformat(timespec='seconds')})"
+        )
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90s', '30m', '2h', '3d' -> timedelta."""
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"expected a duration like 30m, 2h or 1d, got {text!r}")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _parse(item: Mapping[str, Any]) -> Delivery | None:
+    try:
+        when = datetime.fromisoformat(str(item["delivered_at"]).replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return Delivery(
+            id=int(item["id"]),
+            guid=str(item["guid"]),
+            delivered_at=when,
+            status_code=int(item.get("status_code") or 0),
+            status=str(item.get("status") or ""),
+            event=str(item.get("event") or ""),
+            action=item.get("action"),
+        )
+    except (KeyError, TypeError, ValueError):
+        log.warning("redeliver: skipping an unreadable delivery record (id %r)", item.get("id"))
+        return None
+
+
+class DeliverySweeper:
+    """Finds and redelivers failed App webhook deliveries."""
+
+    def __init__(self, app: AppCredentials, http: GitHubHttp) -> None:
+        self.app = app
+        self.http = http
+
+    def __repr__(self) -> str:
+        return f"DeliverySweeper({self.app!r}, {self.http!r})"
+
+    def _auth(self) -> str:
+        return f"Bearer {self.app.jwt()}"
+
+    def deliveries_since(self, since: datetime) -> list[Delivery]:
+        """Every delivery attempt at or after `since` (newest first, as GitHub lists them)."""
+        found: list[Delivery] = []
+        params: dict[str, str | int] = {"per_page": PER_PAGE}
+        for _ in range(MAX_PAGES):
+            response = self.http.request(
+                "GET", "/app/hook/deliveries", endpoint="/app/hook/deliveries", auth=self._auth, params=params
+            )
+            raise_for(response, "GET", "/app/hook/deliveries")
+            page = [d for d in (_parse(item) for item in response.json() or []) if d is not None]
+            found.extend(d for d in page if d.delivered_at >= since)
+            # Only the cursor is taken from the Link header: the request stays on our base URL.
+            match = _NEXT.search(response.headers.get("Link", ""))
+            cursor = parse_qs(urlparse(match.group(1)).query).get("cursor", [None])[0] if match else None
+            if not page or not cursor or min(d.delivered_at for d in page) < since:
+                break
+            params = {"per_page": PER_PAGE, "cursor": cursor}
+        return found
+
+    def redeliver(self, delivery_id: int) -> None:
+        path = f"/app/hook/deliveries/{int(delivery_id)}/attempts"
+        response = self.http.request(
+            "POST", path, endpoint="/app/hook/deliveries/{delivery_id}/attempts", auth=self._auth
+        )
+        raise_for(response, "POST", path)
+
+    def sweep(self, since: datetime, dry_run: bool = False) -> SweepReport:
+        deliveries = self.deliveries_since(since)
+        report = SweepReport(since=since, dry_run=dry_run, scanned=len(deliveries))
+        latest: dict[str, Delivery] = {}
+        delivered: set[str] = set()
+        for d in deliveries:
+            current = latest.get(d.guid)
+            if current is None or (d.delivered_at, d.id) > (current.delivered_at, current.id):
+                latest[d.guid] = d
+            if d.ok:
+                delivered.add(d.guid)
+        for guid, last in sorted(latest.items(), key=lambda kv: kv[1].delivered_at):
+            # One success is enough: a failed manual redelivery after it changes nothing.
+            if guid in delivered:
+                report.skipped += 1
+                continue
+            if not dry_run:
+                try:
+                    self.redeliver(last.id)
+                except GitHubError as exc:
+                    report.failed.append((last, str(exc)))
+                    continue
+            log.info(
+                "redeliver: %s %s (%s, last status %s)",
+                "would redeliver" if dry_run else "redelivered",
+                guid,
+                last.event,
+                last.status_code,
+            )
+            report.redelivered.append(last)
+        return report
+
+
+def sweeper_from_env(env: Mapping[str, str]) -> DeliverySweeper:
+    """Build a sweeper from GARO_GITHUB_* variables; ValueError names what is missing."""
+    app_id = env.get("GARO_GITHUB_APP_ID", "").strip()
+    if not app_id.isdigit():
+        raise ValueError("GARO_GITHUB_APP_ID must be set to the GitHub App's numeric id")
+    key = env.get("GARO_GITHUB_PRIVATE_KEY", "")
+    key_file = env.get("GARO_GITHUB_PRIVATE_KEY_FILE", "")
+    if not key and key_file:
+        try:
+            key = Path(key_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"GARO_GITHUB_PRIVATE_KEY_FILE: cannot read {key_file}: {exc.strerror}") from None
+    if not key:
+        raise ValueError("set GARO_GITHUB_PRIVATE_KEY (PEM) or GARO_GITHUB_PRIVATE_KEY_FILE (path)")
+    api_url = env.get("GARO_GITHUB_API_URL", "") or "https://api.github.com"
+    return DeliverySweeper(AppCredentials(int(app_id), key), GitHubHttp(api_url))
+
+
+def run(since: str, dry_run: bool, env: Mapping[str, str]) -> tuple[int, list[str]]:
+    """The `garo redeliver` command: returns the exit code and the lines to print."""
+    try:
+        window = parse_duration(since)
+        sweeper = sweeper_from_env(env)
+        report = sweeper.sweep(datetime.now(UTC) - window, dry_run=dry_run)
+    except (ValueError, GitHubError) as exc:
+        return 1, [f"error: {exc}"]
+    verb = "would redeliver" if dry_run else "redelivered"
+    lines = [
+        f"{verb} {d.guid} ({d.event}{'.' + d.action if d.action else ''}, last status {d.status_code})"
+        for d in report.redelivered
+    ]
+    lines += [f"failed {d.guid}: {error}" for d, error in report.failed]
+    lines.append(report.summary())
+    return (1 if report.failed else 0), lines
