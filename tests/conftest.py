@@ -2,6 +2,7 @@
 
 pytest_plugins: list[str] = [
     "tests.harness.github",
+    "tests.harness.aws",
     "tests.harness.compute",
     "tests.harness.pubsub",
     "tests.harness.webhooks",
