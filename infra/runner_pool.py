@@ -149,8 +149,8 @@ class RunnerPool(pulumi.ComponentResource):
             # A failed runner is deleted by the scaler (its job is lost anyway), never repaired in place.
             instance_lifecycle_policy={"default_action_on_failure": "DO_NOTHING", "force_update_on_repair": "NO"},
             standby_policy={"mode": "MANUAL", "initial_delay_sec": 120} if standby_size else None,
-            target_suspended_size=standby_size if group.standby_pool.mode == "suspended" else None,
-            target_stopped_size=standby_size if group.standby_pool.mode == "stopped" else None,
+            target_suspended_size=standby_size if standby_size and group.standby_pool.mode == "suspended" else None,
+            target_stopped_size=standby_size if standby_size and group.standby_pool.mode == "stopped" else None,
             wait_for_instances=False,
             opts=pulumi.ResourceOptions(
                 parent=self, ignore_changes=["target_size", "target_suspended_size", "target_stopped_size"]

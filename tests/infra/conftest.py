@@ -1,0 +1,63 @@
+"""Run each example stack through the real program under Pulumi's mocks, once per session.
+
+Pulumi's runtime state is process-global, so every stack runs in its own
+Python process (in parallel); the capture holds the rendered plan and the
+unmasked inputs/outputs so the secret-leak checks can look for the values.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+STACKS = ("hub", "payments", "research")
+# Stand-ins for decrypted secure values; they must reach Secret Manager and nothing else.
+SENTINELS = {
+    "garo:github.webhookSecret": "whsec-SENTINEL-7f3a9c0e",
+    "garo:github.privateKey": "-----BEGIN RSA PRIVATE KEY----- SENTINEL-b81d44 -----END RSA PRIVATE KEY-----",
+}
+_CAPTURE = """
+import json, sys
+from scaler.plan import plan, render_json, render_table
+p = plan(sys.argv[1], secret_values=json.load(sys.stdin))
+print(json.dumps({"table": render_table(p), "json": render_json(p), "resources": p.resources,
+                  "raw_resources": p.raw_resources, "outputs": p.outputs, "raw_outputs": p.raw_outputs}))
+"""
+
+
+def run_captures(paths: list[Path]) -> dict[str, dict[str, Any]]:
+    procs = {
+        path: subprocess.Popen(
+            [sys.executable, "-c", _CAPTURE, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for path in paths
+    }
+    captures = {}
+    for path, proc in procs.items():
+        out, err = proc.communicate(json.dumps(SENTINELS), timeout=120)
+        assert proc.returncode == 0, f"plan of {path.name} failed:\n{err}"
+        captures[path.name.split(".")[1]] = json.loads(out)
+    return captures
+
+
+@pytest.fixture(scope="session")
+def captures() -> dict[str, dict[str, Any]]:
+    return run_captures([EXAMPLES / f"Pulumi.{stack}.yaml" for stack in STACKS])
+
+
+def of_type(capture: dict[str, Any], kind: str, raw: bool = False) -> list[dict[str, Any]]:
+    """Custom resources whose type ends with ``kind`` (e.g. ``compute/firewall:Firewall``)."""
+    key = "raw_resources" if raw else "resources"
+    return [r for r in capture[key] if r["custom"] and r["type"].endswith(kind)]
