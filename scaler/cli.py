@@ -65,7 +65,7 @@ def webhook(gunicorn_args: tuple[str, ...]) -> None:
 @click.option("--since", default="2h", show_default=True, help="How far back to look (30m, 2h, 1d).")
 @click.option("--dry-run", is_flag=True, help="List what would be redelivered; change nothing.")
 def redeliver(since: str, dry_run: bool) -> None:
-    """Redeliver App webhooks whose latest attempt failed (settings: GARO_GITHUB_* env, docs/github.md)."""
+    """Redeliver App webhooks that never got through (settings: GARO_GITHUB_* env, docs/github.md)."""
     import os
 
     from scaler.github.deliveries import run
