@@ -526,7 +526,7 @@ def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> 
         webhook_secret=r.secret(gh, "webhookSecret", "garo:github"),
         token=r.secret(gh, "token", "garo:github"),
     )
-    if github.app_id is not None and github.private_key is None:
+    if github.app_id is not None and github.private_key is None and "privateKey" not in gh:
         r.fail("garo:github.privateKey", "is required when github.appId is set")
 
     network: NetworkSettings | None = None

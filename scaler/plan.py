@@ -153,8 +153,11 @@ def _pick(inputs: Any, dotted: str) -> Any:
 
 
 def render_json(result: Plan) -> str:
-    return json.dumps(
-        {"stack": result.stack, "resources": result.resources, "outputs": result.outputs}, indent=2, sort_keys=True
+    return (
+        json.dumps(
+            {"stack": result.stack, "resources": result.resources, "outputs": result.outputs}, indent=2, sort_keys=True
+        )
+        + "\n"
     )
 
 
