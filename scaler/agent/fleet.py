@@ -49,6 +49,21 @@ class GroupView:
     busy: frozenset[str]
     queued: tuple[JobRecord, ...]
     own: dict[int, str]  # queued job -> its own idle VM
+    # VMs made for a job that have not registered yet and are not some queued
+    # job's own VM: each stands for a job whose message was already acknowledged.
+    reserved: frozenset[str] = frozenset()
+    # VMs whose job is over, waiting to be deleted: they hold quota but no capacity.
+    finished: frozenset[str] = frozenset()
+
+    @property
+    def demand(self) -> int:
+        """Jobs waiting for a runner, as the capacity policy counts them."""
+        return len(self.queued) + len(self.reserved)
+
+    @property
+    def spare(self) -> int:
+        """Active VMs not busy and not spoken for by a job."""
+        return len(self.active) - len(self.busy) - len(self.own) - len(self.reserved)
 
 
 def api_error_kind(exc: BaseException) -> str:
@@ -120,7 +135,8 @@ class Fleet:
 
     def view(self, group: str, snap: Snapshot) -> GroupView:
         instances = snap.instances[group].values()
-        active = tuple(i for i in instances if i.state in ACTIVE)
+        finished = frozenset(i.name for i in instances if i.state in ACTIVE and self.finished(i, snap))
+        active = tuple(i for i in instances if i.state in ACTIVE and i.name not in finished)
         running_on = self.book.running_on()
         busy: set[str] = set()
         for inst in active:
@@ -141,15 +157,36 @@ class Fleet:
                 if name not in snap.instances[group]:
                     break
         standby = tuple(i for i in instances if i.state is InstanceState.STANDBY)
-        return GroupView(active, standby, frozenset(busy), queued, own)
+        own_names = set(own.values())
+        reserved = set()
+        for inst in active:
+            if inst.name in busy or inst.name in own_names:
+                continue
+            job_id = naming.job_of(self.department, group, inst.name)
+            record = self.book.jobs.get(job_id) if job_id is not None else None
+            if job_id is None or (record is not None and record.status in ("in_progress", "completed")):
+                continue
+            # A JIT runner is listed (offline) from the moment its config is generated: only an
+            # online runner means the VM has booted and GitHub may hand it any job.
+            runner = snap.runners.get(inst.name) if snap.runners is not None else None
+            online = runner.status == "online" if runner is not None else snap.runners is None and inst.name in self.book.registered
+            if not online and inst.labels.get(STATE_LABEL) not in ("done", "failed"):
+                reserved.add(inst.name)
+        return GroupView(active, standby, frozenset(busy), queued, own, frozenset(reserved), finished)
+
+    def finished(self, inst: Instance, snap: Snapshot) -> bool:
+        """The VM's one job is over (it says so, or its runner came and went); it only awaits deletion."""
+        if inst.labels.get(STATE_LABEL) in ("done", "failed"):
+            return True
+        runner = snap.runners.get(inst.name) if snap.runners is not None else None
+        return snap.runners is not None and runner is None and inst.name in self.book.registered
 
     def covered(self, group: str, snap: Snapshot) -> dict[int, str | None]:
         """Queued jobs that have a VM to run on: their own idle VM, else the oldest get the spare ones."""
         view = self.view(group, snap)
-        spare = len(view.active) - len(view.busy) - len(view.own)
         others = [j.id for j in view.queued if j.id not in view.own]
         covered: dict[int, str | None] = dict(view.own)
-        covered.update((job_id, None) for job_id in others[: max(0, spare)])
+        covered.update((job_id, None) for job_id in others[: max(0, view.spare)])
         return covered
 
     # ------------------------------------------------------------------ capacity
@@ -188,13 +225,14 @@ class Fleet:
         plan = plan_capacity(
             spec,
             active=len(view.active),
+            finished=len(view.finished),
             busy=len(view.busy),
-            queued=len(view.queued),
+            queued=view.demand,
             standby=len(view.standby),
             now=self.clock(),
         )
         self.metrics.desired.labels(group).set(plan.desired)
-        self.metrics.queued_jobs.labels(group).set(len(view.queued))
+        self.metrics.queued_jobs.labels(group).set(view.demand)
         if dry_run or plan.missing == 0:
             return plan, []
         added: list[str] = []

@@ -56,6 +56,7 @@ class Agent:
         lease_seconds: int = 60,
         hold_refresh: float = 5.0,
         jit_per_iteration: int = 50,
+        verify_after: float = 120.0,
     ) -> None:
         if config.kind != "department":
             raise ValueError("the agent runs for a department stack, not the hub")
@@ -71,6 +72,7 @@ class Agent:
         self.lease_seconds = lease_seconds
         self.hold_refresh = hold_refresh
         self.jit_per_iteration = jit_per_iteration
+        self.verify_after = verify_after
         self.held: dict[str, Held] = {}
         self._checked: dict[str, float] = {}
         self._leases_extended = clock()
@@ -108,6 +110,7 @@ class Agent:
                 self.held[event.ack_id] = Held(event, self.clock())
                 touched.add(event.group)
         self._ack(acks)
+        self._verify_stale()
         self._settle(touched)
         self._extend_leases()
         return len(messages)
@@ -180,8 +183,15 @@ class Agent:
     def _in_progress(self, event: JobEvent, group: str, runner: str) -> None:
         if event.created_at and event.started_at and event.started_at >= event.created_at:
             self.metrics.pickup.labels(group).observe(event.started_at - event.created_at)
-        if runner != naming.instance_name(self.config.department, group, event.job_id):
-            # The VM took another job than it was made for: record which one it runs.
+        made_for = naming.job_of(self.config.department, group, runner)
+        if made_for is not None and made_for != event.job_id:
+            # GitHub gave the VM made for job Y to job X: Y lost its capacity and
+            # needs another VM (unless it started elsewhere meanwhile).
+            victim = self.book.jobs.get(made_for)
+            if victim is None:
+                self.book.observe_job(made_for, group, "", "queued", self.clock())
+            else:
+                self.book.requeue(made_for, self.clock())
             self.fleet.call(
                 "compute", "set_metadata", self.fleet.backend.set_metadata, group, runner, {JOB_KEY: str(event.job_id)}
             )
@@ -243,8 +253,40 @@ class Agent:
             if done:
                 acks.append(ack_id)
                 del self.held[ack_id]
+                self.book.cover(event.job_id)
                 self.metrics.events.labels("queued", "ok").inc()
         self._ack(acks)
+
+    def _verify_stale(self, limit: int = 10) -> None:
+        """Ask GitHub about jobs we think wait but have not heard of for a while.
+
+        Another replica may have seen them start; without this a replica would
+        keep capacity for them forever. A job whose repository we do not know
+        (learnt from a stolen VM's name) cannot be asked about and is dropped
+        after its group's time-to-start.
+        """
+        now = self.clock()
+        held = {h.event.job_id for h in self.held.values()}
+        checked = 0
+        for record in list(self.book.jobs.values()):
+            if record.status != "queued" or now - record.seen_at < self.verify_after:
+                continue
+            if not record.repo:
+                if now - record.seen_at > self.config.group(record.group).time_to_start:
+                    record.status = "covered"
+                continue
+            if record.id in held or checked >= limit:
+                continue
+            checked += 1
+            try:
+                job = self.fleet.call("github", "get_job", self.fleet.github.get_job, record.repo, record.id)
+            except Exception as exc:
+                log.warning("cannot verify job", extra={"job_id": record.id, "error": api_error_kind(exc)})
+                break
+            if job.status in ("queued", "waiting", "pending", "requested"):
+                record.seen_at = now
+            else:
+                self.book.observe_job(record.id, record.group, record.repo, job.status, now, job.runner_name)
 
     def _ack(self, ack_ids: list[str]) -> None:
         if ack_ids:

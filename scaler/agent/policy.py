@@ -83,9 +83,15 @@ class CapacityPlan:
         return self.resume + self.create
 
 
-def plan_capacity(group: RunnerGroup, *, active: int, busy: int, queued: int, standby: int, now: float) -> CapacityPlan:
-    """How many VMs to resume and create so the group reaches its desired size."""
+def plan_capacity(
+    group: RunnerGroup, *, active: int, busy: int, queued: int, standby: int, now: float, finished: int = 0
+) -> CapacityPlan:
+    """How many VMs to resume and create so the group reaches its desired size.
+
+    ``finished`` VMs (job over, not yet deleted) are no capacity but still
+    count against ``max``: the group never holds more than ``max`` VMs.
+    """
     desired = desired_capacity(group, busy=busy, queued=queued, now=now)
-    missing = max(0, desired - active)
+    missing = max(0, min(desired - active, group.max - active - finished))
     resume = min(missing, standby)
     return CapacityPlan(desired=desired, active=active, resume=resume, create=missing - resume)

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 
 from scaler import naming
-from scaler.agent.fleet import ACTIVE, STATE_LABEL, Fleet, Snapshot, api_error_kind
+from scaler.agent.fleet import STATE_LABEL, Fleet, Snapshot, api_error_kind
 from scaler.agent.policy import desired_capacity
 from scaler.backends.base import Instance, InstanceState
 from scaler.github.models import Runner
@@ -105,10 +105,7 @@ class Reconciler:
             if age > spec.time_to_live:
                 removals.append((inst, "past time-to-live", False))
             elif runner is None and snap.runners is not None:
-                finished = inst.name in book.registered or inst.labels.get(STATE_LABEL) in ("done", "failed")
-                if finished:
-                    removals.append((inst, "runner finished or vanished", False))
-                elif age > spec.time_to_start:
+                if age > spec.time_to_start:
                     removals.append((inst, "never registered within time-to-start", self._still_queued(group, inst)))
                 elif inst.name not in book.delivered and inst.name not in fleet.pending_jit:
                     if inst.labels.get(STATE_LABEL) in (None, "waiting") and inst.state is not InstanceState.CREATING:
@@ -122,9 +119,15 @@ class Reconciler:
         for inst in snap.instances[group].values():
             if inst.state is InstanceState.FAILED:
                 removals.append((inst, "VM failed", False))
+            elif inst.name in view.finished and inst.name not in view.busy:
+                said = inst.labels.get(STATE_LABEL) in ("done", "failed")
+                removals.append((inst, "job over (VM reports it)" if said else "runner came and went", False))
+                if said:  # the VM itself reports its one job over: as good as a completed event
+                    seen.add(f"vm:{group}:{inst.name}")
+                    book.marks[f"vm:{group}:{inst.name}"] = -1
         # Idle beyond the warm pool: the policy's target, minus what is already going away.
-        target = desired_capacity(spec, busy=len(view.busy), queued=len(view.queued), now=now)
-        surplus = len(view.active) - len([r for r in removals if r[0].state in ACTIVE]) - target
+        target = desired_capacity(spec, busy=len(view.busy), queued=view.demand, now=now)
+        surplus = len(view.active) - len([r for r in removals if r[0].name not in view.finished]) - target
         own_names = set(view.own.values())
         for inst in [i for i in idle if i.name not in own_names][: max(0, surplus)]:
             removals.append((inst, "idle beyond the warm pool", False))
@@ -160,6 +163,8 @@ class Reconciler:
             return True
         status = "queued" if job.status in ("queued", "waiting", "pending", "requested") else job.status
         fleet.book.observe_job(job_id, group, repo, status, fleet.clock(), job.runner_name)
+        if status == "queued":
+            fleet.book.requeue(job_id, fleet.clock())
         return status == "queued"
 
     def _orphan_runners(self, snap: Snapshot, plan: Plan, seen: set[str], dry_run: bool) -> None:

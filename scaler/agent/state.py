@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 # A job's status only moves forward, so a reordered or duplicated event can
-# never bring a finished job back.
-_ORDER = {"queued": 0, "waiting": 0, "in_progress": 1, "completed": 2}
+# never bring a finished job back. "covered" is ours: its queued message was
+# acknowledged because capacity for it exists (after that the VM carries it).
+_ORDER = {"queued": 0, "waiting": 0, "covered": 1, "in_progress": 2, "completed": 3}
 _KEEP_FINISHED = 3600.0
 
 
@@ -60,6 +61,17 @@ class Book:
         """Jobs of a group still waiting for a runner, oldest first."""
         jobs = [j for j in self.jobs.values() if j.group == group and _ORDER.get(j.status, 0) == 0]
         return sorted(jobs, key=lambda j: (j.seen_at, j.id))
+
+    def cover(self, job_id: int) -> None:
+        record = self.jobs.get(job_id)
+        if record is not None and record.status == "queued":
+            record.status = "covered"
+
+    def requeue(self, job_id: int, now: float) -> None:
+        """GitHub says the job still waits although its capacity is gone (replaced VM)."""
+        record = self.jobs.get(job_id)
+        if record is not None and record.status in ("queued", "covered"):
+            record.status, record.seen_at = "queued", now
 
     def running_on(self) -> dict[str, int]:
         """Runner name -> job id for jobs known to be in progress."""

@@ -72,7 +72,7 @@ class World:
         self.vms = SimulatedVms(self.backend, on_boot=self._on_boot)
         self.agents = [self.new_agent() for _ in range(replicas)]
         self.group_of_job: dict[int, str] = {}
-        self.finished_at: dict[str, float] = {}  # instance name -> when its job ended
+        self.finished_at: dict[tuple[str, float], float] = {}  # (name, created_at) -> when its job ended
         self.last_restart = self.now
         self.ever_created: dict[str, int] = {}
 
@@ -116,7 +116,10 @@ class World:
         if runner is not None:
             group = naming.group_of(DEPARTMENT, ["linux", "gpu"], runner.name) or "linux"
             self.vms.finish(group, runner.name)
-            self.finished_at[runner.name] = self.now
+            # keyed by (name, created_at): a later VM may reuse the name for another job
+            for inst in self.instances(group):
+                if inst.name == runner.name:
+                    self.finished_at[(inst.name, inst.created_at)] = self.now
 
     def step(self, i: int = 0) -> None:
         self.agents[i].step()
