@@ -26,8 +26,10 @@ purged after ``retention`` seconds.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -73,6 +75,18 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 """
 
+# A subscription gets a message when no key of its filter differs from the
+# message's attributes: matched inside SQLite, in the publish transaction.
+_FAN_OUT = """
+INSERT INTO deliveries (subscription, message)
+SELECT s.name, :message FROM subscriptions s
+WHERE NOT EXISTS (
+    SELECT 1 FROM json_each(s.filter) f
+    WHERE json_extract(:attributes, '$."' || f.key || '"') IS NOT f.value
+)
+"""
+_ATTRIBUTE_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
+
 
 class SqliteBus:
     """Publisher and (with ``subscription``) Subscriber over one SQLite file.
@@ -112,6 +126,10 @@ class SqliteBus:
         self._busy_timeout = busy_timeout
         self._clock = clock
         self._local = threading.local()
+        # Writers queue on a file lock instead of SQLite's busy handler, which
+        # polls with sleeps of up to 100 ms and made gunicorn workers idle.
+        self._write_lock = threading.Lock()
+        self._lock_file: tuple[int, int] | None = None  # (pid, fd)
         if subscription is not None:
             self.create_subscription(subscription, self.filter)
 
@@ -138,30 +156,51 @@ class SqliteBus:
             self._local.db, self._local.pid = db, os.getpid()
         return db
 
+    def _lock_fd(self) -> int:
+        if self._lock_file is None or self._lock_file[0] != os.getpid():
+            try:
+                fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise BusUnavailable(f"cannot open sqlite bus lock {self.path}.lock: {exc.strerror}") from exc
+            self._lock_file = (os.getpid(), fd)
+        return self._lock_file[1]
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self._connection()
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        """A write transaction; writers of all processes take turns on the lock file first."""
+        with self._write_lock:
+            db = self._connection()
+            fd = self._lock_fd()
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise BusUnavailable(f"sqlite bus {self.path}: {exc}") from exc
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise BusUnavailable(f"sqlite bus {self.path}: {exc}") from exc
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
         if db is not None:
             db.close()
             self._local.db = None
+        if self._lock_file is not None and self._lock_file[0] == os.getpid():
+            os.close(self._lock_file[1])
+        self._lock_file = None
 
     # ------------------------------------------------------------ publisher
 
     def create_subscription(self, name: str, filter: Mapping[str, str] | None = None) -> None:
         """Create a subscription (idempotent); its filter cannot change later, as in Pub/Sub."""
+        bad = [key for key in filter or {} if not _ATTRIBUTE_KEY_RE.match(key)]
+        if bad:
+            raise ValueError(f"filter keys must be letters, digits, '_', '.' or '-': {bad}")
         wanted = json.dumps(dict(filter or {}), sort_keys=True)
         with self._transaction() as db:
             db.execute(
@@ -176,20 +215,18 @@ class SqliteBus:
         """Store the message once per ``delivery`` attribute; fan it out to matching subscriptions."""
         attrs = {str(k): str(v) for k, v in attributes.items()}
         delivery = attrs.get("delivery") or None
+        encoded = json.dumps(attrs, sort_keys=True)
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO messages (data, attributes, ordering_key, delivery, published_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (bytes(data), json.dumps(attrs, sort_keys=True), ordering_key, delivery, self._clock()),
+                (bytes(data), encoded, ordering_key, delivery, self._clock()),
             )
             if cursor.rowcount == 0:  # this delivery was published before
                 (message_id,) = db.execute("SELECT id FROM messages WHERE delivery = ?", (delivery,)).fetchone()
                 return str(message_id)
             message_id = cursor.lastrowid
-            for name, raw_filter in db.execute("SELECT name, filter FROM subscriptions").fetchall():
-                wanted: dict[str, str] = json.loads(raw_filter)
-                if all(attrs.get(k) == v for k, v in wanted.items()):
-                    db.execute("INSERT INTO deliveries (subscription, message) VALUES (?, ?)", (name, message_id))
+            db.execute(_FAN_OUT, {"message": message_id, "attributes": encoded})
         return str(message_id)
 
     def ready(self) -> bool:

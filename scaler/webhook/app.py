@@ -20,6 +20,7 @@ event that got 503 is published.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -82,10 +83,12 @@ def _answer(status: int, outcome: str, message: str = "", **fields: Any) -> tupl
     """Count, log and answer in one place, so every response is all three."""
     intake = _intake()
     intake.metrics.requests.labels(outcome=outcome).inc()
-    log_fields = {"outcome": outcome, "status": status, "delivery": request.headers.get("X-GitHub-Delivery", "")[:128]}
-    log_fields |= {k: v for k, v in fields.items() if k != "message_id"}
-    level = 30 if status >= 400 else 20
-    intake.log.log(level, message or outcome, extra={"fields": log_fields})
+    level = logging.WARNING if status >= 400 else logging.INFO
+    if intake.log.isEnabledFor(level):
+        delivery = request.headers.get("X-GitHub-Delivery", "")[:128]
+        log_fields = {"outcome": outcome, "status": status, "delivery": delivery}
+        log_fields |= {k: v for k, v in fields.items() if k != "message_id"}
+        intake.log.log(level, message or outcome, extra={"fields": log_fields})
     body = {"status": outcome} | ({"error": message} if status >= 400 else {}) | fields
     return Response(json.dumps(body), status=status, mimetype="application/json"), status
 
