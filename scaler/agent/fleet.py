@@ -325,12 +325,41 @@ class Fleet:
         """Remove a runner from GitHub; False if GitHub refused (e.g. 422: it just took a job)."""
         return self._quiet_deregister(runner.id)
 
+    def check_made_for(self, group: str, name: str) -> None:
+        """Was the job this VM was made for left without one (another job took the VM)?
+
+        We only learn of such a "stolen" VM from the thief's in_progress event; if
+        that was lost, the job we acknowledged would wait forever. So before a VM
+        made for job Y goes away (or when it is busy and we never saw Y start),
+        ask GitHub about Y once, only for jobs this agent covered.
+        """
+        made_for = naming.job_of(self.department, group, name)
+        record = self.book.jobs.get(made_for) if made_for is not None else None
+        if record is None or record.status != "covered" or not record.repo:
+            return
+        try:
+            job = self.call("github", "get_job", self.github.get_job, record.repo, record.id)
+        except Exception as exc:
+            log.warning("cannot check job", extra={"job_id": record.id, "error": api_error_kind(exc)})
+            return
+        if job.status in ("queued", "waiting", "pending", "requested"):
+            log.info("job's VM was taken by another job; it needs another", extra={"job_id": record.id, "instance": name})
+            self.book.requeue(record.id, self.clock())
+        else:
+            self.book.observe_job(record.id, group, record.repo, job.status, self.clock(), job.runner_name)
+
     def delete(self, group: str, names: list[str], reason: str) -> None:
         if not names:
             return
+        for name in names:
+            self.check_made_for(group, name)
         self.call("compute", "delete", self.backend.delete, group, names)
         for name in names:
             self.pending_jit.pop(name, None)
             self.book.forget_instance(name)
+        # A job running on a deleted VM is over (or lost with it); a later VM may reuse the name.
+        for record in self.book.jobs.values():
+            if record.status == "in_progress" and record.runner_name in names:
+                record.status = "completed"
         self.metrics.actions.labels(group, "delete").inc(len(names))
         log.info("deleted VMs", extra={"group": group, "names": names[:20], "count": len(names), "reason": reason})

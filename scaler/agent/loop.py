@@ -258,7 +258,7 @@ class Agent:
         self._ack(acks)
 
     def _verify_stale(self, limit: int = 10) -> None:
-        """Ask GitHub about jobs we think wait but have not heard of for a while.
+        """Ask GitHub about jobs we think wait (or covered) but have not heard of for a while.
 
         Another replica may have seen them start; without this a replica would
         keep capacity for them forever. A job whose repository we do not know
@@ -269,10 +269,10 @@ class Agent:
         held = {h.event.job_id for h in self.held.values()}
         checked = 0
         for record in list(self.book.jobs.values()):
-            if record.status != "queued" or now - record.seen_at < self.verify_after:
+            if record.status not in ("queued", "covered") or now - record.seen_at < self.verify_after:
                 continue
             if not record.repo:
-                if now - record.seen_at > self.config.group(record.group).time_to_start:
+                if record.status == "queued" and now - record.seen_at > self.config.group(record.group).time_to_start:
                     record.status = "covered"
                 continue
             if record.id in held or checked >= limit:
@@ -284,7 +284,9 @@ class Agent:
                 log.warning("cannot verify job", extra={"job_id": record.id, "error": api_error_kind(exc)})
                 break
             if job.status in ("queued", "waiting", "pending", "requested"):
-                record.seen_at = now
+                # Still waiting long after we covered it: its VM was probably taken by
+                # a job whose in_progress event we lost. Count it again.
+                self.book.requeue(record.id, now)
             else:
                 self.book.observe_job(record.id, record.group, record.repo, job.status, now, job.runner_name)
 

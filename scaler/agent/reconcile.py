@@ -99,6 +99,7 @@ class Reconciler:
             runner = runners.get(inst.name)
             age = now - inst.created_at
             if inst.name in view.busy:
+                self._check_stolen(group, inst.name)
                 if age > spec.time_to_live:
                     log.warning("VM past time-to-live but busy; not deleting", extra={"instance": inst.name})
                 continue
@@ -166,6 +167,11 @@ class Reconciler:
         if status == "queued":
             fleet.book.requeue(job_id, fleet.clock())
         return status == "queued"
+
+    def _check_stolen(self, group: str, name: str) -> None:
+        if name not in self.fleet.book.stolen_checked:
+            self.fleet.book.stolen_checked.add(name)
+            self.fleet.check_made_for(group, name)
 
     def _orphan_runners(self, snap: Snapshot, plan: Plan, seen: set[str], dry_run: bool) -> None:
         """Runners of ours whose VM is gone: deregister (GitHub refuses if busy)."""

@@ -37,6 +37,8 @@ class Book:
     delivered: dict[str, float] = field(default_factory=dict)
     # instance names whose runner we have seen registered on GitHub
     registered: set[str] = field(default_factory=set)
+    # busy VMs already checked for a stolen job (see Reconciler._check_stolen)
+    stolen_checked: set[str] = field(default_factory=set)
     # deletion candidates: key -> reconcile pass number that first saw it
     marks: dict[str, int] = field(default_factory=dict)
 
@@ -72,6 +74,8 @@ class Book:
         record = self.jobs.get(job_id)
         if record is not None and record.status in ("queued", "covered"):
             record.status, record.seen_at = "queued", now
+        elif record is not None and record.status == "in_progress" and record.runner_name is None:
+            record.status, record.seen_at = "queued", now
 
     def running_on(self) -> dict[str, int]:
         """Runner name -> job id for jobs known to be in progress."""
@@ -91,6 +95,7 @@ class Book:
     def forget_instance(self, name: str) -> None:
         self.delivered.pop(name, None)
         self.registered.discard(name)
+        self.stolen_checked.discard(name)
 
     def confirm(self, key: str, pass_no: int) -> bool:
         """Mark a candidate; True once it was already marked in an earlier pass."""
