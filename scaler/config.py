@@ -159,7 +159,7 @@ class RunnerGroup:
     runner_group_id: int = 1
     repositories: tuple[str, ...] = ()
     machine_type: str = "e2-standard-4"
-    image_family: str = "garo-runner-ubuntu-2404"
+    image_family: str = "garo-runner-x64"
     disk_gb: int = 50
     spot: bool = False
     fallback_on_demand: bool = True
@@ -420,7 +420,7 @@ def _read_group(r: _Reader, raw: Any, path: str, cloud: str) -> RunnerGroup | No
         runner_group_id=r.integer(data, "runnerGroupId", path, 1, minimum=1),
         repositories=r.strings(data, "repositories", path),
         machine_type=machine_type,
-        image_family=r.string(data, "imageFamily", path, "garo-runner-ubuntu-2404"),
+        image_family=r.string(data, "imageFamily", path, "garo-runner-x64"),
         disk_gb=r.integer(data, "diskGb", path, 50, minimum=10),
         spot=r.boolean(data, "spot", path, False),
         fallback_on_demand=r.boolean(data, "fallbackOnDemand", path, True),
