@@ -114,5 +114,27 @@ def outputs(stack: str | None, from_file: Path | None) -> None:
     click.echo(json.dumps(portal, indent=2, sort_keys=True))
 
 
+@main.command()
+@click.option("--stack", help="Department stack file (default: $GARO_STACK_FILE).")
+@click.option("--bus", help="sqlite:///path or pubsub://project/subscription (default: $GARO_BUS).")
+@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port.")
+@click.option("--log-level", default="INFO", show_default=True)
+def agent(stack: str | None, bus: str | None, metrics_port: int | None, log_level: str) -> None:
+    """Run the department's scaler: bus events in, VMs out, reconcile periodically."""
+    from scaler.agent.cli import run_agent
+
+    run_agent(stack, bus, metrics_port, log_level)
+
+
+@main.command()
+@click.option("--stack", help="Department stack file (default: $GARO_STACK_FILE).")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+def reconcile(stack: str | None, dry_run: bool) -> None:
+    """One reconcile pass over VMs, runners and queued jobs (deletions need two passes)."""
+    from scaler.agent.cli import run_reconcile
+
+    run_reconcile(stack, dry_run)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -126,8 +126,9 @@ class Fleet:
         return snap
 
     def _publish_budget(self) -> None:
-        budget = getattr(self.github, "budget_remaining", None)
-        value = budget() if callable(budget) else budget
+        # GitHubClient exposes its JIT token bucket; other GitHubApi implementations may not.
+        budget = getattr(getattr(self.github, "jit_budget", None), "remaining", None)
+        value = budget() if callable(budget) else None
         if isinstance(value, int | float):
             self.metrics.github_budget.set(value)
 
@@ -169,7 +170,11 @@ class Fleet:
             # A JIT runner is listed (offline) from the moment its config is generated: only an
             # online runner means the VM has booted and GitHub may hand it any job.
             runner = snap.runners.get(inst.name) if snap.runners is not None else None
-            online = runner.status == "online" if runner is not None else snap.runners is None and inst.name in self.book.registered
+            online = (
+                runner.status == "online"
+                if runner is not None
+                else snap.runners is None and inst.name in self.book.registered
+            )
             if not online and inst.labels.get(STATE_LABEL) not in ("done", "failed"):
                 reserved.add(inst.name)
         return GroupView(active, standby, frozenset(busy), queued, own, frozenset(reserved), finished)
@@ -343,7 +348,9 @@ class Fleet:
             log.warning("cannot check job", extra={"job_id": record.id, "error": api_error_kind(exc)})
             return
         if job.status in ("queued", "waiting", "pending", "requested"):
-            log.info("job's VM was taken by another job; it needs another", extra={"job_id": record.id, "instance": name})
+            log.info(
+                "job's VM was taken by another job; it needs another", extra={"job_id": record.id, "instance": name}
+            )
             self.book.requeue(record.id, self.clock())
         else:
             self.book.observe_job(record.id, group, record.repo, job.status, self.clock(), job.runner_name)

@@ -92,7 +92,11 @@ def settle(world: World, replicas: int) -> None:
     assert not world.github.runners, "runners left registered"
 
 
-@settings(max_examples=int(os.environ.get("GARO_PROPERTY_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("GARO_PROPERTY_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(
     seed=st.integers(0, 2**16),
     replicas=st.integers(1, 3),

@@ -84,9 +84,7 @@ class World:
         return self.now
 
     def new_agent(self) -> Agent:
-        return Agent(
-            self.config, self.backend, self.github, self.bus, clock=self.clock, registry=CollectorRegistry()
-        )
+        return Agent(self.config, self.backend, self.github, self.bus, clock=self.clock, registry=CollectorRegistry())
 
     # ------------------------------------------------------------------ the outside world
 

@@ -1,0 +1,140 @@
+"""Naming, capacity policy and the event/ack rules a user relies on."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from scaler import naming
+from scaler.agent.policy import Schedule, plan_capacity, warm_target
+from scaler.config import WarmPool
+from tests.agent.github_sim import GitHubError
+from tests.agent.world import World, make_config
+
+
+def test_instance_names_are_stable_valid_and_distinct() -> None:
+    name = naming.instance_name("eng", "linux", 5000000001)
+    assert name == "garo-eng-linux-5000000001" == naming.instance_name("eng", "linux", "5000000001")
+    long = naming.instance_name("a" * 20, "b" * 20, 9223372036854775807, generation=99)
+    assert len(long) <= 63 and long.startswith("garo-" + "a" * 20 + "-")
+    assert naming.instance_name("a" * 20, "b" * 20, 1) != naming.instance_name("a" * 20, "b" * 19 + "c", 1)
+    assert naming.job_of("eng", "linux", naming.instance_name("eng", "linux", 42, 3)) == 42
+    assert naming.job_of("eng", "linux", naming.warm_name("eng", "linux", 0)) is None
+    assert naming.group_of("eng", ["a", "a-b"], naming.instance_name("eng", "a-b", 7)) == "a-b"
+    for bad in ("0", "-1", "x1", "1" * 20):
+        with pytest.raises(ValueError):
+            naming.instance_name("eng", "linux", bad)
+
+
+def test_capacity_is_busy_plus_queued_plus_warm_capped_by_max() -> None:
+    group = make_config(max_linux=5, warm=1).group("linux")
+    plan = plan_capacity(group, active=1, busy=1, queued=3, standby=0, now=0)
+    assert (plan.desired, plan.create) == (5, 4)
+    plan = plan_capacity(group, active=2, busy=0, queued=1, standby=5, now=0, finished=0)
+    assert (plan.resume, plan.create) == (0, 0)
+    # finished VMs hold quota: never above max
+    plan = plan_capacity(group, active=1, busy=1, queued=9, standby=0, now=0, finished=3)
+    assert plan.create == 1
+
+
+def test_warm_pool_follows_office_hours() -> None:
+    pool = WarmPool(size=4, schedule="Mon-Fri 07:00-19:00 Europe/Amsterdam", off_hours_size=1)
+    monday_noon = dt.datetime(2025, 3, 3, 12, 0, tzinfo=dt.UTC).timestamp()
+    saturday = dt.datetime(2025, 3, 8, 12, 0, tzinfo=dt.UTC).timestamp()
+    monday_night = dt.datetime(2025, 3, 3, 22, 0, tzinfo=dt.UTC).timestamp()
+    assert [warm_target(pool, t) for t in (monday_noon, saturday, monday_night)] == [4, 1, 1]
+    overnight = Schedule.parse("Fri-Mon 22:00-06:00")
+    assert overnight.active(dt.datetime(2025, 3, 4, 3, 0, tzinfo=dt.UTC).timestamp())  # Tue 03:00 belongs to Mon
+    assert not overnight.active(dt.datetime(2025, 3, 5, 3, 0, tzinfo=dt.UTC).timestamp())
+
+
+def test_burst_becomes_one_create_call_and_one_vm_per_job() -> None:
+    world = World()
+    world.configure(max_linux=50)
+    calls: list[int] = []
+    create = world.backend.create
+    world.backend.create = lambda g, names, md: calls.append(len(names)) or create(g, names, md)  # type: ignore[method-assign]
+    jobs = [world.queue() for _ in range(30)]
+    world.step()
+    assert calls == [30]
+    assert {i.name for i in world.instances("linux")} == {naming.instance_name("eng", "linux", j.id) for j in jobs}
+    assert world.bus.pending() == 0  # every queued message acked: VM exists and has its JIT config
+
+
+def test_full_cycle_and_foreign_events() -> None:
+    world = World()
+    job = world.queue()
+    world.bus.publish_event("other", "linux", "queued", world.github.payload(job))  # another department's
+    world.step()
+    world.advance(25)
+    world.step()
+    assert job.status == "in_progress"
+    world.advance(5)
+    world.finish(job)
+    world.step()
+    assert world.instances("linux") == [] and world.github.runners == {}
+    assert world.bus.pending() == 0
+
+
+def test_jit_budget_exhausted_keeps_message_unacked_then_recovers() -> None:
+    world = World()
+    world.github.faults["generate_jit_config"] = [GitHubError(403, "secondary rate limit")] * 3
+    job = world.queue()
+    world.step()
+    assert len(world.instances("linux")) == 1 and world.bus.pending() == 1  # VM exists, message held
+    for _ in range(3):
+        world.advance(5)
+        world.step()
+    assert world.bus.pending() == 0
+    world.advance(25)
+    assert job.status == "in_progress"
+
+
+def test_faults_in_compute_and_github_converge() -> None:
+    from scaler.backends.base import BackendError
+
+    world = World()
+    create = world.backend.create
+    failures = iter([BackendError("503", retryable=True), BackendError("429", retryable=True)])
+
+    def flaky(group, names, md):  # type: ignore[no-untyped-def]
+        exc = next(failures, None)
+        if exc is not None:
+            raise exc
+        return create(group, names, md)
+
+    world.backend.create = flaky  # type: ignore[method-assign]
+    world.github.faults["list_runners"] = [GitHubError(502, "bad gateway")]
+    jobs = [world.queue() for _ in range(3)]
+    for _ in range(12):
+        world.advance(5)
+        world.step()
+    assert all(j.status == "in_progress" for j in jobs)
+    assert len(world.instances("linux")) == 3
+
+
+def test_capacity_error_on_create_is_retried_not_dropped() -> None:
+    world = World()
+    world.backend.capacity = {"linux": 1}
+    jobs = [world.queue() for _ in range(2)]
+    world.step()
+    assert len(world.instances("linux")) == 1 and world.bus.pending() == 1
+    world.backend.capacity = {}
+    for _ in range(4):
+        world.advance(10)
+        world.step()
+    assert all(j.status == "in_progress" for j in jobs)
+
+
+def test_reconcile_dry_run_changes_nothing_and_deletions_need_two_passes() -> None:
+    world = World()
+    world.backend.create("linux", ["garo-eng-linux-w-0"], {})  # a VM nobody asked for
+    world.advance(200)  # past time-to-start, never registered
+    plan = world.agents[0].reconcile(dry_run=True)
+    assert any(a.kind == "delete" and not a.confirmed for a in plan.actions)
+    assert len(world.instances("linux")) == 1
+    world.agents[0].reconcile()
+    assert len(world.instances("linux")) == 1  # first sighting
+    world.agents[0].reconcile()
+    assert world.instances("linux") == []
