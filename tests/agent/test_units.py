@@ -9,7 +9,7 @@ import pytest
 from scaler import naming
 from scaler.agent.policy import Schedule, plan_capacity, warm_target
 from scaler.config import WarmPool
-from tests.agent.github_sim import GitHubError
+from scaler.github.sim import GitHubError
 from tests.agent.world import World, make_config
 
 

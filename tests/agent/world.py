@@ -18,7 +18,7 @@ from scaler.backends.base import InstanceState
 from scaler.backends.local import LocalBackend
 from scaler.backends.local_vm import SimulatedVms
 from scaler.config import StackConfig, parse_stack_config
-from tests.agent.github_sim import GitHubSim, SimJob
+from scaler.github.sim import GitHubSim, SimJob
 from tests.agent.membus import MemoryBus
 
 DEPARTMENT = "eng"

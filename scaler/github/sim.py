@@ -1,4 +1,4 @@
-"""An in-memory GitHub that behaves like GitHub for the agent's purposes.
+"""An in-memory GitHub that behaves like GitHub for the agent's purposes (demo and tests).
 
 It is a test double of GitHub's *behaviour*, not a mock that accepts anything:
 
