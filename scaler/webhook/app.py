@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -93,8 +94,11 @@ def _answer(status: int, outcome: str, message: str = "", **fields: Any) -> tupl
     return Response(json.dumps(body), status=status, mimetype="application/json"), status
 
 
+_TOKEN_RE = re.compile(r"[!-~]{1,128}")  # visible ASCII: GitHub sends GUIDs and event names
+
+
 def _printable(value: str | None, limit: int = 128) -> bool:
-    return bool(value) and len(value or "") <= limit and all(33 <= ord(c) < 127 for c in value or "")
+    return value is not None and len(value) <= limit and _TOKEN_RE.fullmatch(value) is not None
 
 
 @bp.post("/webhook")
