@@ -32,6 +32,11 @@ class Instance:
     created_at: float  # unix seconds
     labels: Mapping[str, str] = field(default_factory=dict)
     zone: str = ""
+    # The per-instance facts given to ``create`` (e.g. garo-job, garo-repo), read
+    # back from the cloud so an agent that did not create the VM (a restart, a
+    # replica) still knows what it was made for. Never the JIT config: a secret
+    # is written only to the VM and never listed back.
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,5 +75,9 @@ class Backend(Protocol):
         ...
 
     def set_metadata(self, group: str, name: str, items: Mapping[str, str]) -> None:
-        """Merge metadata items into one instance (e.g. garo-jit-config, garo-job)."""
+        """Merge metadata items into one instance (e.g. garo-jit-config, garo-job).
+
+        An empty value removes the key: that is how the agent takes a used JIT
+        config away from a VM that cannot delete its own metadata.
+        """
         ...

@@ -12,7 +12,13 @@ Choices worth knowing:
   therefore holds per-instance configs (it is "stateful": regional MIGs then
   need ``updatePolicy.instanceRedistributionType = NONE``); ``deleteInstances``
   removes them with the VM. Later changes go through ``instances.setMetadata``
-  with Compute's fingerprint (optimistic locking, retried on 412).
+  with Compute's fingerprint (optimistic locking, retried on 412); an empty
+  value removes the key, which is how a used JIT config is taken away. The JIT
+  config only ever travels this way, never in ``preservedState``, so clearing
+  the instance's metadata leaves no copy in the MIG's per-instance config.
+* **Facts survive a restart.** ``list`` returns the per-instance config's
+  metadata (``preservedStateFromConfig``: garo-job, garo-repo) as
+  ``Instance.metadata``, so an agent that did not create a VM knows its job.
 * **Quota.** ``listManagedInstances`` counts against the mutation quota, so
   results are cached for ``list_ttl`` seconds and invalidated by our own changes.
 * **Failures.** 429/5xx/timeouts are retried with exponential backoff and the
@@ -41,6 +47,9 @@ from scaler.config import StackConfig
 Rows = list[dict[str, Any]]  # listManagedInstances entries
 Names = list[str]
 CREATED_AT_KEY = "garo-created-at"
+# Never listed back in Instance.metadata (the agent writes the JIT config with
+# instances.setMetadata after creation, so it is not in the per-instance config).
+SECRET_KEYS = frozenset({"garo-jit-config"})
 # Codes after which another MIG (other provisioning model or template) may succeed.
 FALLBACK_CODES = frozenset(
     {"ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", "QUOTA_EXCEEDED"}
@@ -195,6 +204,7 @@ class GcpBackend:
         for _ in range(3):
             current = self.api.call("GET", path)["metadata"]
             merged = {item["key"]: item.get("value", "") for item in current.get("items", [])} | dict(items)
+            merged = {k: v for k, v in merged.items() if k not in items or v != ""}  # "" removes the key
             body = {
                 "fingerprint": current.get("fingerprint"),
                 "items": [{"key": k, "value": v} for k, v in merged.items()],
@@ -316,6 +326,7 @@ class GcpBackend:
             created_at=created_at,
             labels={},
             zone=zone_of(row.get("instance", "")),
+            metadata={k: str(v) for k, v in preserved.items() if k != CREATED_AT_KEY and k not in SECRET_KEYS},
         )
 
 

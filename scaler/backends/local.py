@@ -31,6 +31,8 @@ from scaler.backends.base import BackendError, CreateResult, Instance, InstanceS
 DEFAULT_STATE_DIR = Path(".garo/fleet")
 CAPACITY_ERROR = "ZONE_RESOURCE_POOL_EXHAUSTED"
 _NAME_RE = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+# Metadata a VM may read but a listing never shows (see Instance.metadata).
+SECRET_METADATA = frozenset({"garo-jit-config"})
 _BOOTING = {InstanceState.CREATING.value, InstanceState.RESUMING.value}
 
 Fleet = dict[str, dict[str, dict[str, Any]]]  # group -> name -> record
@@ -136,6 +138,7 @@ class LocalBackend:
                     created_at=r["created_at"],
                     labels=dict(r["labels"]),
                     zone=self.zone,
+                    metadata={k: v for k, v in r["metadata"].items() if k not in SECRET_METADATA},
                 )
                 for name, r in sorted(records.items())
             ]
@@ -160,6 +163,8 @@ class LocalBackend:
             if record is None:
                 raise BackendError(f"instance {name!r} not found in group {group!r}", retryable=False)
             record["metadata"].update(items)
+            for key in [k for k, v in items.items() if v == ""]:
+                del record["metadata"][key]  # an empty value removes the key, as on GCE
 
     # ------------------------------------------------------------------ simulation helpers
 

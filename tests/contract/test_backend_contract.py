@@ -166,3 +166,27 @@ def test_invalid_names_are_refused_before_any_cloud_call(harness: Harness) -> No
         harness.backend.create(GROUP, ["Garo_Bad"], {})
     assert excinfo.value.retryable is False
     assert names_of(harness) == []
+
+
+def test_listing_returns_what_the_vm_was_made_for_but_never_its_jit_config(harness: Harness) -> None:
+    """After a restart the agent has only the listing to learn which job and repo a VM is for."""
+    facts = {"garo-job": "42", "garo-repo": "octo-org/app"}
+    harness.backend.create(GROUP, ["garo-a", "garo-w-1"], {"garo-a": facts, "garo-w-1": {"garo-job": ""}})
+    harness.settle()
+    harness.backend.set_metadata(GROUP, "garo-a", {"garo-jit-config": "c2VjcmV0LWppdA=="})
+    listed = {i.name: i for i in harness.backend.list(GROUP)}
+    assert dict(listed["garo-a"].metadata) == facts
+    assert listed["garo-w-1"].metadata.get("garo-job", "") == ""
+    assert "c2VjcmV0LWppdA==" not in repr(listed)
+
+
+def test_an_empty_value_removes_the_key_from_what_the_vm_sees(harness: Harness) -> None:
+    harness.backend.create(GROUP, ["garo-a"], {"garo-a": {"garo-job": "42"}})
+    harness.settle()
+    harness.backend.set_metadata(GROUP, "garo-a", {"garo-jit-config": "ZW5jb2RlZA==", "garo-other": "x"})
+    harness.backend.set_metadata(GROUP, "garo-a", {"garo-jit-config": ""})
+    seen = harness.metadata("garo-a")
+    assert "garo-jit-config" not in seen
+    assert seen["garo-job"] == "42" and seen["garo-other"] == "x"
+    harness.backend.set_metadata(GROUP, "garo-a", {"garo-jit-config": ""})  # already gone: still fine
+    assert "garo-jit-config" not in harness.metadata("garo-a")
