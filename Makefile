@@ -21,7 +21,7 @@ $(NPM_STAMP): package.json package-lock.json
 	touch $@
 
 ## demo: the whole loop on embedded defaults (webhook + bus + agent + local fleet)
-demo: $(STAMP)
+demo: $(STAMP) $(NPM_STAMP)
 	$(BIN)/garo demo
 
 ## test: lint, type checks, image checks and the test suite

@@ -136,5 +136,13 @@ def reconcile(stack: str | None, dry_run: bool) -> None:
     run_reconcile(stack, dry_run)
 
 
+@main.command()
+def demo() -> None:
+    """Run the whole loop locally: webhook, embedded bus, agent, simulated fleet and GitHub."""
+    from scaler.demo import run_demo
+
+    sys.exit(run_demo())
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
