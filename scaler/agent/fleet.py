@@ -314,6 +314,29 @@ class Fleet:
         self._publish_budget()
         return done
 
+    def clear_jit(self, group: str, name: str, extra: dict[str, str] | None = None) -> bool:
+        """Take the used JIT config out of a VM's metadata; False if that failed (retried later).
+
+        The boot agent on GCE cannot delete its own instance metadata, so the
+        config would stay readable on the VM (and to anyone who may read the
+        instance) for the VM's whole life. Once its runner is running the config
+        is spent: GitHub refuses a second registration with it, so removing it is
+        defence in depth, called on ``in_progress`` and for online runners.
+        """
+        try:
+            self.call("compute", "set_metadata", self.backend.set_metadata, group, name, {JIT_KEY: "", **(extra or {})})
+        except BackendError as exc:
+            if exc.retryable:
+                log.warning("cannot clear JIT config yet", extra={"instance": name, "error": api_error_kind(exc)})
+                return False
+            if extra:
+                raise
+        except Exception as exc:
+            log.warning("cannot clear JIT config yet", extra={"instance": name, "error": api_error_kind(exc)})
+            return False
+        self.book.jit_cleared.add(name)
+        return True
+
     # ------------------------------------------------------------------ removal
 
     def _quiet_deregister(self, runner_id: int) -> bool:

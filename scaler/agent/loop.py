@@ -192,9 +192,11 @@ class Agent:
                 self.book.observe_job(made_for, group, "", "queued", self.clock())
             else:
                 self.book.requeue(made_for, self.clock())
-            self.fleet.call(
-                "compute", "set_metadata", self.fleet.backend.set_metadata, group, runner, {JOB_KEY: str(event.job_id)}
-            )
+            # Label the VM with the job it really runs (and take its used JIT config away in the same call).
+            if not self.fleet.clear_jit(group, runner, {JOB_KEY: str(event.job_id)}):
+                raise BackendError(f"cannot label {runner} with its job yet", retryable=True)
+        elif runner not in self.book.jit_cleared:
+            self.fleet.clear_jit(group, runner)  # best effort: reconcile clears it for online runners too
         log.info("job started", extra={**event.log_fields(), "instance": runner})
 
     def _completed(self, event: JobEvent, group: str, runner: str) -> None:

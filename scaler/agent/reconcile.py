@@ -14,17 +14,18 @@ import logging
 from dataclasses import dataclass, field
 
 from scaler import naming
-from scaler.agent.fleet import STATE_LABEL, Fleet, Snapshot, api_error_kind
+from scaler.agent.fleet import REPO_KEY, STATE_LABEL, Fleet, Snapshot, api_error_kind
 from scaler.agent.policy import desired_capacity
 from scaler.backends.base import Instance, InstanceState
 from scaler.github.models import Runner
 
 log = logging.getLogger("garo.agent")
+CLEAR_PER_PASS = 50  # JIT configs cleared per group and pass (one Compute write each)
 
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # delete | deregister | replace | deliver-jit | create | resume
+    kind: str  # delete | deregister | replace | deliver-jit | clear-jit | create | resume
     group: str
     name: str
     reason: str
@@ -95,9 +96,12 @@ class Reconciler:
         runners = snap.runners or {}
         removals: list[tuple[Instance, str, bool]] = []  # (instance, reason, is_replacement)
         idle: list[Instance] = []
+        clear: list[str] = []
         for inst in sorted(view.active, key=lambda i: i.created_at):
             runner = runners.get(inst.name)
             age = now - inst.created_at
+            if runner is not None and runner.status == "online" and inst.name not in book.jit_cleared:
+                clear.append(inst.name)  # its runner started: the JIT config is spent
             if inst.name in view.busy:
                 self._check_stolen(group, inst.name)
                 if age > spec.time_to_live:
@@ -132,6 +136,11 @@ class Reconciler:
         own_names = set(view.own.values())
         for inst in [i for i in idle if i.name not in own_names][: max(0, surplus)]:
             removals.append((inst, "idle beyond the warm pool", False))
+        going = {inst.name for inst, _, _ in removals}
+        for name in [n for n in clear if n not in going][:CLEAR_PER_PASS]:
+            plan.actions.append(Action("clear-jit", group, name, "runner online; its JIT config is spent"))
+            if not dry_run:
+                fleet.clear_jit(group, name)
         to_delete: list[str] = []
         for inst, reason, replace in removals:
             if not self._candidate(f"vm:{group}:{inst.name}", seen, dry_run):
@@ -154,7 +163,8 @@ class Reconciler:
         fleet = self.fleet
         job_id = naming.job_of(fleet.department, group, inst.name)
         record = fleet.book.jobs.get(job_id) if job_id else None
-        repo = (record.repo if record else "") or inst.labels.get("garo-repo", "")
+        # After a restart the book is empty: the VM's own metadata says which repo its job is in.
+        repo = (record.repo if record else "") or inst.metadata.get(REPO_KEY, "")
         if not job_id or not repo:
             return False
         try:

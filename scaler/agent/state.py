@@ -37,6 +37,8 @@ class Book:
     delivered: dict[str, float] = field(default_factory=dict)
     # instance names whose runner we have seen registered on GitHub
     registered: set[str] = field(default_factory=set)
+    # instance names whose used JIT config we removed from their metadata
+    jit_cleared: set[str] = field(default_factory=set)
     # busy VMs already checked for a stolen job (see Reconciler._check_stolen)
     stolen_checked: set[str] = field(default_factory=set)
     # deletion candidates: key -> reconcile pass number that first saw it
@@ -96,6 +98,7 @@ class Book:
         self.delivered.pop(name, None)
         self.registered.discard(name)
         self.stolen_checked.discard(name)
+        self.jit_cleared.discard(name)
 
     def confirm(self, key: str, pass_no: int) -> bool:
         """Mark a candidate; True once it was already marked in an earlier pass."""
