@@ -250,6 +250,10 @@ class Agent:
             done = record is None or record.status != "queued"
             if not done and event.job_id in covered.get(event.group, {}):
                 own = covered[event.group][event.job_id]
+                if own and self._unconfigured(own):
+                    # Its VM exists but we never gave it a config (a create that timed out but
+                    # landed, or a VM from before a restart): give it one before acking.
+                    self.fleet.pending_jit[own] = event.group
                 # Its own VM has its config, or (covered by a spare VM) no VM of the group still waits for one.
                 done = own not in self.fleet.pending_jit if own else event.group not in pending_groups
             if done:
@@ -258,6 +262,10 @@ class Agent:
                 self.book.cover(event.job_id)
                 self.metrics.events.labels("queued", "ok").inc()
         self._ack(acks)
+
+    def _unconfigured(self, name: str) -> bool:
+        book = self.fleet.book
+        return name not in self.fleet.pending_jit and name not in book.delivered and name not in book.registered
 
     def _verify_stale(self, limit: int = 10) -> None:
         """Ask GitHub about jobs we think wait (or covered) but have not heard of for a while.
