@@ -75,6 +75,7 @@ class Rig:
         github = GitHubClient(
             "octo-org", token="dev", api_url=self.github.url, clock=self.clock, registry=CollectorRegistry()
         )
+        options.setdefault("wall_clock", self.clock.time)  # VMs' birth times on the agent's clock
         gce = backend(self.fake, self.statuses.attach(session or requests.Session()), **options)
         return Agent(
             gcp_config(),
@@ -210,3 +211,41 @@ def test_a_lease_that_expires_redelivers_to_a_fresh_agent_which_reuses_the_vm(ri
     rig.converge(second)
     rig.assert_one_vm_per_job()
     assert rig.fake.calls["regionInstanceGroupManagers.createInstances"] == 1, "B reused A's VMs"
+
+
+def test_after_a_restart_a_never_registered_vm_is_replaced_only_if_its_job_still_waits(rig: Rig) -> None:
+    """Agent B knows nothing of A's VMs but what Compute lists: the job and repo each VM was made for."""
+    script(rig.github)
+    waiting, finished = JOBS
+    rig.github.script(
+        "GET",
+        r"/repos/octo-org/app/actions/jobs/\d+",
+        lambda rec: Reply(
+            200, job_reply(int(rec.path.rsplit("/", 1)[-1]), "queued" if str(waiting) in rec.path else "completed")
+        ),
+    )
+    rig.github._routes.insert(0, rig.github._routes.pop())  # ahead of script()'s default job route
+    first = rig.agent()
+    rig.queue()
+    rig.converge(first)
+    assert sorted(rig.fake.members(MIG)) == sorted(NAMES.values())
+    del first  # killed; the runners never registered (GitHub lists none)
+    first_ids = {name: vm.id for name, vm in rig.fake.members(MIG).items()}
+
+    rig.clock.advance(gcp_config().group(GROUP).time_to_start + 60)
+    second = rig.agent()
+    for _ in range(4):  # a deletion needs two sightings; then the waiting job gets a new VM
+        second.reconcile()
+        rig.fake.settle()
+        rig.clock.advance(10)
+    asked = {r.path.split("?")[0] for r in rig.github.calls("GET", r"/repos/octo-org/app/actions/jobs/\d+")}
+    assert asked == {f"/repos/octo-org/app/actions/jobs/{job}" for job in JOBS}
+    members = rig.fake.members(MIG)
+    made_for = sorted(vm.preserved["garo-job"] for vm in members.values())
+    assert made_for == [str(waiting)], "the waiting job has one (new) VM; the finished job's VM is gone"
+    replaced = next(iter(members.values()))
+    assert replaced.metadata.get("garo-jit-config"), "the replacement got its config"
+    deleted, created = names_in(rig.fake, "deleteInstances"), names_in(rig.fake, "createInstances")
+    assert deleted.count(NAMES[finished]) == 1 and deleted.count(NAMES[waiting]) == 1
+    assert replaced.id != first_ids[NAMES[waiting]] and len(created) == len(JOBS) + 1
+    assert rig.fake.resize_calls == []
