@@ -83,9 +83,7 @@ def test_runner_templates_and_migs_follow_the_groups(captures: dict[str, Any]) -
     payments = captures["payments"]
     template = named(payments, "compute/instanceTemplate:InstanceTemplate", "payments-large-template")
     assert template["machineType"] == "n2-standard-16"
-    assert (
-        template["disks"][0]["sourceImage"] == "projects/acme-ci-payments/global/images/family/garo-runner-x64"
-    )
+    assert template["disks"][0]["sourceImage"] == "projects/acme-ci-payments/global/images/family/garo-runner-x64"
     assert template["disks"][0]["diskSizeGb"] == 200
     assert template["labels"]["garo-group"] == "large" and template["labels"]["cost-center"] == "cc-1234"
     assert template["metadata"]["garo-labels"] == "self-hosted,linux,x64,payments-large"
