@@ -119,11 +119,12 @@ def outputs(stack: str | None, from_file: Path | None) -> None:
 @click.option("--bus", help="sqlite:///path or pubsub://project/subscription (default: $GARO_BUS).")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port.")
 @click.option("--log-level", default="INFO", show_default=True)
-def agent(stack: str | None, bus: str | None, metrics_port: int | None, log_level: str) -> None:
-    """Run the department's scaler: bus events in, VMs out, reconcile periodically."""
+@click.option("--once", is_flag=True, help="One reconcile pass and one batch of messages, then exit.")
+def agent(stack: str | None, bus: str | None, metrics_port: int | None, log_level: str, once: bool) -> None:
+    """Run the department's scaler (settings: --stack or GARO_STACK_CONFIG, GARO_* env; docs/agent.md)."""
     from scaler.agent.cli import run_agent
 
-    run_agent(stack, bus, metrics_port, log_level)
+    run_agent(stack, bus, metrics_port, log_level, once)
 
 
 @main.command()

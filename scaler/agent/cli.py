@@ -1,11 +1,9 @@
 """``garo agent`` and ``garo reconcile``: wire config, bus, cloud and GitHub into an Agent.
 
-Everything is chosen from the department's stack file (``--stack`` or
-``GARO_STACK_FILE``) plus one bus URL (``--bus`` or ``GARO_BUS``):
-``sqlite:///path/to/bus.db`` (embedded) or ``pubsub://project/subscription``.
-The GitHub credential comes from the environment (``GARO_GITHUB_TOKEN`` for
-development, or ``GARO_GITHUB_APP_KEY_FILE`` with the App id from the stack);
-it is read here and never logged.
+What to run comes from :mod:`scaler.agent.settings` (the one reader of the
+environment): the stack, the bus URL (``sqlite:///path/to/bus.db`` or
+``pubsub://project/subscription``), the MIGs and the GitHub credential, which
+is read here and never logged.
 """
 
 from __future__ import annotations
@@ -17,9 +15,11 @@ from typing import Any
 
 import click
 
+from scaler.agent.settings import AgentSettings, SettingsError, read_secret
+from scaler.agent.settings import load as load_settings
 from scaler.backends.base import Backend
 from scaler.bus.base import Subscriber
-from scaler.config import StackConfig, load_stack_file
+from scaler.config import ConfigError
 from scaler.github.models import GitHubApi
 
 
@@ -40,61 +40,74 @@ def open_subscriber(url: str, department: str) -> Subscriber:
     raise click.BadParameter(f"unknown bus URL scheme in {url.split(':', 1)[0]!r}", param_hint="--bus")
 
 
-def open_backend(config: StackConfig) -> Backend:
+def open_backend(settings: AgentSettings) -> Backend:
+    config = settings.config
     if config.cloud == "local":
         from scaler.backends.local import DEFAULT_STATE_DIR, LocalBackend
 
-        return LocalBackend(os.environ.get("GARO_FLEET_DIR", str(DEFAULT_STATE_DIR)))
+        return LocalBackend(settings.fleet_dir or str(DEFAULT_STATE_DIR))
     if config.cloud == "gcp":
-        from scaler.backends.gcp import GcpBackend
+        from scaler.backends.gcp import GcpBackend, GcpGroup
 
-        return GcpBackend.from_config(config)
+        if not settings.pools:
+            return GcpBackend.from_config(config)
+        groups = {name: GcpGroup(pool.mig, pool.fallback) for name, pool in settings.pools.items()}
+        return GcpBackend(config.project or "", config.region, groups)
     raise click.ClickException(f"cloud {config.cloud!r} has no agent backend yet")
 
 
-def open_github(config: StackConfig, registry: Any = None) -> GitHubApi:
+def open_github(settings: AgentSettings, registry: Any = None) -> GitHubApi:
+    """The GitHub client from the one credential the settings name (never logged)."""
     from scaler.github.auth import AppCredentials
     from scaler.github.client import GitHubClient
 
-    settings = config.github
-    token = os.environ.get("GARO_GITHUB_TOKEN")
-    key_file = os.environ.get("GARO_GITHUB_APP_KEY_FILE")
-    if settings.app_id is not None and key_file:
-        app = AppCredentials(settings.app_id, Path(key_file).read_text())
-        return GitHubClient(
-            settings.org, app=app, installation_id=settings.installation_id, api_url=settings.api_url, registry=registry
-        )
+    gh = settings.config.github
+    token, key = settings.github_token, None
+    if settings.github_secret:
+        value = read_secret(settings.github_secret)
+        if gh.app_id is not None and gh.private_key is not None:
+            key = value
+        else:
+            token = value
+    elif gh.app_id is not None and settings.github_key_file:
+        key = Path(settings.github_key_file).read_text()
+    if key is not None and gh.app_id is not None:
+        app = AppCredentials(gh.app_id, key)
+        return GitHubClient(gh.org, app=app, installation_id=gh.installation_id, api_url=gh.api_url, registry=registry)
     if token:
-        return GitHubClient(settings.org, token=token, api_url=settings.api_url, registry=registry)
-    raise click.ClickException("set GARO_GITHUB_TOKEN, or GARO_GITHUB_APP_KEY_FILE with github.appId in the stack")
+        return GitHubClient(gh.org, token=token, api_url=gh.api_url, registry=registry)
+    raise click.ClickException(
+        "set GARO_GITHUB_SECRET, GARO_GITHUB_TOKEN, or GARO_GITHUB_APP_KEY_FILE with github.appId in the stack"
+    )
 
 
-def _load(stack: str | None) -> StackConfig:
-    path = stack or os.environ.get("GARO_STACK_FILE")
-    if not path:
-        raise click.UsageError("give --stack or set GARO_STACK_FILE")
-    config = load_stack_file(path)
-    if config.kind != "department":
-        raise click.UsageError(f"{path} is a hub stack; the agent runs per department")
-    return config
+def _settings(stack: str | None, bus: str | None = None) -> AgentSettings:
+    try:
+        return load_settings(os.environ, stack, bus)
+    except (SettingsError, ConfigError) as exc:
+        raise click.UsageError(str(exc)) from None
 
 
-def run_agent(stack: str | None, bus: str | None, metrics_port: int | None, log_level: str) -> None:
+def run_agent(stack: str | None, bus: str | None, metrics_port: int | None, log_level: str, once: bool = False) -> None:
     from prometheus_client import CollectorRegistry, start_http_server
 
     from scaler.agent import Agent
     from scaler.agent.logs import configure
 
     configure(log_level)
-    config = _load(stack)
+    settings = _settings(stack, bus)
+    config = settings.config
     registry = CollectorRegistry()
     agent = Agent(
         config,
-        open_backend(config),
-        open_github(config, registry),
-        open_subscriber(bus or os.environ.get("GARO_BUS", "sqlite://.garo/bus.db"), config.department),
+        open_backend(settings),
+        open_github(settings, registry),
+        open_subscriber(settings.bus, config.department),
         registry=registry,
     )
+    if once:
+        agent.step()  # reconcile (as on start), then one batch
+        return
     if metrics_port is not None:
         start_http_server(metrics_port, registry=registry)
     stop = threading.Event()
@@ -107,7 +120,7 @@ def run_agent(stack: str | None, bus: str | None, metrics_port: int | None, log_
 def run_reconcile(stack: str | None, dry_run: bool) -> None:
     from scaler.agent import Agent
 
-    config = _load(stack)
+    settings = _settings(stack)
 
     class _NoBus:
         def pull(self, max_messages: int = 100, timeout: float = 1.0) -> list[Any]:
@@ -117,5 +130,5 @@ def run_reconcile(stack: str | None, dry_run: bool) -> None:
 
         def modify_ack_deadline(self, ack_ids: Any, seconds: int) -> None: ...
 
-    agent = Agent(config, open_backend(config), open_github(config), _NoBus())
+    agent = Agent(settings.config, open_backend(settings), open_github(settings), _NoBus())
     click.echo(str(agent.reconcile(dry_run=dry_run)))

@@ -1,0 +1,134 @@
+"""Every agent setting the environment can give, read in this one place.
+
+Two ways to run the agent, one reader:
+
+* on a laptop: ``--stack Pulumi.<dept>.yaml`` (or ``GARO_STACK_FILE``), a bus URL
+  (``--bus``/``GARO_BUS``, default the embedded SQLite bus) and a GitHub token
+  (``GARO_GITHUB_TOKEN``) or App key file (``GARO_GITHUB_APP_KEY_FILE``);
+* as infra/ deploys it (infra/department.py builds this env for the container):
+  ``GARO_STACK_CONFIG`` (the stack's config as JSON, secrets replaced by
+  markers), ``GARO_BUS=pubsub://<project>/<subscription>``, ``GARO_POOLS``
+  (JSON list: group name -> ``mig``/``fallbackMig``), ``GARO_DEPARTMENT``,
+  ``GARO_PROJECT``, ``GARO_REGION`` (must agree with the stack config) and
+  ``GARO_GITHUB_SECRET``, a Secret Manager resource name holding the App's
+  private key (or the token, if the stack uses one), read over REST with the
+  VM's default credentials. No credential ever sits in the env or metadata.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from scaler.config import ConfigError, StackConfig, load_stack_file, parse_stack_config
+
+SECRET_MANAGER = "https://secretmanager.googleapis.com/v1"
+
+
+class SettingsError(ValueError):
+    """The environment does not describe a runnable agent; the message says which variable."""
+
+
+@dataclass(frozen=True)
+class Pool:
+    mig: str
+    fallback: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    config: StackConfig
+    bus: str
+    pools: Mapping[str, Pool] = field(default_factory=dict)  # empty: MIG names by convention
+    github_secret: str | None = None  # Secret Manager resource name
+    github_token: str | None = field(default=None, repr=False)
+    github_key_file: str | None = None
+    fleet_dir: str | None = None
+
+
+def load(env: Mapping[str, str], stack: str | None = None, bus: str | None = None) -> AgentSettings:
+    """Settings from command-line values (win) and the environment."""
+    config = _config(env, stack)
+    for var, expected in (
+        ("GARO_DEPARTMENT", config.department),
+        ("GARO_PROJECT", config.project),
+        ("GARO_REGION", config.region),
+    ):
+        if env.get(var) and expected and env[var] != expected:
+            raise SettingsError(f"{var}={env[var]!r} disagrees with the stack config ({expected!r})")
+    url = bus or env.get("GARO_BUS") or "sqlite://.garo/bus.db"
+    subscription = env.get("GARO_SUBSCRIPTION", "")
+    if subscription and url.startswith("pubsub://") and url.rsplit("/", 1)[-1] != subscription.rsplit("/", 1)[-1]:
+        raise SettingsError("GARO_SUBSCRIPTION and GARO_BUS name different subscriptions")
+    return AgentSettings(
+        config=config,
+        bus=url,
+        pools=_pools(env.get("GARO_POOLS"), config),
+        github_secret=env.get("GARO_GITHUB_SECRET") or None,
+        github_token=env.get("GARO_GITHUB_TOKEN") or None,
+        github_key_file=env.get("GARO_GITHUB_APP_KEY_FILE") or None,
+        fleet_dir=env.get("GARO_FLEET_DIR") or None,
+    )
+
+
+def _config(env: Mapping[str, str], stack: str | None) -> StackConfig:
+    path = stack or env.get("GARO_STACK_FILE")
+    if path:
+        config = load_stack_file(path)
+    elif env.get("GARO_STACK_CONFIG"):
+        try:
+            document = json.loads(env["GARO_STACK_CONFIG"])
+        except ValueError:
+            raise SettingsError("GARO_STACK_CONFIG is not JSON") from None
+        raw = document.get("config") if isinstance(document, dict) else None
+        if not isinstance(raw, dict):
+            raise SettingsError('GARO_STACK_CONFIG must be {"config": {...}}')
+        config = parse_stack_config(raw, "GARO_STACK_CONFIG")
+    else:
+        raise SettingsError("give --stack, GARO_STACK_FILE or GARO_STACK_CONFIG")
+    if config.kind != "department":
+        raise SettingsError("that is a hub stack; the agent runs per department")
+    return config
+
+
+def _pools(text: str | None, config: StackConfig) -> dict[str, Pool]:
+    if not text:
+        return {}
+    try:
+        items = json.loads(text)
+    except ValueError:
+        raise SettingsError("GARO_POOLS is not JSON") from None
+    rows = items if isinstance(items, list) else [{"name": k, **v} for k, v in dict(items).items()]
+    pools: dict[str, Pool] = {}
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("name"), str) or not isinstance(row.get("mig"), str):
+            raise SettingsError("GARO_POOLS entries need a name and a mig")
+        pools[row["name"]] = Pool(row["mig"], row.get("fallbackMig") or None)
+    missing = sorted(set(g.name for g in config.groups) - set(pools))
+    if missing:
+        raise SettingsError(f"GARO_POOLS has no MIG for group(s) {', '.join(missing)}")
+    return pools
+
+
+def read_secret(name: str, session: Any = None, base_url: str = SECRET_MANAGER) -> str:
+    """The latest version of a Secret Manager secret, over REST with default credentials."""
+    if not name.startswith("projects/") or "/secrets/" not in name:
+        raise SettingsError("GARO_GITHUB_SECRET must look like projects/<p>/secrets/<id>[/versions/<v>]")
+    version = name if "/versions/" in name else f"{name}/versions/latest"
+    if session is None:
+        import google.auth
+        from google.auth.transport.requests import AuthorizedSession
+
+        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/cloud-platform"])
+        session = AuthorizedSession(credentials)
+    response = session.get(f"{base_url}/{version}:access", timeout=30)
+    if response.status_code != 200:
+        # Never the body: on some errors it could quote the request.
+        raise SettingsError(f"cannot read {version} from Secret Manager: HTTP {response.status_code}")
+    return base64.b64decode(response.json()["payload"]["data"]).decode()
+
+
+__all__ = ["AgentSettings", "ConfigError", "Pool", "SettingsError", "load", "read_secret"]
