@@ -18,6 +18,16 @@ apart:
 * after ``max_delivery_attempts`` deliveries an expired message moves to the
   ``dead_letters`` table instead of being delivered again.
 
+Group commit: concurrent ``publish`` calls of one process's threads (a
+gunicorn worker's request threads) share one transaction. A publisher queues
+its message and takes the process's write lock; whoever holds it commits
+everything queued so far, so while one transaction commits the next batch
+gathers, with no timer and no waiting when there is no concurrency. A publish
+returns only once the transaction holding its message committed; if that
+transaction fails, every message of it is retried alone, so one bad message
+cannot fail its neighbours, and a crash before the commit loses only
+publishes that had not returned yet.
+
 One extra the webhook relies on: the ``delivery`` attribute (GitHub's
 X-GitHub-Delivery GUID) is UNIQUE, so a redelivered webhook publishes nothing
 new across all gunicorn workers. Rows are kept after ack for that reason and
@@ -35,7 +45,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 from scaler.bus.base import BusUnavailable, Message
@@ -86,6 +97,28 @@ WHERE NOT EXISTS (
 )
 """
 _ATTRIBUTE_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
+_INSERT = (
+    "INSERT OR IGNORE INTO messages (data, attributes, ordering_key, delivery, published_at) VALUES (?, ?, ?, ?, ?)"
+)
+
+
+@dataclass
+class _Pending:
+    """A message waiting for a transaction; ``done`` once that transaction ended."""
+
+    data: bytes
+    attributes: str
+    ordering_key: str
+    delivery: str | None
+    message_id: str = ""
+    error: BaseException | None = None
+    done: bool = False
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """Did SQLite give up waiting for another connection's lock (SQLITE_BUSY / SQLITE_LOCKED)?"""
+    cause = exc.__cause__
+    return isinstance(cause, sqlite3.Error) and getattr(cause, "sqlite_errorcode", 0) & 0xFF in (5, 6)
 
 
 class SqliteBus:
@@ -130,6 +163,8 @@ class SqliteBus:
         # polls with sleeps of up to 100 ms and made gunicorn workers idle.
         self._write_lock = threading.Lock()
         self._lock_file: tuple[int, int] | None = None  # (pid, fd)
+        self._queue: list[_Pending] = []  # publishes waiting for the next group commit
+        self._queue_lock = threading.Lock()
         if subscription is not None:
             self.create_subscription(subscription, self.filter)
 
@@ -166,24 +201,34 @@ class SqliteBus:
         return self._lock_file[1]
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction; writers of all processes take turns on the lock file first."""
-        with self._write_lock:
-            db = self._connection()
-            fd = self._lock_fd()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    def _transaction(self, locked: bool = False) -> Iterator[sqlite3.Connection]:
+        """A write transaction; writers of all processes take turns on the lock file first.
+
+        ``locked``: the caller already holds this process's write lock (group commit).
+        """
+        if not locked:
+            with self._write_lock, self._transaction(locked=True) as db:
+                yield db
+            return
+        db = self._connection()
+        fd = self._lock_fd()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            db.execute("BEGIN IMMEDIATE")
             try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                except BaseException:
+                yield db
+            except BaseException:
+                if db.in_transaction:
                     db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise BusUnavailable(f"sqlite bus {self.path}: {exc}") from exc
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:  # a failed COMMIT leaves the transaction open
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise BusUnavailable(f"sqlite bus {self.path}: {exc}") from exc
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -212,22 +257,65 @@ class SqliteBus:
             raise ValueError(f"subscription {name!r} exists with filter {existing}, not {wanted}")
 
     def publish(self, data: bytes, attributes: Mapping[str, str], ordering_key: str = "") -> str:
-        """Store the message once per ``delivery`` attribute; fan it out to matching subscriptions."""
+        """Store the message once per ``delivery`` attribute; fan it out to matching subscriptions.
+
+        Returns after the transaction holding the message committed (see group commit above).
+        """
         attrs = {str(k): str(v) for k, v in attributes.items()}
-        delivery = attrs.get("delivery") or None
-        encoded = json.dumps(attrs, sort_keys=True)
-        with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO messages (data, attributes, ordering_key, delivery, published_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (bytes(data), encoded, ordering_key, delivery, self._clock()),
-            )
-            if cursor.rowcount == 0:  # this delivery was published before
-                (message_id,) = db.execute("SELECT id FROM messages WHERE delivery = ?", (delivery,)).fetchone()
-                return str(message_id)
-            message_id = cursor.lastrowid
-            db.execute(_FAN_OUT, {"message": message_id, "attributes": encoded})
-        return str(message_id)
+        pending = _Pending(bytes(data), json.dumps(attrs, sort_keys=True), ordering_key, attrs.get("delivery") or None)
+        with self._queue_lock:
+            self._queue.append(pending)
+        with self._write_lock:
+            if not pending.done:  # nobody took it while we waited: lead the next group commit
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit_group(batch)
+        if pending.error is not None:
+            raise pending.error
+        return pending.message_id
+
+    def _commit_group(self, batch: list[_Pending]) -> None:
+        """Commit ``batch`` (the caller holds the write lock); on failure retry each message alone."""
+        try:
+            try:
+                self._insert(batch)
+            except BusUnavailable as exc:
+                if len(batch) == 1 or _is_busy(exc):  # alone it would only wait for the lock again
+                    for pending in batch:
+                        pending.error = exc
+                else:
+                    for pending in batch:
+                        try:
+                            self._insert([pending])
+                        except BusUnavailable as alone:
+                            pending.error = alone
+        except BaseException as exc:  # interrupted: nothing of the batch is known to be committed
+            for pending in batch:
+                if not pending.message_id:
+                    pending.error = BusUnavailable(f"sqlite bus {self.path}: publish interrupted")
+            raise exc
+        finally:
+            for pending in batch:
+                pending.done = True
+
+    def _insert(self, batch: Sequence[_Pending]) -> None:
+        ids: list[str] = []
+        with self._transaction(locked=True) as db:
+            now = self._clock()
+            for pending in batch:
+                cursor = db.execute(
+                    _INSERT, (pending.data, pending.attributes, pending.ordering_key, pending.delivery, now)
+                )
+                if cursor.rowcount == 0:  # this delivery was published before
+                    (message_id,) = db.execute(
+                        "SELECT id FROM messages WHERE delivery = ?", (pending.delivery,)
+                    ).fetchone()
+                else:
+                    message_id = cursor.lastrowid
+                    db.execute(_FAN_OUT, {"message": message_id, "attributes": pending.attributes})
+                ids.append(str(message_id))
+        for pending, message_id in zip(batch, ids, strict=True):  # only once committed
+            pending.message_id = message_id
 
     def ready(self) -> bool:
         try:
