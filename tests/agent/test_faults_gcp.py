@@ -125,15 +125,17 @@ def test_compute_429_and_503_beyond_the_clients_retries_are_retried_by_the_agent
     script(rig.github)
     agent = rig.agent(retries=1)
     rig.fake.fail_next(429, 3, "regionInstanceGroupManagers.createInstances")
-    rig.fake.fail_next(503, 2, "instances.setMetadata")
+    # Two attempts per write (retries=1) for each of the two VMs: both writes fail,
+    # whether the agent writes them one after the other or concurrently.
+    rig.fake.fail_next(503, 2 * len(JOBS), "instances.setMetadata")
     rig.queue()
     rig.rounds(agent, 1)
     assert rig.fake.members(MIG) == {} and len(agent.held) == 2  # create failed twice: nothing acked
     rig.converge(agent)
     rig.assert_one_vm_per_job()
-    # The JIT config that could not be written was revoked, so no usable config is left behind.
-    assert len(rig.github.calls("POST", JIT)) == len(JOBS) + 1
-    assert len(rig.github.calls("DELETE", RUNNERS + r"/\d+")) == 1
+    # Each JIT config that could not be written was revoked, so no usable config is left behind.
+    assert len(rig.github.calls("POST", JIT)) == 2 * len(JOBS)
+    assert len(rig.github.calls("DELETE", RUNNERS + r"/\d+")) == len(JOBS)
     assert not [r for r in rig.statuses.rejected if r[0] not in (429, 503)]
 
 
