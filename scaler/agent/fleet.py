@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -151,15 +151,15 @@ class Fleet:
                 busy.add(inst.name)
         queued = tuple(self.book.queued(group))
         idle_names = {i.name for i in active if i.name not in busy}
-        own: dict[int, str] = {}
-        for job in queued:
-            for gen in range(100):
-                name = naming.instance_name(self.department, group, job.id, gen)
-                if name in idle_names:
-                    own[job.id] = name
-                    break
-                if name not in snap.instances[group]:
-                    break
+        # A job's own VM: any idle VM named after it (generations need not be contiguous:
+        # some were deleted, some ran another job and are spent).
+        spent = self.spent_names(group, snap)
+        idle_for: dict[int, str] = {}
+        for name in sorted(idle_names - spent):
+            made_for = naming.job_of(self.department, group, name)
+            if made_for is not None:
+                idle_for.setdefault(made_for, name)
+        own = {job.id: idle_for[job.id] for job in queued if job.id in idle_for}
         standby = tuple(i for i in instances if i.state is InstanceState.STANDBY)
         own_names = set(own.values())
         reserved = set()
@@ -182,6 +182,41 @@ class Fleet:
                 reserved.add(inst.name)
         return GroupView(active, standby, frozenset(busy), queued, own, frozenset(reserved), finished)
 
+    def uncover(self, group: str, count: int, snap: Snapshot) -> None:
+        """``count`` spare VMs are gone: as many jobs covered by spare capacity wait again, oldest first.
+
+        A job acknowledged because an idle VM made for another job could take
+        it has no VM of its own; when that VM is deleted (never registered,
+        runner offline, ...) the job must count as waiting again, or the group
+        would think it has capacity it no longer has.
+        """
+        with_own_vm = {naming.job_of(self.department, group, name) for name in snap.instances[group]}
+        covered = sorted(
+            (
+                j
+                for j in self.book.jobs.values()
+                # Without a repo the job was only inferred from a VM's name and parked as covered
+                # because it cannot be checked: not a job whose message we acknowledged.
+                if j.group == group and j.status == "covered" and j.repo and j.id not in with_own_vm
+            ),
+            key=lambda j: (j.seen_at, j.id),
+        )
+        for record in covered[: max(0, count)]:
+            log.info("job lost the spare VM that covered it; it waits again", extra={"job_id": record.id})
+            self.book.requeue(record.id, self.clock())
+
+    def spent_names(self, group: str, snap: Snapshot) -> set[str]:
+        """Names never to give a new VM: they ran a job, or GitHub still has their runner without a VM.
+
+        Reusing such a name would let a late ``completed`` event of the job that
+        ran on the old VM delete the new one, and GitHub refuses a JIT config for
+        a name that is still registered (409).
+        """
+        spent = {job.runner_name for job in self.book.jobs.values() if job.runner_name} | set(self.book.spent)
+        if snap.runners is not None:
+            spent |= {name for name in snap.runners if name not in snap.instances[group]}
+        return spent
+
     def finished(self, inst: Instance, snap: Snapshot) -> bool:
         """The VM's one job is over (it says so, or its runner came and went); it only awaits deletion."""
         if inst.labels.get(STATE_LABEL) in ("done", "failed"):
@@ -201,7 +236,7 @@ class Fleet:
 
     def _names_to_create(self, group: str, snap: Snapshot, view: GroupView, count: int) -> dict[str, dict[str, str]]:
         """Deterministic names (so replicas agree): queued jobs first, then warm slots."""
-        taken = set(snap.instances[group])
+        taken = set(snap.instances[group]) | self.spent_names(group, snap)
         chosen: dict[str, dict[str, str]] = {}
         for job in view.queued:
             if len(chosen) >= count:
@@ -376,7 +411,7 @@ class Fleet:
         """Remove a runner from GitHub; False if GitHub refused (e.g. 422: it just took a job)."""
         return self._quiet_deregister(runner.id)
 
-    def check_made_for(self, group: str, name: str) -> None:
+    def check_made_for(self, group: str, name: str, repo: str = "") -> None:
         """Was the job this VM was made for left without one (another job took the VM)?
 
         We only learn of such a "stolen" VM from the thief's in_progress event; if
@@ -386,6 +421,9 @@ class Fleet:
         """
         made_for = naming.job_of(self.department, group, name)
         record = self.book.jobs.get(made_for) if made_for is not None else None
+        if record is None and made_for is not None and repo:
+            # After a restart the book is empty; the VM's own metadata says which job it was made for.
+            record = self.book.observe_job(made_for, group, repo, "covered", self.clock())
         if record is None or record.status != "covered" or not record.repo:
             return
         try:
@@ -398,14 +436,20 @@ class Fleet:
                 "job's VM was taken by another job; it needs another", extra={"job_id": record.id, "instance": name}
             )
             self.book.requeue(record.id, self.clock())
+            self.book.spent[name] = self.clock()
         else:
             self.book.observe_job(record.id, group, record.repo, job.status, self.clock(), job.runner_name)
 
-    def delete(self, group: str, names: list[str], reason: str) -> None:
+    def delete(self, group: str, names: list[str], reason: str, repos: Mapping[str, str] | None = None) -> None:
+        """Delete VMs by name; first make sure the jobs they were made for are not left without one.
+
+        ``repos`` (name -> repository, from the VMs' own metadata) lets an agent
+        that restarted ask GitHub about jobs its empty book does not know.
+        """
         if not names:
             return
         for name in names:
-            self.check_made_for(group, name)
+            self.check_made_for(group, name, (repos or {}).get(name, ""))
         self.call("compute", "delete", self.backend.delete, group, names)
         for name in names:
             self.pending_jit.pop(name, None)

@@ -21,6 +21,7 @@ from scaler.github.models import Runner
 
 log = logging.getLogger("garo.agent")
 CLEAR_PER_PASS = 50  # JIT configs cleared per group and pass (one Compute write each)
+STOLEN_CHECKS_PER_PASS = 20  # busy VMs asked about per pass (one GitHub GET each; after a restart, all once)
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,12 @@ class Reconciler:
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
         self.pass_no = 0
+        self._checks_left = STOLEN_CHECKS_PER_PASS
 
     def run(self, dry_run: bool = False) -> Plan:
         fleet, book = self.fleet, self.fleet.book
         self.pass_no += 1
+        self._checks_left = STOLEN_CHECKS_PER_PASS
         plan = Plan()
         seen: set[str] = set()
         snap = fleet.snapshot()
@@ -103,7 +106,7 @@ class Reconciler:
             if runner is not None and runner.status == "online" and inst.name not in book.jit_cleared:
                 clear.append(inst.name)  # its runner started: the JIT config is spent
             if inst.name in view.busy:
-                self._check_stolen(group, inst.name)
+                self._check_stolen(group, inst)
                 if age > spec.time_to_live:
                     log.warning("VM past time-to-live but busy; not deleting", extra={"instance": inst.name})
                 continue
@@ -154,9 +157,15 @@ class Reconciler:
                 continue  # GitHub refused (busy now): keep the VM
             to_delete.append(inst.name)
         if to_delete:
-            fleet.delete(group, to_delete, "reconcile")
+            repos = {inst.name: inst.metadata.get(REPO_KEY, "") for inst, _, _ in removals}
+            fleet.delete(group, to_delete, "reconcile", repos)
             for name in to_delete:
                 snap.instances[group].pop(name, None)
+            # Spare VMs that went away were the capacity of jobs acked on spare capacity.
+            spare_lost = [
+                n for n in to_delete if n not in view.finished | view.busy | view.reserved and n not in own_names
+            ]
+            fleet.uncover(group, len(spare_lost), snap)
 
     def _still_queued(self, group: str, inst: Instance) -> bool:
         """Ask GitHub whether the job this VM was made for still waits (needs the repo recorded)."""
@@ -178,10 +187,13 @@ class Reconciler:
             fleet.book.requeue(job_id, fleet.clock())
         return status == "queued"
 
-    def _check_stolen(self, group: str, name: str) -> None:
-        if name not in self.fleet.book.stolen_checked:
-            self.fleet.book.stolen_checked.add(name)
-            self.fleet.check_made_for(group, name)
+    def _check_stolen(self, group: str, inst: Instance) -> None:
+        """Once per busy VM: did it run the job it was made for? (At most a few GitHub calls a pass.)"""
+        if inst.name in self.fleet.book.stolen_checked or self._checks_left <= 0:
+            return
+        self._checks_left -= 1
+        self.fleet.book.stolen_checked.add(inst.name)
+        self.fleet.check_made_for(group, inst.name, inst.metadata.get(REPO_KEY, ""))
 
     def _orphan_runners(self, snap: Snapshot, plan: Plan, seen: set[str], dry_run: bool) -> None:
         """Runners of ours whose VM is gone: deregister (GitHub refuses if busy)."""

@@ -43,6 +43,8 @@ class Book:
     stolen_checked: set[str] = field(default_factory=set)
     # deletion candidates: key -> reconcile pass number that first saw it
     marks: dict[str, int] = field(default_factory=dict)
+    # VM names that ran a job other than their own -> when we learnt it (never reused)
+    spent: dict[str, float] = field(default_factory=dict)
 
     def observe_job(
         self, job_id: int, group: str, repo: str, status: str, now: float, runner_name: str | None = None
@@ -93,6 +95,8 @@ class Book:
             j.id for j in self.jobs.values() if j.status == "completed" and now - j.seen_at > _KEEP_FINISHED
         ]:
             del self.jobs[job_id]
+        for name in [name for name, when in self.spent.items() if now - when > _KEEP_FINISHED]:
+            del self.spent[name]
 
     def forget_instance(self, name: str) -> None:
         self.delivered.pop(name, None)
