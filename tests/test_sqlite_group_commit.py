@@ -220,3 +220,23 @@ def test_killed_mid_batch_loses_nothing_acknowledged(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert SqliteBus(path).publish(b"after", _attrs("after"))  # the dead writer's lock went with it
+
+
+def test_background_checkpoints_move_commits_into_the_database_file(tmp_path: Path) -> None:
+    """With checkpoint_interval, no publish copies the WAL back; a background thread does."""
+    path = tmp_path / "bus.db"
+    bus = SqliteBus(path, subscription="data", filter={"department": "data"}, checkpoint_interval=0.02)
+    for i in range(20):
+        bus.publish(b"x" * 10_000, _attrs(f"d-{i}"))
+    main_file_only = f"file:{path}?immutable=1"  # ignores the WAL: shows checkpointed data only
+
+    def checkpointed() -> int:
+        try:
+            with sqlite3.connect(main_file_only, uri=True) as db:
+                return int(db.execute("SELECT count(*) FROM messages").fetchone()[0])
+        except sqlite3.OperationalError:  # not even the schema is in the file yet
+            return 0
+
+    _wait_for(lambda: checkpointed() == 20)
+    assert len(bus.pull(max_messages=50, timeout=0)) == 20
+    bus.close()

@@ -28,6 +28,15 @@ transaction fails, every message of it is retried alone, so one bad message
 cannot fail its neighbours, and a crash before the commit loses only
 publishes that had not returned yet.
 
+Checkpoints off the publish path (``checkpoint_interval``, the webhook's
+setting): SQLite normally copies the WAL back into the database inside the
+COMMIT that crosses 1000 pages, fsyncs included, while that writer holds the
+lock every other writer queues on. With an interval, this process's
+connections never do that; a background thread runs a PASSIVE checkpoint
+(which neither waits for nor blocks writers) every ``checkpoint_interval``
+seconds after writes. A commit is as durable either way: checkpoints move
+committed data, they do not make it committed.
+
 One extra the webhook relies on: the ``delivery`` attribute (GitHub's
 X-GitHub-Delivery GUID) is UNIQUE, so a redelivered webhook publishes nothing
 new across all gunicorn workers. Rows are kept after ack for that reason and
@@ -143,6 +152,7 @@ class SqliteBus:
         retention: float = 7 * 24 * 3600,
         synchronous: str = "NORMAL",
         busy_timeout: float = 10.0,
+        checkpoint_interval: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
@@ -157,6 +167,9 @@ class SqliteBus:
         self.retention = retention
         self._synchronous = synchronous.upper()
         self._busy_timeout = busy_timeout
+        self._checkpoint_interval = checkpoint_interval  # 0: SQLite checkpoints inside commits
+        self._checkpointer: tuple[int, threading.Event] | None = None  # (pid, stop)
+        self._dirty = False  # committed since the last background checkpoint
         self._clock = clock
         self._local = threading.local()
         # Writers queue on a file lock instead of SQLite's busy handler, which
@@ -184,6 +197,8 @@ class SqliteBus:
                 db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(f"PRAGMA synchronous={self._synchronous}")
+                if self._checkpoint_interval > 0:
+                    db.execute("PRAGMA wal_autocheckpoint=0")
                 # Lazily, so that a webhook starts (and says "not ready") while the file is unavailable.
                 db.executescript(_SCHEMA)
             except sqlite3.Error as exc:
@@ -222,6 +237,8 @@ class SqliteBus:
                     db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+            if self._checkpoint_interval > 0:
+                self._wrote()
         except sqlite3.Error as exc:
             if db.in_transaction:  # a failed COMMIT leaves the transaction open
                 with suppress(sqlite3.Error):
@@ -230,7 +247,30 @@ class SqliteBus:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
+    def _wrote(self) -> None:
+        self._dirty = True
+        if self._checkpointer is None or self._checkpointer[0] != os.getpid():  # none yet, or forked
+            stop = threading.Event()
+            self._checkpointer = (os.getpid(), stop)
+            threading.Thread(target=self._checkpoints, args=(stop,), name="sqlite-bus-checkpoint", daemon=True).start()
+
+    def _checkpoints(self, stop: threading.Event) -> None:
+        """The background checkpointer: PASSIVE, so it never waits for a writer nor makes one wait."""
+        while not stop.wait(self._checkpoint_interval):
+            if not self._dirty:
+                continue
+            self._dirty = False
+            try:
+                self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except (sqlite3.Error, BusUnavailable):
+                self._dirty = True  # the next round tries again; commits do not depend on it
+        db = getattr(self._local, "db", None)  # this thread's own connection only
+        if db is not None:
+            db.close()
+
     def close(self) -> None:
+        if self._checkpointer is not None and self._checkpointer[0] == os.getpid():
+            self._checkpointer[1].set()
         db = getattr(self._local, "db", None)
         if db is not None:
             db.close()

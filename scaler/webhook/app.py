@@ -65,14 +65,27 @@ class RecentDeliveries:
 
 
 class Intake:
-    """Per-app state: settings, publisher, metrics, the recent-delivery cache."""
+    """Per-app state: settings, publisher, metrics, the recent-delivery cache.
+
+    Everything a request needs is resolved here once (secrets, routes, the
+    metric children per outcome), not per request.
+    """
 
     def __init__(self, settings: WebhookSettings, publisher: Publisher) -> None:
         self.settings = settings
+        self.secrets = settings.secrets
+        self.routes = settings.routes
         self.publisher = publisher
         self.metrics = WebhookMetrics()
         self.recent = RecentDeliveries(settings.dedup_size)
         self.log = get_logger(settings.log_level)
+        self._outcomes: dict[str, Any] = {}  # outcome -> its child of garo_webhook_requests_total
+
+    def count(self, outcome: str) -> None:
+        child = self._outcomes.get(outcome)
+        if child is None:  # created on first use, so /metrics lists only outcomes that happened
+            child = self._outcomes[outcome] = self.metrics.requests.labels(outcome=outcome)
+        child.inc()
 
 
 def _intake() -> Intake:
@@ -80,18 +93,21 @@ def _intake() -> Intake:
     return intake
 
 
-def _answer(status: int, outcome: str, message: str = "", **fields: Any) -> tuple[Response, int]:
+def _answer(
+    status: int, outcome: str, message: str = "", intake: Intake | None = None, **fields: Any
+) -> tuple[Response, int]:
     """Count, log and answer in one place, so every response is all three."""
-    intake = _intake()
-    intake.metrics.requests.labels(outcome=outcome).inc()
+    if intake is None:
+        intake = _intake()
+    intake.count(outcome)
     level = logging.WARNING if status >= 400 else logging.INFO
     if intake.log.isEnabledFor(level):
-        delivery = request.headers.get("X-GitHub-Delivery", "")[:128]
+        delivery = request.environ.get("HTTP_X_GITHUB_DELIVERY", "")[:128]
         log_fields = {"outcome": outcome, "status": status, "delivery": delivery}
         log_fields |= {k: v for k, v in fields.items() if k != "message_id"}
         intake.log.log(level, message or outcome, extra={"fields": log_fields})
     body = {"status": outcome} | ({"error": message} if status >= 400 else {}) | fields
-    return Response(json.dumps(body), status=status, mimetype="application/json"), status
+    return Response(json.dumps(body), status=status, content_type="application/json"), status
 
 
 _TOKEN_RE = re.compile(r"[!-~]{1,128}")  # visible ASCII: GitHub sends GUIDs and event names
@@ -104,44 +120,46 @@ def _printable(value: str | None, limit: int = 128) -> bool:
 @bp.post("/webhook")
 def webhook() -> tuple[Response, int]:
     intake = _intake()
+    environ = request.environ  # headers straight from WSGI: one dict lookup each
     body = request.get_data(cache=False)  # raises 413 past MAX_CONTENT_LENGTH
-    if not verify(body, request.headers.get("X-Hub-Signature-256"), intake.settings.secrets):
-        return _answer(401, "bad_signature", "missing or invalid X-Hub-Signature-256")
-    if request.mimetype != "application/json":
+    if not verify(body, environ.get("HTTP_X_HUB_SIGNATURE_256"), intake.secrets):
+        return _answer(401, "bad_signature", "missing or invalid X-Hub-Signature-256", intake)
+    if environ.get("CONTENT_TYPE") != "application/json" and request.mimetype != "application/json":
         return _answer(
             415,
             "unsupported_media_type",
             "set the webhook's content type to application/json (form-encoded payload= is not accepted)",
+            intake,
         )
-    event, delivery = request.headers.get("X-GitHub-Event"), request.headers.get("X-GitHub-Delivery")
+    event, delivery = environ.get("HTTP_X_GITHUB_EVENT"), environ.get("HTTP_X_GITHUB_DELIVERY")
     if not _printable(event, 64) or not _printable(delivery):
-        return _answer(400, "bad_request", "X-GitHub-Event and X-GitHub-Delivery headers are required")
+        return _answer(400, "bad_request", "X-GitHub-Event and X-GitHub-Delivery headers are required", intake)
     assert event is not None and delivery is not None
     if event not in ("workflow_job", "ping"):
-        return _answer(202, "ignored", event=event)
+        return _answer(202, "ignored", "", intake, event=event)
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        return _answer(400, "bad_request", "body is not valid JSON")
+        return _answer(400, "bad_request", "body is not valid JSON", intake)
     if not isinstance(payload, dict):
-        return _answer(400, "bad_request", "body is not a JSON object")
+        return _answer(400, "bad_request", "body is not a JSON object", intake)
     if event == "ping":
-        return _answer(200, "pong", hook_id=payload.get("hook_id"))
+        return _answer(200, "pong", "", intake, hook_id=payload.get("hook_id"))
     job = _read_job(payload)
     if isinstance(job, str):
-        return _answer(400, "bad_request", job)
+        return _answer(400, "bad_request", job, intake)
     action, job_id, org, repository, labels = job
     fields: dict[str, Any] = {"action": action, "job_id": job_id, "repository": repository}
     if action not in JOB_ACTIONS:
-        return _answer(202, "ignored", **fields)
+        return _answer(202, "ignored", "", intake, **fields)
     if delivery in intake.recent:
-        return _answer(202, "duplicate", **fields)
-    decision = intake.settings.routes.match(org, repository, labels)
+        return _answer(202, "duplicate", "", intake, **fields)
+    decision = intake.routes.match(org, repository, labels)
     if decision.route is None:
         if decision.outcome == "unmatched":
             intake.metrics.unmatched_jobs.labels(action=action).inc()
-            return _answer(202, "unmatched", "no runner group has these labels", labels=labels, **fields)
-        return _answer(202, "github_hosted", **fields)
+            return _answer(202, "unmatched", "no runner group has these labels", intake, labels=labels, **fields)
+        return _answer(202, "github_hosted", "", intake, **fields)
     route = decision.route
     fields |= {"department": route.department, "group": route.group}
     attributes = {"department": route.department, "group": route.group, "action": action}
@@ -151,13 +169,13 @@ def webhook() -> tuple[Response, int]:
         # Ordering per job: the agent sees queued before completed for the same job.
         message_id = intake.publisher.publish(body, attributes, ordering_key=job_id)
     except BusUnavailable:
-        return _answer(503, "bus_unavailable", "the event bus did not accept the event; retry later", **fields)
+        return _answer(503, "bus_unavailable", "the event bus did not accept the event; retry later", intake, **fields)
     except Exception:  # a client library failing in a new way is still "bus down" to GitHub
         intake.log.exception("publish failed", extra={"fields": fields})
-        return _answer(503, "bus_unavailable", "the event bus did not accept the event; retry later", **fields)
+        return _answer(503, "bus_unavailable", "the event bus did not accept the event; retry later", intake, **fields)
     intake.metrics.publish_seconds.observe(time.perf_counter() - started)
     intake.recent.add(delivery)
-    return _answer(202, "published", message_id=message_id, **fields)
+    return _answer(202, "published", "", intake, message_id=message_id, **fields)
 
 
 def _read_job(payload: dict[str, Any]) -> tuple[str, str, str, str, list[str]] | str:

@@ -2,8 +2,10 @@
 
 ``sqlite://<path>`` is the embedded bus (everything after ``sqlite://`` is the
 path, so ``sqlite:///var/lib/garo/bus.db`` is absolute and
-``sqlite://garo-bus.db`` relative); query parameters ``synchronous`` and
-``timeout`` (seconds to wait for a locked file before answering 503) tune it.
+``sqlite://garo-bus.db`` relative); query parameters ``synchronous``,
+``timeout`` (seconds to wait for a locked file before answering 503) and
+``checkpoint`` (seconds between background WAL checkpoints, 0.5; 0 lets
+SQLite checkpoint inside a request's commit) tune it.
 ``pubsub://<project>/<topic>`` is Google Pub/Sub; the client honours
 ``PUBSUB_EMULATOR_HOST``; ``?timeout=S`` bounds how long a request waits for
 Pub/Sub before answering 503 (5 s, well inside GitHub's 10 s).
@@ -26,6 +28,7 @@ def publisher_from_url(url: str) -> Publisher:
             path,
             synchronous=params.get("synchronous", "NORMAL"),
             busy_timeout=float(params.get("timeout", "5")),
+            checkpoint_interval=float(params.get("checkpoint", "0.5")),
         )
     if url.startswith("pubsub://"):
         from scaler.bus.pubsub import PubSubPublisher

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 LOGGER_NAME = "garo.webhook"
+_ENCODER = json.JSONEncoder(default=str)  # built once: json.dumps(default=...) builds one per call
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,7 +39,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[0] is not None:
             # The type only: exception messages may quote input.
             entry["error"] = record.exc_info[0].__name__
-        return json.dumps(entry, default=str)
+        return _ENCODER.encode(entry)
 
 
 def get_logger(level: str = "INFO") -> logging.Logger:
