@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -159,6 +160,18 @@ def test_list_is_cached_and_own_mutations_invalidate_it(fake: ComputeFake, clock
     clock.now += 6
     backend.list("linux")
     assert lists() == calls_after_create + 1
+
+
+def test_concurrent_writers_share_one_listing(fake: ComputeFake, clock: Clock) -> None:
+    """The agent writes JIT configs from many threads; listManagedInstances counts against quota."""
+    names = [f"garo-c{i}" for i in range(16)]
+    fake.seed(MIG, names, status="RUNNING")
+    backend = make(fake, clock, list_ttl=5.0)
+    fake.latency = 0.05  # every call takes a while, so the threads really overlap
+    with ThreadPoolExecutor(len(names)) as pool:
+        list(pool.map(lambda name: backend.set_metadata("linux", name, {"garo-jit-config": name}), names))
+    assert all(fake.instance(MIG, n).metadata == {"garo-jit-config": n} for n in names)  # type: ignore[union-attr]
+    assert fake.calls["regionInstanceGroupManagers.listManagedInstances"] == 1
 
 
 def test_set_metadata_retries_on_a_fingerprint_race_and_refuses_unborn_vms(fake: ComputeFake, clock: Clock) -> None:

@@ -33,6 +33,7 @@ Choices worth knowing:
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -116,6 +117,10 @@ class GcpBackend:
             clock=clock,
         )
         self._cache: dict[str, tuple[float, Rows]] = {}
+        # Listing is single-flight: concurrent callers (the agent writes JIT configs from
+        # several threads) share one listManagedInstances instead of each sending their own.
+        self._list_lock = threading.Lock()
+        self._list_started: dict[str, int] = {}  # mig -> listings started so far
         self._first_seen: dict[str, float] = {}
 
     @classmethod
@@ -229,9 +234,21 @@ class GcpBackend:
         return f"regions/{self.region}/instanceGroupManagers/{mig}"
 
     def _list_mig(self, mig: str, fresh: bool = False) -> Rows:
-        cached = self._cache.get(mig)
-        if cached and not fresh and self.clock() < cached[0]:
-            return cached[1]
+        """The MIG's members, from a cache of ``list_ttl`` seconds (listing counts against quota).
+
+        ``fresh`` wants a listing that started after the call: one another
+        thread started meanwhile is as good as our own.
+        """
+        asked_after = self._list_started.get(mig, 0)
+        with self._list_lock:
+            cached = self._cache.get(mig)
+            newer = self._list_started.get(mig, 0) > asked_after
+            if cached and self.clock() < cached[0] and (not fresh or newer):
+                return cached[1]
+            self._list_started[mig] = self._list_started.get(mig, 0) + 1
+            return self._list_uncached(mig)
+
+    def _list_uncached(self, mig: str) -> Rows:
         rows: Rows = []
         token: str | None = None
         while True:
