@@ -1,0 +1,177 @@
+"""What a stack file means once validated: the dataclasses, the error type, and the rules' constants."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+NAMESPACE = "garo"
+Cloud = Literal["gcp", "aws", "local"]
+StackKind = Literal["hub", "department"]
+
+# GCP and AWS machine families Garo knows how to size runners for. An unknown
+# family is almost always a typo ("n2-standrad-4") that would only fail at
+# `pulumi up` time, after review.
+GCP_MACHINE_FAMILIES = frozenset("e2 n1 n2 n2d n4 c2 c2d c3 c3d c4 c4a c4d t2a t2d m1 m3 a2 a3 g2 h3".split())
+AWS_INSTANCE_FAMILIES = frozenset(
+    "t3 t3a t4g m5 m5a m6i m6a m6g m7i m7a m7g c5 c5a c6i c6a c6g c7i c7a c7g r6i r7i g5 g6".split()
+)
+
+GCP_MACHINE_TYPE_RE = re.compile(
+    r"^[a-z0-9]+-((standard|highmem|highcpu|megamem|ultramem|highgpu|megagpu|ultragpu)-\d+(-lssd)?|micro|small|medium|custom-\d+-\d+)$"
+)
+NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+CLOUD_LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+TOPIC_RE = re.compile(r"^projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/topics/[A-Za-z][-A-Za-z0-9_.~+%]{2,254}$")
+STACK_REF_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
+# Keys whose value must never be plaintext in a stack file.
+SECRET_KEYS = ("privateKey", "webhookSecret", "token")
+# Cron-like office-hours windows: "Mon-Fri 07:00-19:00 Europe/Amsterdam".
+SCHEDULE_RE = re.compile(
+    r"^(?P<days>(Mon|Tue|Wed|Thu|Fri|Sat|Sun)(-(Mon|Tue|Wed|Thu|Fri|Sat|Sun))?)\s+"
+    r"(?P<start>\d{2}:\d{2})-(?P<end>\d{2}:\d{2})(\s+(?P<tz>[A-Za-z_]+(/[A-Za-z_+-]+)*))?$"
+)
+# Labels GitHub gives every self-hosted runner; they do not distinguish groups.
+GENERIC_RUNNER_LABELS = frozenset({"self-hosted", "linux", "x64", "arm64", "windows", "macos"})
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem in a stack file, located by its key path."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """Raised with every problem found, not just the first."""
+
+    def __init__(self, issues: Sequence[Issue], source: str = "stack config") -> None:
+        self.issues = list(issues)
+        self.source = source
+        lines = "\n".join(f"  - {issue}" for issue in self.issues)
+        super().__init__(f"{source}: {len(self.issues)} problem(s):\n{lines}")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A reference to a secret: a Pulumi secure value or a Secret Manager name.
+
+    The value itself is never held here; ``repr`` is safe to log.
+    """
+
+    kind: Literal["pulumi", "secret-manager", "env", "file"]
+    ref: str
+
+    def __repr__(self) -> str:
+        return f"Secret(kind={self.kind!r})"
+
+
+@dataclass(frozen=True)
+class WarmPool:
+    size: int = 0
+    # Optional office-hours window during which `size` applies; outside it the
+    # warm pool is `off_hours_size`.
+    schedule: str | None = None
+    off_hours_size: int = 0
+
+
+@dataclass(frozen=True)
+class StandbyPool:
+    size: int = 0
+    mode: Literal["suspended", "stopped"] = "suspended"
+
+
+@dataclass(frozen=True)
+class RunnerGroup:
+    name: str
+    labels: tuple[str, ...]
+    runner_group: str = "Default"
+    runner_group_id: int = 1
+    repositories: tuple[str, ...] = ()
+    machine_type: str = "e2-standard-4"
+    image_family: str = "garo-runner-x64"
+    disk_gb: int = 50
+    spot: bool = False
+    fallback_on_demand: bool = True
+    zones: tuple[str, ...] = ()
+    min: int = 0
+    max: int = 10
+    warm_pool: WarmPool = field(default_factory=WarmPool)
+    standby_pool: StandbyPool = field(default_factory=StandbyPool)
+    time_to_start: int = 600
+    time_to_live: int = 12 * 3600
+
+    @property
+    def custom_labels(self) -> frozenset[str]:
+        """Labels that select this group (everything beyond the generic ones)."""
+        return frozenset(label.lower() for label in self.labels) - GENERIC_RUNNER_LABELS
+
+
+@dataclass(frozen=True)
+class GitHubSettings:
+    org: str
+    api_url: str = "https://api.github.com"
+    app_id: int | None = None
+    installation_id: int | None = None
+    private_key: Secret | None = None
+    webhook_secret: Secret | None = None
+    token: Secret | None = None
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    cidr: str
+    iap_ssh: bool = False
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    webhook_image: str = "ghcr.io/garo/webhook:latest"
+    department_stacks: tuple[str, ...] = ()
+    # Departments known without stack references: name -> groups' labels.
+    routes: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    kind: StackKind
+    cloud: Cloud
+    region: str
+    department: str
+    github: GitHubSettings
+    cost_center: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    project: str | None = None
+    network: NetworkSettings | None = None
+    groups: tuple[RunnerGroup, ...] = ()
+    hub: HubSettings | None = None
+    scaler_image: str = "ghcr.io/garo/scaler:latest"
+    reconcile_interval: int = 60
+    provider: Mapping[str, Any] = field(default_factory=dict)
+    # Where a department finds the hub's topic: a full topic path, or the hub's
+    # Pulumi stack (its `topic` output). Neither: the hub's default topic name in
+    # this stack's project.
+    hub_topic: str | None = None
+    hub_stack: str | None = None
+
+    def group(self, name: str) -> RunnerGroup:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise KeyError(f"department {self.department!r} has no runner group {name!r}")
+
+    @property
+    def resource_labels(self) -> dict[str, str]:
+        """Labels every cloud resource of this stack carries."""
+        labels = {"garo-department": self.department, "managed-by": "garo"}
+        if self.cost_center:
+            labels["cost-center"] = self.cost_center
+        labels.update(self.labels)
+        return labels
