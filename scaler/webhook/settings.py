@@ -12,8 +12,8 @@ GARO_WEBHOOK_SECRET(_FILE)      the GitHub webhook secret (required, one of the 
 GARO_WEBHOOK_SECRET_PREVIOUS    the secret being rotated out, also accepted (optional;
 (_FILE)                         ``_FILE`` variant too)
 GARO_ROUTES                     path to the routing table, JSON or YAML (required)
-GARO_BUS                        ``sqlite://<path>[?synchronous=FULL&timeout=S]`` or
-                                ``pubsub://<project>/<topic>`` (``sqlite://garo-bus.db``)
+GARO_BUS                        ``sqlite://<path>[?synchronous=FULL&timeout=S&checkpoint=S]``
+                                or ``pubsub://<project>/<topic>`` (``sqlite://garo-bus.db``)
 GARO_WEBHOOK_MAX_BODY           largest accepted body in bytes (1048576)
 GARO_WEBHOOK_DEDUP_SIZE         recent delivery GUIDs remembered per worker (10000)
 GARO_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (INFO)
