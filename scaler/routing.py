@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from scaler.config import ConfigError, Issue, StackConfig
+from scaler.config.reader import read_document
 
 # Same rule as department and group names in scaler.config: they become bus
 # attributes, cloud labels and parts of instance names.
@@ -193,13 +192,7 @@ def _check_ambiguity(routes: Sequence[Route], fail: Any) -> None:
 
 def load_routing_table(path: str | Path) -> RoutingTable:
     """Read a JSON or YAML routing table; raise ConfigError with key paths."""
-    path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError([Issue(str(path), "file not found")], str(path)) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError([Issue(str(path), f"not valid JSON or YAML: {exc}")], str(path)) from None
+    document = read_document(path, "JSON or YAML")
     return parse_routing_table(document, str(path))
 
 

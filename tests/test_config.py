@@ -156,6 +156,9 @@ def test_unreadable_stack_files_get_a_clear_error(tmp_path: Path) -> None:
         load_stack_file(broken)
     with pytest.raises(ConfigError, match="file not found"):
         load_stack_file(tmp_path / "missing.yaml")
+    broken.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_stack_file(broken)
     broken.write_text("name: no-config-block\n")
     with pytest.raises(ConfigError, match="top-level `config:` mapping"):
         load_stack_file(broken)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from scaler.config.model import NAMESPACE, Issue, Secret
+import yaml
+
+from scaler.config.model import NAMESPACE, ConfigError, Issue, Secret
 
 
 class Reader:
@@ -96,3 +99,14 @@ def namespaced(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         else:
             provider[str(key)] = value
     return own, provider
+
+
+def read_document(path: str | Path, formats: str = "YAML") -> Any:
+    """Parse a YAML (or JSON, a subset) file; any failure is a ConfigError naming the file."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([Issue(str(path), "file not found")], str(path)) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError([Issue(str(path), f"not valid {formats}: {exc}")], str(path)) from None

@@ -7,8 +7,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from scaler.config.groups import check_label_collisions, read_group
 from scaler.config.model import (
     CLOUD_LABEL_RE,
@@ -23,7 +21,7 @@ from scaler.config.model import (
     RunnerGroup,
     StackConfig,
 )
-from scaler.config.reader import Reader, namespaced
+from scaler.config.reader import Reader, namespaced, read_document
 
 ALLOWED_KEYS = frozenset(
     "kind cloud region department costCenter labels network github groups hub scalerImage reconcileInterval "
@@ -205,13 +203,7 @@ def _check_routes(r: Reader, routes: Sequence[Mapping[str, Any]]) -> None:
 
 def load_stack_file(path: str | Path) -> StackConfig:
     """Read ``Pulumi.<stack>.yaml`` and validate its ``config:`` block."""
-    path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError([Issue(str(path), "file not found")], str(path)) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([Issue(str(path), f"not valid YAML: {exc}")], str(path)) from None
+    document = read_document(path)
     if not isinstance(document, Mapping) or not isinstance(document.get("config"), Mapping):
         raise ConfigError([Issue("config", "the stack file needs a top-level `config:` mapping")], str(path))
     return parse_stack_config(document["config"], str(path))
