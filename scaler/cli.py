@@ -119,7 +119,7 @@ def outputs(stack: str | None, from_file: Path | None) -> None:
 @click.option("--bus", help="sqlite:///path or pubsub://project/subscription (default: $GARO_BUS).")
 @click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port.")
 @click.option("--log-level", default="INFO", show_default=True)
-@click.option("--once", is_flag=True, help="One reconcile pass and one batch of messages, then exit.")
+@click.option("--once", is_flag=True, help="Reconcile, handle one batch until it is durable (max 2 min), then exit.")
 def agent(stack: str | None, bus: str | None, metrics_port: int | None, log_level: str, once: bool) -> None:
     """Run the department's scaler (settings: --stack or GARO_STACK_CONFIG, GARO_* env; docs/agent.md)."""
     from scaler.agent.cli import run_agent

@@ -9,9 +9,11 @@ is read here and never logged.
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +23,9 @@ from scaler.backends.base import Backend
 from scaler.bus.base import Subscriber
 from scaler.config import ConfigError
 from scaler.github.models import GitHubApi
+
+if TYPE_CHECKING:
+    from scaler.agent import Agent
 
 
 def open_subscriber(url: str, department: str) -> Subscriber:
@@ -88,6 +93,9 @@ def _settings(stack: str | None, bus: str | None = None) -> AgentSettings:
         raise click.UsageError(str(exc)) from None
 
 
+ONCE_TIMEOUT = 120.0
+
+
 def run_agent(stack: str | None, bus: str | None, metrics_port: int | None, log_level: str, once: bool = False) -> None:
     from prometheus_client import CollectorRegistry, start_http_server
 
@@ -106,8 +114,7 @@ def run_agent(stack: str | None, bus: str | None, metrics_port: int | None, log_
         registry=registry,
     )
     if once:
-        agent.step()  # reconcile (as on start), then one batch
-        return
+        sys.exit(_run_once(agent))
     if metrics_port is not None:
         start_http_server(metrics_port, registry=registry)
     stop = threading.Event()
@@ -115,6 +122,24 @@ def run_agent(stack: str | None, bus: str | None, metrics_port: int | None, log_
         agent.run_forever(stop)
     except KeyboardInterrupt:
         stop.set()
+
+
+def _run_once(agent: Agent, timeout: float = ONCE_TIMEOUT) -> int:
+    """Reconcile, take one batch and see it through: 0 once every message is acknowledged.
+
+    A queued job is acknowledged only when its VM exists and has its config,
+    which takes a boot; messages still waiting at the deadline go back to the
+    bus at once (nothing is lost) and the exit code says so.
+    """
+    agent.step()
+    deadline = time.monotonic() + timeout
+    while agent.held and time.monotonic() < deadline:
+        time.sleep(0.5)
+        agent.run_once()
+    if agent.held:
+        click.echo(f"{agent.hand_back()} message(s) still wait for capacity; handed back to the bus", err=True)
+        return 3
+    return 0
 
 
 def run_reconcile(stack: str | None, dry_run: bool) -> None:

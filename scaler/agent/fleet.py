@@ -27,6 +27,7 @@ log = logging.getLogger("garo.agent")
 T = TypeVar("T")
 ACTIVE = frozenset({InstanceState.CREATING, InstanceState.RUNNING, InstanceState.RESUMING})
 JIT_KEY = "garo-jit-config"
+RUNNERS_MAX_AGE = 5.0  # seconds a runner listing serves event handling (it pages through the org)
 # Concurrent metadata writes during JIT delivery (each waits ~2 s for its zonal operation).
 METADATA_WRITERS = 16
 JOB_KEY = "garo-job"
@@ -101,6 +102,7 @@ class Fleet:
         self.pending_jit: dict[str, str] = {}
         # GitHub's runners (ours) as last read; None until read or when the read failed
         self.last_runners: dict[str, Runner] | None = None
+        self._runners_at = float("-inf")
 
     # ------------------------------------------------------------------ calls
 
@@ -114,19 +116,27 @@ class Fleet:
 
     def snapshot(self, groups: tuple[str, ...] | None = None) -> Snapshot:
         """Read runners once and instances of the given groups (all by default)."""
-        try:
-            runners = self.call("github", "list_runners", self.github.list_runners)
-            ours = {r.name: r for r in runners if naming.is_ours(self.department, r.name)}
-            self.book.registered.update(ours)
-            self._publish_budget()
-        except Exception as exc:
-            log.warning("cannot list runners; acting on what the book knows", extra={"error": api_error_kind(exc)})
-            ours = None
-        self.last_runners = ours
-        snap = Snapshot(ours)
+        snap = Snapshot(self.current_runners(max_age=0.0))
         for group in groups if groups is not None else self.group_names:
             snap.instances[group] = {i.name: i for i in self.call("compute", "list", self.backend.list, group)}
         return snap
+
+    def current_runners(self, max_age: float = RUNNERS_MAX_AGE) -> dict[str, Runner] | None:
+        """Our runners by name as GitHub lists them, at most ``max_age`` seconds old; None if unknown."""
+        now = self.clock()
+        if self.last_runners is not None and now - self._runners_at <= max_age:
+            return self.last_runners
+        try:
+            runners = self.call("github", "list_runners", self.github.list_runners)
+        except Exception as exc:
+            log.warning("cannot list runners; acting on what the book knows", extra={"error": api_error_kind(exc)})
+            self.last_runners = None
+            return None
+        self.last_runners = {r.name: r for r in runners if naming.is_ours(self.department, r.name)}
+        self._runners_at = now
+        self.book.registered.update(self.last_runners)
+        self._publish_budget()
+        return self.last_runners
 
     def _publish_budget(self) -> None:
         # GitHubClient exposes its JIT token bucket; other GitHubApi implementations may not.
@@ -320,7 +330,12 @@ class Fleet:
         (~2 s on GCE), which made a burst of 100 VMs take minutes when serial.
         """
         generated: list[tuple[str, str, JitConfig]] = []
-        for name, group in list(self.pending_jit.items())[:limit]:
+        refused_groups: set[str] = set()
+        for name, group in self._ready_for_jit(limit):
+            if not self._jit_budget_left():
+                break  # generating now would block the loop until the budget refills
+            if group in refused_groups:
+                continue
             spec = self.config.group(group)
             try:
                 jit = self.call(
@@ -332,12 +347,20 @@ class Fleet:
                     list(spec.labels),
                 )
             except Exception as exc:
-                # Budget exhausted, secondary rate limit or 5xx: keep it pending, do not drop.
                 log.warning(
                     "JIT config not available yet",
                     extra={"instance": name, "group": group, "error": api_error_kind(exc)},
                 )
-                break
+                status = getattr(exc, "status", None)
+                if status == 409:
+                    # The name is registered already: another replica configured this VM (or our
+                    # retried POST did). Not ours to redo; reconcile replaces it if it never registers.
+                    self.pending_jit.pop(name, None)
+                    continue
+                if status == 422:
+                    refused_groups.add(group)  # the group's runner group or labels: the others may work
+                    continue
+                break  # budget, secondary rate limit or 5xx: keep everything pending, do not drop
             generated.append((name, group, jit))
         done = 0
         for (name, _group, jit), failure in zip(generated, self._write_configs(generated), strict=True):
@@ -355,6 +378,36 @@ class Fleet:
         generated.clear()  # drop the secrets as soon as they are written
         self._publish_budget()
         return done
+
+    def _ready_for_jit(self, limit: int) -> list[tuple[str, str]]:
+        """Pending VMs that exist and are past creation, oldest request first, at most ``limit``.
+
+        On GCE a VM is listed before it exists (``createInstances`` is done, the
+        instance is not); generating a config then would only burn GitHub budget
+        on a write that must fail and a runner that must be revoked.
+        """
+        ready: list[tuple[str, str]] = []
+        states: dict[str, dict[str, InstanceState]] = {}
+        for name, group in list(self.pending_jit.items()):
+            if len(ready) >= limit:
+                break
+            if group not in states:
+                try:
+                    instances = self.call("compute", "list", self.backend.list, group)
+                except Exception as exc:
+                    log.warning(
+                        "cannot list VMs for JIT delivery", extra={"group": group, "error": api_error_kind(exc)}
+                    )
+                    instances = []
+                states[group] = {i.name: i.state for i in instances}
+            if states[group].get(name) in (InstanceState.RUNNING, InstanceState.RESUMING):
+                ready.append((name, group))
+        return ready
+
+    def _jit_budget_left(self) -> bool:
+        # GitHubClient exposes its JIT budget; other GitHubApi implementations may not.
+        remaining = getattr(getattr(self.github, "jit_budget", None), "remaining", None)
+        return remaining is None or remaining() > 0
 
     def _write_configs(self, generated: list[tuple[str, str, JitConfig]]) -> list[Exception | None]:
         """Write each config to its VM's metadata, up to METADATA_WRITERS at once; the error per VM."""
@@ -426,19 +479,27 @@ class Fleet:
             record = self.book.observe_job(made_for, group, repo, "covered", self.clock())
         if record is None or record.status != "covered" or not record.repo:
             return
-        try:
-            job = self.call("github", "get_job", self.github.get_job, record.repo, record.id)
-        except Exception as exc:
-            log.warning("cannot check job", extra={"job_id": record.id, "error": api_error_kind(exc)})
-            return
-        if job.status in ("queued", "waiting", "pending", "requested"):
+        if self.job_still_waits(group, record.repo, record.id):
             log.info(
                 "job's VM was taken by another job; it needs another", extra={"job_id": record.id, "instance": name}
             )
-            self.book.requeue(record.id, self.clock())
             self.book.spent[name] = self.clock()
-        else:
-            self.book.observe_job(record.id, group, record.repo, job.status, self.clock(), job.runner_name)
+
+    def job_still_waits(self, group: str, repo: str, job_id: int) -> bool | None:
+        """Ask GitHub; record what it says. True: queued (it needs capacity again); None: no answer.
+
+        A job ``waiting`` for an environment's approval does not wait for a runner yet.
+        """
+        try:
+            job = self.call("github", "get_job", self.github.get_job, repo, job_id)
+        except Exception as exc:
+            log.warning("cannot check job", extra={"job_id": job_id, "error": api_error_kind(exc)})
+            return None
+        status = "queued" if job.status in ("queued", "pending", "requested") else job.status
+        self.book.observe_job(job_id, group, repo, status, self.clock(), job.runner_name)
+        if status == "queued":
+            self.book.requeue(job_id, self.clock())
+        return status == "queued"
 
     def delete(self, group: str, names: list[str], reason: str, repos: Mapping[str, str] | None = None) -> None:
         """Delete VMs by name; first make sure the jobs they were made for are not left without one.

@@ -27,7 +27,7 @@ from scaler.agent.state import Book
 from scaler.backends.base import Backend, BackendError
 from scaler.bus.base import BusUnavailable, Subscriber
 from scaler.config import StackConfig
-from scaler.github.models import GitHubApi
+from scaler.github.models import GitHubApi, Runner
 
 log = logging.getLogger("garo.agent")
 RETRY_SOON = 10  # seconds before a message whose action failed comes back
@@ -132,6 +132,16 @@ class Agent:
                 self._next_reconcile = now + (confirm_soon if unconfirmed else interval)
         self.run_once()
 
+    def hand_back(self) -> int:
+        """Return every held message to the bus now (e.g. on exit); their jobs are not lost."""
+        ack_ids = list(self.held)
+        self.held.clear()
+        try:
+            self.subscriber.modify_ack_deadline(ack_ids, 0)
+        except BusUnavailable:
+            pass  # their leases expire on their own
+        return len(ack_ids)
+
     def run_forever(self, stop: threading.Event) -> None:
         """Pull, act and reconcile until ``stop`` is set; never dies on a failing dependency."""
         while not stop.is_set():
@@ -200,13 +210,26 @@ class Agent:
         log.info("job started", extra={**event.log_fields(), "instance": runner})
 
     def _completed(self, event: JobEvent, group: str, runner: str) -> None:
-        self.fleet.delete(group, [runner], "job completed")
-        last = self.fleet.last_runners
+        last = self.fleet.current_runners()
         present = last.get(runner) if last is not None else None
+        if self._name_reused(event, present):
+            log.info("late event for a VM name now used by a newer VM; not deleting it", extra=event.log_fields())
+            return
+        self.fleet.delete(group, [runner], "job completed")
         runner_id = present.id if present is not None else event.runner_id
         if runner_id is not None and (last is None or present is not None):
             self.fleet.call("github", "delete_runner", self.fleet.github.delete_runner, runner_id)
         log.info("job completed; VM deleted", extra={**event.log_fields(), "instance": runner})
+
+    @staticmethod
+    def _name_reused(event: JobEvent, present: Runner | None) -> bool:
+        """Does ``runner`` now name another runner than the one that ran this job?
+
+        Warm-slot names are reused, so a late or redelivered ``completed`` (say,
+        from ``garo redeliver``) could otherwise delete a VM in the middle of
+        another job. A reused name without a runner yet runs nothing.
+        """
+        return present is not None and event.runner_id is not None and present.id != event.runner_id
 
     def _retry_soon(self, event: JobEvent, exc: BaseException) -> None:
         log.warning(
@@ -288,17 +311,10 @@ class Agent:
             if record.id in held or checked >= limit:
                 continue
             checked += 1
-            try:
-                job = self.fleet.call("github", "get_job", self.fleet.github.get_job, record.repo, record.id)
-            except Exception as exc:
-                log.warning("cannot verify job", extra={"job_id": record.id, "error": api_error_kind(exc)})
+            # Still waiting long after we covered it: its VM was probably taken by a job
+            # whose in_progress event we lost, and it counts again (job_still_waits requeues it).
+            if self.fleet.job_still_waits(record.group, record.repo, record.id) is None:
                 break
-            if job.status in ("queued", "waiting", "pending", "requested"):
-                # Still waiting long after we covered it: its VM was probably taken by
-                # a job whose in_progress event we lost. Count it again.
-                self.book.requeue(record.id, now)
-            else:
-                self.book.observe_job(record.id, record.group, record.repo, job.status, now, job.runner_name)
 
     def _ack(self, ack_ids: list[str]) -> None:
         if ack_ids:

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 
 from scaler import naming
-from scaler.agent.fleet import REPO_KEY, STATE_LABEL, Fleet, Snapshot, api_error_kind
+from scaler.agent.fleet import REPO_KEY, STATE_LABEL, Fleet, Snapshot
 from scaler.agent.policy import desired_capacity
 from scaler.backends.base import Instance, InstanceState
 from scaler.github.models import Runner
@@ -111,7 +111,8 @@ class Reconciler:
                     log.warning("VM past time-to-live but busy; not deleting", extra={"instance": inst.name})
                 continue
             if age > spec.time_to_live:
-                removals.append((inst, "past time-to-live", False))
+                if snap.runners is not None:  # without GitHub's view we cannot tell it is not busy
+                    removals.append((inst, "past time-to-live", False))
             elif runner is None and snap.runners is not None:
                 if age > spec.time_to_start:
                     removals.append((inst, "never registered within time-to-start", self._still_queued(group, inst)))
@@ -176,16 +177,8 @@ class Reconciler:
         repo = (record.repo if record else "") or inst.metadata.get(REPO_KEY, "")
         if not job_id or not repo:
             return False
-        try:
-            job = fleet.call("github", "get_job", fleet.github.get_job, repo, job_id)
-        except Exception as exc:
-            log.warning("cannot check job; keeping it queued", extra={"job_id": job_id, "error": api_error_kind(exc)})
-            return True
-        status = "queued" if job.status in ("queued", "waiting", "pending", "requested") else job.status
-        fleet.book.observe_job(job_id, group, repo, status, fleet.clock(), job.runner_name)
-        if status == "queued":
-            fleet.book.requeue(job_id, fleet.clock())
-        return status == "queued"
+        waits = fleet.job_still_waits(group, repo, job_id)
+        return True if waits is None else waits  # no answer: keep it queued (replacing is the safe side)
 
     def _check_stolen(self, group: str, inst: Instance) -> None:
         """Once per busy VM: did it run the job it was made for? (At most a few GitHub calls a pass.)"""

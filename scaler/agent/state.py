@@ -64,8 +64,12 @@ class Book:
         return record
 
     def queued(self, group: str) -> list[JobRecord]:
-        """Jobs of a group still waiting for a runner, oldest first."""
-        jobs = [j for j in self.jobs.values() if j.group == group and _ORDER.get(j.status, 0) == 0]
+        """Jobs of a group still waiting for a runner, oldest first.
+
+        A ``waiting`` job is blocked on an environment's approval and may stay so
+        for hours: it gets capacity when GitHub queues it, not before.
+        """
+        jobs = [j for j in self.jobs.values() if j.group == group and j.status == "queued"]
         return sorted(jobs, key=lambda j: (j.seen_at, j.id))
 
     def cover(self, job_id: int) -> None:

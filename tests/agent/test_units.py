@@ -9,7 +9,7 @@ import pytest
 from scaler import naming
 from scaler.agent.policy import Schedule, plan_capacity, warm_target
 from scaler.config import WarmPool
-from scaler.github.sim import GitHubError
+from scaler.github.sim import GitHubError, SimJob
 from tests.agent.world import World, make_config
 
 
@@ -59,7 +59,11 @@ def test_burst_becomes_one_create_call_and_one_vm_per_job() -> None:
     world.step()
     assert calls == [30]
     assert {i.name for i in world.instances("linux")} == {naming.instance_name("eng", "linux", j.id) for j in jobs}
+    assert world.bus.pending() == 30  # held, not acked: the VMs do not exist yet, so no JIT config either
+    world.advance(20)  # the VMs exist (boot delay)
+    world.step()
     assert world.bus.pending() == 0  # every queued message acked: VM exists and has its JIT config
+    assert world.github.calls["generate_jit_config"] == 30  # one config per VM, none wasted on unborn VMs
 
 
 def test_full_cycle_and_foreign_events() -> None:
@@ -68,7 +72,8 @@ def test_full_cycle_and_foreign_events() -> None:
     world.bus.publish_event("other", "linux", "queued", world.github.payload(job))  # another department's
     world.step()
     world.advance(25)
-    world.step()
+    world.step()  # the VM exists: it gets its JIT config
+    world.advance(1)  # ... and its runner starts; GitHub hands it the job
     assert job.status == "in_progress"
     world.advance(5)
     world.finish(job)
@@ -82,12 +87,15 @@ def test_jit_budget_exhausted_keeps_message_unacked_then_recovers() -> None:
     world.github.faults["generate_jit_config"] = [GitHubError(403, "secondary rate limit")] * 3
     job = world.queue()
     world.step()
+    world.advance(20)  # the VM exists
+    world.step()
     assert len(world.instances("linux")) == 1 and world.bus.pending() == 1  # VM exists, message held
-    for _ in range(3):
+    for _ in range(6):
         world.advance(5)
         world.step()
+    assert world.github.calls["generate_jit_config"] == 4  # refused three times, then given
     assert world.bus.pending() == 0
-    world.advance(25)
+    world.advance(1)
     assert job.status == "in_progress"
 
 
@@ -119,7 +127,8 @@ def test_capacity_error_on_create_is_retried_not_dropped() -> None:
     world.backend.capacity = {"linux": 1}
     jobs = [world.queue() for _ in range(2)]
     world.step()
-    assert len(world.instances("linux")) == 1 and world.bus.pending() == 1
+    # Both held: one VM is still being created, the other was refused for capacity.
+    assert len(world.instances("linux")) == 1 and world.bus.pending() == 2
     world.backend.capacity = {}
     for _ in range(4):
         world.advance(10)
@@ -138,3 +147,54 @@ def test_reconcile_dry_run_changes_nothing_and_deletions_need_two_passes() -> No
     assert len(world.instances("linux")) == 1  # first sighting
     world.agents[0].reconcile()
     assert world.instances("linux") == []
+
+
+def test_a_job_waiting_for_approval_gets_no_vm_until_github_queues_it() -> None:
+    world = World()
+    labels = world.config.group("linux").labels
+    job = SimJob(5_100_000_001, "octo-org/app", tuple(labels), status="waiting", created_at=world.now)
+    world.github.jobs[job.id] = job
+    world.bus.publish_event("eng", "linux", "waiting", world.github.payload(job))
+    world.step()
+    world.advance(60)
+    world.step()
+    assert world.instances("linux") == [], "an environment approval can take hours: no VM meanwhile"
+    job.status = "queued"  # approved
+    world.bus.publish_event("eng", "linux", "queued", world.github.payload(job))
+    world.step()
+    assert [i.name for i in world.instances("linux")] == [naming.instance_name("eng", "linux", job.id)]
+
+
+def test_a_name_github_already_registered_does_not_block_the_others() -> None:
+    world = World()
+    world.configure(max_linux=10)
+    jobs = [world.queue() for _ in range(3)]
+    world.step()
+    world.advance(20)
+    world.github.faults["generate_jit_config"] = [GitHubError(409, "Already exists")]
+    world.step()
+    configured = [
+        name
+        for name in (naming.instance_name("eng", "linux", j.id) for j in jobs)
+        if world.backend.get_metadata("linux", name).get("garo-jit-config")
+    ]
+    assert len(configured) == 2, "the other VMs got their configs in the same pass"
+
+
+def test_a_late_completed_for_a_reused_name_does_not_delete_the_new_vm() -> None:
+    world = World()
+    world.configure(warm=1)
+    world.step()  # the warm VM w-0 is created
+    world.advance(20)
+    world.step()  # ... exists, gets its config
+    world.advance(1)  # ... and its runner registers
+    world.step()
+    warm = naming.warm_name("eng", "linux", 0)
+    assert [r.name for r in world.github.runners.values()] == [warm]
+    # A redelivered `completed` of an older job that ran on an earlier VM of that name.
+    stale = SimJob(5_000_000_999, "octo-org/app", tuple(world.config.group("linux").labels), status="completed")
+    payload = world.github.payload(stale, "success")
+    payload["workflow_job"].update(runner_name=warm, runner_id=999_999)
+    world.bus.publish_event("eng", "linux", "completed", payload)
+    world.step()
+    assert [i.name for i in world.instances("linux")] == [warm], "the warm VM now under that name survives"
