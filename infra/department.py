@@ -17,7 +17,7 @@ from infra.network import DepartmentNetwork
 from infra.runner_pool import RunnerPool, image_path
 from infra.scaler_component import Scaler
 from infra.secrets import secret_manager_secret
-from infra.stack import LoadedStack, name_for
+from infra.stack import LoadedStack, for_scaler, name_for
 from infra.subscription import JobSubscription, job_filter
 from scaler.routing import routing_document
 
@@ -76,7 +76,7 @@ class Department(pulumi.ComponentResource):
             "GARO_POOLS": pulumi.Output.all(*[p.describe() for p in self.pools]).apply(
                 lambda v: json.dumps(v, sort_keys=True)
             ),
-            "GARO_STACK_CONFIG": json.dumps({"config": loaded.raw}, sort_keys=True),
+            "GARO_STACK_CONFIG": json.dumps({"config": for_scaler(loaded.raw)}, sort_keys=True),
         }
         if self.github_secret is not None:
             env["GARO_GITHUB_SECRET"] = self.github_secret

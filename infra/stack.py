@@ -36,8 +36,8 @@ class LoadedStack:
 
     config: StackConfig
     stack: str
-    # The validated mapping, secret leaves replaced by markers: safe to show and to hand on.
-    raw: Mapping[str, Any] = field(default_factory=dict)
+    # The validated mapping, secret values replaced by markers: safe to show and to hand on.
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
     secrets: Mapping[str, pulumi.Output[str]] = field(default_factory=dict, repr=False)
 
     def secret(self, path: str) -> pulumi.Output[str] | None:
@@ -87,9 +87,13 @@ def load() -> LoadedStack:
     for key in config_keys():
         value = _decode(key, runtime_config.get_config(key))
         if key in secret_keys or runtime_config.is_config_secret(key):
-            # Only the secret leaves are swapped: a plaintext `privateKey` in a
-            # non-secret key still reaches the schema and is rejected there.
-            value = _take_secrets(value, key, secrets)
+            if isinstance(value, (Mapping, list)):
+                # Only the secret leaves are swapped: a plaintext `privateKey` in a
+                # non-secret key still reaches the schema and is rejected there.
+                value = _take_secrets(value, key, secrets)
+            else:  # a whole secret value, e.g. gcp:credentials or gcp:accessToken
+                secrets[key] = pulumi.Output.secret(str(value))
+                value = {"secure": "[secret]"}
         raw[key] = value
     stack = pulumi.get_stack()
     try:
@@ -99,6 +103,11 @@ def load() -> LoadedStack:
     if config.cloud == "gcp" and not config.project:
         raise pulumi.RunError(f"Pulumi.{stack}.yaml: gcp:project (or garo:project) is required for a GCP stack")
     return LoadedStack(config=config, stack=stack, raw=raw, secrets=secrets)
+
+
+def for_scaler(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """What the scaler needs of the stack config: Garo's keys and where it runs, no provider credentials."""
+    return {k: v for k, v in raw.items() if k.startswith("garo:") or k in ("gcp:project", "gcp:region")}
 
 
 def name_for(base: str, limit: int) -> str:

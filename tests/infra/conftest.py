@@ -8,6 +8,7 @@ unmasked inputs/outputs so the secret-leak checks can look for the values.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,10 @@ STACKS = ("hub", "payments", "research")
 SENTINELS = {
     "garo:github.webhookSecret": "whsec-SENTINEL-7f3a9c0e",
     "garo:github.privateKey": "-----BEGIN RSA PRIVATE KEY----- SENTINEL-b81d44 -----END RSA PRIVATE KEY-----",
+    "gcp:credentials": '{"type": "service_account", "private_key": "SENTINEL-gcp-credentials-5e1f"}',
 }
+# What to look for: each sentinel's token, which survives being re-encoded (a JSON value inside JSON is escaped).
+SENTINEL_TOKENS = tuple(re.search(r"SENTINEL-[0-9a-z-]+", value).group() for value in SENTINELS.values())  # type: ignore[union-attr]
 _CAPTURE = """
 import json, sys
 from scaler.plan import plan, render_json, render_table

@@ -14,7 +14,7 @@ from typing import Any
 import pulumi_gcp
 import pytest
 
-from tests.infra.conftest import SENTINELS, STACKS, of_type
+from tests.infra.conftest import SENTINEL_TOKENS, SENTINELS, STACKS, of_type
 
 PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
 BROAD_COMPUTE_ROLES = {"roles/compute.admin", "roles/compute.instanceAdmin", "roles/compute.instanceAdmin.v1"}
@@ -103,7 +103,7 @@ def test_subscription_filter_matches_the_department(captures: dict[str, Any], st
 @pytest.mark.parametrize("stack", STACKS)
 def test_secrets_reach_secret_manager_and_nowhere_else(captures: dict[str, Any], stack: str) -> None:
     capture = captures[stack]
-    for sentinel in SENTINELS.values():
+    for sentinel in SENTINEL_TOKENS:
         assert sentinel not in json.dumps(capture["raw_outputs"]), "secret in a stack output"
         assert sentinel not in capture["table"] and sentinel not in capture["json"], "secret in plan output"
         assert sentinel not in json.dumps(capture["resources"])
