@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -104,6 +106,21 @@ def test_locked_file_raises_bus_unavailable(tmp_path: Path) -> None:
     blocker.execute("ROLLBACK")
     assert bus.publish(b"x", _attrs("d", 1))
     assert not SqliteBus(tmp_path / "missing" / "bus.db").ready()
+
+
+@pytest.mark.timeout(30)
+def test_a_stalled_lock_holder_makes_publish_fail_fast_not_hang(tmp_path: Path) -> None:
+    """Another process stuck while holding the bus (Ctrl-Z, debugger): the webhook answers 503 in time."""
+    bus = SqliteBus(tmp_path / "bus.db", busy_timeout=0.3)
+    holder = os.open(str(tmp_path / "bus.db.lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # a second open file description: conflicts like another process
+    try:
+        with pytest.raises(BusUnavailable, match="locked by another process"):
+            bus.publish(b"{}", {"department": "a", "delivery": "d-1"})
+    finally:
+        fcntl.flock(holder, fcntl.LOCK_UN)
+        os.close(holder)
+    assert bus.publish(b"{}", {"department": "a", "delivery": "d-1"})  # and works once the holder lets go
 
 
 def test_purge_keeps_unsettled_messages(tmp_path: Path) -> None:

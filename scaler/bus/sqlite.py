@@ -105,6 +105,7 @@ WHERE NOT EXISTS (
     WHERE json_extract(:attributes, '$."' || f.key || '"') IS NOT f.value
 )
 """
+PURGE_EVERY = 3600.0  # seconds between purges of settled messages past their retention
 _ATTRIBUTE_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
 _INSERT = (
     "INSERT OR IGNORE INTO messages (data, attributes, ordering_key, delivery, published_at) VALUES (?, ?, ?, ?, ?)"
@@ -124,9 +125,15 @@ class _Pending:
     done: bool = False
 
 
+class _LockTimeout(Exception):
+    """Another process held the bus's lock file for longer than ``busy_timeout``."""
+
+
 def _is_busy(exc: BaseException) -> bool:
-    """Did SQLite give up waiting for another connection's lock (SQLITE_BUSY / SQLITE_LOCKED)?"""
+    """Did we give up waiting for another writer's lock (the lock file, SQLITE_BUSY / SQLITE_LOCKED)?"""
     cause = exc.__cause__
+    if isinstance(cause, _LockTimeout):
+        return True
     return isinstance(cause, sqlite3.Error) and getattr(cause, "sqlite_errorcode", 0) & 0xFF in (5, 6)
 
 
@@ -227,7 +234,7 @@ class SqliteBus:
             return
         db = self._connection()
         fd = self._lock_fd()
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._lock_file_within_timeout(fd)
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -247,6 +254,24 @@ class SqliteBus:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
+    def _lock_file_within_timeout(self, fd: int) -> None:
+        """Take the lock file, waiting at most ``busy_timeout``: a stalled process must not hang publishers
+        past GitHub's 10 s delivery timeout (they answer 503, and GitHub's delivery can be redelivered)."""
+        give_up = time.monotonic() + self._busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= give_up:
+                    try:
+                        raise _LockTimeout(f"{self.path}.lock held for over {self._busy_timeout:g} s")
+                    except _LockTimeout as exc:
+                        raise BusUnavailable(f"sqlite bus {self.path}: locked by another process") from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+
     def _wrote(self) -> None:
         self._dirty = True
         if self._checkpointer is None or self._checkpointer[0] != os.getpid():  # none yet, or forked
@@ -256,7 +281,12 @@ class SqliteBus:
 
     def _checkpoints(self, stop: threading.Event) -> None:
         """The background checkpointer: PASSIVE, so it never waits for a writer nor makes one wait."""
+        purged_at = time.monotonic()
         while not stop.wait(self._checkpoint_interval):
+            if time.monotonic() - purged_at >= PURGE_EVERY:
+                purged_at = time.monotonic()
+                with suppress(BusUnavailable):
+                    self.purge()  # settled messages past their retention
             if not self._dirty:
                 continue
             self._dirty = False
