@@ -159,6 +159,12 @@ def test_unreadable_stack_files_get_a_clear_error(tmp_path: Path) -> None:
     broken.write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_stack_file(broken)
+    broken.write_text("config:\n  garo:github:\n    token: ghp_SECRETSECRET: oops\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line 3") as caught:
+        load_stack_file(broken)
+    assert "ghp_SECRETSECRET" not in str(caught.value), "a syntax error must not quote the line"
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_stack_file(tmp_path)  # a directory
     broken.write_text("name: no-config-block\n")
     with pytest.raises(ConfigError, match="top-level `config:` mapping"):
         load_stack_file(broken)

@@ -102,11 +102,22 @@ def namespaced(raw: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def read_document(path: str | Path, formats: str = "YAML") -> Any:
-    """Parse a YAML (or JSON, a subset) file; any failure is a ConfigError naming the file."""
+    """Parse a YAML (or JSON, a subset) file; any failure is a ConfigError naming the file.
+
+    A syntax error is reported by line and column only: PyYAML's own message
+    quotes the offending line, which may be the very secret that broke it.
+    """
     path = Path(path)
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError([Issue(str(path), "file not found")], str(path)) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError([Issue(str(path), f"not valid {formats}: {exc}")], str(path)) from None
+    except OSError as exc:
+        raise ConfigError([Issue(str(path), f"cannot read: {exc.strerror}")], str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError([Issue(str(path), f"not valid {formats}: not UTF-8 text")], str(path)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise ConfigError([Issue(str(path), f"not valid {formats}{where}: {problem}")], str(path)) from None
