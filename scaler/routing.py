@@ -73,6 +73,8 @@ class RoutingTable:
 
     def match(self, org: str, repository: str, labels: Iterable[str]) -> Decision:
         wanted = frozenset(label.lower() for label in labels)
+        if not wanted:  # an empty set fits every group, but no runner would be asked for it
+            return Decision("unmatched")
         fits = [r for r in self.routes if r.allows(org, repository) and wanted <= r.labels]
         if fits:
             return Decision("routed", min(fits, key=lambda r: len(r.labels)))

@@ -274,3 +274,9 @@ def test_health_readiness_and_metrics(webhook_intake: WebhookIntake, tmp_path: P
     assert "garo_webhook_publish_seconds_count 1.0" in metrics
     gone = make_intake(tmp_path / "x", publisher=SqliteBus(tmp_path / "never" / "bus.db", busy_timeout=0.1))
     assert gone.client.get("/readyz").status_code == 503
+
+
+def test_absurdly_nested_json_is_a_400_not_a_500(webhook_intake: WebhookIntake) -> None:
+    response = webhook_intake.post(b"[" * 100_000)  # signed: only a sender with the secret gets this far
+    assert response.status_code == 400
+    assert webhook_intake.published() == []

@@ -38,6 +38,7 @@ TABLE = parse_routing_table(ROUTES)
         ("lineville", "lineville/x", ["self-hosted", "gpu"], ("unmatched", None, None)),  # other org's group
         ("octo-org", "octo-org/x", ["ubuntu-latest"], ("github-hosted", None, None)),
         ("lineville", "lineville/x", ["self-hosted"], ("routed", "platform", "k8s")),
+        ("octo-org", "octo-org/x", [], ("unmatched", None, None)),  # fits every group, asks for none
     ],
 )
 def test_matching_follows_github_label_semantics(org: str, repo: str, labels: list[str], expected: tuple) -> None:

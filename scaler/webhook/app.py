@@ -39,7 +39,7 @@ from scaler.webhook.signature import verify
 
 JOB_ACTIONS = frozenset({"queued", "waiting", "in_progress", "completed"})
 OUTCOME_BY_STATUS = {400: "bad_request", 401: "bad_signature", 404: "not_found", 405: "method_not_allowed"}
-OUTCOME_BY_STATUS |= {413: "too_large", 415: "unsupported_media_type", 503: "bus_unavailable"}
+OUTCOME_BY_STATUS |= {413: "too_large", 415: "unsupported_media_type", 500: "internal_error", 503: "bus_unavailable"}
 
 bp = Blueprint("webhook", __name__)
 
@@ -139,7 +139,7 @@ def webhook() -> tuple[Response, int]:
         return _answer(202, "ignored", "", intake, event=event)
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep nesting
         return _answer(400, "bad_request", "body is not valid JSON", intake)
     if not isinstance(payload, dict):
         return _answer(400, "bad_request", "body is not a JSON object", intake)
