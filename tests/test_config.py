@@ -168,3 +168,13 @@ def test_unreadable_stack_files_get_a_clear_error(tmp_path: Path) -> None:
     broken.write_text("name: no-config-block\n")
     with pytest.raises(ConfigError, match="top-level `config:` mapping"):
         load_stack_file(broken)
+
+
+def test_departments_sharing_a_gcp_project_are_rejected() -> None:
+    payments = parse_stack_config(VALID)
+    research_raw = with_changes(**{"garo:department": "research", "garo:network": {"cidr": "10.30.0.0/20"}})
+    research_raw["garo:groups"] = [{"name": "gpu", "labels": ["self-hosted", "linux", "research-gpu"]}]
+    issues = [str(i) for i in check_across_departments([payments, parse_stack_config(research_raw)])]
+    assert any("'payments' and 'research' share project 'acme-ci-payments'" in i for i in issues), issues
+    research_raw["gcp:project"] = "acme-ci-research"
+    assert check_across_departments([payments, parse_stack_config(research_raw)]) == []

@@ -15,6 +15,16 @@ def check_across_departments(configs: Sequence[StackConfig]) -> list[Issue]:
     for i, a in enumerate(departments):
         for b in departments[i + 1 :]:
             assert a.network and b.network
+            if a.cloud == b.cloud == "gcp" and a.project and a.project == b.project:
+                # A scaler may list instances project-wide (metadata included): in one project,
+                # one department could read another's JIT configs before their VMs boot.
+                issues.append(
+                    Issue(
+                        "gcp:project",
+                        f"{a.department!r} and {b.department!r} share project {a.project!r}: "
+                        "each department needs its own project (its scaler can read VM metadata project-wide)",
+                    )
+                )
             if a.department == b.department:
                 issues.append(Issue("garo:department", f"{a.department!r} is declared by more than one stack"))
             for x, y in ((a, b), (b, a)):
