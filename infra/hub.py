@@ -19,14 +19,25 @@ import pulumi_gcp as gcp
 from infra.secrets import secret_manager_secret
 from infra.stack import LoadedStack
 from infra.subscription import DEFAULT_TOPIC
+from scaler.config import ConfigError
+from scaler.routing import parse_routing_table
 
 ROUTES_DIR = "/etc/garo"
 
 
 def routes_document(static: list[Any], from_stacks: list[Any]) -> str:
-    """The webhook's routing table: static routes first, then departments' `route` outputs."""
+    """The webhook's routing table: static routes first, then departments' `route` outputs.
+
+    Checked with the webhook's own parser here, so two departments claiming the
+    same labels fail `pulumi up -s hub` with key paths, not the webhook at start.
+    """
     departments = sorted([*static, *from_stacks], key=lambda d: str(d.get("name", "")))
-    return json.dumps({"version": 1, "departments": departments}, sort_keys=True, indent=2)
+    document = {"version": 1, "departments": departments}
+    try:
+        parse_routing_table(document, "routing table assembled by the hub")
+    except ConfigError as exc:
+        raise pulumi.RunError(str(exc)) from None
+    return json.dumps(document, sort_keys=True, indent=2)
 
 
 class Hub(pulumi.ComponentResource):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pulumi
+import pytest
+
 from scaler.config import load_stack_file
 from scaler.routing import parse_routing_table
 from tests.infra.conftest import EXAMPLES, of_type
@@ -160,3 +163,13 @@ def test_scaler_is_scoped_to_its_department(captures: dict[str, Any]) -> None:
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["GARO_SUBSCRIPTION"] == "projects/acme-ci-payments/subscriptions/garo-payments-jobs"
     assert json.loads(env["GARO_POOLS"])[1]["mig"] == "garo-payments-large"
+
+
+def test_the_hub_refuses_a_routing_table_the_webhook_would_refuse() -> None:
+    from infra.hub import routes_document
+
+    payments = {"name": "payments", "org": "acme", "groups": [{"name": "a", "labels": ["self-hosted", "pay"]}]}
+    clash = {"name": "billing", "org": "acme", "groups": [{"name": "b", "labels": ["self-hosted", "pay"]}]}
+    assert json.loads(routes_document([payments], []))["departments"][0]["name"] == "payments"
+    with pytest.raises(pulumi.RunError, match="routing table assembled by the hub"):
+        routes_document([payments], [clash])
