@@ -123,7 +123,7 @@ class Webhook:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise RuntimeError(f"the webhook exited with {process.returncode}; see {workdir / 'webhook.log'}")
+                raise RuntimeError(f"the webhook exited with {process.returncode}:\n{log_tail(workdir)}")
             try:
                 if requests.get(f"{webhook.url}/readyz", timeout=1).status_code == 200:
                     return webhook
@@ -131,7 +131,7 @@ class Webhook:
                 pass
             time.sleep(0.1)
         webhook.stop()
-        raise RuntimeError(f"the webhook did not become ready; see {workdir / 'webhook.log'}")
+        raise RuntimeError(f"the webhook did not become ready:\n{log_tail(workdir)}")
 
     def send(self, event: str, payload: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
         """Deliver like GitHub: raw JSON bytes, signed, with event and delivery headers."""
@@ -154,6 +154,15 @@ class Webhook:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+def log_tail(workdir: Path, lines: int = 20) -> str:
+    """The end of the webhook's log: the demo's directory is temporary, so show it rather than point at it."""
+    try:
+        text = (workdir / "webhook.log").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no webhook log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(webhook log is empty)"
 
 
 class Narrator:

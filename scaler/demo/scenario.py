@@ -18,7 +18,7 @@ from scaler.backends.local import LocalBackend
 from scaler.backends.local_vm import SimulatedVms
 from scaler.bus.sqlite import SqliteBus
 from scaler.demo.examples import Examples
-from scaler.demo.parts import DEMO_JOBS, DEPARTMENT, CountingBackend, Narrator, Webhook, demo_config
+from scaler.demo.parts import DEMO_JOBS, DEPARTMENT, CountingBackend, Narrator, Webhook, demo_config, log_tail
 from scaler.github.sim import GitHubSim, SimJob
 from scaler.routing import routing_document
 
@@ -192,7 +192,8 @@ def run_demo(out: Callable[[str], None] = print, time_limit: float = TIME_LIMIT)
             for line in demo.summary():
                 out(f"  {line}")
             if not demo.done():
-                out(f"the demo did not converge within {time_limit:.0f}s (logs: webhook.log in {tmp})")
+                out(f"the demo did not converge within {time_limit:.0f}s; the webhook's log ends with:")
+                out(log_tail(Path(tmp)))
                 return 1
             return 0
         finally:
