@@ -232,7 +232,17 @@ class Fleet:
         if inst.labels.get(STATE_LABEL) in ("done", "failed"):
             return True
         runner = snap.runners.get(inst.name) if snap.runners is not None else None
-        return snap.runners is not None and runner is None and inst.name in self.book.registered
+        if snap.runners is None or runner is not None or inst.name not in self.book.registered:
+            return False
+        job_id = self.book.running_on().get(inst.name)
+        if job_id is not None:
+            # We think it runs a job: a runner missing from one listing (pages shift as runners
+            # come and go) is not proof. Ask GitHub about that job; its answer is recorded.
+            record = self.book.jobs[job_id]
+            if record.repo:
+                self.job_still_waits(inst.group, record.repo, job_id)
+            return inst.name not in self.book.running_on()
+        return True
 
     def covered(self, group: str, snap: Snapshot) -> dict[int, str | None]:
         """Queued jobs that have a VM to run on: their own idle VM, else the oldest get the spare ones."""
