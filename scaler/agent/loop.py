@@ -39,6 +39,15 @@ class Held:
     since: float
 
 
+@dataclass(frozen=True)
+class Completion:
+    """A completed event of ours, waiting for its batch's one delete per group."""
+
+    event: JobEvent
+    group: str
+    runner: str
+
+
 class Agent:
     """One department's scaler. Safe to kill at any point; run several replicas if you like."""
 
@@ -96,6 +105,7 @@ class Agent:
             messages = []
         touched: set[str] = set()
         acks: list[str] = []
+        completions: list[Completion] = []
         for message in messages:
             try:
                 event = parse(message)
@@ -104,11 +114,13 @@ class Agent:
                 self.metrics.events.labels("unknown", "bad").inc()
                 acks.append(message.ack_id)
                 continue
-            if self._handle(event):
+            handled = self._handle(event, completions)
+            if handled:
                 acks.append(event.ack_id)
-            elif event.action == "queued":
+            elif handled is not None and event.action == "queued":
                 self.held[event.ack_id] = Held(event, self.clock())
                 touched.add(event.group)
+        acks += self._complete(completions)
         self._ack(acks)
         self._verify_stale()
         self._settle(touched)
@@ -153,8 +165,8 @@ class Agent:
 
     # ------------------------------------------------------------------ events
 
-    def _handle(self, event: JobEvent) -> bool:
-        """Act on one event; True when it can be acknowledged now."""
+    def _handle(self, event: JobEvent, completions: list[Completion]) -> bool | None:
+        """Act on one event; True when it can be acknowledged now, None when deferred to ``completions``."""
         now = self.clock()
         department = self.config.department
         known_group = event.group in self.fleet.group_names
@@ -173,11 +185,11 @@ class Agent:
             return True
         assert runner is not None
         group = naming.group_of(department, list(self.fleet.group_names), runner) or event.group
+        if event.action == "completed":
+            completions.append(Completion(event, group, runner))  # deleted together, one call per group
+            return None
         try:
-            if event.action == "in_progress":
-                self._in_progress(event, group, runner)
-            else:
-                self._completed(event, group, runner)
+            self._in_progress(event, group, runner)
         except BackendError as exc:
             if not exc.retryable:
                 log.info("VM already gone", extra={**event.log_fields(), "instance": runner})
@@ -209,17 +221,54 @@ class Agent:
             self.fleet.clear_jit(group, runner)  # best effort: reconcile clears it for online runners too
         log.info("job started", extra={**event.log_fields(), "instance": runner})
 
-    def _completed(self, event: JobEvent, group: str, runner: str) -> None:
-        last = self.fleet.current_runners()
-        present = last.get(runner) if last is not None else None
-        if self._name_reused(event, present):
-            log.info("late event for a VM name now used by a newer VM; not deleting it", extra=event.log_fields())
-            return
-        self.fleet.delete(group, [runner], "job completed")
-        runner_id = present.id if present is not None else event.runner_id
-        if runner_id is not None and (last is None or present is not None):
+    def _complete(self, completions: list[Completion]) -> list[str]:
+        """Delete the VMs of a batch's completed jobs, one call per group; the ack ids now done.
+
+        A burst of completions thus costs a few ``deleteInstances``, not one (and
+        an operation to wait for) per job. A failed delete hands its messages back.
+        """
+        acks: list[str] = []
+        last = self.fleet.current_runners() if completions else None
+        by_group: dict[str, list[Completion]] = {}
+        for done in completions:
+            present = last.get(done.runner) if last is not None else None
+            if self._name_reused(done.event, present):
+                log.info(
+                    "late event for a VM name now used by a newer VM; not deleting it", extra=done.event.log_fields()
+                )
+                acks.append(done.event.ack_id)
+            else:
+                by_group.setdefault(done.group, []).append(done)
+        for group, batch in by_group.items():
+            try:
+                self.fleet.delete(group, sorted({d.runner for d in batch}), "job completed")
+            except Exception as exc:
+                if isinstance(exc, BackendError) and not exc.retryable:
+                    log.warning("cannot delete VMs of completed jobs", extra={"group": group, "error": str(exc)[:200]})
+                    acks += [d.event.ack_id for d in batch]  # reconcile removes what is left
+                else:
+                    for done in batch:
+                        self._retry_soon(done.event, exc)
+                continue
+            for done in batch:
+                if self._deregister_after_completion(done, last):
+                    self.metrics.events.labels("completed", "ok").inc()
+                    log.info("job completed; VM deleted", extra={**done.event.log_fields(), "instance": done.runner})
+                    acks.append(done.event.ack_id)
+        return acks
+
+    def _deregister_after_completion(self, done: Completion, last: dict[str, Runner] | None) -> bool:
+        """An ephemeral runner deregisters itself; if it is still listed, remove it. False: retry later."""
+        present = last.get(done.runner) if last is not None else None
+        runner_id = present.id if present is not None else done.event.runner_id
+        if runner_id is None or (last is not None and present is None):
+            return True
+        try:
             self.fleet.call("github", "delete_runner", self.fleet.github.delete_runner, runner_id)
-        log.info("job completed; VM deleted", extra={**event.log_fields(), "instance": runner})
+        except Exception as exc:
+            self._retry_soon(done.event, exc)
+            return False
+        return True
 
     @staticmethod
     def _name_reused(event: JobEvent, present: Runner | None) -> bool:

@@ -198,3 +198,23 @@ def test_a_late_completed_for_a_reused_name_does_not_delete_the_new_vm() -> None
     world.bus.publish_event("eng", "linux", "completed", payload)
     world.step()
     assert [i.name for i in world.instances("linux")] == [warm], "the warm VM now under that name survives"
+
+
+def test_a_burst_of_completions_is_one_delete_call_per_group() -> None:
+    world = World()
+    world.configure(max_linux=10)
+    jobs = [world.queue() for _ in range(5)]
+    world.step()
+    world.advance(20)
+    world.step()
+    world.advance(1)  # runners start; GitHub hands out the jobs
+    world.step()
+    assert all(j.status == "in_progress" for j in jobs)
+    deletes: list[list[str]] = []
+    delete = world.backend.delete
+    world.backend.delete = lambda g, names: deletes.append(list(names)) or delete(g, names)  # type: ignore[method-assign]
+    for job in jobs:
+        world.finish(job)
+    world.step()
+    assert len(deletes) == 1 and len(deletes[0]) == 5
+    assert world.instances("linux") == [] and world.bus.pending() == 0
