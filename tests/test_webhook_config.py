@@ -199,3 +199,17 @@ def test_garo_webhook_serves_under_gunicorn(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_gunicorn_start_clears_only_prometheus_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Operators may point PROMETHEUS_MULTIPROC_DIR anywhere: only stale metric files go."""
+    import importlib
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    conf = importlib.import_module("scaler.webhook.gunicorn_conf")
+    (tmp_path / "counter_123.db").write_bytes(b"stale")
+    (tmp_path / "gauge_livesum_123.db").write_bytes(b"stale")
+    (tmp_path / "bus.db").write_bytes(b"keep me")
+    (tmp_path / "notes.txt").write_text("keep me")
+    conf.on_starting(None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bus.db", "notes.txt"]

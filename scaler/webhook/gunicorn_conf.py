@@ -10,8 +10,8 @@ earlier run would otherwise be summed in forever.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
 # Before anything imports prometheus_client: it picks per-process or shared
@@ -34,12 +34,17 @@ accesslog = None  # the app logs one JSON line per request, with delivery and jo
 errorlog = "-"
 control_socket_disable = True  # gunicorn >= 24 would otherwise write a socket under $HOME
 wsgi_app = "scaler.webhook:create_app()"
+# prometheus_client's multiprocess files are named <kind>_<pid>.db.
+PROMETHEUS_FILE_KINDS = frozenset({"counter", "gauge", "histogram", "summary"})
 
 
 def on_starting(server: Any) -> None:
-    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    shutil.rmtree(directory, ignore_errors=True)
-    os.makedirs(directory, exist_ok=True)
+    """Forget samples of an earlier run's workers; touch nothing but prometheus_client's own files."""
+    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        if stale.name.split("_", 1)[0] in PROMETHEUS_FILE_KINDS:
+            stale.unlink(missing_ok=True)
 
 
 def child_exit(server: Any, worker: Any) -> None:
