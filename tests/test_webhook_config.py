@@ -146,6 +146,22 @@ def test_settings_from_env(tmp_path: Path) -> None:
     assert "hunter2" not in message and "from-a-file" not in message
 
 
+@pytest.mark.parametrize(
+    ("bus", "complaint"),
+    [
+        ("sqlite://bus.db?timeout=abc", "timeout= must be a number"),
+        ("sqlite://bus.db?synchronous=sometimes", "synchronous= must be one of"),
+        ("sqlite://bus.db?fsync=1", "expected sqlite://<path>"),
+        ("sqlite://", "expected sqlite://<path>"),
+        ("pubsub://project-only", "expected pubsub://<project>/<topic>"),
+        ("pubsub://p/t?timeout=-1", "timeout= must not be negative"),
+    ],
+)
+def test_a_bad_bus_url_is_refused_before_any_worker_starts(tmp_path: Path, bus: str, complaint: str) -> None:
+    with pytest.raises(ConfigError, match=complaint):
+        settings_from_env(_env(tmp_path, GARO_WEBHOOK_SECRET="s", GARO_BUS=bus))
+
+
 def test_garo_webhook_refuses_a_bad_environment(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GARO_")}
     result = subprocess.run(

@@ -35,6 +35,7 @@ from pathlib import Path
 from scaler.bus.base import Publisher
 from scaler.config import ConfigError, Issue
 from scaler.routing import RoutingTable, load_routing_table
+from scaler.webhook.bus import parse_bus_url
 
 DEFAULT_BUS = "sqlite://garo-bus.db"
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -118,8 +119,10 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> WebhookSettings:
         except ConfigError as exc:
             issues.extend(Issue(f"GARO_ROUTES ({routes_path}) {i.path}", i.message) for i in exc.issues)
     bus_url = env.get("GARO_BUS") or DEFAULT_BUS
-    if not bus_url.startswith(("sqlite://", "pubsub://")):
-        issues.append(Issue("GARO_BUS", f"expected sqlite://<path> or pubsub://<project>/<topic>, got {bus_url!r}"))
+    try:
+        parse_bus_url(bus_url)
+    except ValueError as exc:
+        issues.append(Issue("GARO_BUS", str(exc)))
     max_body = _int(env, "GARO_WEBHOOK_MAX_BODY", DEFAULT_MAX_BODY, 1024, issues)
     dedup_size = _int(env, "GARO_WEBHOOK_DEDUP_SIZE", 10_000, 0, issues)
     log_level = (env.get("GARO_LOG_LEVEL") or "INFO").upper()
