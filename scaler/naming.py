@@ -26,7 +26,8 @@ MAX_NAME = 63
 _MAX_SUFFIX = 23
 _MAX_PREFIX = MAX_NAME - _MAX_SUFFIX
 _PART_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-_GCE_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+# What GCE (and so every backend) accepts as an instance name.
+INSTANCE_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def _check_part(kind: str, value: str) -> None:
@@ -71,7 +72,7 @@ def instance_name(department: str, group: str, job_id: int | str, generation: in
     name = f"{group_prefix(department, group)}{_job_digits(job_id)}"
     if generation:
         name += f"-r{generation}"
-    assert _GCE_RE.match(name) and len(name) <= MAX_NAME, name
+    assert INSTANCE_NAME_RE.match(name) and len(name) <= MAX_NAME, name
     return name
 
 

@@ -25,19 +25,17 @@ labels, then table order) wins, so the choice is deterministic.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from scaler.config import ConfigError, Issue, StackConfig
+from scaler.config.model import LABEL_RE, NAME_RE
 from scaler.config.reader import read_document
 
 # Same rule as department and group names in scaler.config: they become bus
 # attributes, cloud labels and parts of instance names.
-_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
-_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -114,7 +112,7 @@ def parse_routing_table(document: Any, source: str = "routing table") -> Routing
             if key not in ("name", "org", "groups"):
                 fail(f"{path}.{key}", "unknown key (allowed: groups, name, org)")
         name, org = dept.get("name"), dept.get("org")
-        if not isinstance(name, str) or not _NAME_RE.match(name):
+        if not isinstance(name, str) or not NAME_RE.match(name):
             fail(f"{path}.name", f"expected a lowercase name of at most 20 characters, got {name!r}")
             name = ""
         elif name in seen_departments:
@@ -150,10 +148,10 @@ def _parse_group(group: Any, path: str, department: str, org: str, fail: Any) ->
             fail(f"{path}.{key}", "unknown key (allowed: labels, name, repositories, runnerGroup)")
     name, labels, repos = group.get("name"), group.get("labels"), group.get("repositories", [])
     ok = True
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.match(name):
         fail(f"{path}.name", f"expected a lowercase name of at most 20 characters, got {name!r}")
         ok = False
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and _LABEL_RE.match(x) for x in labels):
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) and LABEL_RE.match(x) for x in labels):
         fail(f"{path}.labels", f"expected a non-empty list of runner labels, got {labels!r}")
         ok = False
     elif "self-hosted" not in {x.lower() for x in labels}:

@@ -19,21 +19,16 @@ from scaler import naming
 from scaler.agent.metrics import AgentMetrics
 from scaler.agent.policy import CapacityPlan, plan_capacity
 from scaler.agent.state import Book, JobRecord
-from scaler.backends.base import Backend, BackendError, Instance, InstanceState
+from scaler.backends.base import JIT_KEY, JOB_KEY, REPO_KEY, STATE_LABEL, Backend, BackendError, Instance, InstanceState
 from scaler.config import StackConfig
 from scaler.github.models import GitHubApi, JitConfig, Runner
 
 log = logging.getLogger("garo.agent")
 T = TypeVar("T")
 ACTIVE = frozenset({InstanceState.CREATING, InstanceState.RUNNING, InstanceState.RESUMING})
-JIT_KEY = "garo-jit-config"
 RUNNERS_MAX_AGE = 5.0  # seconds a runner listing serves event handling (it pages through the org)
 # Concurrent metadata writes during JIT delivery (each waits ~2 s for its zonal operation).
 METADATA_WRITERS = 16
-JOB_KEY = "garo-job"
-REPO_KEY = "garo-repo"
-# The boot agent reports its progress as this label; a VM past "waiting" has used its JIT config.
-STATE_LABEL = "garo-state"
 
 
 @dataclass

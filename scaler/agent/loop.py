@@ -20,11 +20,11 @@ from prometheus_client import CollectorRegistry
 
 from scaler import naming
 from scaler.agent.events import BadMessage, JobEvent, parse
-from scaler.agent.fleet import JOB_KEY, Fleet, api_error_kind
+from scaler.agent.fleet import Fleet, api_error_kind
 from scaler.agent.metrics import AgentMetrics
 from scaler.agent.reconcile import Plan, Reconciler
 from scaler.agent.state import Book
-from scaler.backends.base import Backend, BackendError
+from scaler.backends.base import JOB_KEY, Backend, BackendError
 from scaler.bus.base import BusUnavailable, Subscriber
 from scaler.config import StackConfig
 from scaler.github.models import GitHubApi, Runner

@@ -14,9 +14,9 @@ import logging
 from dataclasses import dataclass, field
 
 from scaler import naming
-from scaler.agent.fleet import REPO_KEY, STATE_LABEL, Fleet, Snapshot
+from scaler.agent.fleet import Fleet, Snapshot
 from scaler.agent.policy import desired_capacity
-from scaler.backends.base import Instance, InstanceState
+from scaler.backends.base import REPO_KEY, STATE_LABEL, Instance, InstanceState
 from scaler.github.models import Runner
 
 log = logging.getLogger("garo.agent")

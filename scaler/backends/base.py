@@ -14,6 +14,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+# Per-instance metadata the agent writes and the boot agent reads (the VM's side of the contract).
+JIT_KEY = "garo-jit-config"  # the single-use runner config: a secret, never listed back
+JOB_KEY = "garo-job"  # the job a VM was made for (or runs)
+REPO_KEY = "garo-repo"  # that job's repository, so an agent that restarted can ask GitHub about it
+STATE_LABEL = "garo-state"  # what the boot agent reports: waiting, running, done, failed
+SECRET_METADATA = frozenset({JIT_KEY})
+
 
 class InstanceState(StrEnum):
     CREATING = "creating"  # requested; may not exist yet

@@ -32,7 +32,6 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,16 +40,14 @@ from typing import Any
 
 import requests
 
-from scaler.backends.base import BackendError, CreateResult, Instance, InstanceState
+from scaler.backends.base import SECRET_METADATA, BackendError, CreateResult, Instance, InstanceState
 from scaler.backends.gcp_api import ComputeClient, ComputeHttpError, chunks, zone_of
 from scaler.config import StackConfig
+from scaler.naming import INSTANCE_NAME_RE
 
 Rows = list[dict[str, Any]]  # listManagedInstances entries
 Names = list[str]
 CREATED_AT_KEY = "garo-created-at"
-# Never listed back in Instance.metadata (the agent writes the JIT config with
-# instances.setMetadata after creation, so it is not in the per-instance config).
-SECRET_KEYS = frozenset({"garo-jit-config"})
 # Codes after which another MIG (other provisioning model or template) may succeed.
 FALLBACK_CODES = frozenset(
     {"ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", "QUOTA_EXCEEDED"}
@@ -58,7 +55,6 @@ FALLBACK_CODES = frozenset(
 # deleteInstances/resumeInstances/startInstances document "a maximum of 1000 instances per request";
 # createInstances states no limit, so it gets the same one.
 BATCH_LIMIT = 1000
-_NAME_RE = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 _STANDBY_STATUS = {"SUSPENDED": "resumeInstances", "TERMINATED": "startInstances", "STOPPED": "startInstances"}
 
 
@@ -143,7 +139,7 @@ class GcpBackend:
         where = self._group(group)
         wanted = list(dict.fromkeys(names))
         for name in wanted:
-            if not _NAME_RE.match(name):
+            if not INSTANCE_NAME_RE.match(name):
                 raise BackendError(f"invalid instance name {name!r} (RFC 1035, at most 63 characters)", retryable=False)
         existing = {
             row["name"] for row in self._rows(where) if row.get("currentAction") not in ("DELETING", "ABANDONING")
@@ -343,7 +339,7 @@ class GcpBackend:
             created_at=created_at,
             labels={},
             zone=zone_of(row.get("instance", "")),
-            metadata={k: str(v) for k, v in preserved.items() if k != CREATED_AT_KEY and k not in SECRET_KEYS},
+            metadata={k: str(v) for k, v in preserved.items() if k != CREATED_AT_KEY and k not in SECRET_METADATA},
         )
 
 

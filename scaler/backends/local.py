@@ -18,7 +18,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import secrets
 import threading
 import time
@@ -26,13 +25,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scaler.backends.base import BackendError, CreateResult, Instance, InstanceState
+from scaler.backends.base import SECRET_METADATA, BackendError, CreateResult, Instance, InstanceState
+from scaler.naming import INSTANCE_NAME_RE
 
 DEFAULT_STATE_DIR = Path(".garo/fleet")
 CAPACITY_ERROR = "ZONE_RESOURCE_POOL_EXHAUSTED"
-_NAME_RE = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
-# Metadata a VM may read but a listing never shows (see Instance.metadata).
-SECRET_METADATA = frozenset({"garo-jit-config"})
 _BOOTING = {InstanceState.CREATING.value, InstanceState.RESUMING.value}
 
 Fleet = dict[str, dict[str, dict[str, Any]]]  # group -> name -> record
@@ -213,5 +210,5 @@ class LocalBackend:
 def _check_names(names: Sequence[str]) -> None:
     """Refuse names GCE would refuse, so the demo catches naming bugs the cloud would."""
     for name in names:
-        if not _NAME_RE.match(name):
+        if not INSTANCE_NAME_RE.match(name):
             raise BackendError(f"invalid instance name {name!r} (RFC 1035, at most 63 characters)", retryable=False)

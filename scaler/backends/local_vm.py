@@ -17,13 +17,11 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from scaler.backends.base import InstanceState
+from scaler.backends.base import JIT_KEY, STATE_LABEL, InstanceState
 from scaler.backends.local import DEFAULT_STATE_DIR, LocalBackend
 
 log = logging.getLogger(__name__)
 
-JIT_KEY = "garo-jit-config"
-STATE_LABEL = "garo-state"
 # Called once per VM when its runner "starts": (group, instance name, metadata).
 OnBoot = Callable[[str, str, dict[str, str]], None]
 

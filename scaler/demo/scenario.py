@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from scaler import naming
 from scaler.agent import Agent
+from scaler.backends.base import JIT_KEY
 from scaler.backends.local import LocalBackend
 from scaler.backends.local_vm import SimulatedVms
 from scaler.bus.sqlite import SqliteBus
@@ -83,7 +84,7 @@ class Demo:
         self.say(f"→ webhook  {action:<11} job {job['id']}{where}: {status} {answer.get('status')} {routed}")
 
     def _boot(self, name: str, metadata: dict[str, str]) -> None:
-        if self.github.boot(metadata["garo-jit-config"]):
+        if self.github.boot(metadata[JIT_KEY]):
             self.say(f"  VM {name} booted; its runner registered with its single-use JIT config")
 
     def replay_examples(self) -> None:
