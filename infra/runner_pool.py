@@ -12,16 +12,11 @@ A spot group with ``fallbackOnDemand`` gets a second, on-demand MIG
 
 from __future__ import annotations
 
-import json
-
 import pulumi
 import pulumi_gcp as gcp
 
 from infra.stack import name_for
 from scaler.config import RunnerGroup, StackConfig
-
-# What the boot agent and the scaler read from each runner's metadata.
-BOOT_METADATA_KEYS = ("garo-department", "garo-group", "garo-labels", "garo-time-to-start", "garo-time-to-live")
 
 
 def image_path(project: str | None, family: str) -> str:
@@ -166,8 +161,3 @@ class RunnerPool(pulumi.ComponentResource):
             "fallbackMig": self.fallback_mig.name if self.fallback_mig else None,
             "zones": zones_of(self._config.region, g),
         }
-
-
-def pools_json(pools: list[RunnerPool]) -> pulumi.Output[str]:
-    """The MIG names per group, for the scaler's metadata."""
-    return pulumi.Output.from_input([p.describe() for p in pools]).apply(lambda v: json.dumps(v, sort_keys=True))

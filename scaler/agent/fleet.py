@@ -130,15 +130,7 @@ class Fleet:
         self.last_runners = {r.name: r for r in runners if naming.is_ours(self.department, r.name)}
         self._runners_at = now
         self.book.registered.update(self.last_runners)
-        self._publish_budget()
         return self.last_runners
-
-    def _publish_budget(self) -> None:
-        # GitHubClient exposes its JIT token bucket; other GitHubApi implementations may not.
-        budget = getattr(getattr(self.github, "jit_budget", None), "remaining", None)
-        value = budget() if callable(budget) else None
-        if isinstance(value, int | float):
-            self.metrics.github_budget.set(value)
 
     # ------------------------------------------------------------------ views
 
@@ -381,7 +373,6 @@ class Fleet:
             self.book.delivered[name] = self.clock()
             done += 1
         generated.clear()  # drop the secrets as soon as they are written
-        self._publish_budget()
         return done
 
     def _ready_for_jit(self, limit: int) -> list[tuple[str, str]]:

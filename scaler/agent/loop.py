@@ -36,7 +36,6 @@ RETRY_SOON = 10  # seconds before a message whose action failed comes back
 @dataclass
 class Held:
     event: JobEvent
-    since: float
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ class Agent:
             if handled:
                 acks.append(event.ack_id)
             elif handled is not None and event.action == "queued":
-                self.held[event.ack_id] = Held(event, self.clock())
+                self.held[event.ack_id] = Held(event)
                 touched.add(event.group)
         acks += self._complete(completions)
         self._ack(acks)

@@ -31,9 +31,8 @@ class AgentMetrics:
         self.api_errors = Counter(
             "garo_api_errors_total", "Failed API calls by kind", ["api", "call", "kind"], registry=r
         )
-        self.github_budget = Gauge(
-            "garo_github_budget_remaining", "GitHub API budget left (points), as the client reports it", registry=r
-        )
+        # The GitHub budget (garo_github_jit_budget_remaining, garo_github_ratelimit_remaining) is
+        # exported by the GitHub client into the same registry.
         self.events = Counter("garo_events_total", "Bus messages handled", ["action", "outcome"], registry=r)
         self.actions = Counter("garo_actions_total", "Fleet changes made", ["group", "action"], registry=r)
         self.reconcile_passes = Counter("garo_reconcile_passes_total", "Reconcile passes run", registry=r)

@@ -10,7 +10,6 @@ unacknowledged messages are redelivered and marks need two fresh observations.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 # A job's status only moves forward, so a reordered or duplicated event can
@@ -118,6 +117,3 @@ class Book:
         for key in list(self.marks):
             if key not in keys:
                 del self.marks[key]
-
-    def __iter__(self) -> Iterator[JobRecord]:
-        return iter(self.jobs.values())
