@@ -33,7 +33,10 @@ METADATA_WRITERS = 16
 
 @dataclass
 class Snapshot:
-    """Runners (ours, by name; None if GitHub could not be read) and instances per group."""
+    """Runners (ours, by name; None if GitHub could not be read) and instances per group.
+
+    A group whose VMs could not be listed is missing from ``instances``: act on it next time.
+    """
 
     runners: dict[str, Runner] | None
     instances: dict[str, dict[str, Instance]] = field(default_factory=dict)
@@ -113,7 +116,13 @@ class Fleet:
         """Read runners once and instances of the given groups (all by default)."""
         snap = Snapshot(self.current_runners(max_age=0.0))
         for group in groups if groups is not None else self.group_names:
-            snap.instances[group] = {i.name: i for i in self.call("compute", "list", self.backend.list, group)}
+            try:
+                snap.instances[group] = {i.name: i for i in self.call("compute", "list", self.backend.list, group)}
+            except Exception as exc:  # one broken group (a misnamed MIG, ...) must not stop the others
+                log.warning(
+                    "cannot list the group's VMs; skipping it this time",
+                    extra={"group": group, "error": api_error_kind(exc)},
+                )
         return snap
 
     def current_runners(self, max_age: float = RUNNERS_MAX_AGE) -> dict[str, Runner] | None:

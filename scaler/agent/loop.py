@@ -300,20 +300,21 @@ class Agent:
                 groups.add(held.event.group)
         snap = None
         if groups:
-            try:
-                snap = self.fleet.snapshot(tuple(sorted(groups)))
-                for group in sorted(groups):
-                    self._checked[group] = now
+            snap = self.fleet.snapshot(tuple(sorted(groups)))
+            for group in sorted(groups & set(snap.instances)):
+                self._checked[group] = now
+                try:
                     self.fleet.ensure_capacity(group, snap)
-            except Exception as exc:
-                log.warning("cannot add capacity now; will retry", extra={"error": api_error_kind(exc)})
-                snap = None
+                except Exception as exc:
+                    log.warning(
+                        "cannot add capacity now; will retry", extra={"group": group, "error": api_error_kind(exc)}
+                    )
         if self.fleet.pending_jit:
             self.fleet.deliver_jit(self.jit_per_iteration)
         if snap is None:
             return
         pending_groups = set(self.fleet.pending_jit.values())
-        covered = {group: self.fleet.covered(group, snap) for group in groups}
+        covered = {group: self.fleet.covered(group, snap) for group in groups & set(snap.instances)}
         acks = []
         for ack_id, held in list(self.held.items()):
             event = held.event

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 
 from scaler import naming
-from scaler.agent.fleet import Fleet, Snapshot
+from scaler.agent.fleet import Fleet, Snapshot, api_error_kind
 from scaler.agent.policy import desired_capacity
 from scaler.backends.base import REPO_KEY, STATE_LABEL, Instance, InstanceState
 from scaler.github.models import Runner
@@ -63,7 +63,11 @@ class Reconciler:
         snap = fleet.snapshot()
         now = fleet.clock()
         for group in fleet.group_names:
-            self._group(group, snap, plan, seen, now, dry_run)
+            if group in snap.instances:
+                try:
+                    self._group(group, snap, plan, seen, now, dry_run)
+                except Exception as exc:
+                    log.warning("reconcile of a group failed", extra={"group": group, "error": api_error_kind(exc)})
         if snap.runners is not None:
             self._orphan_runners(snap, plan, seen, dry_run)
         if not dry_run:
@@ -71,7 +75,13 @@ class Reconciler:
             book.prune(now)
             fleet.metrics.reconcile_passes.inc()
         for group in fleet.group_names:
-            cap, added = fleet.ensure_capacity(group, snap, dry_run=dry_run)
+            if group not in snap.instances:
+                continue
+            try:
+                cap, added = fleet.ensure_capacity(group, snap, dry_run=dry_run)
+            except Exception as exc:
+                log.warning("cannot add capacity to a group now", extra={"group": group, "error": api_error_kind(exc)})
+                continue
             plan.desired[group] = cap.desired
             if dry_run and cap.missing:
                 for kind, count in (("resume", cap.resume), ("create", cap.create)):
@@ -192,7 +202,12 @@ class Reconciler:
         """Runners of ours whose VM is gone: deregister (GitHub refuses if busy)."""
         names = {name for insts in snap.instances.values() for name in insts}
         assert snap.runners is not None
-        orphans: list[Runner] = [r for r in snap.runners.values() if r.name not in names and not r.busy]
+        listed = list(snap.instances)  # a group we could not list would make all its runners look orphaned
+        orphans: list[Runner] = [
+            r
+            for r in snap.runners.values()
+            if r.name not in names and not r.busy and naming.group_of(self.fleet.department, listed, r.name)
+        ]
         for runner in orphans:
             group = naming.group_of(self.fleet.department, list(self.fleet.group_names), runner.name) or ""
             if not self._candidate(f"runner:{runner.name}", seen, dry_run):

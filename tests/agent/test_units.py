@@ -218,3 +218,38 @@ def test_a_burst_of_completions_is_one_delete_call_per_group() -> None:
     world.step()
     assert len(deletes) == 1 and len(deletes[0]) == 5
     assert world.instances("linux") == [] and world.bus.pending() == 0
+
+
+def test_a_group_that_cannot_be_listed_does_not_stop_the_others() -> None:
+    from scaler.backends.base import BackendError
+
+    world = World()
+    gpu_job = world.queue("gpu")
+    world.step()
+    world.advance(20)
+    world.step()  # the gpu VM exists and its runner is registered
+    gpu_runners = {r.name for r in world.github.runners.values()}
+    assert gpu_runners
+    listing = world.backend.list
+
+    class GpuUnlisted:
+        """The agent's view of the cloud: the gpu group's MIG cannot be read (the fleet itself runs on)."""
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(world.backend, name)
+
+        def list(self, group: str):  # type: ignore[no-untyped-def]
+            if group == "gpu":
+                raise BackendError("404 instanceGroupManagers/garo-eng-gpu not found", retryable=False)
+            return listing(group)
+
+    world.agents[0].fleet.backend = GpuUnlisted()  # type: ignore[assignment]
+    job = world.queue("linux")
+    for _ in range(3):
+        world.advance(5)
+        world.step()
+    assert [i.name for i in listing("linux")] == [naming.instance_name("eng", "linux", job.id)]
+    plan = world.agents[0].reconcile()  # reconcile goes on for the groups it can see
+    assert "linux" in plan.desired and "gpu" not in plan.desired
+    assert gpu_runners <= {r.name for r in world.github.runners.values()}, "a group we cannot see is not orphaned"
+    assert gpu_job.status in ("queued", "in_progress")
