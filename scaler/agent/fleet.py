@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -369,7 +369,8 @@ class Fleet:
                 break  # budget, secondary rate limit or 5xx: keep everything pending, do not drop
             generated.append((name, group, jit))
         done = 0
-        for (name, _group, jit), failure in zip(generated, self._write_configs(generated), strict=True):
+        writes = [(group, name, {JIT_KEY: jit.encoded}) for name, group, jit in generated]
+        for (name, _group, jit), failure in zip(generated, self.write_metadata(writes), strict=True):
             if failure is not None:
                 log.warning(
                     "cannot deliver JIT config; revoking it", extra={"instance": name, "error": api_error_kind(failure)}
@@ -382,6 +383,7 @@ class Fleet:
             self.book.delivered[name] = self.clock()
             done += 1
         generated.clear()  # drop the secrets as soon as they are written
+        writes.clear()
         return done
 
     def _ready_for_jit(self, limit: int) -> list[tuple[str, str]]:
@@ -414,44 +416,42 @@ class Fleet:
         remaining = getattr(getattr(self.github, "jit_budget", None), "remaining", None)
         return remaining is None or remaining() > 0
 
-    def _write_configs(self, generated: list[tuple[str, str, JitConfig]]) -> list[Exception | None]:
-        """Write each config to its VM's metadata, up to METADATA_WRITERS at once; the error per VM."""
+    def write_metadata(self, writes: Sequence[tuple[str, str, Mapping[str, str]]]) -> list[Exception | None]:
+        """Write (group, name, items) to VMs' metadata, up to METADATA_WRITERS at once; the error of each.
 
-        def write(item: tuple[str, str, JitConfig]) -> Exception | None:
-            name, group, jit = item
+        Each write waits for its own zonal operation (~2 s on GCE): one after the
+        other, a burst of them would block the agent past its messages' leases.
+        """
+
+        def write(item: tuple[str, str, Mapping[str, str]]) -> Exception | None:
+            group, name, items = item
             try:
-                self.call("compute", "set_metadata", self.backend.set_metadata, group, name, {JIT_KEY: jit.encoded})
+                self.call("compute", "set_metadata", self.backend.set_metadata, group, name, items)
             except Exception as exc:
                 return exc
             return None
 
-        if len(generated) <= 1:
-            return [write(item) for item in generated]
-        with ThreadPoolExecutor(min(METADATA_WRITERS, len(generated)), thread_name_prefix="garo-jit") as pool:
-            return list(pool.map(write, generated))
+        if len(writes) <= 1:
+            return [write(item) for item in writes]
+        with ThreadPoolExecutor(min(METADATA_WRITERS, len(writes)), thread_name_prefix="garo-metadata") as pool:
+            return list(pool.map(write, writes))
 
-    def clear_jit(self, group: str, name: str, extra: dict[str, str] | None = None) -> bool:
-        """Take the used JIT config out of a VM's metadata; False if that failed (retried later).
+    def clear_jits(self, clears: Sequence[tuple[str, str, Mapping[str, str]]]) -> list[Exception | None]:
+        """Take used JIT configs out of VMs' metadata (with extra items); the error of each, None if done.
 
         The boot agent on GCE cannot delete its own instance metadata, so the
         config would stay readable on the VM (and to anyone who may read the
         instance) for the VM's whole life. Once its runner is running the config
         is spent: GitHub refuses a second registration with it, so removing it is
-        defence in depth, called on ``in_progress`` and for online runners.
+        defence in depth, done on ``in_progress`` and for online runners.
         """
-        try:
-            self.call("compute", "set_metadata", self.backend.set_metadata, group, name, {JIT_KEY: "", **(extra or {})})
-        except BackendError as exc:
-            if exc.retryable:
+        results = self.write_metadata([(group, name, {JIT_KEY: "", **extra}) for group, name, extra in clears])
+        for (_group, name, _extra), exc in zip(clears, results, strict=True):
+            if exc is None or (isinstance(exc, BackendError) and not exc.retryable):  # done, or the VM is gone
+                self.book.jit_cleared.add(name)
+            if exc is not None:
                 log.warning("cannot clear JIT config yet", extra={"instance": name, "error": api_error_kind(exc)})
-                return False
-            if extra:
-                raise
-        except Exception as exc:
-            log.warning("cannot clear JIT config yet", extra={"instance": name, "error": api_error_kind(exc)})
-            return False
-        self.book.jit_cleared.add(name)
-        return True
+        return results
 
     # ------------------------------------------------------------------ removal
 

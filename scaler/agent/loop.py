@@ -39,8 +39,8 @@ class Held:
 
 
 @dataclass(frozen=True)
-class Completion:
-    """A completed event of ours, waiting for its batch's one delete per group."""
+class VmEvent:
+    """An in_progress or completed event of ours, acted on with the rest of its batch."""
 
     event: JobEvent
     group: str
@@ -104,7 +104,8 @@ class Agent:
             messages = []
         touched: set[str] = set()
         acks: list[str] = []
-        completions: list[Completion] = []
+        completions: list[VmEvent] = []
+        starts: list[VmEvent] = []
         for message in messages:
             try:
                 event = parse(message)
@@ -113,12 +114,13 @@ class Agent:
                 self.metrics.events.labels("unknown", "bad").inc()
                 acks.append(message.ack_id)
                 continue
-            handled = self._handle(event, completions)
+            handled = self._handle(event, starts, completions)
             if handled:
                 acks.append(event.ack_id)
             elif handled is not None and event.action == "queued":
                 self.held[event.ack_id] = Held(event)
                 touched.add(event.group)
+        acks += self._start(starts)
         acks += self._complete(completions)
         self._ack(acks)
         self._verify_stale()
@@ -164,8 +166,8 @@ class Agent:
 
     # ------------------------------------------------------------------ events
 
-    def _handle(self, event: JobEvent, completions: list[Completion]) -> bool | None:
-        """Act on one event; True when it can be acknowledged now, None when deferred to ``completions``."""
+    def _handle(self, event: JobEvent, starts: list[VmEvent], completions: list[VmEvent]) -> bool | None:
+        """Act on one event; True when it can be acknowledged now, None when deferred to a batch."""
         now = self.clock()
         department = self.config.department
         known_group = event.group in self.fleet.group_names
@@ -184,43 +186,51 @@ class Agent:
             return True
         assert runner is not None
         group = naming.group_of(department, list(self.fleet.group_names), runner) or event.group
-        if event.action == "completed":
-            completions.append(Completion(event, group, runner))  # deleted together, one call per group
-            return None
-        try:
-            self._in_progress(event, group, runner)
-        except BackendError as exc:
-            if not exc.retryable:
-                log.info("VM already gone", extra={**event.log_fields(), "instance": runner})
-                return True
-            self._retry_soon(event, exc)
-            return False
-        except Exception as exc:
-            self._retry_soon(event, exc)
-            return False
-        self.metrics.events.labels(event.action, "ok").inc()
-        return True
+        # in_progress and completed act on VMs: batched below, so a burst is a few cloud calls.
+        (starts if event.action == "in_progress" else completions).append(VmEvent(event, group, runner))
+        return None
 
-    def _in_progress(self, event: JobEvent, group: str, runner: str) -> None:
-        if event.created_at and event.started_at and event.started_at >= event.created_at:
-            self.metrics.pickup.labels(group).observe(event.started_at - event.created_at)
-        made_for = naming.job_of(self.config.department, group, runner)
-        if made_for is not None and made_for != event.job_id:
-            # GitHub gave the VM made for job Y to job X: Y lost its capacity and
-            # needs another VM (unless it started elsewhere meanwhile).
-            victim = self.book.jobs.get(made_for)
-            if victim is None:
-                self.book.observe_job(made_for, group, "", "queued", self.clock())
+    def _start(self, starts: list[VmEvent]) -> list[str]:
+        """Record which VM runs which job; take the spent JIT configs away, concurrently. The ack ids done.
+
+        If GitHub gave the VM made for job Y to job X, Y lost its capacity and
+        needs another VM, and the VM is labelled with the job it really runs: that
+        write must succeed (else the message comes back); clearing a config alone
+        is best effort (reconcile clears it for online runners too).
+        """
+        clears: list[tuple[VmEvent, bool]] = []
+        acks: list[str] = []
+        for start in starts:
+            event, group, runner = start.event, start.group, start.runner
+            if event.created_at and event.started_at and event.started_at >= event.created_at:
+                self.metrics.pickup.labels(group).observe(event.started_at - event.created_at)
+            made_for = naming.job_of(self.config.department, group, runner)
+            if made_for is not None and made_for != event.job_id:
+                victim = self.book.jobs.get(made_for)
+                if victim is None:
+                    self.book.observe_job(made_for, group, "", "queued", self.clock())
+                else:
+                    self.book.requeue(made_for, self.clock())
+                clears.append((start, True))
+            elif runner not in self.book.jit_cleared:
+                clears.append((start, False))
             else:
-                self.book.requeue(made_for, self.clock())
-            # Label the VM with the job it really runs (and take its used JIT config away in the same call).
-            if not self.fleet.clear_jit(group, runner, {JOB_KEY: str(event.job_id)}):
-                raise BackendError(f"cannot label {runner} with its job yet", retryable=True)
-        elif runner not in self.book.jit_cleared:
-            self.fleet.clear_jit(group, runner)  # best effort: reconcile clears it for online runners too
-        log.info("job started", extra={**event.log_fields(), "instance": runner})
+                acks.append(event.ack_id)
+        results = self.fleet.clear_jits(
+            [(s.group, s.runner, {JOB_KEY: str(s.event.job_id)} if stolen else {}) for s, stolen in clears]
+        )
+        for (start, stolen), exc in zip(clears, results, strict=True):
+            if stolen and exc is not None and not (isinstance(exc, BackendError) and not exc.retryable):
+                self._retry_soon(start.event, exc)  # the label must land; a VM that is gone needs none
+                continue
+            acks.append(start.event.ack_id)
+        for start in starts:
+            if start.event.ack_id in acks:
+                self.metrics.events.labels("in_progress", "ok").inc()
+                log.info("job started", extra={**start.event.log_fields(), "instance": start.runner})
+        return acks
 
-    def _complete(self, completions: list[Completion]) -> list[str]:
+    def _complete(self, completions: list[VmEvent]) -> list[str]:
         """Delete the VMs of a batch's completed jobs, one call per group; the ack ids now done.
 
         A burst of completions thus costs a few ``deleteInstances``, not one (and
@@ -228,7 +238,7 @@ class Agent:
         """
         acks: list[str] = []
         last = self.fleet.current_runners() if completions else None
-        by_group: dict[str, list[Completion]] = {}
+        by_group: dict[str, list[VmEvent]] = {}
         for done in completions:
             present = last.get(done.runner) if last is not None else None
             if self._name_reused(done.event, present):
@@ -256,7 +266,7 @@ class Agent:
                     acks.append(done.event.ack_id)
         return acks
 
-    def _deregister_after_completion(self, done: Completion, last: dict[str, Runner] | None) -> bool:
+    def _deregister_after_completion(self, done: VmEvent, last: dict[str, Runner] | None) -> bool:
         """An ephemeral runner deregisters itself; if it is still listed, remove it. False: retry later."""
         present = last.get(done.runner) if last is not None else None
         runner_id = present.id if present is not None else done.event.runner_id

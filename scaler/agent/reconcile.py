@@ -151,10 +151,10 @@ class Reconciler:
         for inst in [i for i in idle if i.name not in own_names][: max(0, surplus)]:
             removals.append((inst, "idle beyond the warm pool", False))
         going = {inst.name for inst, _, _ in removals}
-        for name in [n for n in clear if n not in going][:CLEAR_PER_PASS]:
-            plan.actions.append(Action("clear-jit", group, name, "runner online; its JIT config is spent"))
-            if not dry_run:
-                fleet.clear_jit(group, name)
+        spent = [n for n in clear if n not in going][:CLEAR_PER_PASS]
+        plan.actions += [Action("clear-jit", group, n, "runner online; its JIT config is spent") for n in spent]
+        if spent and not dry_run:
+            fleet.clear_jits([(group, name, {}) for name in spent])
         to_delete: list[str] = []
         for inst, reason, replace in removals:
             if not self._candidate(f"vm:{group}:{inst.name}", seen, dry_run):
