@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from scaler.config import ConfigError, Issue, StackConfig
-from scaler.config.model import LABEL_RE, NAME_RE
+from scaler.config.model import LABEL_RE, NAME_RE, labels_collide
 from scaler.config.reader import read_document
 
 # Same rule as department and group names in scaler.config: they become bus
@@ -178,15 +178,15 @@ def _parse_group(group: Any, path: str, department: str, org: str, fail: Any) ->
 
 
 def _check_ambiguity(routes: Sequence[Route], fail: Any) -> None:
-    """Two groups open to the same repositories with identical labels can never be told apart."""
+    """Two groups open to the same repositories whose labels collide (see labels_collide) cannot be told apart."""
     for i, a in enumerate(routes):
         for b in routes[i + 1 :]:
             shared_repos = not a.repositories or not b.repositories or bool(a.repositories & b.repositories)
-            if a.org == b.org and shared_repos and a.labels == b.labels:
+            if a.org == b.org and shared_repos and labels_collide(a.labels, b.labels):
                 fail(
                     "departments",
-                    f"{a.department}/{a.group} and {b.department}/{b.group} have the same labels "
-                    f"{sorted(a.labels)} for the same repositories: jobs cannot be routed between them",
+                    f"{a.department}/{a.group} {sorted(a.labels)} and {b.department}/{b.group} {sorted(b.labels)} "
+                    "collide for the same repositories: GitHub could run one's jobs on the other's runners",
                 )
 
 

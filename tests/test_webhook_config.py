@@ -52,12 +52,36 @@ def test_closest_fit_wins() -> None:
         {
             "version": 1,
             "departments": [
-                {"name": "a", "org": "o", "groups": [{"name": "big", "labels": ["self-hosted", "linux", "gpu", "x"]}]},
-                {"name": "b", "org": "o", "groups": [{"name": "small", "labels": ["self-hosted", "linux", "gpu"]}]},
+                # Neither label set contains the other (else the table is refused: see below),
+                # but a job asking only for `gpu` fits both: the group with fewer labels takes it.
+                {
+                    "name": "a",
+                    "org": "o",
+                    "groups": [{"name": "big", "labels": ["self-hosted", "linux", "gpu", "x", "y"]}],
+                },
+                {
+                    "name": "b",
+                    "org": "o",
+                    "groups": [{"name": "small", "labels": ["self-hosted", "linux", "gpu", "z"]}],
+                },
             ],
         }
     )
     assert table.match("o", "o/r", ["self-hosted", "gpu"]).route.group == "small"  # type: ignore[union-attr]
+
+
+def test_groups_whose_labels_contain_one_another_are_refused() -> None:
+    """A job for `[gpu]` could run on `[gpu, x]`'s runners: another department's VM."""
+    with pytest.raises(ConfigError, match="a/big .* and b/small .* collide"):
+        parse_routing_table(
+            {
+                "version": 1,
+                "departments": [
+                    {"name": "a", "org": "o", "groups": [{"name": "big", "labels": ["self-hosted", "gpu", "x"]}]},
+                    {"name": "b", "org": "o", "groups": [{"name": "small", "labels": ["self-hosted", "gpu"]}]},
+                ],
+            }
+        )
 
 
 def test_routing_table_errors_name_key_paths(tmp_path: Path) -> None:

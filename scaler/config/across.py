@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from scaler.config.model import Issue, StackConfig
+from scaler.config.model import Issue, StackConfig, labels_collide
 
 
 def check_across_departments(configs: Sequence[StackConfig]) -> list[Issue]:
@@ -48,7 +48,7 @@ def check_across_departments(configs: Sequence[StackConfig]) -> list[Issue]:
                 )
             for ga in a.groups:
                 for gb in b.groups:
-                    if ga.custom_labels <= gb.custom_labels or gb.custom_labels <= ga.custom_labels:
+                    if labels_collide(ga.labels, gb.labels):
                         issues.append(
                             Issue(
                                 "garo:groups.labels",

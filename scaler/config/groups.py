@@ -15,6 +15,7 @@ from scaler.config.model import (
     RunnerGroup,
     StandbyPool,
     WarmPool,
+    labels_collide,
 )
 from scaler.config.reader import Reader
 
@@ -131,7 +132,7 @@ def check_label_collisions(r: Reader, groups: Sequence[RunnerGroup]) -> None:
         for j, b in enumerate(groups):
             if j <= i or not a.name or not b.name:
                 continue
-            if a.custom_labels <= b.custom_labels or b.custom_labels <= a.custom_labels:
+            if labels_collide(a.labels, b.labels):
                 r.fail(
                     f"garo:groups[{j}].labels",
                     f"labels of group {b.name!r} {sorted(b.custom_labels)} collide with group {a.name!r} "

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,6 +36,19 @@ SCHEDULE_RE = re.compile(
 )
 # Labels GitHub gives every self-hosted runner; they do not distinguish groups.
 GENERIC_RUNNER_LABELS = frozenset({"self-hosted", "linux", "x64", "arm64", "windows", "macos"})
+
+
+def labels_collide(a: Iterable[str], b: Iterable[str]) -> bool:
+    """Could GitHub hand a job meant for one label set to runners of the other?
+
+    GitHub gives a job to any runner whose labels include all the job asks for.
+    If one group's distinguishing labels are a subset of another's, jobs for the
+    smaller set can run on the larger group's runners (another department's VM,
+    even). Generic labels (self-hosted, linux, x64, ...) distinguish nothing.
+    """
+    custom_a = {label.lower() for label in a} - GENERIC_RUNNER_LABELS
+    custom_b = {label.lower() for label in b} - GENERIC_RUNNER_LABELS
+    return custom_a <= custom_b or custom_b <= custom_a
 
 
 @dataclass(frozen=True)
