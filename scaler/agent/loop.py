@@ -200,6 +200,12 @@ class Agent:
         """
         clears: list[tuple[VmEvent, bool]] = []
         acks: list[str] = []
+
+        def started(start: VmEvent) -> None:
+            acks.append(start.event.ack_id)
+            self.metrics.events.labels("in_progress", "ok").inc()
+            log.info("job started", extra={**start.event.log_fields(), "instance": start.runner})
+
         for start in starts:
             event, group, runner = start.event, start.group, start.runner
             if event.created_at and event.started_at and event.started_at >= event.created_at:
@@ -215,19 +221,16 @@ class Agent:
             elif runner not in self.book.jit_cleared:
                 clears.append((start, False))
             else:
-                acks.append(event.ack_id)
+                started(start)
         results = self.fleet.clear_jits(
             [(s.group, s.runner, {JOB_KEY: str(s.event.job_id)} if stolen else {}) for s, stolen in clears]
         )
         for (start, stolen), exc in zip(clears, results, strict=True):
-            if stolen and exc is not None and not (isinstance(exc, BackendError) and not exc.retryable):
+            vm_gone = isinstance(exc, BackendError) and not exc.retryable
+            if stolen and exc is not None and not vm_gone:
                 self._retry_soon(start.event, exc)  # the label must land; a VM that is gone needs none
-                continue
-            acks.append(start.event.ack_id)
-        for start in starts:
-            if start.event.ack_id in acks:
-                self.metrics.events.labels("in_progress", "ok").inc()
-                log.info("job started", extra={**start.event.log_fields(), "instance": start.runner})
+            else:
+                started(start)
         return acks
 
     def _complete(self, completions: list[VmEvent]) -> list[str]:
