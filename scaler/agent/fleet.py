@@ -315,7 +315,11 @@ class Fleet:
             if result.failed:
                 log.warning(
                     "cloud refused some creates; will retry",
-                    extra={"group": group, "count": len(result.failed), "reason": sorted(set(result.failed.values()))},
+                    extra={
+                        "group": group,
+                        "count": len(result.failed),
+                        "reason": sorted({str(f.reason) for f in result.failed.values()}),
+                    },
                 )
             log.info("capacity requested", extra={"group": group, "count": len(added), "names": added[:20]})
         for name in added:

@@ -46,22 +46,63 @@ class Instance:
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
+class Failure(StrEnum):
+    """Why a cloud refused, in words the agent acts on.
+
+    Each backend maps its own codes onto these (GCE's ``ZONE_RESOURCE_POOL_EXHAUSTED``
+    and EC2's ``InsufficientInstanceCapacity`` are both ``CAPACITY``), so the
+    agent and the contract suite never see a cloud's vocabulary.
+    """
+
+    CAPACITY = "capacity"  # no machines of this shape here now: another pool, zone or type may have some
+    QUOTA = "quota"  # the project's or account's limit: another pool may fit; an operator must raise it
+    THROTTLED = "throttled"  # the API's rate limit: back off, then retry
+    UNAVAILABLE = "unavailable"  # a server error or timeout: retry
+    CONFLICT = "conflict"  # changed under us (a fingerprint, a concurrent writer): read again and retry
+    NOT_FOUND = "not-found"  # the group or instance does not exist (or not yet)
+    INVALID = "invalid-request"  # the request itself is wrong: retrying cannot help
+    UNKNOWN = "unknown"
+
+
+# Reasons after which the same request may succeed later.
+RETRYABLE = frozenset({Failure.CAPACITY, Failure.QUOTA, Failure.THROTTLED, Failure.UNAVAILABLE, Failure.CONFLICT})
+# Reasons after which another group (a fallback pool: other zones, types or provisioning model) may succeed.
+FALLBACK = frozenset({Failure.CAPACITY, Failure.QUOTA})
+
+
+@dataclass(frozen=True)
+class CreateFailure:
+    """One name the cloud refused to create."""
+
+    reason: Failure
+    detail: str = ""  # the cloud's own code and message, for logs (scrubbed of secrets)
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}" if self.detail else str(self.reason)
+
+
 @dataclass(frozen=True)
 class CreateResult:
     """What happened to a create request, per name."""
 
     created: tuple[str, ...] = ()
-    # name -> reason, for names the cloud refused (capacity, quota) and that the
-    # agent should retry later or elsewhere.
-    failed: Mapping[str, str] = field(default_factory=dict)
+    # Names the cloud refused (capacity, quota, ...): the agent retries them
+    # later, or in the group's fallback pool when the reason is in FALLBACK.
+    failed: Mapping[str, CreateFailure] = field(default_factory=dict)
 
 
 class BackendError(RuntimeError):
-    """A cloud call failed; `retryable` tells the agent whether to back off and retry."""
+    """A cloud call failed, for ``reason``; ``retryable`` tells the agent whether to back off and retry.
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    ``retryable`` defaults from the reason; a backend overrides it where it knows
+    better (an instance "not found" because the cloud is still creating it will
+    exist shortly).
+    """
+
+    def __init__(self, message: str, *, reason: Failure, retryable: bool | None = None) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.reason = reason
+        self.retryable = reason in RETRYABLE if retryable is None else retryable
 
 
 class Backend(Protocol):

@@ -23,8 +23,10 @@ Choices worth knowing:
   results are cached for ``list_ttl`` seconds and invalidated by our own changes.
 * **Failures.** 429/5xx/timeouts are retried with exponential backoff and the
   same ``requestId`` (Compute then de-duplicates retried mutations), then raise
-  ``BackendError(retryable=True)``; other 4xx raise ``retryable=False`` with
-  Compute's message (metadata values scrubbed). Per-instance creation errors
+  ``BackendError`` with ``Failure.UNAVAILABLE`` or ``THROTTLED``; other 4xx
+  raise theirs (``NOT_FOUND``, ``INVALID`` ...) with Compute's message
+  (metadata values scrubbed). Compute's codes map onto the backend vocabulary
+  in ``gcp_api.failure_for``. Per-instance creation errors
   (capacity, quota) come back as ``CreateResult.failed``; the stuck pending
   instance is deleted so the MIG stops retrying it, and if the group has a
   fallback MIG (e.g. on-demand behind spot) the names are created there.
@@ -40,18 +42,23 @@ from typing import Any
 
 import requests
 
-from scaler.backends.base import SECRET_METADATA, BackendError, CreateResult, Instance, InstanceState
-from scaler.backends.gcp_api import ComputeClient, ComputeHttpError, chunks, zone_of
+from scaler.backends.base import (
+    FALLBACK,
+    SECRET_METADATA,
+    BackendError,
+    CreateFailure,
+    CreateResult,
+    Failure,
+    Instance,
+    InstanceState,
+)
+from scaler.backends.gcp_api import ComputeClient, ComputeHttpError, chunks, create_failure, zone_of
 from scaler.config import StackConfig
 from scaler.naming import INSTANCE_NAME_RE
 
 Rows = list[dict[str, Any]]  # listManagedInstances entries
 Names = list[str]
 CREATED_AT_KEY = "garo-created-at"
-# Codes after which another MIG (other provisioning model or template) may succeed.
-FALLBACK_CODES = frozenset(
-    {"ZONE_RESOURCE_POOL_EXHAUSTED", "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS", "QUOTA_EXCEEDED"}
-)
 # deleteInstances/resumeInstances/startInstances document "a maximum of 1000 instances per request";
 # createInstances states no limit, so it gets the same one.
 BATCH_LIMIT = 1000
@@ -123,7 +130,7 @@ class GcpBackend:
     def from_config(cls, config: StackConfig, **kwargs: Any) -> GcpBackend:
         """One MIG per group, plus an on-demand fallback MIG for spot groups that ask for it."""
         if not config.project:
-            raise BackendError("gcp:project is not set in the stack config", retryable=False)
+            raise BackendError("gcp:project is not set in the stack config", reason=Failure.INVALID)
         groups = {
             g.name: GcpGroup(
                 mig_name(config.department, g.name),
@@ -140,13 +147,15 @@ class GcpBackend:
         wanted = list(dict.fromkeys(names))
         for name in wanted:
             if not INSTANCE_NAME_RE.match(name):
-                raise BackendError(f"invalid instance name {name!r} (RFC 1035, at most 63 characters)", retryable=False)
+                raise BackendError(
+                    f"invalid instance name {name!r} (RFC 1035, at most 63 characters)", reason=Failure.INVALID
+                )
         existing = {
             row["name"] for row in self._rows(where) if row.get("currentAction") not in ("DELETING", "ABANDONING")
         }
         created = [n for n in wanted if n in existing]
         todo = [n for n in wanted if n not in existing]
-        failed: dict[str, str] = {}
+        failed: dict[str, CreateFailure] = {}
         for mig in where.migs:
             if not todo:
                 break
@@ -155,7 +164,7 @@ class GcpBackend:
             for name in ok:
                 failed.pop(name, None)
             failed.update(refused)  # the latest reason per name wins
-            todo = [n for n, reason in refused.items() if reason.split(":")[0] in FALLBACK_CODES]
+            todo = [n for n, failure in refused.items() if failure.reason in FALLBACK]
         return CreateResult(created=tuple(n for n in wanted if n in created), failed=failed)
 
     def delete(self, group: str, names: Sequence[str]) -> None:
@@ -198,9 +207,13 @@ class GcpBackend:
             (r for rows in self._find(self._group(group), {name}).values() for r in rows if r["name"] == name), None
         )
         if row is None:
-            raise BackendError(f"instance {name!r} is not in group {group!r}", retryable=False)
+            raise BackendError(f"instance {name!r} is not in group {group!r}", reason=Failure.NOT_FOUND)
         if "instanceStatus" not in row:
-            raise BackendError(f"instance {name!r} does not exist yet (the MIG is still creating it)", retryable=True)
+            raise BackendError(
+                f"instance {name!r} does not exist yet (the MIG is still creating it)",
+                reason=Failure.NOT_FOUND,
+                retryable=True,
+            )
         path = f"zones/{zone_of(row['instance'])}/instances/{name}"
         for _ in range(3):
             current = self.api.call("GET", path)["metadata"]
@@ -216,7 +229,7 @@ class GcpBackend:
             except ComputeHttpError as exc:
                 if exc.status != 412:  # someone else changed the metadata: read again and merge again
                     raise
-        raise BackendError(f"metadata of {name!r} kept changing under us", retryable=True)
+        raise BackendError(f"metadata of {name!r} kept changing under us", reason=Failure.CONFLICT)
 
     # ------------------------------------------------------------------ internals
 
@@ -224,7 +237,7 @@ class GcpBackend:
         try:
             return self.groups[group]
         except KeyError:
-            raise BackendError(f"unknown runner group {group!r}", retryable=False) from None
+            raise BackendError(f"unknown runner group {group!r}", reason=Failure.NOT_FOUND) from None
 
     def _mig_path(self, mig: str) -> str:
         return f"regions/{self.region}/instanceGroupManagers/{mig}"
@@ -282,8 +295,8 @@ class GcpBackend:
 
     def _create_in(
         self, mig: str, names: Sequence[str], metadata: Mapping[str, Mapping[str, str]]
-    ) -> tuple[Names, dict[str, str]]:
-        errors: dict[str, str] = {}
+    ) -> tuple[Names, dict[str, CreateFailure]]:
+        errors: dict[str, CreateFailure] = {}
         secrets = [v for items in metadata.values() for v in items.values()]
         born = str(int(self.wall_clock()))
         for batch in chunks(list(names), self.batch_limit):
@@ -309,19 +322,21 @@ class GcpBackend:
                     n for n in batch if n == error.get("location") or f"'{n}'" in error.get("message", "")
                 ] or batch
                 for name in blamed:
-                    errors.setdefault(name, f"{error.get('code', 'UNKNOWN')}: {error.get('message', '')}")
+                    errors.setdefault(name, create_failure(error))
         rows = {r["name"]: r for r in self._list_mig(mig, fresh=True)}
         created: Names = []
-        failed: dict[str, str] = {}
+        failed: dict[str, CreateFailure] = {}
         for name in names:
             row = rows.get(name)
             attempt = ((row or {}).get("lastAttempt") or {}).get("errors", {}).get("errors", [])
             if row is not None and attempt and "instanceStatus" not in row:
-                failed[name] = f"{attempt[0].get('code', 'UNKNOWN')}: {attempt[0].get('message', '')}"
+                failed[name] = create_failure(attempt[0])
             elif row is not None and "instanceStatus" in row or row is not None and name not in errors:
                 created.append(name)
             else:
-                failed[name] = errors.get(name, "NOT_CREATED: not a member after createInstances")
+                failed[name] = errors.get(
+                    name, CreateFailure(Failure.UNKNOWN, "NOT_CREATED: not a member after createInstances")
+                )
         stuck = [rows[n]["instance"] for n in failed if n in rows]
         self._mutate(mig, "deleteInstances", stuck, skipInstancesOnValidationError=True)
         return created, failed

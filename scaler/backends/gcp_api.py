@@ -15,24 +15,57 @@ policy, and so the rules for talking to Compute live in one place:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import requests
 
-from scaler.backends.base import BackendError
+from scaler.backends.base import BackendError, CreateFailure, Failure
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 T = TypeVar("T")
 
 
-class ComputeHttpError(BackendError):
-    """Compute answered an error; ``status`` and ``reason`` are Compute's."""
+# Compute's per-instance error codes (operation errors, lastAttempt) in the backend vocabulary.
+_CODE_FAILURES = {
+    "ZONE_RESOURCE_POOL_EXHAUSTED": Failure.CAPACITY,
+    "ZONE_RESOURCE_POOL_EXHAUSTED_WITH_DETAILS": Failure.CAPACITY,
+    "RESOURCE_POOL_EXHAUSTED": Failure.CAPACITY,
+    "QUOTA_EXCEEDED": Failure.QUOTA,
+    "RESOURCE_NOT_FOUND": Failure.NOT_FOUND,
+    "RESOURCE_ALREADY_EXISTS": Failure.CONFLICT,
+    "CONDITION_NOT_MET": Failure.CONFLICT,
+    "rateLimitExceeded": Failure.THROTTLED,
+    "userRateLimitExceeded": Failure.THROTTLED,
+    "quotaExceeded": Failure.QUOTA,
+}
 
-    def __init__(self, status: int, reason: str, message: str, *, retryable: bool) -> None:
-        super().__init__(f"Compute {status} {reason}: {message}", retryable=retryable)
+
+def failure_for(status: int, code: str = "") -> Failure:
+    """Compute's HTTP status and error code (``reason``/``code``) in the backend vocabulary."""
+    if code in _CODE_FAILURES:
+        return _CODE_FAILURES[code]
+    if status == 429:
+        return Failure.THROTTLED
+    if status >= 500 or status == 0:
+        return Failure.UNAVAILABLE
+    return {404: Failure.NOT_FOUND, 409: Failure.CONFLICT, 412: Failure.CONFLICT}.get(status, Failure.INVALID)
+
+
+def create_failure(error: Mapping[str, Any]) -> CreateFailure:
+    """One operation or ``lastAttempt`` error (``{"code", "message"}``) as a :class:`CreateFailure`."""
+    code = str(error.get("code", "UNKNOWN"))
+    reason = _CODE_FAILURES.get(code, Failure.UNKNOWN)
+    return CreateFailure(reason, f"{code}: {error.get('message', '')}")
+
+
+class ComputeHttpError(BackendError):
+    """Compute answered an error; ``status`` and ``code`` are Compute's."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"Compute {status} {code}: {message}", reason=failure_for(status, code))
         self.status = status
-        self.reason = reason
+        self.code = code
 
 
 class ComputeClient:
@@ -86,10 +119,11 @@ class ComputeClient:
                 return result
             status, reason, message = _error(response)
             if status not in RETRY_STATUSES:
-                raise ComputeHttpError(status, reason, _scrub(message, hidden), retryable=False)
+                raise ComputeHttpError(status, reason, _scrub(message, hidden))
             last = f"{status} {reason}: {_scrub(message, hidden)}"
         raise BackendError(
-            f"Compute {method} {path} still failing after {self.retries + 1} attempts ({last})", retryable=True
+            f"Compute {method} {path} still failing after {self.retries + 1} attempts ({last})",
+            reason=Failure.UNAVAILABLE,
         )
 
     def wait(self, operation: dict[str, Any], *, raise_errors: bool = True) -> dict[str, Any]:
@@ -100,7 +134,8 @@ class ComputeClient:
         while operation.get("status") != "DONE":
             if self.clock() > deadline:
                 raise BackendError(
-                    f"operation {operation.get('name')} not done after {self.operation_timeout:.0f}s", retryable=True
+                    f"operation {operation.get('name')} not done after {self.operation_timeout:.0f}s",
+                    reason=Failure.UNAVAILABLE,
                 )
             previous = operation.get("status")
             operation = self.call("POST", f"{scope}/{location}/operations/{operation['name']}/wait")
@@ -109,7 +144,11 @@ class ComputeClient:
         errors = operation.get("error", {}).get("errors", [])
         if errors and raise_errors:
             detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
-            raise BackendError(f"operation {operation.get('operationType')} failed: {detail}", retryable=True)
+            raise BackendError(
+                f"operation {operation.get('operationType')} failed: {detail}",
+                reason=failure_for(0, str(errors[0].get("code", ""))),
+                retryable=True,
+            )
         return operation
 
 

@@ -25,11 +25,19 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scaler.backends.base import SECRET_METADATA, BackendError, CreateResult, Instance, InstanceState
+from scaler.backends.base import (
+    SECRET_METADATA,
+    BackendError,
+    CreateFailure,
+    CreateResult,
+    Failure,
+    Instance,
+    InstanceState,
+)
 from scaler.naming import INSTANCE_NAME_RE
 
 DEFAULT_STATE_DIR = Path(".garo/fleet")
-CAPACITY_ERROR = "ZONE_RESOURCE_POOL_EXHAUSTED"
+CAPACITY_ERROR = CreateFailure(Failure.CAPACITY, "the local fleet's capacity for this group is reached")
 _BOOTING = {InstanceState.CREATING.value, InstanceState.RESUMING.value}
 
 Fleet = dict[str, dict[str, dict[str, Any]]]  # group -> name -> record
@@ -39,8 +47,8 @@ class LocalBackend:
     """Implements :class:`scaler.backends.base.Backend` on a local (file or memory) fleet.
 
     ``capacity`` caps how many instances a group may hold; names beyond it fail
-    with the same reason GCP gives (``ZONE_RESOURCE_POOL_EXHAUSTED``), so the
-    agent's capacity-failure path can be exercised without a cloud.
+    with ``Failure.CAPACITY``, as a cloud out of machines does, so the agent's
+    capacity-failure path can be exercised without a cloud.
     """
 
     def __init__(
@@ -103,7 +111,7 @@ class LocalBackend:
         """Create named instances; existing names are reported created and left alone."""
         _check_names(names)
         created: list[str] = []
-        failed: dict[str, str] = {}
+        failed: dict[str, CreateFailure] = {}
         with self._fleet() as fleet:
             records = fleet.setdefault(group, {})
             limit = self.capacity.get(group)
@@ -158,7 +166,7 @@ class LocalBackend:
         with self._fleet() as fleet:
             record = fleet.get(group, {}).get(name)
             if record is None:
-                raise BackendError(f"instance {name!r} not found in group {group!r}", retryable=False)
+                raise BackendError(f"instance {name!r} not found in group {group!r}", reason=Failure.NOT_FOUND)
             record["metadata"].update(items)
             for key in [k for k, v in items.items() if v == ""]:
                 del record["metadata"][key]  # an empty value removes the key, as on GCE
@@ -170,7 +178,7 @@ class LocalBackend:
         with self._fleet() as fleet:
             record = fleet.get(group, {}).get(name)
             if record is None:
-                raise BackendError(f"instance {name!r} not found in group {group!r}", retryable=False)
+                raise BackendError(f"instance {name!r} not found in group {group!r}", reason=Failure.NOT_FOUND)
             return dict(record["metadata"])
 
     def set_labels(self, group: str, name: str, labels: Mapping[str, str]) -> None:
@@ -211,4 +219,6 @@ def _check_names(names: Sequence[str]) -> None:
     """Refuse names GCE would refuse, so the demo catches naming bugs the cloud would."""
     for name in names:
         if not INSTANCE_NAME_RE.match(name):
-            raise BackendError(f"invalid instance name {name!r} (RFC 1035, at most 63 characters)", retryable=False)
+            raise BackendError(
+                f"invalid instance name {name!r} (RFC 1035, at most 63 characters)", reason=Failure.INVALID
+            )

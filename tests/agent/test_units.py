@@ -100,11 +100,11 @@ def test_jit_budget_exhausted_keeps_message_unacked_then_recovers() -> None:
 
 
 def test_faults_in_compute_and_github_converge() -> None:
-    from scaler.backends.base import BackendError
+    from scaler.backends.base import BackendError, Failure
 
     world = World()
     create = world.backend.create
-    failures = iter([BackendError("503", retryable=True), BackendError("429", retryable=True)])
+    failures = iter([BackendError("503", reason=Failure.UNAVAILABLE), BackendError("429", reason=Failure.THROTTLED)])
 
     def flaky(group, names, md):  # type: ignore[no-untyped-def]
         exc = next(failures, None)
@@ -221,7 +221,7 @@ def test_a_burst_of_completions_is_one_delete_call_per_group() -> None:
 
 
 def test_a_group_that_cannot_be_listed_does_not_stop_the_others() -> None:
-    from scaler.backends.base import BackendError
+    from scaler.backends.base import BackendError, Failure
 
     world = World()
     gpu_job = world.queue("gpu")
@@ -240,7 +240,7 @@ def test_a_group_that_cannot_be_listed_does_not_stop_the_others() -> None:
 
         def list(self, group: str):  # type: ignore[no-untyped-def]
             if group == "gpu":
-                raise BackendError("404 instanceGroupManagers/garo-eng-gpu not found", retryable=False)
+                raise BackendError("404 instanceGroupManagers/garo-eng-gpu not found", reason=Failure.NOT_FOUND)
             return listing(group)
 
     world.agents[0].fleet.backend = GpuUnlisted()  # type: ignore[assignment]

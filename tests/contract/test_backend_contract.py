@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from scaler.backends.base import Backend, InstanceState
+from scaler.backends.base import Backend, Failure, InstanceState
 from scaler.backends.gcp import GcpBackend, GcpGroup
 from scaler.backends.local import LocalBackend
 from tests.harness.compute import ComputeFake
@@ -154,7 +154,7 @@ def test_no_capacity_reports_failed_names_and_leaves_nothing_behind(harness: Har
     result = harness.backend.create(GROUP, ["garo-b", "garo-c"], {})
     assert result.created == ()
     assert set(result.failed) == {"garo-b", "garo-c"}
-    assert all("ZONE_RESOURCE_POOL_EXHAUSTED" in reason for reason in result.failed.values())
+    assert {failure.reason for failure in result.failed.values()} == {Failure.CAPACITY}
     harness.settle()
     assert names_of(harness) == ["garo-a"]
 
@@ -165,6 +165,7 @@ def test_invalid_names_are_refused_before_any_cloud_call(harness: Harness) -> No
     with pytest.raises(BackendError) as excinfo:
         harness.backend.create(GROUP, ["Garo_Bad"], {})
     assert excinfo.value.retryable is False
+    assert excinfo.value.reason is Failure.INVALID
     assert names_of(harness) == []
 
 
