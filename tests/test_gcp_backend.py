@@ -55,7 +55,7 @@ def fake(compute_fake: ComputeFake) -> ComputeFake:
 
 
 def test_429_and_503_are_retried_with_backoff_and_one_request_id(fake: ComputeFake, clock: Clock) -> None:
-    backend = make(fake, clock, backoff=0.5)
+    backend = make(fake, clock, backoff=0.5, jitter=lambda: 1.0)
     fake.fail_next(429, 1, "regionInstanceGroupManagers.createInstances")
     fake.fail_next(503, 1, "regionInstanceGroupManagers.createInstances")
     result = backend.create("linux", ["garo-a"], {})
@@ -65,6 +65,38 @@ def test_429_and_503_are_retried_with_backoff_and_one_request_id(fake: ComputeFa
     assert len({q["requestId"] for q in creates}) == 1  # Compute de-duplicates the retried mutation
     assert clock.sleeps[:2] == [0.5, 1.0]
     assert len(fake.members(MIG)) == 1
+
+
+def test_each_mutation_gets_its_own_request_id(fake: ComputeFake, clock: Clock) -> None:
+    backend = make(fake, clock)
+    backend.create("linux", ["garo-a"], {})
+    backend.create("linux", ["garo-b"], {})
+    creates = [q for method, _, q, _ in fake.requests if method == "regionInstanceGroupManagers.createInstances"]
+    assert len({q["requestId"] for q in creates}) == 2  # a new mutation is not a retry of the last one
+
+
+def test_backoff_is_jittered_between_half_and_all_of_the_exponential_delay(fake: ComputeFake, clock: Clock) -> None:
+    backend = make(fake, clock, backoff=0.5)  # the default jitter: random
+    fake.fail_next(503, 3, "regionInstanceGroupManagers.listManagedInstances")
+    backend.list("linux")
+    assert len(clock.sleeps) == 3
+    for sleep, delay in zip(clock.sleeps, [0.5, 1.0, 2.0], strict=True):
+        assert delay / 2 <= sleep < delay  # never the full delay: agents retrying together spread out
+    scripted = make(fake, clock, backoff=0.5, jitter=iter([0.0, 0.5]).__next__)
+    clock.sleeps.clear()
+    fake.fail_next(503, 2, "regionInstanceGroupManagers.listManagedInstances")
+    scripted.list("linux")
+    assert clock.sleeps == [0.25, 0.75]
+
+
+def test_retries_stop_at_the_overall_deadline(fake: ComputeFake, clock: Clock) -> None:
+    backend = make(fake, clock, retries=10, backoff=0.5, deadline=2.0, jitter=lambda: 1.0)
+    fake.fail_next(503, 20, "regionInstanceGroupManagers.listManagedInstances")
+    with pytest.raises(BackendError) as excinfo:
+        backend.list("linux")
+    assert excinfo.value.retryable is True and excinfo.value.reason is Failure.UNAVAILABLE
+    assert clock.sleeps == [0.5, 1.0]  # a third sleep (2 s) would end past the 2 s deadline: give up instead
+    assert fake.calls["regionInstanceGroupManagers.listManagedInstances"] == 3
 
 
 def test_persistent_5xx_becomes_a_retryable_error(fake: ComputeFake, clock: Clock) -> None:

@@ -13,8 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from scaler.github.auth import AppCredentials
 from scaler.github.client import GitHubClient
-from scaler.github.http import GitHubError
-from scaler.github.models import GitHubApi
+from scaler.github.models import GitHubApi, GitHubError
 from scaler.github.ratelimit import JitBudget
 from tests.harness.github import FakeClock, Reply, ScriptedGitHub, free_port
 
@@ -38,7 +37,8 @@ def runners_page(start: int, count: int, total: int) -> dict:
 
 
 def token_client(server: ScriptedGitHub, clock: FakeClock, **kwargs) -> GitHubClient:
-    return GitHubClient("acme", token="dev-token", api_url=server.url, clock=clock, jitter=lambda: 1.0, **kwargs)
+    kwargs.setdefault("jitter", lambda: 1.0)
+    return GitHubClient("acme", token="dev-token", api_url=server.url, clock=clock, **kwargs)
 
 
 def app_client(server: ScriptedGitHub, clock: FakeClock, key: str, **kwargs) -> GitHubClient:
@@ -127,6 +127,39 @@ def test_connection_errors_are_retried_then_reported() -> None:
     with pytest.raises(GitHubError, match="ConnectionError after 3 attempts") as err:
         client.list_runners()
     assert err.value.status is None and len(clock.sleeps) == 2
+
+
+def test_backoff_is_jittered_between_half_and_all_of_the_exponential_delay(scripted_github: ScriptedGitHub) -> None:
+    clock = FakeClock()
+    scripted_github.script("GET", RUNNERS, Reply(502), Reply(503), Reply(502), Reply(200, runners_page(1, 1, 1)))
+    GitHubClient("acme", token="t", api_url=scripted_github.url, clock=clock).list_runners()  # default: random
+    assert len(clock.sleeps) == 3
+    for sleep, delay in zip(clock.sleeps, [1.0, 2.0, 4.0], strict=True):
+        assert delay / 2 <= sleep < delay
+    clock.sleeps.clear()
+    scripted_github.script("POST", JIT, Reply(502), Reply(502), jit_reply())
+    client = token_client(scripted_github, clock, jitter=iter([0.0, 0.5]).__next__)
+    client.generate_jit_config("garo-x-1", 1, ["self-hosted"])
+    assert clock.sleeps == [0.5, 1.5]
+
+
+def test_retries_stop_at_the_overall_deadline(scripted_github: ScriptedGitHub) -> None:
+    clock = FakeClock()
+    scripted_github.script("GET", RUNNERS, Reply(502, {"message": "Server Error"}))
+    with pytest.raises(GitHubError, match="gave up at the 10s deadline") as err:
+        token_client(scripted_github, clock, max_attempts=10, deadline=10).list_runners()
+    assert err.value.status == 502 and "Server Error" in str(err.value)
+    assert clock.sleeps == [1.0, 2.0, 4.0]  # the next (8 s) would end past the deadline
+    assert len(scripted_github.calls("GET", RUNNERS)) == 4
+
+
+def test_a_rate_limit_wait_past_the_deadline_is_not_slept(scripted_github: ScriptedGitHub) -> None:
+    clock = FakeClock()
+    scripted_github.script("POST", JIT, Reply(429, {"message": "slow down"}, {"Retry-After": "120"}), jit_reply())
+    with pytest.raises(GitHubError, match="gave up at the 60s deadline") as err:
+        token_client(scripted_github, clock, deadline=60).generate_jit_config("garo-x-1", 1, ["self-hosted"])
+    assert err.value.status == 429 and clock.sleeps == []
+    assert len(scripted_github.calls("POST", JIT)) == 1
 
 
 def test_primary_rate_limit_waits_until_reset(scripted_github: ScriptedGitHub) -> None:

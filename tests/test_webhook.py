@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from scaler.bus.sqlite import SqliteBus
-from scaler.webhook.logs import LOGGER_NAME, JsonFormatter
+from scaler.logs import JsonFormatter
+from scaler.webhook.app import LOGGER_NAME
 from tests.harness.webhooks import (
     PREVIOUS_SECRET,
     ROUTES,

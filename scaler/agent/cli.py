@@ -100,7 +100,7 @@ def run_agent(stack: str | None, bus: str | None, metrics_port: int | None, log_
     from prometheus_client import CollectorRegistry, start_http_server
 
     from scaler.agent import Agent
-    from scaler.agent.logs import configure
+    from scaler.logs import configure
 
     configure(log_level)
     settings = _settings(stack, bus)

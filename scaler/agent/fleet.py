@@ -464,9 +464,7 @@ class Fleet:
             self.call("github", "delete_runner", self.github.delete_runner, runner_id)
             return True
         except Exception as exc:
-            log.warning(
-                "cannot deregister runner", extra={"error": api_error_kind(exc), "fields": {"runner_id": runner_id}}
-            )
+            log.warning("cannot deregister runner", extra={"error": api_error_kind(exc), "runner_id": runner_id})
             return False
 
     def deregister(self, runner: Runner) -> bool:

@@ -100,7 +100,7 @@ class Agent:
         try:
             messages = self.subscriber.pull(self.batch_size, self.pull_timeout)
         except BusUnavailable as exc:
-            log.warning("bus unavailable", extra={"error": str(exc)[:200]})
+            log.warning("bus unavailable", extra={"error": api_error_kind(exc)})
             messages = []
         touched: set[str] = set()
         acks: list[str] = []
@@ -256,7 +256,9 @@ class Agent:
                 self.fleet.delete(group, sorted({d.runner for d in batch}), "job completed")
             except Exception as exc:
                 if isinstance(exc, BackendError) and not exc.retryable:
-                    log.warning("cannot delete VMs of completed jobs", extra={"group": group, "error": str(exc)[:200]})
+                    log.warning(
+                        "cannot delete VMs of completed jobs", extra={"group": group, "error": api_error_kind(exc)}
+                    )
                     acks += [d.event.ack_id for d in batch]  # reconcile removes what is left
                 else:
                     for done in batch:
@@ -383,7 +385,7 @@ class Agent:
             try:
                 self.subscriber.ack(ack_ids)
             except BusUnavailable as exc:
-                log.warning("ack failed; messages will be redelivered (harmless)", extra={"error": str(exc)[:200]})
+                log.warning("ack failed; messages will be redelivered (harmless)", extra={"error": api_error_kind(exc)})
 
     def _extend_leases(self) -> None:
         now = self.clock()
@@ -393,4 +395,4 @@ class Agent:
         try:
             self.subscriber.modify_ack_deadline(list(self.held), self.lease_seconds)
         except BusUnavailable as exc:
-            log.warning("cannot extend leases", extra={"error": str(exc)[:200]})
+            log.warning("cannot extend leases", extra={"error": api_error_kind(exc)})

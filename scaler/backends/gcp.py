@@ -21,8 +21,9 @@ Choices worth knowing:
   ``Instance.metadata``, so an agent that did not create a VM knows its job.
 * **Quota.** ``listManagedInstances`` counts against the mutation quota, so
   results are cached for ``list_ttl`` seconds and invalidated by our own changes.
-* **Failures.** 429/5xx/timeouts are retried with exponential backoff and the
-  same ``requestId`` (Compute then de-duplicates retried mutations), then raise
+* **Failures.** 429/5xx/timeouts are retried (tenacity, in ``gcp_api``: backoff
+  with jitter, an overall deadline) with the same ``requestId`` (Compute then
+  de-duplicates retried mutations), then raise
   ``BackendError`` with ``Failure.UNAVAILABLE`` or ``THROTTLED``; other 4xx
   raise theirs (``NOT_FOUND``, ``INVALID`` ...) with Compute's message
   (metadata values scrubbed). Compute's codes map onto the backend vocabulary
@@ -34,6 +35,7 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -98,10 +100,12 @@ class GcpBackend:
         retries: int = 5,
         backoff: float = 0.5,
         timeout: float = 30.0,
+        deadline: float = 120.0,
         operation_timeout: float = 300.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self.region = region
         self.groups = dict(groups)
@@ -118,6 +122,8 @@ class GcpBackend:
             operation_timeout=operation_timeout,
             sleep=sleep,
             clock=clock,
+            deadline=deadline,
+            jitter=jitter,
         )
         self._cache: dict[str, tuple[float, Rows]] = {}
         # Listing is single-flight: concurrent callers (the agent writes JIT configs from

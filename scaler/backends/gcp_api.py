@@ -3,9 +3,11 @@
 Kept apart from :mod:`scaler.backends.gcp` so the MIG logic there reads as
 policy, and so the rules for talking to Compute live in one place:
 
-* 429, 5xx, connection errors and timeouts are retried with exponential
-  backoff (injectable ``sleep``); mutations carry one ``requestId`` across
-  retries so Compute applies them at most once.
+* 429, 5xx, connection errors and timeouts are retried by tenacity with
+  exponential backoff and jitter (injectable ``sleep``, ``clock`` and
+  ``jitter``), at most ``retries`` times and never past an overall
+  ``deadline``; mutations carry one ``requestId`` across retries so Compute
+  applies them at most once.
 * Any other 4xx is final and raised with Compute's own message, after
   scrubbing values the caller marked secret (Compute echoes invalid values).
 * Operations are awaited with ``operations/{name}/wait`` (a server-side long
@@ -14,13 +16,16 @@ policy, and so the rules for talking to Compute live in one place:
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import requests
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from scaler.backends.base import BackendError, CreateFailure, Failure
+from scaler.retries import stop_at_deadline, wait_equal_jitter
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 T = TypeVar("T")
@@ -68,6 +73,10 @@ class ComputeHttpError(BackendError):
         self.code = code
 
 
+class _Transient(Exception):
+    """An attempt that another may fix (429, 5xx, no answer); carries what to report if none does."""
+
+
 class ComputeClient:
     def __init__(
         self,
@@ -81,6 +90,8 @@ class ComputeClient:
         operation_timeout: float,
         sleep: Callable[[float], None],
         clock: Callable[[], float],
+        deadline: float = 120.0,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self.project = project
         self.session = session
@@ -88,6 +99,7 @@ class ComputeClient:
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
         self.operation_timeout = operation_timeout
         self.sleep, self.clock = sleep, clock
+        self.deadline, self.jitter = deadline, jitter
 
     def call(
         self,
@@ -105,26 +117,35 @@ class ComputeClient:
         if idempotent:
             query["requestId"] = str(uuid.uuid4())
         hidden = [s for s in secrets if len(s) >= 4]
-        last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self.sleep(min(self.backoff * 2 ** (attempt - 1), 30.0))
+
+        def attempt() -> dict[str, Any]:
             try:
                 response = self.session.request(method, url, params=query or None, json=body, timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                last = f"{type(exc).__name__}"
-                continue
+                raise _Transient(type(exc).__name__) from None
             if response.status_code < 400:
                 result: dict[str, Any] = response.json() if response.content else {}
                 return result
             status, reason, message = _error(response)
             if status not in RETRY_STATUSES:
                 raise ComputeHttpError(status, reason, _scrub(message, hidden))
-            last = f"{status} {reason}: {_scrub(message, hidden)}"
-        raise BackendError(
-            f"Compute {method} {path} still failing after {self.retries + 1} attempts ({last})",
-            reason=Failure.UNAVAILABLE,
+            raise _Transient(f"{status} {reason}: {_scrub(message, hidden)}")
+
+        def give_up(state: RetryCallState) -> NoReturn:
+            last = state.outcome.exception() if state.outcome is not None else None
+            raise BackendError(
+                f"Compute {method} {path} still failing after {state.attempt_number} attempts ({last})",
+                reason=Failure.UNAVAILABLE,
+            )
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Transient),
+            wait=wait_equal_jitter(self.backoff, 30.0, self.jitter),
+            stop=stop_after_attempt(self.retries + 1) | stop_at_deadline(self.deadline, self.clock),
+            sleep=self.sleep,
+            retry_error_callback=give_up,
         )
+        return retrying(attempt)
 
     def wait(self, operation: dict[str, Any], *, raise_errors: bool = True) -> dict[str, Any]:
         """Wait for an Operation to be DONE; raise on its errors unless the caller reads them."""

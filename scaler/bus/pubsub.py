@@ -6,8 +6,9 @@ order. The library's ordering has a trap: after a failed publish it *pauses*
 the key and rejects every later message for it until ``resume_publish``; and
 with ordering on it retries transient errors forever unless told otherwise. A
 webhook must answer GitHub within seconds, so we publish with ``retry=None``,
-retry ourselves until a bounded deadline, and always resume the key after a
-failure: a blip in Pub/Sub must never leave a job's key stuck.
+retry with tenacity (backoff with jitter) until a bounded deadline, and always
+resume the key after a failure: a blip in Pub/Sub must never leave a job's key
+stuck.
 
 Clients are created lazily (constructing a publisher needs no credentials yet)
 and belong to the instance: no import-time side effects, no globals.
@@ -18,13 +19,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.publisher import exceptions as pub_exc
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_before_delay
 
 from scaler.bus.base import BusUnavailable, Message
+from scaler.retries import wait_equal_jitter
 
 # Errors worth another attempt before giving up; anything else (NotFound,
 # PermissionDenied, InvalidArgument) will not heal within a webhook request.
@@ -34,6 +37,8 @@ _TRANSIENT = (
     gexc.InternalServerError,
     gexc.Aborted,
     gexc.TooManyRequests,
+    pub_exc.PublishToPausedOrderingKeyException,
+    TimeoutError,
 )
 _ACK_CHUNK = 1000
 # PublisherClient.publish takes attributes as keyword arguments; these names would collide.
@@ -84,8 +89,8 @@ class PubSubPublisher:
         if clash:
             raise ValueError(f"attribute names reserved by the Pub/Sub client: {sorted(clash)}")
         deadline = time.monotonic() + self.timeout
-        delay = 0.05
-        while True:
+
+        def attempt() -> str:
             remaining = max(deadline - time.monotonic(), 0.05)
             try:
                 future = self.client.publish(
@@ -94,16 +99,26 @@ class PubSubPublisher:
                 # A failure that lands after we stopped waiting must still un-pause the key.
                 future.add_done_callback(self._resume_on_failure(ordering_key))
                 return str(future.result(timeout=remaining + 0.5))
-            except (gexc.GoogleAPICallError, pub_exc.PublishToPausedOrderingKeyException, TimeoutError) as exc:
-                error: Exception = exc
+            except (gexc.GoogleAPICallError, pub_exc.PublishToPausedOrderingKeyException, TimeoutError):
+                self._resume(ordering_key)
+                raise
             except (ValueError, RuntimeError) as exc:  # message too large, client stopped
                 raise BusUnavailable(f"Pub/Sub rejected the message for {self.topic_path}: {exc}") from exc
-            self._resume(ordering_key)
-            retryable = isinstance(error, (*_TRANSIENT, pub_exc.PublishToPausedOrderingKeyException, TimeoutError))
-            if not retryable or time.monotonic() + delay >= deadline:
-                raise BusUnavailable(f"Pub/Sub did not accept the message for {self.topic_path}: {error!r}") from error
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+
+        def give_up(state: RetryCallState) -> NoReturn:
+            error = state.outcome.exception() if state.outcome is not None else None
+            raise BusUnavailable(f"Pub/Sub did not accept the message for {self.topic_path}: {error!r}") from error
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(_TRANSIENT),
+            wait=wait_equal_jitter(0.05, 0.5),
+            stop=stop_before_delay(self.timeout),
+            retry_error_callback=give_up,
+        )
+        try:
+            return retrying(attempt)
+        except gexc.GoogleAPICallError as exc:  # NotFound, PermissionDenied...: will not heal within a request
+            raise BusUnavailable(f"Pub/Sub did not accept the message for {self.topic_path}: {exc!r}") from exc
 
     def _resume_on_failure(self, ordering_key: str) -> Callable[[Any], None]:
         def callback(future: Any) -> None:

@@ -17,8 +17,8 @@ import requests
 from prometheus_client import CollectorRegistry
 
 from scaler.github.auth import AppCredentials, InstallationToken, InstallationTokenCache, parse_expires_at
-from scaler.github.http import GitHubError, GitHubHttp, GitHubMetrics, raise_for
-from scaler.github.models import JitConfig, Job, Runner
+from scaler.github.http import GitHubHttp, GitHubMetrics, raise_for
+from scaler.github.models import GitHubError, JitConfig, Job, Runner
 from scaler.github.ratelimit import Clock, JitBudget, SystemClock
 
 log = logging.getLogger(__name__)

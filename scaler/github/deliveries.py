@@ -28,7 +28,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from scaler.github.auth import AppCredentials
-from scaler.github.http import GitHubError, GitHubHttp, raise_for
+from scaler.github.http import GitHubHttp, raise_for
+from scaler.github.models import GitHubError
 
 log = logging.getLogger(__name__)
 

@@ -12,29 +12,20 @@ import random
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import requests
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
+from scaler.github.models import GitHubError
 from scaler.github.ratelimit import Clock, SystemClock
+from scaler.retries import equal_jitter, stop_at_deadline
 
 log = logging.getLogger(__name__)
 
 ACCEPT = "application/vnd.github+json, application/json"
 API_VERSION = "2022-11-28"
-
-
-class GitHubError(Exception):
-    """A GitHub call failed for good. Carries status, method, endpoint path and GitHub's message only."""
-
-    def __init__(self, status: int | None, method: str, path: str, message: str) -> None:
-        self.status = status
-        self.method = method
-        self.path = path
-        self.message = message
-        where = f"{method} {path}"
-        super().__init__(f"GitHub {where} failed: {status if status is not None else 'no response'}: {message}")
 
 
 @dataclass
@@ -77,10 +68,15 @@ def _int(value: str | None) -> int | None:
 class GitHubHttp:
     """Sends requests to a GitHub API base URL with retries and rate-limit handling.
 
+    tenacity runs the retries; each attempt sorts GitHub's answer:
+
     * 5xx and connection errors: up to `max_attempts` tries, exponential backoff with jitter.
     * 403/429 that are rate limits: wait what `Retry-After` / `x-ratelimit-reset` say
-      (at most `max_rate_limit_wait` seconds, at most `max_rate_limit_retries` times).
+      (at most `max_rate_limit_wait` seconds, at most `max_rate_limit_retries` times;
+      such a wait is not a failed attempt).
     * any other 4xx: raise at once; retrying cannot fix a bad request.
+    * whatever the reason, no sleep ends more than `deadline` seconds after the
+      first attempt: the caller gets the last error instead.
     """
 
     def __init__(
@@ -95,6 +91,7 @@ class GitHubHttp:
         backoff_cap: float = 30.0,
         max_rate_limit_retries: int = 3,
         max_rate_limit_wait: float = 900.0,
+        deadline: float = 1200.0,
         timeout: float = 30.0,
         jitter: Callable[[], float] = random.random,
     ) -> None:
@@ -107,6 +104,7 @@ class GitHubHttp:
         self.backoff_cap = backoff_cap
         self.max_rate_limit_retries = max_rate_limit_retries
         self.max_rate_limit_wait = max_rate_limit_wait
+        self.deadline = deadline
         self.timeout = timeout
         self.jitter = jitter
         self.rate_limit = RateLimitState()
@@ -117,8 +115,7 @@ class GitHubHttp:
 
     def backoff(self, attempt: int) -> float:
         """Seconds before retry number `attempt` (1-based): half fixed, half random ("equal jitter")."""
-        delay = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
-        return delay / 2 + delay / 2 * self.jitter()
+        return equal_jitter(attempt, self.backoff_base, self.backoff_cap, self.jitter)
 
     def _record(self, response: requests.Response) -> None:
         h = response.headers
@@ -166,49 +163,100 @@ class GitHubHttp:
         token is picked up. 404 is returned, not raised, because for DELETE it
         means "already gone"; callers that need the resource call `raise_for`.
         """
-        url = self.base_url + path
-        attempt = limited = 0
-        while True:
-            attempt += 1
-            headers = {"Accept": ACCEPT, "X-GitHub-Api-Version": API_VERSION, "Authorization": auth()}
-            try:
-                response = self.session.request(
-                    method, url, headers=headers, json=json, params=params, timeout=self.timeout
-                )
-            except requests.RequestException as exc:
-                self.metrics.calls.labels(endpoint, "error").inc()
-                if attempt >= self.max_attempts:
-                    raise GitHubError(None, method, path, f"{type(exc).__name__} after {attempt} attempts") from None
-                wait = self.backoff(attempt)
-                log.warning("github %s %s: %s, retry %d in %.1fs", method, endpoint, type(exc).__name__, attempt, wait)
-                self.clock.sleep(wait)
-                continue
-            status = response.status_code
-            self.metrics.calls.labels(endpoint, str(status)).inc()
-            self._record(response)
-            if status < 400 or status == 404:
-                return response
-            if status >= 500 and attempt < self.max_attempts:
-                wait = self.backoff(attempt)
-                log.warning("github %s %s: %d, retry %d in %.1fs", method, endpoint, status, attempt, wait)
-                self.clock.sleep(wait)
-                continue
-            if status in (403, 429):
-                wait_for = self.rate_limit_wait(response)
-                if wait_for is not None:
-                    limited += 1
-                    if limited > self.max_rate_limit_retries or wait_for > self.max_rate_limit_wait:
-                        raise GitHubError(
-                            status,
-                            method,
-                            path,
-                            f"rate limited ({_message(response)}); asked to wait {wait_for:.0f}s, giving up after {limited - 1} waits",
-                        )
-                    log.warning("github %s %s: rate limited (%d), waiting %.0fs", method, endpoint, status, wait_for)
-                    self.clock.sleep(wait_for)
-                    attempt -= 1  # a rate-limit wait is not a failed attempt
-                    continue
-            raise GitHubError(status, method, path, _message(response))
+        tries = _Tries()
+        retrying = Retrying(
+            retry=retry_if_exception_type(_Again),
+            wait=lambda state: _again(state).wait_or(self.backoff(tries.failed)),
+            stop=stop_at_deadline(self.deadline, self.clock.monotonic),
+            sleep=self.clock.sleep,
+            before_sleep=lambda state: log.warning(
+                "github %s %s: %s, retry in %.1fs", method, endpoint, _again(state).why, state.upcoming_sleep
+            ),
+            retry_error_callback=self._give_up,
+        )
+        return retrying(self._attempt, tries, method, path, endpoint, auth, json, params)
+
+    def _attempt(
+        self,
+        tries: _Tries,
+        method: str,
+        path: str,
+        endpoint: str,
+        auth: Callable[[], str],
+        json: Any,
+        params: Mapping[str, str | int] | None,
+    ) -> requests.Response:
+        """One try: the response, or GitHubError (final) or _Again (worth another try)."""
+        headers = {"Accept": ACCEPT, "X-GitHub-Api-Version": API_VERSION, "Authorization": auth()}
+        try:
+            response = self.session.request(
+                method, self.base_url + path, headers=headers, json=json, params=params, timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            self.metrics.calls.labels(endpoint, "error").inc()
+            tries.failed += 1
+            error = GitHubError(None, f"{type(exc).__name__} after {tries.failed} attempts", method=method, path=path)
+            if tries.failed >= self.max_attempts:
+                raise error from None
+            raise _Again(error, type(exc).__name__) from None
+        status = response.status_code
+        self.metrics.calls.labels(endpoint, str(status)).inc()
+        self._record(response)
+        if status < 400 or status == 404:
+            return response
+        error = GitHubError(status, _message(response), method=method, path=path)
+        if status >= 500:
+            tries.failed += 1
+            if tries.failed < self.max_attempts:
+                raise _Again(error, str(status))
+            raise error
+        wait = self.rate_limit_wait(response) if status in (403, 429) else None
+        if wait is None:
+            raise error
+        tries.limited += 1
+        if tries.limited > self.max_rate_limit_retries or wait > self.max_rate_limit_wait:
+            raise GitHubError(
+                status,
+                f"rate limited ({error.message}); asked to wait {wait:.0f}s, giving up after {tries.limited - 1} waits",
+                method=method,
+                path=path,
+            )
+        raise _Again(error, f"rate limited ({status})", wait)
+
+    def _give_up(self, state: RetryCallState) -> NoReturn:
+        """The deadline came first: raise the last attempt's error, saying so."""
+        error = _again(state).error
+        raise GitHubError(
+            error.status,
+            f"{error.message}; gave up at the {self.deadline:.0f}s deadline",
+            method=error.method,
+            path=error.path,
+        )
+
+
+@dataclass
+class _Tries:
+    """One request's count of failed attempts and of rate-limit waits, kept apart."""
+
+    failed: int = 0
+    limited: int = 0
+
+
+class _Again(Exception):
+    """An attempt another may fix; `wait` is what GitHub asked for (None: back off)."""
+
+    def __init__(self, error: GitHubError, why: str, wait: float | None = None) -> None:
+        super().__init__(why)
+        self.error, self.why, self.wait = error, why, wait
+
+    def wait_or(self, backoff: float) -> float:
+        return backoff if self.wait is None else self.wait
+
+
+def _again(state: RetryCallState) -> _Again:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    assert isinstance(exc, _Again)  # tenacity retries only _Again
+    return exc
 
 
 def _message(response: requests.Response) -> str:
@@ -225,4 +273,4 @@ def _message(response: requests.Response) -> str:
 def raise_for(response: requests.Response, method: str, path: str) -> None:
     """Raise GitHubError for any non-2xx response."""
     if response.status_code >= 300:
-        raise GitHubError(response.status_code, method, path, _message(response))
+        raise GitHubError(response.status_code, _message(response), method=method, path=path)

@@ -34,7 +34,29 @@ class Job:
     labels: tuple[str, ...] = ()
 
 
+class GitHubError(Exception):
+    """A GitHub call failed for good: the one error every :class:`GitHubApi` raises.
+
+    The REST client (scaler.github.http) and the simulator (scaler.github.sim)
+    both raise it, so callers handle GitHub's answers one way whatever serves
+    them. It carries GitHub's status (None: no response), the method and path
+    when known, and GitHub's own message: never a header, query or body, which
+    may hold credentials.
+    """
+
+    def __init__(self, status: int | None, message: str, *, method: str = "", path: str = "") -> None:
+        self.status = status
+        self.method = method
+        self.path = path
+        self.message = message
+        answer = status if status is not None else "no response"
+        call = f" {method} {path}".rstrip() if method or path else ""
+        super().__init__(f"GitHub{call} failed: {answer}: {message}")
+
+
 class GitHubApi(Protocol):
+    """What the agent asks GitHub; every method raises :class:`GitHubError` when GitHub refuses."""
+
     def generate_jit_config(self, name: str, runner_group_id: int, labels: Sequence[str]) -> JitConfig: ...
 
     def list_runners(self) -> Sequence[Runner]: ...

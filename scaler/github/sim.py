@@ -24,13 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scaler.github.models import JitConfig, Job, Runner
-
-
-class GitHubError(RuntimeError):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
+from scaler.github.models import GitHubError, JitConfig, Job, Runner
 
 
 @dataclass

@@ -28,11 +28,12 @@ from collections import OrderedDict
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
-from werkzeug.exceptions import HTTPException
+from flask.logging import default_handler
+from werkzeug.exceptions import HTTPException, InternalServerError
 
+from scaler import logs
 from scaler.bus.base import BusUnavailable, Publisher
 from scaler.webhook.bus import publisher_from_url
-from scaler.webhook.logs import get_logger
 from scaler.webhook.metrics import CONTENT_TYPE, WebhookMetrics
 from scaler.webhook.settings import WebhookSettings, settings_from_env
 from scaler.webhook.signature import verify
@@ -40,6 +41,7 @@ from scaler.webhook.signature import verify
 JOB_ACTIONS = frozenset({"queued", "waiting", "in_progress", "completed"})
 OUTCOME_BY_STATUS = {400: "bad_request", 401: "bad_signature", 404: "not_found", 405: "method_not_allowed"}
 OUTCOME_BY_STATUS |= {413: "too_large", 415: "unsupported_media_type", 500: "internal_error", 503: "bus_unavailable"}
+LOGGER_NAME = "scaler.webhook"  # also the Flask app's name, so app.logger is this logger
 
 bp = Blueprint("webhook", __name__)
 
@@ -78,7 +80,7 @@ class Intake:
         self.publisher = publisher
         self.metrics = WebhookMetrics()
         self.recent = RecentDeliveries(settings.dedup_size)
-        self.log = get_logger(settings.log_level)
+        self.log = logs.configure(settings.log_level, LOGGER_NAME)
         self._outcomes: dict[str, Any] = {}  # outcome -> its child of garo_webhook_requests_total
 
     def count(self, outcome: str) -> None:
@@ -94,18 +96,27 @@ def _intake() -> Intake:
 
 
 def _answer(
-    status: int, outcome: str, message: str = "", intake: Intake | None = None, **fields: Any
+    status: int,
+    outcome: str,
+    message: str = "",
+    intake: Intake | None = None,
+    error: BaseException | None = None,
+    **fields: Any,
 ) -> tuple[Response, int]:
-    """Count, log and answer in one place, so every response is all three."""
+    """Count, log and answer in one place, so every response is all three.
+
+    ``error`` is an unhandled exception behind a 500: its type and stack go
+    into the same line (scaler.logs never writes its message).
+    """
     if intake is None:
         intake = _intake()
     intake.count(outcome)
-    level = logging.WARNING if status >= 400 else logging.INFO
+    level = logging.ERROR if error is not None else logging.WARNING if status >= 400 else logging.INFO
     if intake.log.isEnabledFor(level):
         delivery = request.environ.get("HTTP_X_GITHUB_DELIVERY", "")[:128]
         log_fields = {"outcome": outcome, "status": status, "delivery": delivery}
         log_fields |= {k: v for k, v in fields.items() if k != "message_id"}
-        intake.log.log(level, message or outcome, extra={"fields": log_fields})
+        intake.log.log(level, message or outcome, extra=log_fields, exc_info=error)
     body = {"status": outcome} | ({"error": message} if status >= 400 else {}) | fields
     return Response(json.dumps(body), status=status, content_type="application/json"), status
 
@@ -171,7 +182,7 @@ def webhook() -> tuple[Response, int]:
     except BusUnavailable:
         return _answer(503, "bus_unavailable", "the event bus did not accept the event; retry later", intake, **fields)
     except Exception:  # a client library failing in a new way is still "bus down" to GitHub
-        intake.log.exception("publish failed", extra={"fields": fields})
+        intake.log.exception("publish failed", extra=fields)
         return _answer(503, "bus_unavailable", "the event bus did not accept the event; retry later", intake, **fields)
     intake.metrics.publish_seconds.observe(time.perf_counter() - started)
     intake.recent.add(delivery)
@@ -216,19 +227,27 @@ def _http_error(exc: HTTPException) -> tuple[Response, int]:
     """Every framework error (404, 405, 413, ...) as a short JSON body, counted."""
     status = exc.code or 400
     outcome = OUTCOME_BY_STATUS.get(status, "bad_request")
-    response, _ = _answer(status, outcome, exc.name)
+    original = exc.original_exception if isinstance(exc, InternalServerError) else None
+    response, _ = _answer(status, outcome, exc.name, error=original)
     if status == 405 and exc.get_response().headers.get("Allow"):
         response.headers["Allow"] = exc.get_response().headers["Allow"]
     return response, status
+
+
+class _WebhookFlask(Flask):
+    def log_exception(self, exc_info: Any) -> None:
+        """Not here: ``_http_error`` logs an unhandled error once, in the request's own JSON line."""
 
 
 def create_app(config: WebhookSettings | None = None) -> Flask:
     """The WSGI app; without ``config`` every setting comes from the environment."""
     settings = config if config is not None else settings_from_env()
     publisher = settings.publisher if settings.publisher is not None else publisher_from_url(settings.bus_url)
-    app = Flask("scaler.webhook")
+    intake = Intake(settings, publisher)  # configures the JSON logger first, so Flask adds no handler of its own
+    app = _WebhookFlask(LOGGER_NAME)
+    app.logger.removeHandler(default_handler)  # Flask's plain-text handler, in case a host attached it
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions["garo_webhook"] = Intake(settings, publisher)
+    app.extensions["garo_webhook"] = intake
     app.register_blueprint(bp)
     app.register_error_handler(HTTPException, _http_error)
     return app

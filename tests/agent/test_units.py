@@ -9,7 +9,8 @@ import pytest
 from scaler import naming
 from scaler.agent.policy import Schedule, plan_capacity, warm_target
 from scaler.config import WarmPool
-from scaler.github.sim import GitHubError, SimJob
+from scaler.github.models import GitHubError
+from scaler.github.sim import SimJob
 from tests.agent.world import World, make_config
 
 

@@ -101,7 +101,8 @@ class Example:
 
     @property
     def payload(self) -> dict[str, Any]:
-        return json.loads(self.body)
+        payload: dict[str, Any] = json.loads(self.body)
+        return payload
 
 
 @cache
@@ -182,7 +183,13 @@ class WebhookIntake:
         return messages
 
 
-def make_intake(tmp_path: Path, **overrides: Any) -> WebhookIntake:
+def make_intake(tmp_path: Path, *, testing: bool = True, **overrides: Any) -> WebhookIntake:
+    """The app on a fresh SQLite bus; ``overrides`` are WebhookSettings fields.
+
+    With ``testing`` (Flask's TESTING) a bug in a view raises in the test
+    instead of becoming a 500 that a status assertion might accept; pass
+    False to see what a client sees, and what is logged, when a view fails.
+    """
     tmp_path.mkdir(parents=True, exist_ok=True)
     routes_path = tmp_path / "routes.json"
     routes_path.write_text(json.dumps(ROUTES), encoding="utf-8")
@@ -196,6 +203,7 @@ def make_intake(tmp_path: Path, **overrides: Any) -> WebhookIntake:
         **overrides,
     )
     app = create_app(settings)
+    app.testing = testing
     return WebhookIntake(app=app, client=app.test_client(), bus_path=bus_path, tap=tap)
 
 
