@@ -166,7 +166,7 @@ class GitHubHttp:
         tries = _Tries()
         retrying = Retrying(
             retry=retry_if_exception_type(_Again),
-            wait=lambda state: _again(state).wait_or(self.backoff(tries.failed)),
+            wait=lambda state: self._wait(_again(state), tries),
             stop=stop_at_deadline(self.deadline, self.clock.monotonic),
             sleep=self.clock.sleep,
             before_sleep=lambda state: log.warning(
@@ -223,6 +223,10 @@ class GitHubHttp:
             )
         raise _Again(error, f"rate limited ({status})", wait)
 
+    def _wait(self, again: _Again, tries: _Tries) -> float:
+        """What GitHub asked for, else backoff by the count of failed attempts (rate-limit waits aside)."""
+        return again.wait if again.wait is not None else self.backoff(tries.failed)
+
     def _give_up(self, state: RetryCallState) -> NoReturn:
         """The deadline came first: raise the last attempt's error, saying so."""
         error = _again(state).error
@@ -248,9 +252,6 @@ class _Again(Exception):
     def __init__(self, error: GitHubError, why: str, wait: float | None = None) -> None:
         super().__init__(why)
         self.error, self.why, self.wait = error, why, wait
-
-    def wait_or(self, backoff: float) -> float:
-        return backoff if self.wait is None else self.wait
 
 
 def _again(state: RetryCallState) -> _Again:
