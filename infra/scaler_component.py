@@ -17,6 +17,7 @@ is the least privilege the agent needs:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
@@ -73,25 +74,37 @@ def container_declaration(image: str, env: dict[str, str]) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
+@dataclass(frozen=True)
+class ScalerArgs:
+    """What the department hands its scaler."""
+
+    config: StackConfig
+    #: Self-link of the department's subnet the scaler VM runs in.
+    subnet: pulumi.Input[str]
+    #: Resource name (``projects/<p>/serviceAccounts/<email>``) of the runner identity the scaler acts as.
+    runner_service_account: pulumi.Input[str]
+    #: Name of the department's job subscription the scaler pulls.
+    subscription: pulumi.Input[str]
+    #: Secret Manager secret holding the GitHub credential, if the stack has one.
+    github_secret: pulumi.Input[str] | None
+    #: The agent's environment (no secret values: secrets are referenced by name).
+    env: pulumi.Input[dict[str, str]]
+
+
 class Scaler(pulumi.ComponentResource):
-    """Service account, its scoped grants, and the single-VM MIG running the scaler image."""
+    """Service account, its scoped grants, and the single-VM MIG running the scaler image.
+
+    ``outputs`` is what it registers: the service account's email and the MIG's self-link.
+    """
 
     service_account: gcp.serviceaccount.Account
     mig: gcp.compute.RegionInstanceGroupManager
+    outputs: dict[str, pulumi.Output[str]]
 
-    def __init__(
-        self,
-        name: str,
-        config: StackConfig,
-        subnet: pulumi.Input[str],
-        runner_service_account: gcp.serviceaccount.Account,
-        subscription: gcp.pubsub.Subscription,
-        github_secret: pulumi.Output[str] | None,
-        env: pulumi.Input[dict[str, str]],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: ScalerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("garo:gcp:Scaler", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        config = args.config
         dept, project = config.department, config.project
         sa = gcp.serviceaccount.Account(
             f"{name}-sa",
@@ -141,7 +154,7 @@ class Scaler(pulumi.ComponentResource):
             )
         gcp.serviceaccount.IAMMember(
             f"{name}-act-as-runner",
-            service_account_id=runner_service_account.name,
+            service_account_id=args.runner_service_account,
             role="roles/iam.serviceAccountUser",
             member=sa.member,
             opts=child,
@@ -149,15 +162,15 @@ class Scaler(pulumi.ComponentResource):
         gcp.pubsub.SubscriptionIAMMember(
             f"{name}-subscriber",
             project=project,
-            subscription=subscription.name,
+            subscription=args.subscription,
             role="roles/pubsub.subscriber",
             member=sa.member,
             opts=child,
         )
-        if github_secret is not None:
+        if args.github_secret is not None:
             gcp.secretmanager.SecretIamMember(
                 f"{name}-github-secret",
-                secret_id=github_secret,
+                secret_id=args.github_secret,
                 role="roles/secretmanager.secretAccessor",
                 member=sa.member,
                 opts=child,
@@ -171,7 +184,7 @@ class Scaler(pulumi.ComponentResource):
             machine_type="e2-small",
             labels=labels,
             metadata={
-                "gce-container-declaration": pulumi.Output.from_input(env).apply(
+                "gce-container-declaration": pulumi.Output.from_input(args.env).apply(
                     lambda e: container_declaration(config.scaler_image, e)
                 ),
                 "google-logging-enabled": "true",
@@ -182,7 +195,7 @@ class Scaler(pulumi.ComponentResource):
             disks=[
                 {"boot": True, "auto_delete": True, "source_image": COS_IMAGE, "disk_size_gb": 20, "labels": labels}
             ],
-            network_interfaces=[{"subnetwork": subnet}],
+            network_interfaces=[{"subnetwork": args.subnet}],
             service_account={"email": sa.email, "scopes": ["cloud-platform"]},
             shielded_instance_config={
                 "enable_secure_boot": True,
@@ -211,4 +224,5 @@ class Scaler(pulumi.ComponentResource):
             wait_for_instances=False,
             opts=child,
         )
-        self.register_outputs({"serviceAccount": sa.email, "mig": self.mig.self_link})
+        self.outputs = {"serviceAccount": sa.email, "mig": self.mig.self_link}
+        self.register_outputs(self.outputs)
