@@ -7,8 +7,9 @@ is the least privilege the agent needs:
 
 * manage only this department's MIGs and instances: a custom role bound with
   an IAM condition on the resource name prefix ``garo-<dept>-`` (and never its
-  own MIG, ``garo-<dept>--scaler``), plus list/operation reads that IAM cannot
-  scope by name; never project-wide compute admin;
+  own MIG, ``garo-<dept>--scaler``), plus operation polling that IAM cannot
+  scope by name; never project-wide compute admin. Each permission is one
+  the agent's Compute calls need (proven by tests/infra/test_least_privilege.py);
 * act as the runner service account only (to create VMs that run as it);
 * pull only its own subscription; read only its own GitHub secret;
 * write logs and metrics.
@@ -26,26 +27,21 @@ from infra.stack import name_for
 from scaler.config import StackConfig
 
 COS_IMAGE = "projects/cos-cloud/global/images/family/cos-stable"
-# What the agent does to its groups' MIGs and VMs (all name-scoped by the condition).
+# What the agent's Compute calls need (scaler/backends/gcp.py; the method -> permission
+# table is tests/infra/test_least_privilege.py, which fails on any drift either way):
+# read and change its groups' MIGs (list members, create/delete/resume/start by name),
+# read an instance and set its metadata (the JIT config). All name-scoped by the condition.
 MANAGE_PERMISSIONS = (
     "compute.instanceGroupManagers.get",
     "compute.instanceGroupManagers.update",
     "compute.instances.get",
-    "compute.instances.getGuestAttributes",
-    "compute.instances.resume",
-    "compute.instances.setLabels",
     "compute.instances.setMetadata",
-    "compute.instances.start",
-    "compute.instances.stop",
-    "compute.instances.suspend",
 )
-# Reads IAM evaluates on the project (lists, operation polling): cannot be name-scoped.
+# Waiting for the operations those calls return: IAM checks these on the operation,
+# whose name no garo-<dept>- condition can match, so they are granted project-wide.
 READ_PERMISSIONS = (
-    "compute.instanceGroupManagers.list",
-    "compute.instances.list",
     "compute.regionOperations.get",
     "compute.zoneOperations.get",
-    "compute.zones.list",
 )
 
 
@@ -126,7 +122,7 @@ class Scaler(pulumi.ComponentResource):
         read = gcp.projects.IAMCustomRole(
             f"{name}-read-role",
             role_id=f"garoScalerRead_{role_suffix}",
-            title=f"Garo scaler ({dept}): list VMs and poll operations",
+            title=f"Garo scaler ({dept}): poll operations",
             project=project,
             permissions=list(READ_PERMISSIONS),
             opts=child,
