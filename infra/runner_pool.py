@@ -7,7 +7,8 @@ opportunistic with no redistribution, so a template change never deletes a
 busy runner: new VMs simply start from the new template.
 
 A spot group with ``fallbackOnDemand`` gets a second, on-demand MIG
-(``<mig>-od``) the scaler uses when spot capacity runs out.
+(``<mig>-od``) the scaler uses when spot capacity runs out. Both names come
+from ``scaler.naming.mig_name``, the function the agent addresses them by.
 """
 
 from __future__ import annotations
