@@ -15,9 +15,8 @@ from infra.stack import load
 loaded = load()
 if loaded.config.cloud != "gcp":
     raise pulumi.RunError(f"garo:cloud {loaded.config.cloud!r}: this program deploys GCP stacks only (AWS: not yet)")
-if loaded.config.kind == "hub":
-    outputs = Hub("hub", loaded).exports(loaded)
-else:
-    outputs = Department(loaded.config.department, loaded).exports()
-for key, value in sorted(outputs.items()):
+stack: Hub | Department = (
+    Hub("hub", loaded) if loaded.config.kind == "hub" else Department(loaded.config.department, loaded)
+)
+for key, value in sorted(stack.outputs.items()):
     pulumi.export(key, value)

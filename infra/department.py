@@ -14,8 +14,8 @@ import pulumi
 import pulumi_gcp as gcp
 
 from infra.network import DepartmentNetwork
-from infra.runner_pool import RunnerPool, image_path
-from infra.scaler_component import Scaler
+from infra.runner_pool import RunnerPool, RunnerPoolArgs, image_path
+from infra.scaler_component import Scaler, ScalerArgs
 from infra.secrets import secret_manager_secret
 from infra.stack import LoadedStack, for_scaler, name_for
 from infra.subscription import JobSubscription, job_filter
@@ -25,7 +25,15 @@ RUNNER_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter")
 
 
 class Department(pulumi.ComponentResource):
-    """The whole department; ``exports()`` is what the stack outputs (portal + conveniences)."""
+    """The whole department.
+
+    ``outputs`` is the one place for what it produces: registered as the
+    component's outputs and exported as the stack's (the portal document plus
+    conveniences: ``route`` for the hub, the subscription, the scaler's
+    identity and the MIGs).
+    """
+
+    outputs: dict[str, Any]
 
     def __init__(self, name: str, loaded: LoadedStack, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("garo:gcp:Department", name, None, opts)
@@ -64,7 +72,13 @@ class Department(pulumi.ComponentResource):
         )
         self.jobs = JobSubscription(f"{name}-jobs", config, opts=child)
         self.pools = [
-            RunnerPool(f"{name}-{g.name}", config, g, self.network.subnet.self_link, self.runner_sa.email, opts=child)
+            RunnerPool(
+                f"{name}-{g.name}",
+                RunnerPoolArgs(
+                    config=config, group=g, subnet=self.network.subnet.self_link, service_account=self.runner_sa.email
+                ),
+                opts=child,
+            )
             for g in config.groups
         ]
         env: dict[str, Any] = {
@@ -82,17 +96,26 @@ class Department(pulumi.ComponentResource):
             env["GARO_GITHUB_SECRET"] = self.github_secret
         self.scaler = Scaler(
             f"{name}-scaler",
-            config,
-            self.network.subnet.self_link,
-            self.runner_sa,
-            self.jobs.subscription,
-            self.github_secret,
-            pulumi.Output.from_input(env),
+            ScalerArgs(
+                config=config,
+                subnet=self.network.subnet.self_link,
+                runner_service_account=self.runner_sa.name,
+                subscription=self.jobs.subscription.name,
+                github_secret=self.github_secret,
+                env=pulumi.Output.from_input(env),
+            ),
             opts=child,
         )
-        self.register_outputs({})
+        self.outputs = {
+            "portal": self._portal(),
+            "route": routing_document([config])["departments"][0],
+            "subscription": self.jobs.subscription.id,
+            "scalerServiceAccount": self.scaler.outputs["serviceAccount"],
+            "migs": {g.name: pool.outputs["mig"] for g, pool in zip(config.groups, self.pools, strict=True)},
+        }
+        self.register_outputs(self.outputs)
 
-    def portal(self) -> pulumi.Output[dict[str, Any]]:
+    def _portal(self) -> pulumi.Output[dict[str, Any]]:
         """The versioned shape in docs/portal-outputs.schema.json."""
         c = self.config
         assert c.network is not None
@@ -112,8 +135,8 @@ class Department(pulumi.ComponentResource):
                 "standbyPool": {"size": g.standby_pool.size, "mode": g.standby_pool.mode},
                 "timeToStart": g.time_to_start,
                 "timeToLive": g.time_to_live,
-                "mig": pool.mig.self_link,
-                "fallbackMig": pool.fallback_mig.self_link if pool.fallback_mig else None,
+                "mig": pool.outputs["mig"],
+                "fallbackMig": pool.outputs["fallbackMig"],
             }
             for g, pool in zip(c.groups, self.pools, strict=True)
         ]
@@ -134,8 +157,8 @@ class Department(pulumi.ComponentResource):
                 },
                 "groups": groups,
                 "scaler": {
-                    "serviceAccount": self.scaler.service_account.email,
-                    "mig": self.scaler.mig.self_link,
+                    "serviceAccount": self.scaler.outputs["serviceAccount"],
+                    "mig": self.scaler.outputs["mig"],
                     "image": c.scaler_image,
                 },
                 "subscription": {
@@ -147,18 +170,3 @@ class Department(pulumi.ComponentResource):
                 "costLabels": dict(c.resource_labels),
             }
         )
-
-    def exports(self) -> dict[str, Any]:
-        route = routing_document([self.config])["departments"][0]
-        return {
-            "portal": self.portal(),
-            "route": route,
-            "subscription": self.jobs.subscription.id,
-            "scalerServiceAccount": self.scaler.service_account.email,
-            "migs": {
-                p_name: pool.mig.self_link for p_name, pool in zip(self.config_group_names(), self.pools, strict=True)
-            },
-        }
-
-    def config_group_names(self) -> list[str]:
-        return [g.name for g in self.config.groups]

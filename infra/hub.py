@@ -41,7 +41,14 @@ def routes_document(static: list[Any], from_stacks: list[Any]) -> str:
 
 
 class Hub(pulumi.ComponentResource):
-    """Topic + dead-letter topic/subscription, webhook secret, routing table, Cloud Run webhook."""
+    """Topic + dead-letter topic/subscription, webhook secret, routing table, Cloud Run webhook.
+
+    ``outputs`` is the one place for what it produces: registered as the
+    component's outputs and exported as the stack's (the portal document, the
+    webhook URL GitHub posts to, the topics and the assembled routing table).
+    """
+
+    outputs: dict[str, Any]
 
     def __init__(self, name: str, loaded: LoadedStack, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("garo:gcp:Hub", name, None, opts)
@@ -173,31 +180,28 @@ class Hub(pulumi.ComponentResource):
         )
         self.webhook_secret = webhook_secret
         self.routes = routes
-        self.register_outputs({"webhookUrl": self.service.uri})
-
-    def exports(self, loaded: LoadedStack) -> dict[str, Any]:
-        config = loaded.config
-        url = self.service.uri.apply(lambda u: f"{u}/webhook")
-        portal = pulumi.Output.from_input(
-            {
-                "version": 1,
-                "kind": "hub",
-                "stack": loaded.stack,
-                "cloud": config.cloud,
-                "region": config.region,
-                "project": config.project,
-                "webhookUrl": url,
-                "topic": self.topic.id,
-                "deadLetterTopic": self.dead_letter_topic.id,
-                "departmentStacks": list(config.hub.department_stacks) if config.hub else [],
-                "costLabels": dict(config.resource_labels),
-            }
-        )
-        return {
-            "portal": portal,
-            "webhookUrl": url,
+        # What GitHub posts to: the service's path, not its bare URI.
+        webhook_url = self.service.uri.apply(lambda uri: f"{uri}/webhook")
+        self.outputs = {
+            "portal": pulumi.Output.from_input(
+                {
+                    "version": 1,
+                    "kind": "hub",
+                    "stack": loaded.stack,
+                    "cloud": config.cloud,
+                    "region": config.region,
+                    "project": config.project,
+                    "webhookUrl": webhook_url,
+                    "topic": self.topic.id,
+                    "deadLetterTopic": self.dead_letter_topic.id,
+                    "departmentStacks": list(config.hub.department_stacks),
+                    "costLabels": labels,
+                }
+            ),
+            "webhookUrl": webhook_url,
             "topic": self.topic.id,
             "deadLetterTopic": self.dead_letter_topic.id,
             # The routing table the webhook mounts, readable in `garo plan` and by on-call.
-            "routes": self.routes.apply(json.loads),
+            "routes": routes.apply(json.loads),
         }
+        self.register_outputs(self.outputs)

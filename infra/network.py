@@ -21,6 +21,8 @@ class DepartmentNetwork(pulumi.ComponentResource):
 
     network: gcp.compute.Network
     subnet: gcp.compute.Subnetwork
+    #: Registered outputs: the VPC's and the subnet's self-links.
+    outputs: dict[str, pulumi.Output[str]]
 
     def __init__(self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("garo:gcp:DepartmentNetwork", name, None, opts)
@@ -94,4 +96,5 @@ class DepartmentNetwork(pulumi.ComponentResource):
                 source_ranges=[IAP_RANGE],
                 opts=child,
             )
-        self.register_outputs({"network": self.network.self_link, "subnet": self.subnet.self_link})
+        self.outputs = {"network": self.network.self_link, "subnet": self.subnet.self_link}
+        self.register_outputs(self.outputs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import runpy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,11 @@ class PlannedCloud(pulumi.runtime.Mocks):
         return f"{args.name}-{_digest(args.typ, args.name, length=8)}", state
 
 
+def _untyped(method: Callable[..., Any]) -> Callable[[Any], Any]:
+    """Pulumi's ``MockMonitor`` methods carry no annotations; this states the gRPC shape we rely on."""
+    return method
+
+
 class RecordingMonitor(mocks.MockMonitor):
     """Keeps each registration request (inputs and options) before the mocks answer it."""
 
@@ -149,11 +154,11 @@ class RecordingMonitor(mocks.MockMonitor):
     def RegisterResource(self, request: Any) -> Any:  # gRPC method name
         if request.type != "pulumi:pulumi:Stack":
             self._record(request, bool(request.custom), False, list(request.ignoreChanges))
-        return super().RegisterResource(request)
+        return _untyped(super().RegisterResource)(request)
 
     def ReadResource(self, request: Any) -> Any:  # gRPC method name
         self._record(request, True, True, [])
-        return super().ReadResource(request)
+        return _untyped(super().ReadResource)(request)
 
 
 async def _resolve(outputs: Mapping[str, Any]) -> dict[str, tuple[Any, bool]]:

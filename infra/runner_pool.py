@@ -7,16 +7,19 @@ opportunistic with no redistribution, so a template change never deletes a
 busy runner: new VMs simply start from the new template.
 
 A spot group with ``fallbackOnDemand`` gets a second, on-demand MIG
-(``<mig>-od``) the scaler uses when spot capacity runs out.
+(``<mig>-od``) the scaler uses when spot capacity runs out. Both names come
+from ``scaler.naming.mig_name``, the function the agent addresses them by.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_gcp as gcp
 
-from infra.stack import name_for
 from scaler.config import RunnerGroup, StackConfig
+from scaler.naming import mig_name
 
 
 def image_path(project: str | None, family: str) -> str:
@@ -34,33 +37,47 @@ def zones_of(region: str, group: RunnerGroup) -> list[str]:
     return [z if z.startswith(f"{region}-") else f"{region}-{z}" for z in group.zones]
 
 
+@dataclass(frozen=True)
+class RunnerPoolArgs:
+    """What one runner group's pool is built from."""
+
+    config: StackConfig
+    group: RunnerGroup
+    #: Self-link of the department's subnet (no external IPs; egress through Cloud NAT).
+    subnet: pulumi.Input[str]
+    #: Email of the runner service account the VMs run as (logs and metrics only).
+    service_account: pulumi.Input[str]
+
+
 class RunnerPool(pulumi.ComponentResource):
-    """Template + MIG (and the on-demand fallback pair) for one runner group."""
+    """Template + MIG (and the on-demand fallback pair) for one runner group.
+
+    ``outputs`` is what it registers: the MIGs' self-links (``fallbackMig`` is
+    None without a fallback).
+    """
 
     mig: gcp.compute.RegionInstanceGroupManager
     fallback_mig: gcp.compute.RegionInstanceGroupManager | None
+    outputs: dict[str, pulumi.Input[str] | None]
 
-    def __init__(
-        self,
-        name: str,
-        config: StackConfig,
-        group: RunnerGroup,
-        subnet: pulumi.Input[str],
-        service_account: pulumi.Input[str],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: RunnerPoolArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("garo:gcp:RunnerPool", name, None, opts)
-        self._config, self._group = config, group
-        self._subnet, self._service_account = subnet, service_account
-        base = name_for(f"garo-{config.department}-{group.name}", 55)
-        self.mig = self._pool(name, base, spot=group.spot, standby=True)
+        self._args = args
+        department, group = args.config.department, args.group
+        self.mig = self._pool(name, mig_name(department, group.name), spot=group.spot, standby=True)
         self.fallback_mig = None
         if group.spot and group.fallback_on_demand:
-            self.fallback_mig = self._pool(f"{name}-od", f"{base}-od", spot=False, standby=False)
-        self.register_outputs({"mig": self.mig.self_link})
+            self.fallback_mig = self._pool(
+                f"{name}-od", mig_name(department, group.name, True), spot=False, standby=False
+            )
+        self.outputs = {
+            "mig": self.mig.self_link,
+            "fallbackMig": self.fallback_mig.self_link if self.fallback_mig else None,
+        }
+        self.register_outputs(self.outputs)
 
     def _template(self, name: str, base: str, spot: bool) -> gcp.compute.InstanceTemplate:
-        config, group = self._config, self._group
+        config, group = self._args.config, self._args.group
         labels = {**config.resource_labels, "garo-group": group.name, "garo-pool": "spot" if spot else "on-demand"}
         metadata = {
             "garo-department": config.department,
@@ -104,8 +121,8 @@ class RunnerPool(pulumi.ComponentResource):
                 }
             ],
             # No access_configs: no external IP. Egress goes through Cloud NAT.
-            network_interfaces=[{"subnetwork": self._subnet}],
-            service_account={"email": self._service_account, "scopes": ["cloud-platform"]},
+            network_interfaces=[{"subnetwork": self._args.subnet}],
+            service_account={"email": self._args.service_account, "scopes": ["cloud-platform"]},
             shielded_instance_config={
                 "enable_secure_boot": True,
                 "enable_vtpm": True,
@@ -116,7 +133,7 @@ class RunnerPool(pulumi.ComponentResource):
         )
 
     def _pool(self, name: str, base: str, spot: bool, standby: bool) -> gcp.compute.RegionInstanceGroupManager:
-        config, group = self._config, self._group
+        config, group = self._args.config, self._args.group
         template = self._template(name, base, spot)
         zones = zones_of(config.region, group)
         standby_size = group.standby_pool.size if standby else 0
@@ -154,10 +171,10 @@ class RunnerPool(pulumi.ComponentResource):
 
     def describe(self) -> dict[str, object]:
         """The scaler's view of this group (written into its metadata as JSON)."""
-        g = self._group
+        g = self._args.group
         return {
             "name": g.name,
             "mig": self.mig.name,
             "fallbackMig": self.fallback_mig.name if self.fallback_mig else None,
-            "zones": zones_of(self._config.region, g),
+            "zones": zones_of(self._args.config.region, g),
         }

@@ -7,8 +7,9 @@ is the least privilege the agent needs:
 
 * manage only this department's MIGs and instances: a custom role bound with
   an IAM condition on the resource name prefix ``garo-<dept>-`` (and never its
-  own MIG, ``garo-<dept>--scaler``), plus list/operation reads that IAM cannot
-  scope by name; never project-wide compute admin;
+  own MIG, ``garo-<dept>--scaler``), plus operation polling that IAM cannot
+  scope by name; never project-wide compute admin. Each permission is one
+  the agent's Compute calls need (proven by tests/infra/test_least_privilege.py);
 * act as the runner service account only (to create VMs that run as it);
 * pull only its own subscription; read only its own GitHub secret;
 * write logs and metrics.
@@ -17,6 +18,7 @@ is the least privilege the agent needs:
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_gcp as gcp
@@ -25,26 +27,21 @@ from infra.stack import name_for
 from scaler.config import StackConfig
 
 COS_IMAGE = "projects/cos-cloud/global/images/family/cos-stable"
-# What the agent does to its groups' MIGs and VMs (all name-scoped by the condition).
+# What the agent's Compute calls need (scaler/backends/gcp.py; the method -> permission
+# table is tests/infra/test_least_privilege.py, which fails on any drift either way):
+# read and change its groups' MIGs (list members, create/delete/resume/start by name),
+# read an instance and set its metadata (the JIT config). All name-scoped by the condition.
 MANAGE_PERMISSIONS = (
     "compute.instanceGroupManagers.get",
     "compute.instanceGroupManagers.update",
     "compute.instances.get",
-    "compute.instances.getGuestAttributes",
-    "compute.instances.resume",
-    "compute.instances.setLabels",
     "compute.instances.setMetadata",
-    "compute.instances.start",
-    "compute.instances.stop",
-    "compute.instances.suspend",
 )
-# Reads IAM evaluates on the project (lists, operation polling): cannot be name-scoped.
+# Waiting for the operations those calls return: IAM checks these on the operation,
+# whose name no garo-<dept>- condition can match, so they are granted project-wide.
 READ_PERMISSIONS = (
-    "compute.instanceGroupManagers.list",
-    "compute.instances.list",
     "compute.regionOperations.get",
     "compute.zoneOperations.get",
-    "compute.zones.list",
 )
 
 
@@ -73,25 +70,37 @@ def container_declaration(image: str, env: dict[str, str]) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
+@dataclass(frozen=True)
+class ScalerArgs:
+    """What the department hands its scaler."""
+
+    config: StackConfig
+    #: Self-link of the department's subnet the scaler VM runs in.
+    subnet: pulumi.Input[str]
+    #: Resource name (``projects/<p>/serviceAccounts/<email>``) of the runner identity the scaler acts as.
+    runner_service_account: pulumi.Input[str]
+    #: Name of the department's job subscription the scaler pulls.
+    subscription: pulumi.Input[str]
+    #: Secret Manager secret holding the GitHub credential, if the stack has one.
+    github_secret: pulumi.Input[str] | None
+    #: The agent's environment (no secret values: secrets are referenced by name).
+    env: pulumi.Input[dict[str, str]]
+
+
 class Scaler(pulumi.ComponentResource):
-    """Service account, its scoped grants, and the single-VM MIG running the scaler image."""
+    """Service account, its scoped grants, and the single-VM MIG running the scaler image.
+
+    ``outputs`` is what it registers: the service account's email and the MIG's self-link.
+    """
 
     service_account: gcp.serviceaccount.Account
     mig: gcp.compute.RegionInstanceGroupManager
+    outputs: dict[str, pulumi.Output[str]]
 
-    def __init__(
-        self,
-        name: str,
-        config: StackConfig,
-        subnet: pulumi.Input[str],
-        runner_service_account: gcp.serviceaccount.Account,
-        subscription: gcp.pubsub.Subscription,
-        github_secret: pulumi.Output[str] | None,
-        env: pulumi.Input[dict[str, str]],
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: ScalerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("garo:gcp:Scaler", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        config = args.config
         dept, project = config.department, config.project
         sa = gcp.serviceaccount.Account(
             f"{name}-sa",
@@ -113,7 +122,7 @@ class Scaler(pulumi.ComponentResource):
         read = gcp.projects.IAMCustomRole(
             f"{name}-read-role",
             role_id=f"garoScalerRead_{role_suffix}",
-            title=f"Garo scaler ({dept}): list VMs and poll operations",
+            title=f"Garo scaler ({dept}): poll operations",
             project=project,
             permissions=list(READ_PERMISSIONS),
             opts=child,
@@ -141,7 +150,7 @@ class Scaler(pulumi.ComponentResource):
             )
         gcp.serviceaccount.IAMMember(
             f"{name}-act-as-runner",
-            service_account_id=runner_service_account.name,
+            service_account_id=args.runner_service_account,
             role="roles/iam.serviceAccountUser",
             member=sa.member,
             opts=child,
@@ -149,15 +158,15 @@ class Scaler(pulumi.ComponentResource):
         gcp.pubsub.SubscriptionIAMMember(
             f"{name}-subscriber",
             project=project,
-            subscription=subscription.name,
+            subscription=args.subscription,
             role="roles/pubsub.subscriber",
             member=sa.member,
             opts=child,
         )
-        if github_secret is not None:
+        if args.github_secret is not None:
             gcp.secretmanager.SecretIamMember(
                 f"{name}-github-secret",
-                secret_id=github_secret,
+                secret_id=args.github_secret,
                 role="roles/secretmanager.secretAccessor",
                 member=sa.member,
                 opts=child,
@@ -171,7 +180,7 @@ class Scaler(pulumi.ComponentResource):
             machine_type="e2-small",
             labels=labels,
             metadata={
-                "gce-container-declaration": pulumi.Output.from_input(env).apply(
+                "gce-container-declaration": pulumi.Output.from_input(args.env).apply(
                     lambda e: container_declaration(config.scaler_image, e)
                 ),
                 "google-logging-enabled": "true",
@@ -182,7 +191,7 @@ class Scaler(pulumi.ComponentResource):
             disks=[
                 {"boot": True, "auto_delete": True, "source_image": COS_IMAGE, "disk_size_gb": 20, "labels": labels}
             ],
-            network_interfaces=[{"subnetwork": subnet}],
+            network_interfaces=[{"subnetwork": args.subnet}],
             service_account={"email": sa.email, "scopes": ["cloud-platform"]},
             shielded_instance_config={
                 "enable_secure_boot": True,
@@ -211,4 +220,5 @@ class Scaler(pulumi.ComponentResource):
             wait_for_instances=False,
             opts=child,
         )
-        self.register_outputs({"serviceAccount": sa.email, "mig": self.mig.self_link})
+        self.outputs = {"serviceAccount": sa.email, "mig": self.mig.self_link}
+        self.register_outputs(self.outputs)

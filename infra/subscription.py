@@ -39,6 +39,8 @@ class JobSubscription(pulumi.ComponentResource):
     subscription: gcp.pubsub.Subscription
     topic: pulumi.Output[str]
     dead_letter_topic: pulumi.Output[str]
+    #: Registered outputs: the subscription's id.
+    outputs: dict[str, pulumi.Output[str]]
 
     def __init__(self, name: str, config: StackConfig, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("garo:gcp:JobSubscription", name, None, opts)
@@ -81,4 +83,5 @@ class JobSubscription(pulumi.ComponentResource):
             member=agent,
             opts=child,
         )
-        self.register_outputs({"subscription": self.subscription.id})
+        self.outputs = {"subscription": self.subscription.id}
+        self.register_outputs(self.outputs)

@@ -87,6 +87,22 @@ def warm_name(department: str, group: str, slot: int) -> str:
     return f"{group_prefix(department, group)}w-{slot}"
 
 
+def mig_name(department: str, group: str, fallback: bool = False) -> str:
+    """The managed instance group of a runner group: ``garo-<department>-<group>[-od]``.
+
+    The one definition both sides use: the Pulumi program declares the MIG
+    under this name and the agent addresses it by this name, so they cannot
+    drift apart. ``fallback`` names the on-demand MIG behind a spot group.
+    Department and group are at most 20 characters each, so the name (at most
+    49 characters) always fits GCE's 63.
+    """
+    _check_part("department", department)
+    _check_part("group", group)
+    name = f"garo-{department}-{group}" + ("-od" if fallback else "")
+    assert INSTANCE_NAME_RE.match(name), name
+    return name
+
+
 def is_ours(department: str, runner_name: str | None) -> bool:
     """True for runners/instances of this department; other runners are never touched."""
     return bool(runner_name) and str(runner_name).startswith(department_prefix(department))

@@ -56,7 +56,7 @@ from scaler.backends.base import (
 )
 from scaler.backends.gcp_api import ComputeClient, ComputeHttpError, chunks, create_failure, zone_of
 from scaler.config import StackConfig
-from scaler.naming import INSTANCE_NAME_RE
+from scaler.naming import INSTANCE_NAME_RE, mig_name
 
 Rows = list[dict[str, Any]]  # listManagedInstances entries
 Names = list[str]
@@ -65,11 +65,6 @@ CREATED_AT_KEY = "garo-created-at"
 # createInstances states no limit, so it gets the same one.
 BATCH_LIMIT = 1000
 _STANDBY_STATUS = {"SUSPENDED": "resumeInstances", "TERMINATED": "startInstances", "STOPPED": "startInstances"}
-
-
-def mig_name(department: str, group: str, fallback: bool = False) -> str:
-    """The MIG of a runner group (the Pulumi program names it the same way)."""
-    return f"garo-{department}-{group}" + ("-od" if fallback else "")
 
 
 @dataclass(frozen=True)
