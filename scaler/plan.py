@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from scaler.config import StackConfig, load_stack_file
-from scaler.routing import routing_document
+from scaler.config.routing import routing_document
 
 # Per resource type, the inputs a reviewer looks at first (the JSON has all of them).
 KEY_PROPERTIES: dict[str, tuple[str, ...]] = {

@@ -31,7 +31,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from scaler.bus.base import BusUnavailable, Publisher
-from scaler.webhook.bus import publisher_from_url
+from scaler.bus.url import open_publisher
 from scaler.webhook.logs import get_logger
 from scaler.webhook.metrics import CONTENT_TYPE, WebhookMetrics
 from scaler.webhook.settings import WebhookSettings, settings_from_env
@@ -225,7 +225,7 @@ def _http_error(exc: HTTPException) -> tuple[Response, int]:
 def create_app(config: WebhookSettings | None = None) -> Flask:
     """The WSGI app; without ``config`` every setting comes from the environment."""
     settings = config if config is not None else settings_from_env()
-    publisher = settings.publisher if settings.publisher is not None else publisher_from_url(settings.bus_url)
+    publisher = settings.publisher if settings.publisher is not None else open_publisher(settings.bus_url)
     app = Flask("scaler.webhook")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["garo_webhook"] = Intake(settings, publisher)
