@@ -37,6 +37,7 @@ from scaler.bus.base import Publisher
 from scaler.bus.url import DEFAULT_BUS, parse_bus_url
 from scaler.config import ConfigError, Issue
 from scaler.config.routing import RoutingTable, load_routing_table
+
 DEFAULT_MAX_BODY = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
