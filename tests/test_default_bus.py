@@ -46,7 +46,7 @@ def _eventually(condition: Callable[[], bool], what: str, processes: list[subpro
     deadline = time.monotonic() + 60
     while not condition():
         for process in processes:
-            assert process.poll() is None, f"{process.args} exited with {process.returncode} before {what}"
+            assert process.poll() is None, f"{process.args!r} exited with {process.returncode} before {what}"
         assert time.monotonic() < deadline, f"no {what} after a minute"
         time.sleep(0.1)
 

@@ -109,13 +109,10 @@ def _gcp(request: pytest.FixtureRequest) -> Harness:
         assert instance is not None and instance.status is not None, f"{name} has no VM"
         return dict(instance.metadata)
 
-    return Harness(
-        backend,
-        fake.settle,
-        lambda names: fake.seed("garo-eng-linux", list(names)) and None,
-        fake.exhaust,
-        metadata,
-    )
+    def seed_standby(names: Sequence[str]) -> None:
+        fake.seed("garo-eng-linux", list(names))
+
+    return Harness(backend, fake.settle, seed_standby, fake.exhaust, metadata)
 
 
 # registry name (or "<registry name>:<variant>") -> builder.
