@@ -58,7 +58,7 @@ def create_app():
 NULL_APP = """
 import os
 
-from scaler.routing import load_routing_table
+from scaler.config.routing import load_routing_table
 from scaler.webhook import WebhookSettings, create_app as _create_app
 
 

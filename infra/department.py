@@ -19,7 +19,7 @@ from infra.scaler_component import Scaler, ScalerArgs
 from infra.secrets import secret_manager_secret
 from infra.stack import LoadedStack, for_scaler, name_for
 from infra.subscription import JobSubscription, job_filter
-from scaler.routing import routing_document
+from scaler.config.routing import routing_document
 
 RUNNER_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter")
 

@@ -20,7 +20,7 @@ from infra.secrets import secret_manager_secret
 from infra.stack import LoadedStack
 from infra.subscription import DEFAULT_TOPIC
 from scaler.config import ConfigError
-from scaler.routing import parse_routing_table
+from scaler.config.routing import parse_routing_table
 
 ROUTES_DIR = "/etc/garo"
 

@@ -29,7 +29,7 @@ def validate(stack_files: tuple[Path, ...], routes: tuple[Path, ...]) -> None:
         raise click.UsageError("give stack files and/or --routes <routing table>")
     failed = False
     for table in routes:
-        from scaler.routing import load_routing_table
+        from scaler.config.routing import load_routing_table
 
         try:
             load_routing_table(table)

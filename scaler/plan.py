@@ -14,12 +14,15 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from scaler.config import StackConfig, load_stack_file
-from scaler.routing import routing_document
+
+if TYPE_CHECKING:
+    from infra.plan_mocks import Declared
+from scaler.config.routing import routing_document
 
 # Per resource type, the inputs a reviewer looks at first (the JSON has all of them).
 KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
@@ -47,13 +50,26 @@ DEFAULT_KEYS = ("name", "accountId", "secretId")
 
 
 @dataclass(frozen=True)
+class Declaration:
+    """What the program declared, sorted by type and name, secret values still in it.
+
+    Only :func:`masked` turns it into something printable; keeping the run and
+    the masking apart is what lets the secret-leak tests look for a secret in
+    everything the program produced, with the masking as the one gate.
+    """
+
+    stack: str
+    resources: list[Declared]
+    outputs: dict[str, tuple[Any, bool]]  # name -> (value, is_secret)
+
+
+@dataclass(frozen=True)
 class Plan:
+    """A declaration with every secret shown as ``[secret]``: what ``garo plan`` prints."""
+
     stack: str
     resources: list[dict[str, Any]]
     outputs: dict[str, Any]
-    # Unmasked values, for the secret-leak tests only; never printed.
-    raw_resources: list[dict[str, Any]]
-    raw_outputs: dict[str, Any]
 
 
 def stack_name(path: Path) -> str:
@@ -105,7 +121,7 @@ def referenced_outputs(path: Path, config: StackConfig) -> dict[str, dict[str, A
     return outputs
 
 
-def plan(path: str | Path, secret_values: Mapping[str, str] | None = None) -> Plan:
+def declare(path: str | Path, secret_values: Mapping[str, str] | None = None) -> Declaration:
     """Validate and run the stack offline. Raises ConfigError (bad file) or pulumi.RunError."""
     from infra.plan_mocks import PlannedCloud, run_program  # late: imports Pulumi
 
@@ -116,28 +132,30 @@ def plan(path: str | Path, secret_values: Mapping[str, str] | None = None) -> Pl
     stack = stack_name(path)
     cloud = PlannedCloud(config.project or "project", config.region, referenced_outputs(path, config))
     declared, outputs = run_program(strings, secret_keys, stack, cloud)
-    order = sorted(range(len(declared)), key=lambda i: (declared[i].type, declared[i].name))
+    return Declaration(stack, sorted(declared, key=lambda d: (d.type, d.name)), dict(outputs))
 
-    def row(i: int, raw: bool) -> dict[str, Any]:
-        d = declared[i]
-        return {
+
+def masked(declaration: Declaration) -> Plan:
+    """The printable plan: inputs as the mocks masked them, secret outputs as ``[secret]``."""
+    resources = [
+        {
             "type": d.type,
             "name": d.name,
             "parent": d.parent,
             "custom": d.custom,
             "read": d.read,
             "ignoreChanges": d.ignore_changes,
-            "inputs": d.raw_inputs if raw else d.inputs,
+            "inputs": d.inputs,
         }
+        for d in declaration.resources
+    ]
+    outputs = {k: ("[secret]" if secret else value) for k, (value, secret) in sorted(declaration.outputs.items())}
+    return Plan(stack=declaration.stack, resources=resources, outputs=outputs)
 
-    masked = {k: ("[secret]" if secret else value) for k, (value, secret) in sorted(outputs.items())}
-    return Plan(
-        stack=stack,
-        resources=[row(i, False) for i in order],
-        outputs=masked,
-        raw_resources=[row(i, True) for i in order],
-        raw_outputs={k: value for k, (value, _) in outputs.items()},
-    )
+
+def plan(path: str | Path, secret_values: Mapping[str, str] | None = None) -> Plan:
+    """Validate and run the stack offline, masked. Raises ConfigError (bad file) or pulumi.RunError."""
+    return masked(declare(path, secret_values))
 
 
 def _pick(inputs: Any, dotted: str) -> Any:

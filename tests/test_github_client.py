@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import jwt
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 from prometheus_client import CollectorRegistry
 
@@ -82,10 +84,18 @@ def test_app_client_conforms_to_githubs_openapi(prism_github: str, prism_session
 
 
 def test_repo_level_client_conforms(prism_github: str) -> None:
-    client = GitHubClient("acme", token="dev", repo="acme/app", api_url=prism_github)
+    session = requests.Session()
+    answered: list[tuple[str, str, int]] = []  # what Prism (validating against GitHub's spec) answered
+    session.hooks["response"].append(
+        lambda r, *args, **kwargs: answered.append((r.request.method, urlsplit(r.url).path, r.status_code))
+    )
+    client = GitHubClient("acme", token="dev", repo="acme/app", api_url=prism_github, session=session)
     assert client.generate_jit_config("garo-r-1", 1, ["self-hosted"]).encoded
     assert len(client.list_runners()) == 2
+    answered.clear()
     client.delete_runner(5)
+    # The runner is deregistered from the repository, not the organisation, and GitHub's spec accepts the call.
+    assert answered == [("DELETE", "/repos/acme/app/actions/runners/5", 204)]
 
 
 def test_spec_violation_surfaces_as_an_unretried_error(prism_github: str) -> None:

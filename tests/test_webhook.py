@@ -159,7 +159,10 @@ def test_bus_down_answers_503_and_a_redelivery_is_published(tmp_path: Path) -> N
         response = intake.post(example.body, delivery=delivery)
         assert response.status_code == 503
         assert response.json["status"] == "bus_unavailable"
-        assert intake.client.get("/readyz").status_code in (200, 503)
+        # Still ready: the bus is reachable, only its writer's lock is taken. Taking the instance out of the
+        # load balancer for that would turn GitHub's retryable 503 into a connection error for every delivery.
+        ready = intake.client.get("/readyz")
+        assert (ready.status_code, ready.json) == (200, {"status": "ready"})
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()

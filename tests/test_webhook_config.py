@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from scaler.bus.sqlite import SqliteBus
 from scaler.cli import main
 from scaler.config import ConfigError, parse_stack_config
-from scaler.routing import load_routing_table, parse_routing_table, routing_document
+from scaler.config.routing import load_routing_table, parse_routing_table, routing_document
 from scaler.webhook.settings import settings_from_env
 from tests.harness.webhooks import ROUTES, SECRET, load_examples, sign
 
@@ -177,7 +177,8 @@ def test_settings_from_env(tmp_path: Path) -> None:
         ("sqlite://bus.db?synchronous=sometimes", "synchronous= must be one of"),
         ("sqlite://bus.db?fsync=1", "expected sqlite://<path>"),
         ("sqlite://", "expected sqlite://<path>"),
-        ("pubsub://project-only", "expected pubsub://<project>/<topic>"),
+        ("pubsub://project-only", "expected pubsub://<project>/<topic or subscription>"),
+        ("redis://localhost/0", "unknown bus URL scheme 'redis'"),
         ("pubsub://p/t?timeout=-1", "timeout= must not be negative"),
     ],
 )

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from scaler.bus.pubsub import PubSubPublisher, PubSubSubscriber
-from scaler.webhook.bus import publisher_from_url
+from scaler.bus.url import open_publisher
 from tests.harness.pubsub import PubSubEmulator
 from tests.harness.webhooks import WebhookIntake, load_examples, make_intake
 
@@ -23,7 +23,7 @@ def intake(pubsub_emulator: PubSubEmulator, tmp_path: Path) -> Iterator[WebhookI
     pubsub_emulator.create_topic("jobs")
     pubsub_emulator.create_subscription("platform", "jobs", filter='attributes.department = "platform"')
     pubsub_emulator.create_subscription("data", "jobs", filter='attributes.department = "data"')
-    publisher = publisher_from_url(f"pubsub://{pubsub_emulator.project}/jobs?timeout=2")
+    publisher = open_publisher(f"pubsub://{pubsub_emulator.project}/jobs?timeout=2")
     assert isinstance(publisher, PubSubPublisher)
     yield make_intake(tmp_path, publisher=publisher)
     publisher.close()

@@ -1,9 +1,9 @@
 """``garo agent`` and ``garo reconcile``: wire config, bus, cloud and GitHub into an Agent.
 
 What to run comes from :mod:`scaler.agent.settings` (the one reader of the
-environment): the stack, the bus URL (``sqlite:///path/to/bus.db`` or
-``pubsub://project/subscription``), the MIGs and the GitHub credential, which
-is read here and never logged.
+environment): the stack, the bus URL (parsed by :mod:`scaler.bus.url`), the
+pools and the GitHub credential, which is read here and never logged. The
+cloud's backend comes from :mod:`scaler.backends.registry`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import click
 
 from scaler.agent.settings import AgentSettings, SettingsError, read_secret
 from scaler.agent.settings import load as load_settings
-from scaler.backends.base import Backend
-from scaler.bus.base import Subscriber
+from scaler.backends import registry as backends
+from scaler.backends.base import Backend, BackendError
+from scaler.bus.url import open_subscriber
 from scaler.config import ConfigError
 from scaler.github.models import GitHubApi
 
@@ -28,37 +29,12 @@ if TYPE_CHECKING:
     from scaler.agent import Agent
 
 
-def open_subscriber(url: str, department: str) -> Subscriber:
-    """The department's subscription named by a bus URL."""
-    if url.startswith("sqlite://"):
-        from scaler.bus.sqlite import SqliteBus
-
-        path = url.removeprefix("sqlite://") or ".garo/bus.db"
-        return SqliteBus(path, subscription=f"agent-{department}", filter={"department": department})
-    if url.startswith("pubsub://"):
-        from scaler.bus.pubsub import PubSubSubscriber
-
-        project, _, subscription = url.removeprefix("pubsub://").partition("/")
-        if not project or not subscription:
-            raise click.BadParameter("expected pubsub://<project>/<subscription>", param_hint="--bus")
-        return PubSubSubscriber(project, subscription)
-    raise click.BadParameter(f"unknown bus URL scheme in {url.split(':', 1)[0]!r}", param_hint="--bus")
-
-
 def open_backend(settings: AgentSettings) -> Backend:
-    config = settings.config
-    if config.cloud == "local":
-        from scaler.backends.local import DEFAULT_STATE_DIR, LocalBackend
-
-        return LocalBackend(settings.fleet_dir or str(DEFAULT_STATE_DIR))
-    if config.cloud == "gcp":
-        from scaler.backends.gcp import GcpBackend, GcpGroup
-
-        if not settings.pools:
-            return GcpBackend.from_config(config)
-        groups = {name: GcpGroup(pool.mig, pool.fallback) for name, pool in settings.pools.items()}
-        return GcpBackend(config.project or "", config.region, groups)
-    raise click.ClickException(f"cloud {config.cloud!r} has no agent backend yet")
+    """The stack's cloud, from the one registry of backends."""
+    try:
+        return backends.open_backend(settings.config, settings)
+    except BackendError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def open_github(settings: AgentSettings, registry: Any = None) -> GitHubApi:

@@ -3,7 +3,8 @@
 Two ways to run the agent, one reader:
 
 * on a laptop: ``--stack Pulumi.<dept>.yaml`` (or ``GARO_STACK_FILE``), a bus URL
-  (``--bus``/``GARO_BUS``, default the embedded SQLite bus) and a GitHub token
+  (``--bus``/``GARO_BUS``, default the embedded SQLite bus the webhook also
+  defaults to, :data:`scaler.bus.url.DEFAULT_BUS`) and a GitHub token
   (``GARO_GITHUB_TOKEN``) or App key file (``GARO_GITHUB_APP_KEY_FILE``);
 * as infra/ deploys it (infra/department.py builds this env for the container):
   ``GARO_STACK_CONFIG`` (the stack's config as JSON, secrets replaced by
@@ -23,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from scaler.bus.url import DEFAULT_BUS, parse_bus_url
 from scaler.config import ConfigError, StackConfig, load_stack_file, parse_stack_config
 
 SECRET_MANAGER = "https://secretmanager.googleapis.com/v1"
@@ -59,9 +61,13 @@ def load(env: Mapping[str, str], stack: str | None = None, bus: str | None = Non
     ):
         if env.get(var) and expected and env[var] != expected:
             raise SettingsError(f"{var}={env[var]!r} disagrees with the stack config ({expected!r})")
-    url = bus or env.get("GARO_BUS") or "sqlite://.garo/bus.db"
+    url = bus or env.get("GARO_BUS") or DEFAULT_BUS
+    try:
+        parsed = parse_bus_url(url)
+    except ValueError as exc:
+        raise SettingsError(f"GARO_BUS (or --bus): {exc}") from None
     subscription = env.get("GARO_SUBSCRIPTION", "")
-    if subscription and url.startswith("pubsub://") and url.rsplit("/", 1)[-1] != subscription.rsplit("/", 1)[-1]:
+    if subscription and parsed.scheme == "pubsub" and parsed.name != subscription.rsplit("/", 1)[-1]:
         raise SettingsError("GARO_SUBSCRIPTION and GARO_BUS name different subscriptions")
     return AgentSettings(
         config=config,

@@ -18,7 +18,6 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -171,7 +170,7 @@ class LocalBackend:
             for key in [k for k, v in items.items() if v == ""]:
                 del record["metadata"][key]  # an empty value removes the key, as on GCE
 
-    # ------------------------------------------------------------------ simulation helpers
+    # ------------------------------------------------------------------ the simulated VMs' side (local_vm.py)
 
     def get_metadata(self, group: str, name: str) -> dict[str, str]:
         """What the VM would read from its metadata server."""
@@ -188,31 +187,9 @@ class LocalBackend:
             if record is not None:
                 record["labels"].update(labels)
 
-    def add_standby(self, group: str, count: int = 1, names: Sequence[str] = ()) -> builtins.list[str]:
-        """Seed suspended instances, as a standby pool built by Pulumi/reconcile would be."""
-        chosen = list(names) or [f"garo-{group}-w-{secrets.token_hex(3)}" for _ in range(count)]
-        _check_names(chosen)
-        with self._fleet() as fleet:
-            records = fleet.setdefault(group, {})
-            for name in chosen:
-                records.setdefault(name, self._new_record(InstanceState.STANDBY, {}))
-        return chosen
-
-    def suspend(self, group: str, names: Sequence[str]) -> None:
-        """Put running instances back into standby."""
-        with self._fleet() as fleet:
-            for name in names:
-                record = fleet.get(group, {}).get(name)
-                if record is not None:
-                    record.update(state=InstanceState.STANDBY.value, since=self.clock())
-
     def groups(self) -> builtins.list[str]:
         with self._fleet() as fleet:
             return sorted(fleet)
-
-    def reset(self) -> None:
-        with self._fleet() as fleet:
-            fleet.clear()
 
 
 def _check_names(names: Sequence[str]) -> None:

@@ -22,6 +22,7 @@ from scaler.config.model import (
     StackConfig,
 )
 from scaler.config.reader import Reader, namespaced, read_document
+from scaler.config.routing import parse_routing_table
 
 ALLOWED_KEYS = frozenset(
     "kind cloud region department costCenter labels network github groups hub scalerImage reconcileInterval "
@@ -185,15 +186,13 @@ def _read_hub(r: Reader, own: Mapping[str, Any]) -> HubSettings:
 
 
 def _check_routes(r: Reader, routes: Sequence[Mapping[str, Any]]) -> None:
-    """Static routes use the webhook's routing-document entries (see scaler.routing).
+    """Static routes use the webhook's routing-document entries (see scaler.config.routing).
 
     They are checked by the webhook's own parser so a table the webhook would
     refuse fails `garo validate`, with key paths under ``garo:hub.routes``.
     """
     if not routes:
         return
-    from scaler.routing import parse_routing_table  # late: scaler.routing imports this module
-
     try:
         parse_routing_table({"version": 1, "departments": list(routes)}, "garo:hub.routes")
     except ConfigError as exc:

@@ -18,10 +18,10 @@ from scaler.backends.base import JIT_KEY
 from scaler.backends.local import LocalBackend
 from scaler.backends.local_vm import SimulatedVms
 from scaler.bus.sqlite import SqliteBus
+from scaler.config.routing import routing_document
 from scaler.demo.examples import Examples
 from scaler.demo.parts import DEMO_JOBS, DEPARTMENT, CountingBackend, Narrator, Webhook, demo_config, log_tail
 from scaler.github.sim import GitHubSim, SimJob
-from scaler.routing import routing_document
 
 TICK = 0.2
 EXPLAIN = {

@@ -33,7 +33,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 
 from scaler import logs
 from scaler.bus.base import BusUnavailable, Publisher
-from scaler.webhook.bus import publisher_from_url
+from scaler.bus.url import open_publisher
 from scaler.webhook.metrics import CONTENT_TYPE, WebhookMetrics
 from scaler.webhook.settings import WebhookSettings, settings_from_env
 from scaler.webhook.signature import verify
@@ -242,7 +242,7 @@ class _WebhookFlask(Flask):
 def create_app(config: WebhookSettings | None = None) -> Flask:
     """The WSGI app; without ``config`` every setting comes from the environment."""
     settings = config if config is not None else settings_from_env()
-    publisher = settings.publisher if settings.publisher is not None else publisher_from_url(settings.bus_url)
+    publisher = settings.publisher if settings.publisher is not None else open_publisher(settings.bus_url)
     intake = Intake(settings, publisher)  # configures the JSON logger first, so Flask adds no handler of its own
     app = _WebhookFlask(LOGGER_NAME)
     app.logger.removeHandler(default_handler)  # Flask's plain-text handler, in case a host attached it

@@ -13,7 +13,8 @@ GARO_WEBHOOK_SECRET_PREVIOUS    the secret being rotated out, also accepted (opt
 (_FILE)                         ``_FILE`` variant too)
 GARO_ROUTES                     path to the routing table, JSON or YAML (required)
 GARO_BUS                        ``sqlite://<path>[?synchronous=FULL&timeout=S&checkpoint=S]``
-                                or ``pubsub://<project>/<topic>`` (``sqlite://garo-bus.db``)
+                                or ``pubsub://<project>/<topic>`` (``sqlite://.garo/bus.db``,
+                                the agent's default too: see scaler.bus.url)
 GARO_WEBHOOK_MAX_BODY           largest accepted body in bytes (1048576)
 GARO_WEBHOOK_DEDUP_SIZE         recent delivery GUIDs remembered per worker (10000)
 GARO_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (INFO)
@@ -33,11 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scaler.bus.base import Publisher
+from scaler.bus.url import DEFAULT_BUS, parse_bus_url
 from scaler.config import ConfigError, Issue
-from scaler.routing import RoutingTable, load_routing_table
-from scaler.webhook.bus import parse_bus_url
+from scaler.config.routing import RoutingTable, load_routing_table
 
-DEFAULT_BUS = "sqlite://garo-bus.db"
 DEFAULT_MAX_BODY = 1024 * 1024
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 

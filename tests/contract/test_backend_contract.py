@@ -1,90 +1,36 @@
 """One contract, every backend: what the agent may rely on from any cloud.
 
-Each backend is wrapped in a :class:`Harness` that knows how to let time pass,
-seed a standby pool, run out of capacity and read what a VM would see in its
-metadata, each through that cloud's own stand-in (the local fleet, the
-Compute fake validated against compute.v1.json). Adding AWS means adding one
-``_aws`` builder below and its name to ``BACKENDS``.
+The suite runs once per entry of :data:`scaler.backends.registry.BACKENDS`,
+each through its harness in ``tests/contract/harnesses.py`` (same name), which
+drives that cloud's stand-in: the local fleet, the Compute fake validated
+against compute.v1.json, ... A registered backend without a harness fails
+here. Nothing in this file names a cloud or a cloud's error code: failures are
+:class:`scaler.backends.base.Failure` reasons (docs/backends.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-
 import pytest
-import requests
 
-from scaler.backends.base import Backend, Failure, InstanceState
-from scaler.backends.gcp import GcpBackend, GcpGroup
-from scaler.backends.local import LocalBackend
-from tests.harness.compute import ComputeFake
-
-GROUP = "linux"
+from scaler.backends import registry
+from scaler.backends.base import BackendError, Failure, InstanceState
+from tests.contract.harnesses import GROUP, HARNESSES, Harness
 
 
-@dataclass
-class Harness:
-    backend: Backend
-    settle: Callable[[], None]  # let boots, resumes and deletions finish
-    seed_standby: Callable[[list[str]], None]
-    exhaust: Callable[[], None]  # no capacity for new VMs from now on
-    metadata: Callable[[str], dict[str, str]]  # what the VM reads from its metadata server
+def contract_names() -> list[str]:
+    """Every registered backend, and every harness (a harness must belong to a registered backend)."""
+    return sorted(set(registry.BACKENDS) | set(HARNESSES))
 
 
-def _local(tmp_path: Path | None) -> Harness:
-    now = [1_000.0]
-    backend = LocalBackend(tmp_path, boot_delay=30, clock=lambda: now[0])
-
-    def settle() -> None:
-        now[0] += 31
-
-    def exhaust() -> None:
-        backend.capacity[GROUP] = len(backend.list(GROUP))
-
-    return Harness(
-        backend,
-        settle,
-        lambda names: backend.add_standby(GROUP, names=names) and None,
-        exhaust,
-        lambda name: backend.get_metadata(GROUP, name),
-    )
-
-
-def _gcp(fake: ComputeFake) -> Harness:
-    fake.add_group("garo-eng-linux")
-    backend = GcpBackend(
-        fake.project,
-        fake.region,
-        {GROUP: GcpGroup("garo-eng-linux")},
-        session=requests.Session(),
-        base_url=fake.base_url,
-        list_ttl=0,
-        sleep=lambda _: None,
-    )
-
-    def metadata(name: str) -> dict[str, str]:
-        instance = fake.instance("garo-eng-linux", name)
-        assert instance is not None and instance.status is not None, f"{name} has no VM"
-        return dict(instance.metadata)
-
-    return Harness(
-        backend, fake.settle, lambda names: fake.seed("garo-eng-linux", names) and None, fake.exhaust, metadata
-    )
-
-
-BACKENDS = ["local-memory", "local-file", "gcp"]
-
-
-@pytest.fixture(params=BACKENDS)
-def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    if request.param == "local-memory":
-        yield _local(None)
-    elif request.param == "local-file":
-        yield _local(tmp_path / "fleet")
-    else:
-        yield _gcp(request.getfixturevalue("compute_fake"))
+@pytest.fixture(params=contract_names())
+def harness(request: pytest.FixtureRequest) -> Harness:
+    name: str = request.param
+    cloud = name.split(":", 1)[0]
+    if cloud not in registry.BACKENDS:
+        pytest.fail(f"harness {name!r} belongs to no backend in scaler.backends.registry.BACKENDS")
+    if name not in HARNESSES:
+        pytest.fail(f"backend {name!r} has no contract harness: add one to tests/contract/harnesses.py")
+    return HARNESSES[name](request)
 
 
 def names_of(h: Harness) -> list[str]:
@@ -160,8 +106,6 @@ def test_no_capacity_reports_failed_names_and_leaves_nothing_behind(harness: Har
 
 
 def test_invalid_names_are_refused_before_any_cloud_call(harness: Harness) -> None:
-    from scaler.backends.base import BackendError
-
     with pytest.raises(BackendError) as excinfo:
         harness.backend.create(GROUP, ["Garo_Bad"], {})
     assert excinfo.value.retryable is False
@@ -191,3 +135,11 @@ def test_an_empty_value_removes_the_key_from_what_the_vm_sees(harness: Harness) 
     assert seen["garo-job"] == "42" and seen["garo-other"] == "x"
     harness.backend.set_metadata(GROUP, "garo-a", {"garo-jit-config": ""})  # already gone: still fine
     assert "garo-jit-config" not in harness.metadata("garo-a")
+
+
+def test_metadata_for_an_instance_that_does_not_exist_is_not_found(harness: Harness) -> None:
+    with pytest.raises(BackendError) as excinfo:
+        harness.backend.set_metadata(GROUP, "garo-never-created", {"garo-job": "42"})
+    assert excinfo.value.reason is Failure.NOT_FOUND
+    assert excinfo.value.retryable is False
+    assert names_of(harness) == []

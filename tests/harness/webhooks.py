@@ -32,7 +32,7 @@ from werkzeug.test import TestResponse
 
 from scaler.bus.base import Message
 from scaler.bus.sqlite import SqliteBus
-from scaler.routing import load_routing_table
+from scaler.config.routing import load_routing_table
 from scaler.webhook import WebhookSettings, create_app
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,8 +1,9 @@
 """Run each example stack through the real program under Pulumi's mocks, once per session.
 
 Pulumi's runtime state is process-global, so every stack runs in its own
-Python process (in parallel); the capture holds the rendered plan and the
-unmasked inputs/outputs so the secret-leak checks can look for the values.
+Python process (in parallel); the capture holds the rendered plan and, from
+the same run, the unmasked declaration (``scaler.plan.declare``), so the
+secret-leak checks can look for the values everywhere the masking let through.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ SENTINELS = {
 SENTINEL_TOKENS = tuple(re.search(r"SENTINEL-[0-9a-z-]+", value).group() for value in SENTINELS.values())  # type: ignore[union-attr]
 _CAPTURE = """
 import json, sys
-from scaler.plan import plan, render_json, render_table
-p = plan(sys.argv[1], secret_values=json.load(sys.stdin))
+from scaler.plan import declare, masked, render_json, render_table
+d = declare(sys.argv[1], secret_values=json.load(sys.stdin))
+p = masked(d)
+raw_resources = [{"type": r.type, "name": r.name, "custom": r.custom, "inputs": r.raw_inputs} for r in d.resources]
 print(json.dumps({"table": render_table(p), "json": render_json(p), "resources": p.resources,
-                  "raw_resources": p.raw_resources, "outputs": p.outputs, "raw_outputs": p.raw_outputs}))
+                  "raw_resources": raw_resources, "outputs": p.outputs,
+                  "raw_outputs": {k: value for k, (value, _) in d.outputs.items()}}))
 """
 
 

@@ -9,7 +9,7 @@ import pulumi
 import pytest
 
 from scaler.config import load_stack_file
-from scaler.routing import parse_routing_table
+from scaler.config.routing import parse_routing_table
 from tests.infra.conftest import EXAMPLES, of_type
 
 

@@ -3,7 +3,10 @@
 Department stacks produce it (:func:`routing_document` turns validated
 ``StackConfig`` objects into the document); the webhook reads it with
 :func:`load_routing_table`, and ``garo validate --routes`` checks it in CI with
-the same code, so a table the webhook would refuse never gets merged.
+the same code, so a table the webhook would refuse never gets merged. A hub
+stack's static ``garo:hub.routes`` are entries of this document, which is why
+it is part of the configuration package (and why it imports only the schema's
+model and reader, never the package as a whole).
 
 Document (JSON or YAML)::
 
@@ -30,8 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from scaler.config import ConfigError, Issue, StackConfig
-from scaler.config.model import LABEL_RE, NAME_RE, labels_collide
+from scaler.config.model import LABEL_RE, NAME_RE, ConfigError, Issue, StackConfig, labels_collide
 from scaler.config.reader import read_document
 
 # Same rule as department and group names in scaler.config: they become bus
