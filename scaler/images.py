@@ -115,12 +115,12 @@ def judge_releases(pin: Version, releases: Iterable[Release], now: datetime) -> 
 def judge_runners(pin: Version, runners: Sequence[Runner]) -> Verdict:
     """Compare the pin with what registered runners report (they report the version they run)."""
     counts = runner_version_counts(runners)
-    versions = {v: n for v, n in counts.items() if (parsed := parse_version(v)) is not None}
+    versions = {parsed: (v, n) for v, n in counts.items() if (parsed := parse_version(v)) is not None}
     if not versions:
         return Verdict(Status.UNKNOWN, "runners", f"none of {len(runners)} registered runners reports a version")
-    newest = max(versions, key=lambda v: parse_version(v) or (0, 0, 0))
-    seen = ", ".join(f"{v} x{n}" for v, n in sorted(versions.items()))
-    if (parse_version(newest) or (0, 0, 0)) > pin:
+    newest = show(max(versions))
+    seen = ", ".join(f"{v} x{n}" for _, (v, n) in sorted(versions.items()))
+    if max(versions) > pin:
         return Verdict(
             Status.BEHIND,
             "runners",

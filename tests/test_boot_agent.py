@@ -110,7 +110,9 @@ class FakeMetadata:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-            def _reply(self, code: int, body: str = "", etag: str | None = None, ctype: str = "application/text") -> None:
+            def _reply(
+                self, code: int, body: str = "", etag: str | None = None, ctype: str = "application/text"
+            ) -> None:
                 data = body.encode()
                 self.send_response(code)
                 self.send_header("Metadata-Flavor", "Google")

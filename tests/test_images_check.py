@@ -51,7 +51,7 @@ def test_pin_past_the_30_day_window_is_refused_with_exit_3(scripted_github: Scri
         release("v2.338.0", NOW - timedelta(days=48)),
     )
     code, lines = check(VARIABLES, env, now=NOW)
-    assert code == Status.REFUSED == 3
+    assert code == 3 and Status.REFUSED.value == 3
     text = "\n".join(lines)
     assert "2.339.0 came out on 2026-10-23 (31 days ago)" in text
     assert "GitHub refuses jobs" in text and "Rebuild the image with 2.340.0" in text
@@ -61,7 +61,7 @@ def test_pin_past_the_30_day_window_is_refused_with_exit_3(scripted_github: Scri
 def test_pin_behind_inside_the_window_exits_1_and_names_the_deadline(scripted_github: ScriptedGitHub) -> None:
     env = releases_server(scripted_github, release("v2.339.0", NOW - timedelta(days=10)))
     code, lines = check(VARIABLES, env, now=NOW)
-    assert code == Status.BEHIND == 1
+    assert code == 1 and Status.BEHIND.value == 1
     assert "from 2026-12-13 GitHub refuses 2.338.0" in "\n".join(lines)
 
 
@@ -73,12 +73,12 @@ def test_current_pin_exits_0_and_drafts_and_prereleases_do_not_count(scripted_gi
         release("v2.338.0", NOW - timedelta(days=48)),
     )
     code, lines = check(VARIABLES, env, now=NOW)
-    assert code == Status.CURRENT == 0, lines
+    assert code == 0 and Status.CURRENT.value == 0, lines
 
 
 def test_unreachable_releases_api_and_no_runners_exit_4() -> None:
     code, lines = check(VARIABLES, {"GARO_GITHUB_API_URL": "http://127.0.0.1:9"}, now=NOW)
-    assert code == Status.UNKNOWN == 4
+    assert code == 4 and Status.UNKNOWN.value == 4
     assert any("releases: cannot check: releases API unreachable" in line for line in lines)
 
 
