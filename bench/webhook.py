@@ -128,7 +128,7 @@ def _client(
     until: float,
     warmup_end: float,
     reconnect_every: int,
-    out: multiprocessing.Queue,
+    out: multiprocessing.Queue[tuple[list[float], int]],
 ) -> None:
     connection = HTTPConnection("127.0.0.1", port, timeout=30)
     latencies: list[float] = []
@@ -161,7 +161,7 @@ def _client(
 def _drive(port: int, clients: int, duration: float, warmup: float, reconnect_every: int = 100) -> dict[str, float]:
     bodies = [(b, sign(b, SECRET)) for b in _payloads()]
     ctx = multiprocessing.get_context("fork")
-    queue: multiprocessing.Queue = ctx.Queue()
+    queue: multiprocessing.Queue[tuple[list[float], int]] = ctx.Queue()
     start = time.perf_counter() + 0.2
     until, warmup_end = start + warmup + duration, start + warmup
     procs = [
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             "GARO_BUS": f"sqlite://{workdir}/bus.db?synchronous={args.synchronous}",
         }
         SqliteBus(workdir / "bus.db", subscription="data", filter={"department": "data"})  # fan-out work too
-        servers = (
+        servers: tuple[tuple[str, str, dict[str, str]], ...] = (
             (SERVERS[0], "scaler.webhook:create_app()", real_env),
             (SERVERS[1], "null_app:create_app()", real_env),
             (SERVERS[2], "bare_app:create_app()", {}),
