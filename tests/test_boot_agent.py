@@ -255,13 +255,16 @@ exit $rc
 
 LISTENER = """#!/bin/bash
 rec=@RECORD@
-echo $$ > "$rec/listener.pid"
 printf '%s' "${ACTIONS_RUNNER_INPUT_JITCONFIG:-}" | sha256sum | cut -d' ' -f1 > "$rec/listener-jit"
 unset ACTIONS_RUNNER_INPUT_JITCONFIG  # the real listener removes it from its environment
 child=
 trap 'echo INT >> "$rec/signals"; [ -n "$child" ] && kill $child; exit 0' INT
 trap 'echo TERM >> "$rec/signals"; [ -n "$child" ] && kill $child; exit 143' TERM
-if [ -f "$rec/hold" ]; then sleep 300 & child=$!; wait $child; fi
+# The job: a sleep that holds none of the agent's output pipes, started before
+# listener.pid says "ready", so a signal from then on always finds it.
+if [ -f "$rec/hold" ]; then sleep 300 </dev/null >/dev/null 2>&1 & child=$!; fi
+echo $$ > "$rec/listener.pid"
+if [ -n "$child" ]; then wait $child; fi
 exit "$(cat "$rec/exit_code" 2>/dev/null || echo 0)"
 """
 
