@@ -7,15 +7,20 @@ latency, behind the real :class:`JitBudget` at 180 JIT configs a minute, in real
 time: the agent checks the budget rather than blocking on it, so a run for
 1,000 jobs lasts at least the ~5.5 minutes the budget needs.
 
-    .venv/bin/python bench/burst.py [--jobs 1000] [--max 500] [--latency 0.15] [--write-docs]
+    .venv/bin/python bench/burst.py [--jobs 1000] [--max 500] [--latency 0.15] [--op-seconds 2]
+        [--github-latency 0.1] [--spread 10] [--write-docs]
+
+With --write-docs it adds a dated entry to docs/benchmarks.md (bench/docs.py):
+every figure in it comes from this run or its arguments.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
-import re
+import shlex
 import sys
 import threading
 import time
@@ -30,7 +35,9 @@ from werkzeug.serving import make_server
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.docs import DOCS, add_entry, heading  # noqa: E402
 from scaler.agent import Agent  # noqa: E402
+from scaler.agent.fleet import METADATA_WRITERS  # noqa: E402
 from scaler.backends.gcp import GcpBackend, GcpGroup  # noqa: E402
 from scaler.github.models import JitConfig, Job, Runner  # noqa: E402
 from scaler.github.ratelimit import JitBudget  # noqa: E402
@@ -61,10 +68,10 @@ class SlowCompute(ComputeFake):
 class BudgetedGitHub:
     """The simulator with network latency and the real JIT budget (180 a minute, real time)."""
 
-    def __init__(self, latency: float) -> None:
+    def __init__(self, latency: float, per_minute: int = 180) -> None:
         self.sim = GitHubSim(time.time, lambda action, payload: None, random.Random(0))
         self.latency = latency
-        self.budget = JitBudget(180)
+        self.budget = JitBudget(per_minute)
         self.jit_budget = self.budget
         self.calls: dict[str, int] = {}
 
@@ -90,8 +97,12 @@ class BudgetedGitHub:
         return self.sim.get_job(repo_full_name, job_id)
 
 
-def run(jobs: int, max_vms: int, latency: float, github_latency: float) -> dict[str, Any]:
+def run(
+    jobs: int, max_vms: int, latency: float, github_latency: float, op_seconds: float = 2.0, spread: float = 10.0
+) -> dict[str, Any]:
     fake = SlowCompute()
+    fake.op_seconds = op_seconds
+    fake.created = []
     server = make_server("127.0.0.1", 0, fake.wsgi, threaded=True, request_handler=_QuietHandler)
     fake.base_url = f"http://127.0.0.1:{server.server_port}/compute/v1"
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -108,7 +119,7 @@ def run(jobs: int, max_vms: int, latency: float, github_latency: float) -> dict[
     requested_at = None
     published = 0
     while True:
-        due = min(jobs, int((time.monotonic() - start) / 10.0 * jobs) + 1)
+        due = min(jobs, int((time.monotonic() - start) / spread * jobs) + 1) if spread > 0 else jobs
         for job_id in range(published + 1, due + 1):
             payload = {"workflow_job": {"id": 9_000_000 + job_id, "labels": ["self-hosted"]}}
             payload["repository"] = {"full_name": "octo-org/app"}
@@ -131,29 +142,56 @@ def run(jobs: int, max_vms: int, latency: float, github_latency: float) -> dict[
             break
     server.shutdown()
     calls = dict(sorted(fake.calls.items()))
+    wall = time.monotonic() - start
+    delivery = wall - (requested_at or 0.0)
+    jit_configs = github.calls.get("generate_jit_config", 0)
+    per_minute = github.budget.per_minute
     return {
         "jobs": jobs,
         "max": max_vms,
-        "latency": latency,
-        "github_latency": github_latency,
+        "target": min(jobs, max_vms),
+        "spread_s": spread,
+        "cores": os.cpu_count() or 0,
+        "latency_ms": latency * 1000,
+        "op_s": op_seconds,
+        "github_latency_ms": github_latency * 1000,
+        "jit_per_minute": per_minute,
+        "writers": METADATA_WRITERS,
         "compute_calls": calls,
         "compute_total": sum(calls.values()),
         "github_calls": dict(sorted(github.calls.items())),
         "requested_s": requested_at,
-        "wall_s": time.monotonic() - start,
-        "jit_configs": github.calls.get("generate_jit_config", 0),
+        "wall_s": wall,
+        "jit_configs": jit_configs,
+        # What the budget alone needs: each further batch of per_minute configs waits a minute.
+        "budget_s": max(0, -(-jit_configs // per_minute) - 1) * 60,
+        "delivery_s": delivery,
+        "per_vm_s": delivery / max(jit_configs, 1),
         "peak": peak,
         "resize": len(fake.resize_calls),
         "held": len(agent.held),
     }
 
 
-def markdown(r: dict[str, Any], command: str) -> str:
+INTRO = """`bench/burst.py` publishes `queued` messages evenly over a few seconds for one group and runs the real agent
+and GcpBackend against the Compute fake over HTTP (every request validated against compute.v1.json, each call
+delayed by a set latency, operations done after a set time); GitHub is the in-package simulator with a set
+latency behind the real `JitBudget`, in real time. The agent never blocks on that budget: it checks what is left
+and comes back. Jobs beyond `max` and jobs waiting for a config stay held (unacked, leases extended), never
+dropped. This bench boots no runners, so the agent re-checks (`get_job`) jobs whose VMs got configs but never
+ran."""
+
+
+def markdown(r: dict[str, Any], command: str, date: str | None = None) -> str:
+    """One dated entry; every figure in it is a value of ``r`` (the run and its arguments)."""
     rows = "\n".join(f"| {m} | {n} |" for m, n in r["compute_calls"].items())
     gh = ", ".join(f"{k} {v}" for k, v in r["github_calls"].items())
-    return f"""## Burst
+    requested = "never" if r["requested_s"] is None else f"**{r['requested_s']:.1f} s** after the first message"
+    return f"""{heading(date or time.strftime("%Y-%m-%d"), command)}
 
-`{command}` ({time.strftime("%Y-%m-%d")}, 2 cores shared with other work). {r["jobs"]} `queued` messages published evenly over 10 s for one group (max {r["max"]}); the real agent and GcpBackend against the Compute fake over HTTP ({r["latency"] * 1000:.0f} ms per call, operations done after ~2 s, every request validated against compute.v1.json); GitHub = the in-package simulator with {r["github_latency"] * 1000:.0f} ms per call behind the real `JitBudget` (180/min, real time).
+{r["jobs"]} jobs over {r["spread_s"]:g} s, max {r["max"]}; {r["cores"]} cores; Compute {r["latency_ms"]:g} ms per \
+call, operations done after {r["op_s"]:g} s; GitHub {r["github_latency_ms"]:g} ms per call, JIT budget \
+{r["jit_per_minute"]}/min; the agent writes configs to up to {r["writers"]} VMs at a time.
 
 | Compute method | calls |
 |---|---|
@@ -161,33 +199,33 @@ def markdown(r: dict[str, Any], command: str) -> str:
 | **total** | **{r["compute_total"]}** |
 
 - GitHub calls: {gh}.
-- All capacity requested (createInstances for {min(r["jobs"], r["max"])} names sent and done) **{r["requested_s"]:.1f} s** after the first message; peak group size **{r["peak"]}** (max {r["max"]}); resize calls: {r["resize"]}.
-- JIT configs: {r["jit_configs"]} delivered. For {r["jobs"]} configs the budget (180/min) alone needs about {max(0, -(-r["jobs"] // 180) - 1) * 60} s; the agent never blocks on it (it checks what is left and comes back). Measured, delivery took {r["wall_s"] - (r["requested_s"] or 0):.0f} s, about {(r["wall_s"] - (r["requested_s"] or 0)) / max(r["jit_configs"], 1):.2f} s per VM: each config is one GitHub call (100 ms, one after the other, under the budget) and one `instances.get` + `setMetadata` + a wait for the zonal operation (~2 s), up to 16 VMs at a time. Jobs beyond `max` and jobs waiting for a config stay held (unacked, leases extended), never dropped: {r["held"]} messages were still held at the end.
+- All capacity requested (createInstances for {r["target"]} names sent and done): {requested}; peak group \
+size **{r["peak"]}**; resize calls: {r["resize"]}.
+- JIT configs delivered: {r["jit_configs"]}, in {r["delivery_s"]:.1f} s ({r["per_vm_s"]:.2f} s per VM); the \
+budget alone needs {r["budget_s"]} s for that many. Messages still held at the end: {r["held"]}.
 - Wall time of the run: {r["wall_s"]:.1f} s.
 """
 
 
-def write_docs(section: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nMeasured, not asserted in tests.\n"
-    pattern = re.compile(r"^## Burst\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    path.write_text(text)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--max", type=int, default=500)
-    parser.add_argument("--latency", type=float, default=0.15)
-    parser.add_argument("--github-latency", type=float, default=0.1)
-    parser.add_argument("--write-docs", action="store_true")
-    args = parser.parse_args()
-    result = run(args.jobs, args.max, args.latency, args.github_latency)
-    section = markdown(result, "python bench/burst.py " + " ".join(sys.argv[1:]))
-    print(section)
+    parser.add_argument("--latency", type=float, default=0.15, help="seconds per Compute call")
+    parser.add_argument("--op-seconds", type=float, default=2.0, help="seconds until an operation is done")
+    parser.add_argument("--github-latency", type=float, default=0.1, help="seconds per GitHub call")
+    parser.add_argument("--spread", type=float, default=10.0, help="seconds over which the jobs are queued")
+    parser.add_argument("--write-docs", action="store_true", help="add a dated entry to docs/benchmarks.md")
+    parser.add_argument("--docs", type=Path, default=DOCS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    result = run(args.jobs, args.max, args.latency, args.github_latency, args.op_seconds, args.spread)
+    given = list(sys.argv[1:] if argv is None else argv)
+    shown = [a for i, a in enumerate(given) if a != "--docs" and (i == 0 or given[i - 1] != "--docs")]
+    entry = markdown(result, shlex.join([".venv/bin/python", "bench/burst.py", *shown]))
+    print(entry)
     if args.write_docs:
-        write_docs(section)
+        add_entry("Burst", INTRO, entry, args.docs)
+    return result
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ source "amazon-ebs" "runner" {
   ami_name        = local.image_name
   ami_description = "Garo runner: Ubuntu 24.04, actions/runner ${var.runner_version} (${var.arch})"
   ami_regions     = var.aws_ami_regions
+  imds_support    = "v2.0" # plugin-only: instances from this AMI get IMDSv2 only (see validate.sh)
   tags            = merge(local.labels, { garo-runner-version = var.runner_version })
   run_tags        = { garo-image-build = "true" }
 }

@@ -23,11 +23,15 @@ build {
       "RUNNER_SHA256=${var.runner_sha256[var.arch]}",
       "RUNNER_SUDO=${var.runner_sudo}",
       "LOGGING_AGENT=${var.logging_agent}",
+      "RUNNER_HOOKS=${var.runner_hooks}",
+      "IMAGE_OS=${var.image_os}",
+      "AWS_CLI_VERSION=${var.aws_cli_version}",
     ]
     scripts = [
       "${path.root}/scripts/10-base.sh",
       "${path.root}/scripts/20-docker.sh",
       "${path.root}/scripts/30-runner.sh",
+      "${path.root}/scripts/35-hosted-env.sh",
       "${path.root}/scripts/40-logging.sh",
       "${path.root}/scripts/50-garo-runner.sh",
       "${path.root}/scripts/90-cleanup.sh",

@@ -13,24 +13,24 @@ variable "arch" {
 
 variable "runner_version" {
   type        = string
-  default     = "2.337.0"
+  default     = "2.338.0"
   description = "actions/runner release, without the leading v."
   validation {
     # No regex(): Debian's packer 1.6 lacks it; trim() leaves "" only for digits and dots.
     condition     = length(split(".", var.runner_version)) == 3 && trim(var.runner_version, "0123456789.") == ""
-    error_message = "The runner_version variable must look like 2.337.0."
+    error_message = "The runner_version variable must look like 2.338.0."
   }
 }
 
 # SHA-256 of actions-runner-linux-<arch>-<runner_version>.tar.gz as published
 # in the release notes (<!-- BEGIN SHA linux-x64 --> ...). Change together
-# with runner_version.
+# with runner_version; docs/images.md says how these were checked.
 variable "runner_sha256" {
   type        = map(string)
   description = "Per-architecture SHA-256 of the runner tarball for runner_version."
   default = {
-    x64   = "70920811a4f8ad4328818682bca5c6469c1c942fab52448868071d0063816613"
-    arm64 = "9b1dc70626422526e3c94767cf024896beb15da5342a3f4819bf2feac13e0393"
+    x64   = "af4b794c1bc41d73d40535e3fe092a39f9679cd8d965954c2aca25a05ca41d32"
+    arm64 = "628b4a7258487b80c1d3c221095a7ded349f5ae0175fd3dfab708d07428f041b"
   }
   validation {
     condition = (length(lookup(var.runner_sha256, "x64", "")) == 64
@@ -47,10 +47,32 @@ variable "runner_sudo" {
   description = "Passwordless sudo for the job user (like GitHub-hosted runners; the VM is single-use)."
 }
 
+variable "runner_hooks" {
+  type        = bool
+  default     = false
+  description = "Run garo-runner/hooks/job-started.sh and job-completed.sh around every job (ACTIONS_RUNNER_HOOK_JOB_*)."
+}
+
+variable "image_os" {
+  type        = string
+  default     = "ubuntu24"
+  description = "ImageOS in the runner's .env, as on GitHub-hosted runners (setup-python and friends read it)."
+}
+
+variable "aws_cli_version" {
+  type        = string
+  default     = "2.36.11"
+  description = "AWS CLI v2 release for the AMI (the boot agent's SSM and EC2 calls); its PGP signature is checked."
+  validation {
+    condition     = length(split(".", var.aws_cli_version)) == 3 && trim(var.aws_cli_version, "0123456789.") == ""
+    error_message = "The aws_cli_version variable must look like 2.36.11."
+  }
+}
+
 variable "logging_agent" {
   type        = string
   default     = "default"
-  description = "default: install the cloud's logging agent (Ops Agent / CloudWatch agent); none: skip."
+  description = "default: install the cloud's logging agent (GCE: Ops Agent; AWS: none yet); none: skip."
   validation {
     condition     = contains(["default", "none"], var.logging_agent)
     error_message = "The logging_agent variable must be default or none."

@@ -138,6 +138,28 @@ def reconcile(stack: str | None, dry_run: bool) -> None:
 
 
 @main.command()
+@click.option(
+    "--variables",
+    default="images/variables.pkr.hcl",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="Packer variables holding the runner pin.",
+)
+@click.option("--org", help="Also compare with the versions the org's registered runners report (GARO_GITHUB_*).")
+@click.option("--no-releases", is_flag=True, help="Do not ask the releases API (offline, or runners only).")
+def images(variables: Path, org: str | None, no_releases: bool) -> None:
+    """Is the pinned actions/runner current? Exit 0 yes, 1 behind, 3 refused by GitHub, 4 cannot tell."""
+    import os
+
+    from scaler.images import run
+
+    code, lines = run(variables, os.environ, org=org, releases=not no_releases)
+    for line in lines:
+        click.echo(line, err=code != 0 and line.startswith(("error:", "releases: cannot", "runners: cannot")))
+    sys.exit(code)
+
+
+@main.command()
 def demo() -> None:
     """Run the whole loop locally: webhook, embedded bus, agent, simulated fleet and GitHub."""
     from scaler.demo import run_demo

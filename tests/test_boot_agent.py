@@ -1,21 +1,35 @@
 """Integration tests: the real boot agent (images/garo-runner/garo-runner, bash)
-against a fake GCE metadata server on loopback and a fake run.sh.
+against a fake GCE metadata server on loopback, a stand-in run.sh and a
+stand-in Runner.Listener, started as a real unprivileged user (the tests run
+as root, like the agent on a VM, and create that user).
 
 The fake server behaves like GCE where the agent depends on it: 403 without
-`Metadata-Flavor: Google`, ETags, `wait_for_change` long-polls that wait for the
-value to differ from `last_etag` (or from the current value when no ETag is
-given) and return the current value at `timeout_sec`, and guest-attribute PUTs.
-It can also "suspend" the VM: hanging long-polls are dropped without a reply,
-the way a connection that spanned a suspend dies.
+`Metadata-Flavor: Google`, ETags on values and on the recursive attributes
+directory, `wait_for_change` long-polls that wait for the ETag to differ from
+`last_etag` (or from the current one when none is given) and answer with the
+current value at `timeout_sec`, and guest-attribute PUTs. It can also
+"suspend" the VM: hanging long-polls are dropped without a reply, the way a
+connection that spanned a suspend dies.
+
+The run.sh stand-in models what the agent relies on in actions/runner's
+run.sh: without RUNNER_MANUALLY_TRAP_SIG it runs the listener in the
+foreground, passes no signal on and exits 0 whatever happened; with it, it
+runs the listener in its own process group, turns SIGTERM/SIGINT into SIGINT
+for that group and exits with the listener's status, where status 7 (a
+runner version GitHub refuses) stays 7 only with
+ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1 (run-helper.sh).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +44,19 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 AGENT = ROOT / "images" / "garo-runner" / "garo-runner"
 PREFIX = "/computeMetadata/v1"
+ATTRS = PREFIX + "/instance/attributes/"
 JIT = "eyJydW5uZXIiOiJnYXJvLXRlc3QifQ-SECRET-" + "x" * 2000  # a JIT config is a few KB of base64
+JIT_SHA = hashlib.sha256(JIT.encode()).hexdigest()
+INSTANCE = {
+    "id": "4242",
+    "image": "projects/imgs/global/images/garo-runner-x64-2-338-0-20261101-120000",
+    "machine-type": "projects/123/machineTypes/e2-standard-4",
+    "zone": "projects/123/zones/europe-west1-b",
+}
+
+
+def _etag(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class FakeMetadata:
@@ -39,8 +65,8 @@ class FakeMetadata:
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.attrs: dict[str, str] = {}
-        self.etags: dict[str, str] = {}
         self.states: list[str] = []
+        self.reasons: list[str] = []
         self.requests: list[str] = []
         self.hanging = 0
         self.drops = 0
@@ -48,8 +74,16 @@ class FakeMetadata:
     def set_attr(self, key: str, value: str) -> None:
         with self.cond:
             self.attrs[key] = value
-            self.etags[key] = hashlib.sha256(value.encode()).hexdigest()[:16]
             self.cond.notify_all()
+
+    def _dir_json(self) -> str:
+        return json.dumps(self.attrs, sort_keys=True)
+
+    def _version(self, key: str | None) -> str | None:
+        """ETag of one attribute (None while absent), or of the directory for key None."""
+        if key is None:
+            return _etag(self._dir_json())
+        return _etag(self.attrs[key]) if key in self.attrs else None
 
     def suspend_drop(self) -> None:
         """Drop every hanging long-poll without an answer."""
@@ -65,6 +99,10 @@ class FakeMetadata:
         with self.cond:
             assert self.cond.wait_for(lambda: state in self.states, timeout), self.states
 
+    def gets(self) -> list[str]:
+        with self.cond:
+            return [r for r in self.requests if r.startswith(ATTRS)]
+
     def handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
@@ -72,11 +110,13 @@ class FakeMetadata:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-            def _reply(self, code: int, body: str = "", etag: str | None = None) -> None:
+            def _reply(
+                self, code: int, body: str = "", etag: str | None = None, ctype: str = "application/text"
+            ) -> None:
                 data = body.encode()
                 self.send_response(code)
                 self.send_header("Metadata-Flavor", "Google")
-                self.send_header("Content-Type", "application/text")
+                self.send_header("Content-Type", ctype)
                 if etag:
                     self.send_header("ETag", etag)
                 self.send_header("Content-Length", str(len(data)))
@@ -95,25 +135,28 @@ class FakeMetadata:
                     fake.requests.append(self.path)
                 if not self._flavored():
                     return
-                if url.path == PREFIX + "/instance/id":
-                    self._reply(200, "4242")
+                info = url.path.removeprefix(PREFIX + "/instance/")
+                if info in INSTANCE:
+                    self._reply(200, INSTANCE[info])
                     return
-                attr_prefix = PREFIX + "/instance/attributes/"
-                if not url.path.startswith(attr_prefix):
+                if not url.path.startswith(ATTRS):
                     self._reply(404, "not found")
                     return
-                key = url.path[len(attr_prefix) :]
+                key: str | None = url.path[len(ATTRS) :] or None
                 q = {k: v[0] for k, v in parse_qs(url.query).items()}
+                if key is None and q.get("recursive") != "true":
+                    self._reply(400, "this fake serves the attributes directory only with recursive=true")
+                    return
                 with fake.cond:
                     if q.get("wait_for_change") == "true":
-                        baseline = q.get("last_etag", fake.etags.get(key))
+                        baseline = q.get("last_etag", fake._version(key))
                         deadline = time.monotonic() + float(q.get("timeout_sec", "300"))
                         drops = fake.drops
                         fake.hanging += 1
                         fake.cond.notify_all()
                         try:
                             while (
-                                fake.etags.get(key) == baseline
+                                fake._version(key) == baseline
                                 and fake.drops == drops
                                 and (left := deadline - time.monotonic()) > 0
                             ):
@@ -123,22 +166,31 @@ class FakeMetadata:
                         if fake.drops != drops:
                             self.close_connection = True
                             return  # no reply at all: the connection just dies
-                    value, etag = fake.attrs.get(key), fake.etags.get(key)
-                if value is None:
-                    self._reply(404, "not found")
-                else:
-                    self._reply(200, value, etag)
+                    if key is None:
+                        body, etag, ctype = fake._dir_json(), fake._version(None), "application/json"
+                    else:
+                        value, etag, ctype = fake.attrs.get(key), fake._version(key), "application/text"
+                        if value is None:
+                            self._reply(404, "not found")
+                            return
+                        body = value
+                self._reply(200, body, etag, ctype)
 
             def do_PUT(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length).decode()
                 if not self._flavored():
                     return
-                if urlsplit(self.path).path != PREFIX + "/instance/guest-attributes/garo/state":
+                path = urlsplit(self.path).path
+                target = {
+                    PREFIX + "/instance/guest-attributes/garo/state": fake.states,
+                    PREFIX + "/instance/guest-attributes/garo/reason": fake.reasons,
+                }.get(path)
+                if target is None:
                     self._reply(404, "not found")
                     return
                 with fake.cond:
-                    fake.states.append(body)
+                    target.append(body)
                     fake.cond.notify_all()
                 self._reply(200)
 
@@ -160,9 +212,66 @@ def metadata() -> Iterator[tuple[FakeMetadata, str]]:
         server.server_close()
 
 
+@pytest.fixture(scope="session")
+def runner_user() -> Iterator[pwd.struct_passwd]:
+    """A real unprivileged user for the runner, like `runner` on the image (made by 30-runner.sh)."""
+    if os.geteuid() != 0:
+        pytest.skip("the boot agent runs as root and switches to the runner user: run these tests as root")
+    name = f"garo-t{os.getpid()}"  # unique: other test sessions may run on the same machine
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True, capture_output=True)
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", "--remove", name], capture_output=True)
+
+
+# Modelled on actions/runner's run.sh + run-helper.sh (see the module docstring).
+RUN_SH = """#!/bin/bash
+rec=@RECORD@
+for a in "$@"; do printf '%s\\0' "$a"; done > "$rec/args"
+env > "$rec/env"
+id -u > "$rec/uid"
+cat /proc/$PPID/comm > "$rec/parent"
+pwd > "$rec/cwd"
+helper() {
+  ./bin/Runner.Listener run
+  rc=$?
+  if [ "$rc" = 7 ] && [ "$ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE" != 1 ]; then exit 0; fi
+  exit "$rc"
+}
+if [ -z "$RUNNER_MANUALLY_TRAP_SIG" ]; then
+  (helper)
+  exit 0
+fi
+set -m
+trap 'kill -INT -$PID' INT TERM
+helper & PID=$!
+wait $PID
+rc=$?
+trap - INT TERM
+wait $PID
+exit $rc
+"""
+
+LISTENER = """#!/bin/bash
+rec=@RECORD@
+printf '%s' "${ACTIONS_RUNNER_INPUT_JITCONFIG:-}" | sha256sum | cut -d' ' -f1 > "$rec/listener-jit"
+unset ACTIONS_RUNNER_INPUT_JITCONFIG  # the real listener removes it from its environment
+child=
+trap 'echo INT >> "$rec/signals"; [ -n "$child" ] && kill $child; exit 0' INT
+trap 'echo TERM >> "$rec/signals"; [ -n "$child" ] && kill $child; exit 143' TERM
+# The job: a sleep that holds none of the agent's output pipes, started before
+# listener.pid says "ready", so a signal from then on always finds it.
+if [ -f "$rec/hold" ]; then sleep 300 </dev/null >/dev/null 2>&1 & child=$!; fi
+echo $$ > "$rec/listener.pid"
+if [ -n "$child" ]; then wait $child; fi
+exit "$(cat "$rec/exit_code" 2>/dev/null || echo 0)"
+"""
+
+
 @dataclass
 class Vm:
-    """Paths of one simulated VM: runner dir with a fake run.sh, tmpfs dir, clock."""
+    """Paths of one simulated VM: runner dir with stand-ins, tmpfs dir, clock."""
 
     root: Path
     runner: Path
@@ -170,14 +279,15 @@ class Vm:
     record: Path
     clock_offset: Path
     bin: Path
+    user: str
 
     def env(self, url: str, **extra: str) -> dict[str, str]:
         env = {
             "PATH": f"{self.bin}:{os.environ['PATH']}",
-            "HOME": str(self.root),
+            "HOME": "/root",
             "GARO_CLOUD": "gce",
             "GARO_METADATA_URL": url,
-            "GARO_RUNNER_USER": "",
+            "GARO_RUNNER_USER": self.user,
             "GARO_RUNNER_DIR": str(self.runner),
             "GARO_RUN_DIR": str(self.run_dir),
             "GARO_POLL_TIMEOUT": "5",
@@ -196,37 +306,38 @@ class Vm:
             text=True,
         )
 
-    def runner_args(self) -> list[str]:
+    def runner_args(self) -> list[str] | None:
+        """What run.sh was started with; None if it never started."""
         path = self.record / "args"
-        return path.read_text().split("\0")[:-1] if path.exists() else []
+        return path.read_text().split("\0")[:-1] if path.exists() else None
+
+    def wait_for(self, name: str, timeout: float = 10) -> str:
+        path = self.record / name
+        deadline = time.monotonic() + timeout
+        while not (path.exists() and path.read_text()):
+            assert time.monotonic() < deadline, f"{name} never written"
+            time.sleep(0.05)
+        return path.read_text()
 
 
 @pytest.fixture
-def vm(tmp_path: Path) -> Vm:
-    runner = tmp_path / "opt" / "actions-runner"
-    record = tmp_path / "record"
-    bin_dir = tmp_path / "bin"
-    for d in (runner, record, bin_dir):
+def vm(runner_user: pwd.struct_passwd) -> Iterator[Vm]:
+    # Not under pytest's tmp_path: its parent is 0700 root, and the runner user must reach the runner dir.
+    root = Path(tempfile.mkdtemp(prefix="garo-vm-"))
+    root.chmod(0o755)
+    runner = root / "opt" / "actions-runner"
+    record = root / "record"
+    bin_dir = root / "bin"
+    for d in (runner / "bin", record, bin_dir):
         d.mkdir(parents=True)
-    # The fake run.sh records what the real one would receive, what it can see
-    # of its own and its parent's (the agent's) environment, then exits with
-    # the status in exit_code (0 unless a test writes one).
-    run_sh = runner / "run.sh"
-    run_sh.write_text(
-        "#!/bin/bash\n"
-        f'rec="{record}"\n'
-        'printf "%s\\0" "$@" > "$rec/args"\n'
-        'env > "$rec/env"\n'
-        'tr "\\0" "\\n" < /proc/$PPID/environ > "$rec/agent-environ"\n'
-        'pwd > "$rec/cwd"\n'
-        # Like the real run.sh, pass a stop on to the listener and exit with it.
-        "trap 'kill $child; exit 143' TERM\n"
-        f'if [ -f "{record}/sleep" ]; then sleep "$(cat "{record}/sleep")" & child=$!; wait $child; fi\n'
-        f'exit "$(cat "{record}/exit_code" 2>/dev/null || echo 0)"\n'
-    )
-    run_sh.chmod(0o755)
+    (runner / "run.sh").write_text(RUN_SH.replace("@RECORD@", str(record)))
+    (runner / "bin" / "Runner.Listener").write_text(LISTENER.replace("@RECORD@", str(record)))
+    for path in (runner / "run.sh", runner / "bin" / "Runner.Listener"):
+        path.chmod(0o755)
+    for path in (runner.parent, runner, runner / "bin", record, *runner.rglob("*")):
+        os.chown(path, runner_user.pw_uid, runner_user.pw_gid)
     # A `date` whose epoch seconds can jump forward, as after a suspend.
-    offset = tmp_path / "clock-offset"
+    offset = root / "clock-offset"
     offset.write_text("0")
     real_date = shutil.which("date")
     fake_date = bin_dir / "date"
@@ -236,7 +347,10 @@ def vm(tmp_path: Path) -> Vm:
         f'else exec {real_date} "$@"; fi\n'
     )
     fake_date.chmod(0o755)
-    return Vm(tmp_path, runner, tmp_path / "run" / "garo", record, offset, bin_dir)
+    try:
+        yield Vm(root, runner, root / "run" / "garo", record, offset, bin_dir, runner_user.pw_name)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str]:
@@ -252,35 +366,114 @@ def files_containing(root: Path, needle: str, skip: Path) -> list[Path]:
     return found
 
 
+def cmdlines_containing(needle: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if needle.encode() in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+            except OSError:
+                pass  # the process ended meanwhile
+    return found
+
+
 def test_fake_server_is_gce_like_without_the_flavor_header(metadata: tuple[FakeMetadata, str]) -> None:
     fake, url = metadata
     fake.set_attr("garo-jit-config", JIT)
     assert requests.get(f"{url}/instance/attributes/garo-jit-config", timeout=5).status_code == 403
-    ok = requests.get(f"{url}/instance/attributes/garo-jit-config", headers={"Metadata-Flavor": "Google"}, timeout=5)
+    flavor = {"Metadata-Flavor": "Google"}
+    ok = requests.get(f"{url}/instance/attributes/garo-jit-config", headers=flavor, timeout=5)
     assert ok.status_code == 200 and ok.text == JIT and ok.headers["ETag"]
+    listing = requests.get(f"{url}/instance/attributes/?recursive=true", headers=flavor, timeout=5)
+    assert listing.json() == {"garo-jit-config": JIT} and listing.headers["ETag"] != ok.headers["ETag"]
 
 
-def test_config_written_while_waiting_is_handed_to_runner_and_forgotten(
+def test_warm_vm_long_polls_the_attributes_directory_and_wakes_on_the_first_write(
     metadata: tuple[FakeMetadata, str], vm: Vm
 ) -> None:
     fake, url = metadata
-    proc = vm.start(url)
+    # timeout_sec=300: a long-poll that only returned at its timeout would hang this test.
+    proc = vm.start(url, GARO_POLL_TIMEOUT="300")
     fake.wait_state("waiting")
-    fake.wait_hanging()  # the agent is blocked in a wait_for_change long-poll
+    fake.wait_hanging()
+    time.sleep(1)  # room for any polling the agent should not be doing
+    quiet = fake.gets()
     fake.set_attr("garo-jit-config", JIT)
     rc, out = finish(proc)
 
     assert rc == 0, out
-    assert vm.runner_args() == ["--jitconfig", JIT]
+    empty = _etag("{}")
+    # Silent while waiting: one read of the directory's ETag, one of the key, then one long-poll.
+    assert quiet == [
+        ATTRS + "?recursive=true",
+        ATTRS + "garo-jit-config",
+        ATTRS + f"?recursive=true&wait_for_change=true&timeout_sec=300&last_etag={empty}",
+    ]
+    # The write answered that long-poll; the key was read once, right after.
+    assert fake.gets() == [*quiet, ATTRS + "garo-jit-config"]
     assert fake.states == ["waiting", "running", "done"]
+
+
+def test_config_written_while_waiting_reaches_the_runner_only_through_its_environment(
+    metadata: tuple[FakeMetadata, str], vm: Vm
+) -> None:
+    fake, url = metadata
+    (vm.record / "hold").write_text("")  # the listener stays up until stopped
+    proc = vm.start(url)
+    fake.wait_state("waiting")
+    fake.wait_hanging()  # the agent is blocked in a wait_for_change long-poll
+    fake.set_attr("garo-jit-config", JIT)
+    vm.wait_for("listener.pid")
+
+    try:
+        # While the runner runs: on no process's command line, not in the agent's environment.
+        assert cmdlines_containing(JIT[:40]) == []
+        assert JIT[:40].encode() not in Path(f"/proc/{proc.pid}/environ").read_bytes()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    finish(proc)
+
+    assert vm.runner_args() == []  # no --jitconfig
+    assert vm.wait_for("listener-jit").strip() == JIT_SHA  # it got the config, from ACTIONS_RUNNER_INPUT_JITCONFIG
+    env = (vm.record / "env").read_text()
+    assert "GARO_" not in env
+    assert "RUNNER_MANUALLY_TRAP_SIG=1" in env.splitlines()
+    assert "ACTIONS_RUNNER_RETURN_VERSION_DEPRECATED_EXIT_CODE=1" in env.splitlines()
     assert (vm.record / "cwd").read_text().strip() == str(vm.runner)
-    assert any("wait_for_change=true" in r for r in fake.requests)
-    # Not in the runner's environment, nor the agent's, nor the logs, nor on disk.
-    assert JIT not in (vm.record / "env").read_text()
-    assert "GARO_" not in (vm.record / "env").read_text()
-    assert JIT not in (vm.record / "agent-environ").read_text()
-    assert JIT not in out
     assert files_containing(vm.root, JIT[:40], skip=vm.record) == []
+
+
+def test_runner_runs_as_the_runner_user_without_a_supervising_parent(
+    metadata: tuple[FakeMetadata, str], vm: Vm, runner_user: pwd.struct_passwd
+) -> None:
+    fake, url = metadata
+    fake.set_attr("garo-jit-config", JIT)
+    rc, out = finish(vm.start(url))
+    assert rc == 0, out
+    assert int((vm.record / "uid").read_text()) == runner_user.pw_uid
+    # run.sh's parent is the agent itself (bash), not runuser, su or setpriv.
+    assert (vm.record / "parent").read_text().strip() == "bash"
+    env = dict(line.split("=", 1) for line in (vm.record / "env").read_text().splitlines() if "=" in line)
+    assert env["HOME"] == runner_user.pw_dir and env["USER"] == runner_user.pw_name
+    assert JIT not in out
+
+
+def test_sigterm_reaches_the_listener_and_the_state_says_stopped(metadata: tuple[FakeMetadata, str], vm: Vm) -> None:
+    fake, url = metadata
+    (vm.record / "hold").write_text("")
+    fake.set_attr("garo-jit-config", JIT)
+    proc = vm.start(url)
+    fake.wait_state("running")
+    vm.wait_for("listener.pid")
+    proc.send_signal(signal.SIGTERM)  # systemctl stop: systemd signals the unit's main process
+    rc, out = finish(proc, timeout=20)
+
+    assert rc != 0
+    assert vm.wait_for("signals").split() == ["INT"]  # run.sh turned it into SIGINT for the listener
+    assert fake.states == ["waiting", "running", "failed"]
+    assert fake.reasons[-1] == "stopped"
+    assert "stop requested" in out
 
 
 def test_config_present_at_boot_is_read_without_waiting_for_a_change(
@@ -291,9 +484,21 @@ def test_config_present_at_boot_is_read_without_waiting_for_a_change(
     # A long poll here would hang for 300 s: GCE waits for the value to *change*.
     rc, out = finish(vm.start(url, GARO_POLL_TIMEOUT="300"))
     assert rc == 0, out
-    assert vm.runner_args() == ["--jitconfig", JIT]
+    assert vm.wait_for("listener-jit").strip() == JIT_SHA
     assert fake.states == ["waiting", "running", "done"]
     assert not any("wait_for_change" in r for r in fake.requests)
+
+
+def test_setup_info_names_image_machine_type_and_zone(metadata: tuple[FakeMetadata, str], vm: Vm) -> None:
+    fake, url = metadata
+    fake.set_attr("garo-jit-config", JIT)
+    rc, out = finish(vm.start(url))
+    assert rc == 0, out
+    info = json.loads((vm.runner / ".setup_info").read_text())
+    detail = info[0]["detail"].splitlines()
+    assert "Image: garo-runner-x64-2-338-0-20261101-120000" in detail
+    assert "Machine type: e2-standard-4" in detail and "Zone: europe-west1-b" in detail
+    assert (vm.runner / ".setup_info").stat().st_uid == pwd.getpwnam(vm.user).pw_uid
 
 
 def test_no_config_within_timeout_reports_failed_and_never_starts_runner(
@@ -303,7 +508,8 @@ def test_no_config_within_timeout_reports_failed_and_never_starts_runner(
     rc, out = finish(vm.start(url, GARO_JIT_TIMEOUT="2", GARO_POLL_TIMEOUT="1"))
     assert rc != 0
     assert fake.states == ["waiting", "failed"]
-    assert vm.runner_args() == []
+    assert fake.reasons[-1] == "no-jit-config"
+    assert vm.runner_args() is None
     assert "no JIT config" in out
 
 
@@ -315,7 +521,7 @@ def test_empty_placeholder_then_config_uses_etag_long_poll(metadata: tuple[FakeM
     fake.set_attr("garo-jit-config", JIT)
     rc, out = finish(proc)
     assert rc == 0, out
-    assert vm.runner_args() == ["--jitconfig", JIT]
+    assert vm.wait_for("listener-jit").strip() == JIT_SHA
     assert any("last_etag=" in r for r in fake.requests)
 
 
@@ -335,7 +541,7 @@ def test_resume_after_suspend_drops_hanging_poll_and_restarts_the_wait(
     assert rc == 0, out
     assert "resumed from suspend" in out
     assert fake.states == ["waiting", "waiting", "running", "done"]
-    assert vm.runner_args() == ["--jitconfig", JIT]
+    assert vm.wait_for("listener-jit").strip() == JIT_SHA
 
 
 def test_resume_where_hanging_poll_returns_the_config(metadata: tuple[FakeMetadata, str], vm: Vm) -> None:
@@ -347,17 +553,29 @@ def test_resume_where_hanging_poll_returns_the_config(metadata: tuple[FakeMetada
     rc, out = finish(proc)
     assert rc == 0, out
     assert fake.states == ["waiting", "running", "done"]
-    assert vm.runner_args() == ["--jitconfig", JIT]
+    assert vm.wait_for("listener-jit").strip() == JIT_SHA
 
 
 def test_runner_failure_reports_failed(metadata: tuple[FakeMetadata, str], vm: Vm) -> None:
     fake, url = metadata
-    (vm.record / "exit_code").write_text("3")
+    (vm.record / "exit_code").write_text("9")
     fake.set_attr("garo-jit-config", JIT)
     rc, out = finish(vm.start(url))
     assert rc != 0
     assert fake.states == ["waiting", "running", "failed"]
-    assert "status 3" in out
+    assert fake.reasons[-1] == "exit-9"
+    assert "status 9" in out
+
+
+def test_a_runner_version_github_refuses_is_failed_not_done(metadata: tuple[FakeMetadata, str], vm: Vm) -> None:
+    fake, url = metadata
+    (vm.record / "exit_code").write_text("7")  # Runner.Listener's "version deprecated"
+    fake.set_attr("garo-jit-config", JIT)
+    rc, out = finish(vm.start(url))
+    assert rc != 0
+    assert fake.states == ["waiting", "running", "failed"]
+    assert fake.reasons[-1] == "version-refused"
+    assert "rebuild the image" in out
 
 
 def test_config_is_single_use_per_boot(metadata: tuple[FakeMetadata, str], vm: Vm) -> None:
@@ -367,21 +585,8 @@ def test_config_is_single_use_per_boot(metadata: tuple[FakeMetadata, str], vm: V
     (vm.record / "args").unlink()
     rc, out = finish(vm.start(url))  # the unit restarted within the same boot
     assert rc != 0
-    assert vm.runner_args() == []
-    assert fake.states[-1] == "failed"
-
-
-def test_stop_during_job_stops_runner_and_reports_failed(metadata: tuple[FakeMetadata, str], vm: Vm) -> None:
-    fake, url = metadata
-    (vm.record / "sleep").write_text("60")
-    fake.set_attr("garo-jit-config", JIT)
-    proc = vm.start(url)
-    fake.wait_state("running")
-    proc.send_signal(signal.SIGTERM)  # systemctl stop
-    rc, out = finish(proc, timeout=20)
-    assert rc != 0
-    assert fake.states == ["waiting", "running", "failed"]
-    assert "stop requested" in out
+    assert vm.runner_args() is None
+    assert fake.states[-1] == "failed" and fake.reasons[-1] == "jit-already-used"
 
 
 class FakeImds(BaseHTTPRequestHandler):
@@ -409,6 +614,12 @@ class FakeImds(BaseHTTPRequestHandler):
             self._reply(401, "")
         elif self.path == "/latest/meta-data/instance-id":
             self._reply(200, "i-0123456789abcdef0")
+        elif self.path == "/latest/meta-data/ami-id":
+            self._reply(200, "ami-0abc")
+        elif self.path == "/latest/meta-data/instance-type":
+            self._reply(200, "m7g.large")
+        elif self.path == "/latest/meta-data/placement/availability-zone":
+            self._reply(200, "eu-west-1a")
         else:
             self._reply(404, "")
 
@@ -455,10 +666,12 @@ def test_aws_path_reads_own_ssm_parameter_via_imdsv2_and_deletes_it(vm: Vm) -> N
         server.server_close()
 
     assert rc == 0, out
-    assert vm.runner_args() == ["--jitconfig", JIT]
+    assert vm.wait_for("listener-jit").strip() == JIT_SHA
     assert list(store.iterdir()) == []  # the agent deleted its parameter
     log = calls.read_text()
     assert "--name /garo/jit/i-0123456789abcdef0" in log
     tags = [line for line in log.splitlines() if line.startswith("ec2 create-tags")]
     assert [t.rsplit("Value=", 1)[1] for t in tags] == ["waiting", "running", "done"]
+    assert all("Key=garo-reason,Value=" in t for t in tags)
+    assert "Zone: eu-west-1a" in json.loads((vm.runner / ".setup_info").read_text())[0]["detail"]
     assert all("--resources i-0123456789abcdef0" in t for t in tags)

@@ -4,9 +4,13 @@ deliberately broken copy (template or script), so `make test` catches both."""
 from __future__ import annotations
 
 import os
+import pwd
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,9 +59,12 @@ def test_validate_passes_and_says_what_it_checked(tools: dict[str, str]) -> None
         "garo-runner/garo-runner",
         "validate.sh",
         *(f"scripts/{p.name}" for p in IMAGES.glob("scripts/*.sh")),
+        *(f"garo-runner/hooks/{p.name}" for p in IMAGES.glob("garo-runner/hooks/*.sh")),
     ]:
         assert f"ok    shellcheck {script}" in out
     assert "FAIL" not in out
+    # Packer 1.6 does not know imds_support: validate.sh says it left it out rather than hiding it.
+    assert "plugin-only argument(s): aws.pkr.hcl: imds_support" in out
 
 
 def test_broken_template_fails(images_copy: Path, tools: dict[str, str]) -> None:
@@ -71,7 +78,7 @@ def test_broken_template_fails(images_copy: Path, tools: dict[str, str]) -> None
 
 def test_invalid_runner_pin_fails(images_copy: Path, tools: dict[str, str]) -> None:
     variables = images_copy / "variables.pkr.hcl"
-    variables.write_text(variables.read_text().replace('default     = "2.337.0"', 'default     = "latest"'))
+    variables.write_text(variables.read_text().replace('default     = "2.338.0"', 'default     = "latest"'))
     result = validate(images_copy, tools)
     assert result.returncode == 1
     assert "runner_version" in result.stdout
@@ -107,10 +114,89 @@ def test_missing_tools_fail_with_install_hint() -> None:
 def test_runner_install_refuses_a_bad_checksum_before_touching_the_system() -> None:
     result = subprocess.run(
         ["bash", str(IMAGES / "scripts" / "30-runner.sh")],
-        env={**os.environ, "RUNNER_VERSION": "2.337.0", "RUNNER_ARCH": "x64", "RUNNER_SHA256": "not-a-sha"},
+        env={**os.environ, "RUNNER_VERSION": "2.338.0", "RUNNER_ARCH": "x64", "RUNNER_SHA256": "not-a-sha"},
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert result.returncode == 1
     assert "SHA-256" in result.stderr
+
+
+def _pin() -> tuple[str, dict[str, str]]:
+    text = (IMAGES / "variables.pkr.hcl").read_text()
+    version = re.search(r'variable "runner_version".*?default\s*=\s*"([^"]+)"', text, re.S)
+    shas = re.search(r'variable "runner_sha256".*?x64\s*=\s*"([0-9a-f]+)"\s*arm64\s*=\s*"([0-9a-f]+)"', text, re.S)
+    assert version and shas
+    return version.group(1), {"x64": shas.group(1), "arm64": shas.group(2)}
+
+
+def test_pin_is_2_338_0_and_the_docs_state_the_same_values() -> None:
+    """2.338.0 came out on 2026-10-06; 30 days later GitHub refuses older runners. The docs must not drift."""
+    version, shas = _pin()
+    assert version == "2.338.0"
+    assert shas == {
+        "x64": "af4b794c1bc41d73d40535e3fe092a39f9679cd8d965954c2aca25a05ca41d32",
+        "arm64": "628b4a7258487b80c1d3c221095a7ded349f5ae0175fd3dfab708d07428f041b",
+    }
+    docs = (ROOT / "docs" / "images.md").read_text()
+    for arch, sha in shas.items():
+        assert f"| actions-runner-linux-{arch}-{version}.tar.gz | `{sha}` |" in docs
+
+
+@pytest.fixture
+def toolcache_user() -> Iterator[pwd.struct_passwd]:
+    if os.geteuid() != 0:
+        pytest.skip("35-hosted-env.sh chowns to the runner user: run as root")
+    name = f"garo-h{os.getpid()}"
+    subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name], check=True)
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+
+
+def _hosted_env(root: Path, user: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(IMAGES / "scripts" / "35-hosted-env.sh")],
+        env={
+            **os.environ,
+            "RUNNER_DIR": str(root / "actions-runner"),
+            "RUNNER_USER": user,
+            "TOOL_CACHE": str(root / "hostedtoolcache"),
+            "HOOKS_DIR": str(root / "hooks"),
+            "SRC": str(IMAGES / "garo-runner"),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_hosted_runner_expectations_tool_cache_env_and_hooks(toolcache_user: pwd.struct_passwd) -> None:
+    root = Path(tempfile.mkdtemp(prefix="garo-hosted-"))
+    try:
+        (root / "actions-runner").mkdir()
+        result = _hosted_env(root, toolcache_user.pw_name, RUNNER_HOOKS="true", IMAGE_OS="ubuntu24")
+        assert result.returncode == 0, result.stderr
+        assert (root / "hostedtoolcache").stat().st_uid == toolcache_user.pw_uid
+        env = (root / "actions-runner" / ".env").read_text().splitlines()
+        assert "ImageOS=ubuntu24" in env
+        assert f"AGENT_TOOLSDIRECTORY={root}/hostedtoolcache" in env
+        assert f"RUNNER_TOOL_CACHE={root}/hostedtoolcache" in env
+        assert f"ACTIONS_RUNNER_HOOK_JOB_STARTED={root}/hooks/job-started.sh" in env
+        assert f"ACTIONS_RUNNER_HOOK_JOB_COMPLETED={root}/hooks/job-completed.sh" in env
+        hook = root / "hooks" / "job-started.sh"
+        assert hook.stat().st_uid == 0 and hook.stat().st_mode & 0o022 == 0  # the job cannot rewrite it
+
+        # Without the option: no hooks in .env; a bad ImageOS changes nothing.
+        result = _hosted_env(root, toolcache_user.pw_name)
+        assert result.returncode == 0, result.stderr
+        assert "HOOK" not in (root / "actions-runner" / ".env").read_text()
+        before = (root / "actions-runner" / ".env").read_text()
+        bad = _hosted_env(root, toolcache_user.pw_name, IMAGE_OS="ubuntu 24; rm -rf /")
+        assert bad.returncode == 1 and "IMAGE_OS" in bad.stderr
+        assert (root / "actions-runner" / ".env").read_text() == before
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -31,6 +31,7 @@ echo "${RUNNER_SHA256}  $tmp/$tarball" | sha256sum -c -
 install -d -o runner -g runner -m 0755 "$RUNNER_DIR"
 tar -xzf "$tmp/$tarball" -C "$RUNNER_DIR"
 rm -rf "$tmp"
-"$RUNNER_DIR/bin/installdependencies.sh"
+# installdependencies.sh calls apt-get: no debconf prompt may stop the build.
+DEBIAN_FRONTEND=noninteractive "$RUNNER_DIR/bin/installdependencies.sh"
 chown -R runner:runner "$RUNNER_DIR"
 echo "$RUNNER_VERSION" >/etc/garo-runner-version

@@ -137,6 +137,7 @@ class Fleet:
             self.last_runners = None
             return None
         self.last_runners = {r.name: r for r in runners if naming.is_ours(self.department, r.name)}
+        self.metrics.set_runner_versions(self.last_runners.values())
         self._runners_at = now
         self.book.registered.update(self.last_runners)
         return self.last_runners

@@ -8,9 +8,29 @@ those would grow the series without bound.
 
 from __future__ import annotations
 
+import re
+from collections import Counter as Tally
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from scaler.backends.base import InstanceState
+from scaler.github.models import Runner
+
+_VERSION = re.compile(r"^[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}$")
+
+
+def runner_version_counts(runners: Iterable[Runner]) -> dict[str, int]:
+    """Registered runners per runner version as GitHub reports it.
+
+    "unknown" for a runner that has not connected yet; anything that is not a
+    plain x.y.z becomes "other", so a strange value cannot grow the series.
+    """
+    tally = Tally(
+        r.version if r.version and _VERSION.match(r.version) else ("unknown" if not r.version else "other")
+        for r in runners
+    )
+    return dict(tally)
 
 
 class AgentMetrics:
@@ -36,6 +56,20 @@ class AgentMetrics:
         self.events = Counter("garo_events_total", "Bus messages handled", ["action", "outcome"], registry=r)
         self.actions = Counter("garo_actions_total", "Fleet changes made", ["group", "action"], registry=r)
         self.reconcile_passes = Counter("garo_reconcile_passes_total", "Reconcile passes run", registry=r)
+        self.runner_versions = Gauge(
+            "garo_runner_versions",
+            "The department's registered runners by the runner version GitHub reports (docs/images.md)",
+            ["version"],
+            registry=r,
+        )
+        self._versions_seen: set[str] = set()
+
+    def set_runner_versions(self, runners: Iterable[Runner]) -> None:
+        counts = runner_version_counts(runners)
+        # Versions no longer seen drop to 0 rather than vanish: an alert over a window still sees them go.
+        for version in self._versions_seen | counts.keys():
+            self.runner_versions.labels(version).set(counts.get(version, 0))
+        self._versions_seen |= counts.keys()
 
     def set_vms(self, group: str, counts: dict[str, int]) -> None:
         for state in InstanceState:

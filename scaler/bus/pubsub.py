@@ -1,8 +1,8 @@
 """Google Pub/Sub implementation of the bus contract (scaler/bus/base.py).
 
-The webhook publishes one message per ``workflow_job`` event with the job id as
-ordering key, so a job's queued/in_progress/completed events reach the agent in
-order. The library's ordering has a trap: after a failed publish it *pauses*
+The webhook publishes one message per ``workflow_job`` event, without an
+ordering key (scaler/webhook/app.py says why); a caller that passes one gets
+ordering, with its trap: after a failed publish it *pauses*
 the key and rejects every later message for it until ``resume_publish``; and
 with ordering on it retries transient errors forever unless told otherwise. A
 webhook must answer GitHub within seconds, so we publish with ``retry=None``,

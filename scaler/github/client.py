@@ -194,4 +194,5 @@ def _runner(item: dict[str, Any]) -> Runner:
         status=str(item.get("status", "")),
         busy=bool(item.get("busy", False)),
         labels=tuple(str(label["name"]) for label in item.get("labels") or () if isinstance(label, dict)),
+        version=str(item["version"]) if item.get("version") else None,
     )

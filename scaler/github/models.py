@@ -23,6 +23,7 @@ class Runner:
     status: str  # "online" | "offline"
     busy: bool
     labels: tuple[str, ...] = ()
+    version: str | None = None  # the runner software's version; None until it has connected once
 
 
 @dataclass(frozen=True)
