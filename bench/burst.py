@@ -102,7 +102,10 @@ def run(jobs: int, max_vms: int, latency: float, github_latency: float) -> dict[
     )
     github = BudgetedGitHub(github_latency)
     bus = MemoryBus(time.time)
-    agent = Agent(gcp_config(max_vms=max_vms), backend, github, bus, registry=CollectorRegistry(), pull_timeout=0)
+    agent = Agent(
+        gcp_config(max_vms=max_vms), backend, github, bus, registry=CollectorRegistry(), pull_timeout=0,
+        jit_budget=github.budget,
+    )  # fmt: skip
     peak = 0
     start = fake.started = time.monotonic()
     requested_at = None
@@ -125,7 +128,7 @@ def run(jobs: int, max_vms: int, latency: float, github_latency: float) -> dict[
                 if total >= min(jobs, max_vms):
                     requested_at = t
                     break
-        if requested_at is not None and not agent.fleet.pending_jit:
+        if requested_at is not None and not agent.book.pending_jit:
             break
         if time.monotonic() - start > 600:
             break

@@ -8,7 +8,7 @@ Public API::
     agent.run_forever(stop_event)
 """
 
+from scaler.agent.actions import Action, Kind, Plan
 from scaler.agent.loop import Agent
-from scaler.agent.reconcile import Action, Plan
 
-__all__ = ["Action", "Agent", "Plan"]
+__all__ = ["Action", "Agent", "Kind", "Plan"]
