@@ -198,7 +198,7 @@ def remember(book: Book, action: Action, now: float) -> None:
     elif isinstance(action, ClearJit):
         book.jit_cleared.add(action.name)
     elif isinstance(action, Deregister):
-        book.registered.discard(action.name)
+        book.registered.pop(action.name, None)
     elif isinstance(action, Delete):
         book.forget_instance(action.name)
     elif isinstance(action, Create | QueueJit):

@@ -34,7 +34,7 @@ class Draft:
         self.instances: dict[str, dict[str, Instance]] = {g: dict(i) for g, i in snap.instances.items()}
         self.snap = Snapshot(runners, self.instances)
         self.plan = Plan(registered=frozenset(runners or ()))
-        self.book.registered |= self.plan.registered
+        self.book.saw_runners(self.plan.registered, now)
         # What GitHub answered is recorded first: every later decision reads it from the book.
         for job_id in sorted(answers):
             answer = answers[job_id]

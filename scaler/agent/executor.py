@@ -74,7 +74,7 @@ class Executor:
     def execute(self, plan: Plan) -> Outcome:
         """Carry out the plan's actions in order; never raises for a failed action (see the outcome)."""
         out = Outcome()
-        self.book.registered |= plan.registered
+        self.book.saw_runners(plan.registered, self.clock())
         actions = plan.actions
         i = 0
         while i < len(actions):

@@ -33,8 +33,8 @@ from scaler.agent.draft import Draft
 from scaler.agent.policy import plan_capacity
 from scaler.agent.reconcile import orphan_runners, reconcile_group, remove_vm
 from scaler.agent.state import Book
-from scaler.agent.views import GroupView, Snapshot, covered, spent_names, view
-from scaler.backends.base import Instance, InstanceState
+from scaler.agent.views import ACTIVE, REPORTED_OVER, GroupView, Snapshot, covered, spent_names, view
+from scaler.backends.base import JOB_KEY, STATE_LABEL, Instance, InstanceState
 from scaler.config import StackConfig
 
 NO_ANSWERS: Mapping[int, Answer] = {}
@@ -207,16 +207,33 @@ def add_capacity(draft: Draft, group: str) -> GroupView:
 
 
 def _creates(draft: Draft, group: str, current: GroupView, count: int) -> list[Create]:
-    """Deterministic names (so replicas agree): queued jobs first, then warm slots."""
+    """Names every replica would choose (the cloud dedups them): queued jobs first, then warm slots.
+
+    What the listing shows decides, not what this replica remembers: a job
+    that has a VM the listing does not show as used (a busy runner, relabelled
+    for another job, reporting its job over) gets none, and a replacement takes
+    the generation after the highest the cloud or GitHub lists for the job.
+    Otherwise a replica that restarted, or that misread a reused name, would
+    give a job a second VM.
+    """
     instances = draft.instances[group]
     taken = set(instances) | spent_names(draft.book, group, draft.snap)
+    highest: dict[int, int] = {}
+    for name in [*instances, *(draft.snap.runners or ())]:
+        parsed = _generation(draft.department, group, name)
+        if parsed is not None:
+            highest[parsed[0]] = max(parsed[1], highest.get(parsed[0], -1))
+    waited_on = {job for job in map(lambda i: _waits_for(draft, group, i), instances.values()) if job is not None}
     chosen: list[Create] = []
     for job in current.queued:
         if len(chosen) >= count:
             return chosen
         if job.id in current.own:
             continue
-        for gen in range(MAX_GENERATION + 1):
+        if job.id in waited_on:
+            count -= 1  # its VM is on its way or idle for it, whatever this replica thinks of it
+            continue
+        for gen in range(highest.get(job.id, -1) + 1, MAX_GENERATION + 1):
             name = naming.instance_name(draft.department, group, job.id, gen)
             if name not in taken:
                 reason = f"queued job {job.id}" + (f" (replacement {gen})" if gen else "")
@@ -229,6 +246,28 @@ def _creates(draft: Draft, group: str, current: GroupView, count: int) -> list[C
             chosen.append(Create(group=group, name=name, reason="warm pool"))
         slot += 1
     return chosen
+
+
+def _generation(department: str, group: str, name: str) -> tuple[int, int] | None:
+    """(job, generation) of a job VM's name; None for warm and foreign names."""
+    prefix = naming.group_prefix(department, group)
+    if not name.startswith(prefix):
+        return None
+    job, sep, gen = name[len(prefix) :].partition("-r")
+    if not job.isdigit() or (sep and not gen.isdigit()):
+        return None
+    return int(job), int(gen or 0)
+
+
+def _waits_for(draft: Draft, group: str, inst: Instance) -> int | None:
+    """The job an active VM still waits for, unless the listing shows it was used (shared by all replicas)."""
+    job_id = naming.job_of(draft.department, group, inst.name)
+    runner = draft.snap.runner(inst.name)
+    if job_id is None or inst.state not in ACTIVE or (runner is not None and runner.busy):
+        return None
+    if inst.metadata.get(JOB_KEY, str(job_id)) != str(job_id) or inst.labels.get(STATE_LABEL) in REPORTED_OVER:
+        return None  # relabelled for the job that took it, or its one job is over
+    return job_id
 
 
 def deliver(draft: Draft, limit: int, budget: int | None) -> None:

@@ -41,8 +41,9 @@ class Book:
     pending_jit: dict[str, str] = field(default_factory=dict)
     # instance name -> when its JIT config was written to its metadata
     delivered: dict[str, float] = field(default_factory=dict)
-    # instance names whose runner we have seen registered on GitHub
-    registered: set[str] = field(default_factory=set)
+    # instance name -> when we last saw its runner registered on GitHub (a name can be reused:
+    # a runner seen before a VM of that name was created says nothing about that VM)
+    registered: dict[str, float] = field(default_factory=dict)
     # instance names whose used JIT config we removed from their metadata
     jit_cleared: set[str] = field(default_factory=set)
     # busy VMs already checked for a stolen job (one GitHub question each)
@@ -60,7 +61,7 @@ class Book:
             jobs={job_id: replace(record) for job_id, record in self.jobs.items()},
             pending_jit=dict(self.pending_jit),
             delivered=dict(self.delivered),
-            registered=set(self.registered),
+            registered=dict(self.registered),
             jit_cleared=set(self.jit_cleared),
             stolen_checked=set(self.stolen_checked),
             marks=dict(self.marks),
@@ -91,6 +92,9 @@ class Book:
         self.observe_job(job_id, group, repo, status, now, runner_name)
         if status == "queued":
             self.requeue(job_id, now)
+
+    def saw_runners(self, names: frozenset[str] | set[str], now: float) -> None:
+        self.registered.update(dict.fromkeys(names, now))
 
     def queued(self, group: str) -> list[JobRecord]:
         """Jobs of a group still waiting for a runner, oldest first.
@@ -135,7 +139,7 @@ class Book:
         """The VM is deleted: forget it, and a job running on it is over (or lost with it)."""
         self.pending_jit.pop(name, None)
         self.delivered.pop(name, None)
-        self.registered.discard(name)
+        self.registered.pop(name, None)
         self.stolen_checked.discard(name)
         self.jit_cleared.discard(name)
         for record in self.jobs.values():

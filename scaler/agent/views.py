@@ -67,8 +67,10 @@ def finished(book: Book, inst: Instance, snap: Snapshot) -> bool:
     """
     if inst.labels.get(STATE_LABEL) in REPORTED_OVER:
         return True
-    if snap.runners is None or snap.runner(inst.name) is not None or inst.name not in book.registered:
+    if snap.runners is None or snap.runner(inst.name) is not None:
         return False
+    if book.registered.get(inst.name, float("-inf")) < inst.created_at:
+        return False  # never registered, or only an earlier VM of that name was
     return inst.name not in book.running_on()
 
 
