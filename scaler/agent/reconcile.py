@@ -32,6 +32,7 @@ def reconcile_group(draft: Draft, group: str) -> None:
     _ask_about_vanished_runners(draft, group)
     before = view(draft.department, book, group, snap)
     removals: list[tuple[Instance, str]] = []
+    never_ran: set[str] = set()  # never registered: no job can have taken them
     idle: list[Instance] = []
     clear: list[str] = []
     for inst in sorted(before.active, key=lambda i: i.created_at):
@@ -48,6 +49,7 @@ def reconcile_group(draft: Draft, group: str) -> None:
         elif runner is None and snap.runners is not None:
             if age > spec.time_to_start:
                 waits = _still_queued(draft, group, inst)
+                never_ran.add(inst.name)
                 removals.append((inst, "never registered within time-to-start" + ("; its job still waits" * waits)))
             elif inst.name not in book.delivered and inst.name not in book.pending_jit:
                 if inst.labels.get(STATE_LABEL) in (None, "waiting") and inst.state is not InstanceState.CREATING:
@@ -80,16 +82,16 @@ def reconcile_group(draft: Draft, group: str) -> None:
         if inst.name not in said and not draft.original.confirmed(key):
             draft.add(Mark(group=group, name=inst.name, reason=reason, key=key))
             continue
-        remove_vm(draft, group, inst, reason)
+        remove_vm(draft, group, inst, reason, check_made_for=inst.name not in never_ran)
         deleted.append(inst.name)
     # Spare VMs that went away were the capacity of jobs acked on spare capacity.
     spare_lost = [n for n in deleted if n not in before.finished | before.busy | before.reserved | own_names]
     uncover(draft, group, len(spare_lost))
 
 
-def remove_vm(draft: Draft, group: str, inst: Instance, reason: str) -> None:
+def remove_vm(draft: Draft, group: str, inst: Instance, reason: str, *, check_made_for: bool = True) -> None:
     """Delete one VM; first make sure the job it was made for is not left without one."""
-    if draft.made_for_waits(group, inst):
+    if check_made_for and draft.made_for_waits(group, inst):
         draft.add(Spend(group=group, name=inst.name, reason="its job still waits: another job took this VM"))
     runner = draft.snap.runner(inst.name)
     draft.add(Delete(group=group, name=inst.name, reason=reason, runner_id=runner.id if runner else None))
