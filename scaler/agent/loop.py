@@ -17,14 +17,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from prometheus_client import CollectorRegistry
 
 from scaler import naming
 from scaler.agent import planner
-from scaler.agent.actions import Deregister, Kind, Plan
+from scaler.agent.actions import Answer, Deregister, Kind, Plan
 from scaler.agent.calls import Calls, api_error_kind
 from scaler.agent.events import BadMessage, JobEvent, parse
 from scaler.agent.executor import Executor
@@ -267,12 +268,8 @@ class Agent:
             else:
                 by_group.setdefault(done.group, []).append(done)
         for group, batch in by_group.items():
-            names, now = sorted({d.runner for d in batch}), self.clock()
-            plan = self.observer.answered(
-                lambda answers, g=group, n=names, t=now: planner.plan_deletes(
-                    self.config, self.book, t, g, n, "job completed", answers
-                )
-            )
+            names = sorted({d.runner for d in batch})
+            plan = self.observer.answered(partial(self._plan_deletes, group, names, self.clock()))
             failures = [exc for a, exc in self.executor.execute(plan).failed.items() if a.kind is Kind.DELETE]
             if failures:
                 exc = failures[0]
@@ -288,6 +285,9 @@ class Agent:
                     log.info("job completed; VM deleted", extra={**done.event.log_fields(), "instance": done.runner})
                     acks.append(done.event.ack_id)
         return acks
+
+    def _plan_deletes(self, group: str, names: list[str], now: float, answers: Mapping[int, Answer]) -> Plan:
+        return planner.plan_deletes(self.config, self.book, now, group, names, "job completed", answers)
 
     def _deregister_after_completion(self, done: VmEvent, last: dict[str, Runner] | None) -> bool:
         """An ephemeral runner deregisters itself; if it is still listed, remove it. False: retry later."""
@@ -352,8 +352,8 @@ class Agent:
         self.executor.execute(plan)
         if not groups:
             return
-        held = {ack_id: (h.event.job_id, h.event.group) for ack_id, h in self.held.items()}
-        acks = planner.settled(self.config, self.book, snap, groups, held)
+        waiting = {ack_id: (h.event.job_id, h.event.group) for ack_id, h in self.held.items()}
+        acks = planner.settled(self.config, self.book, snap, groups, waiting)
         for ack_id in acks:
             self.book.cover(self.held.pop(ack_id).event.job_id)
             self.metrics.events.labels("queued", "ok").inc()

@@ -26,11 +26,14 @@ CONFIG = make_config()
 WARM_CONFIG = make_config(warm=1)
 
 
-def vm(job: int | None = None, gen: int = 0, *, age: float = 60.0, state: str = "running", **labels: str) -> Instance:
+def vm(
+    job: int | None = None, gen: int = 0, *, age: float = 60.0, state: str = "running", reports: str = ""
+) -> Instance:
     """A VM of group linux, made for ``job`` (a warm VM when None), ``age`` seconds old."""
     name = naming.instance_name("eng", "linux", job, gen) if job else naming.warm_name("eng", "linux", 0)
     metadata = {JOB_KEY: str(job), REPO_KEY: REPO} if job else {JOB_KEY: ""}
-    return Instance(name, "linux", InstanceState(state), NOW - age, dict(labels), metadata=metadata)
+    labels = {STATE_LABEL: reports} if reports else {}
+    return Instance(name, "linux", InstanceState(state), NOW - age, labels, metadata=metadata)
 
 
 def runner(inst: Instance, *, busy: bool = False, online: bool = True, rid: int = 7) -> Runner:
@@ -83,7 +86,7 @@ def answered(job: int, status: str) -> dict[int, Answer]:
 
 BUSY_OTHER = vm(11)  # made for job 11, but running another job
 WAITING_R1 = vm(11, 1, age=5, state="creating")
-REPORTED = vm(12, **{STATE_LABEL: "done"})
+REPORTED = vm(12, reports="done")
 STALE = vm(13, age=300)  # never registered within time-to-start (120 s)
 ONLINE = vm(14)
 ORPHAN = Runner(9, name(15), "online", False)
