@@ -17,25 +17,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 from prometheus_client import CollectorRegistry
 
 from scaler import naming
 from scaler.agent import planner
-from scaler.agent.actions import Answer, Deregister, Kind, Plan
+from scaler.agent.actions import Plan
 from scaler.agent.calls import Calls, api_error_kind
 from scaler.agent.events import BadMessage, JobEvent, parse
 from scaler.agent.executor import Executor
 from scaler.agent.metrics import AgentMetrics
-from scaler.agent.observe import RUNNERS_MAX_AGE, Observer
+from scaler.agent.observe import Observer
 from scaler.agent.state import Book
-from scaler.backends.base import Backend, BackendError
+from scaler.agent.vm_events import VmEvent, VmEvents
+from scaler.backends.base import Backend
 from scaler.bus.base import BusUnavailable, Subscriber
 from scaler.config import StackConfig
-from scaler.github.models import GitHubApi, Runner
+from scaler.github.models import GitHubApi
 from scaler.github.ratelimit import JitBudget
 
 log = logging.getLogger("garo.agent")
@@ -45,15 +45,6 @@ RETRY_SOON = 10  # seconds before a message whose action failed comes back
 @dataclass
 class Held:
     event: JobEvent
-
-
-@dataclass(frozen=True)
-class VmEvent:
-    """An in_progress or completed event of ours, acted on with the rest of its batch."""
-
-    event: JobEvent
-    group: str
-    runner: str
 
 
 def _budget_of(github: GitHubApi) -> JitBudget | None:
@@ -98,6 +89,7 @@ class Agent:
         budget = jit_budget if jit_budget is not None else _budget_of(github)
         self.observer = Observer(config, backend, github, calls, clock, budget)
         self.executor = Executor(config, backend, github, self.book, self.metrics, calls, clock, budget)
+        self.vm_events = VmEvents(config, self.book, self.observer, self.executor, self.metrics, self._retry_soon)
         self.batch_size = batch_size
         self.pull_timeout = pull_timeout
         self.lease_seconds = lease_seconds
@@ -153,8 +145,8 @@ class Agent:
             elif handled is not None and event.action == "queued":
                 self.held[event.ack_id] = Held(event)
                 touched.add(event.group)
-        acks += self._start(starts)
-        acks += self._complete(completions)
+        acks += self.vm_events.start(starts)
+        acks += self.vm_events.complete(completions)
         self._ack(acks)
         self._verify_stale()
         self._settle(touched)
@@ -219,98 +211,6 @@ class Agent:
         # in_progress and completed act on VMs: batched below, so a burst is a few cloud calls.
         (starts if event.action == "in_progress" else completions).append(VmEvent(event, group, runner))
         return None
-
-    def _start(self, starts: list[VmEvent]) -> list[str]:
-        """Record which VM runs which job; take the spent JIT configs away, concurrently. The ack ids done.
-
-        If GitHub gave the VM made for job Y to job X, Y lost its capacity and
-        needs another VM, and the VM is labelled with the job it really runs: that
-        write must succeed (else the message comes back); clearing a config alone
-        is best effort (reconcile clears it for online runners too).
-        """
-        plan = Plan()
-        for start in starts:
-            event = start.event
-            if event.created_at and event.started_at and event.started_at >= event.created_at:
-                self.metrics.pickup.labels(start.group).observe(event.started_at - event.created_at)
-            for action in planner.start_actions(self.config, self.book, start.group, start.runner, event.job_id):
-                if action not in plan.actions:
-                    plan.actions.append(action)
-        outcome = self.executor.execute(plan)
-        acks: list[str] = []
-        for start in starts:
-            labels = [a for a in outcome.failed if a.kind is Kind.CLEAR_JIT and a.name == start.runner]
-            stolen = [a for a in labels if getattr(a, "job_label", None) == start.event.job_id]
-            if stolen:
-                self._retry_soon(start.event, outcome.failed[stolen[0]])  # the label must land
-                continue
-            acks.append(start.event.ack_id)
-            self.metrics.events.labels("in_progress", "ok").inc()
-            log.info("job started", extra={**start.event.log_fields(), "instance": start.runner})
-        return acks
-
-    def _complete(self, completions: list[VmEvent]) -> list[str]:
-        """Delete the VMs of a batch's completed jobs, one call per group; the ack ids now done.
-
-        A burst of completions thus costs a few ``deleteInstances``, not one (and
-        an operation to wait for) per job. A failed delete hands its messages back.
-        """
-        acks: list[str] = []
-        last = self.observer.runners(RUNNERS_MAX_AGE) if completions else None
-        by_group: dict[str, list[VmEvent]] = {}
-        for done in completions:
-            present = last.get(done.runner) if last is not None else None
-            if self._name_reused(done.event, present):
-                log.info(
-                    "late event for a VM name now used by a newer VM; not deleting it", extra=done.event.log_fields()
-                )
-                acks.append(done.event.ack_id)
-            else:
-                by_group.setdefault(done.group, []).append(done)
-        for group, batch in by_group.items():
-            names = sorted({d.runner for d in batch})
-            plan = self.observer.answered(partial(self._plan_deletes, group, names, self.clock()))
-            failures = [exc for a, exc in self.executor.execute(plan).failed.items() if a.kind is Kind.DELETE]
-            if failures:
-                exc = failures[0]
-                if isinstance(exc, BackendError) and not exc.retryable:
-                    acks += [d.event.ack_id for d in batch]  # reconcile removes what is left
-                else:
-                    for done in batch:
-                        self._retry_soon(done.event, exc)
-                continue
-            for done in batch:
-                if self._deregister_after_completion(done, last):
-                    self.metrics.events.labels("completed", "ok").inc()
-                    log.info("job completed; VM deleted", extra={**done.event.log_fields(), "instance": done.runner})
-                    acks.append(done.event.ack_id)
-        return acks
-
-    def _plan_deletes(self, group: str, names: list[str], now: float, answers: Mapping[int, Answer]) -> Plan:
-        return planner.plan_deletes(self.config, self.book, now, group, names, "job completed", answers)
-
-    def _deregister_after_completion(self, done: VmEvent, last: dict[str, Runner] | None) -> bool:
-        """An ephemeral runner deregisters itself; if it is still listed, remove it. False: retry later."""
-        present = last.get(done.runner) if last is not None else None
-        runner_id = present.id if present is not None else done.event.runner_id
-        if runner_id is None or (last is not None and present is None):
-            return True
-        action = Deregister(group=done.group, name=done.runner, reason="job completed", runner_id=runner_id)
-        failed = self.executor.execute(Plan([action])).failed
-        if action in failed:
-            self._retry_soon(done.event, failed[action])
-            return False
-        return True
-
-    @staticmethod
-    def _name_reused(event: JobEvent, present: Runner | None) -> bool:
-        """Does ``runner`` now name another runner than the one that ran this job?
-
-        Warm-slot names are reused, so a late or redelivered ``completed`` (say,
-        from ``garo redeliver``) could otherwise delete a VM in the middle of
-        another job. A reused name without a runner yet runs nothing.
-        """
-        return present is not None and event.runner_id is not None and present.id != event.runner_id
 
     def _retry_soon(self, event: JobEvent, exc: BaseException) -> None:
         log.warning(
