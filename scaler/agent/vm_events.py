@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from scaler.agent import planner
-from scaler.agent.actions import Answer, Deregister, Kind, Plan
+from scaler.agent.actions import Answer, ClearJit, Deregister, Kind, Plan
 from scaler.agent.events import JobEvent
 from scaler.agent.executor import Executor
 from scaler.agent.metrics import AgentMetrics
@@ -72,8 +72,11 @@ class VmEvents:
         outcome = self.executor.execute(plan)
         acks: list[str] = []
         for start in starts:
-            labels = [a for a in outcome.failed if a.kind is Kind.CLEAR_JIT and a.name == start.runner]
-            stolen = [a for a in labels if getattr(a, "job_label", None) == start.event.job_id]
+            stolen = [
+                a
+                for a in outcome.failed
+                if isinstance(a, ClearJit) and a.name == start.runner and a.job_label == start.event.job_id
+            ]
             if stolen:
                 self.retry_soon(start.event, outcome.failed[stolen[0]])  # the label must land
                 continue
