@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.docs import DOCS, add_entry, heading  # noqa: E402
 from scaler.agent import Agent  # noqa: E402
-from scaler.agent.fleet import METADATA_WRITERS  # noqa: E402
+from scaler.agent.executor import METADATA_WRITERS  # noqa: E402
 from scaler.backends.gcp import GcpBackend, GcpGroup  # noqa: E402
 from scaler.github.models import JitConfig, Job, Runner  # noqa: E402
 from scaler.github.ratelimit import JitBudget  # noqa: E402
@@ -113,7 +113,10 @@ def run(
     )
     github = BudgetedGitHub(github_latency)
     bus = MemoryBus(time.time)
-    agent = Agent(gcp_config(max_vms=max_vms), backend, github, bus, registry=CollectorRegistry(), pull_timeout=0)
+    agent = Agent(
+        gcp_config(max_vms=max_vms), backend, github, bus, registry=CollectorRegistry(), pull_timeout=0,
+        jit_budget=github.budget,
+    )  # fmt: skip
     peak = 0
     start = fake.started = time.monotonic()
     requested_at = None
@@ -136,7 +139,7 @@ def run(
                 if total >= min(jobs, max_vms):
                     requested_at = t
                     break
-        if requested_at is not None and not agent.fleet.pending_jit:
+        if requested_at is not None and not agent.book.pending_jit:
             break
         if time.monotonic() - start > 600:
             break

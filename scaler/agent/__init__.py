@@ -6,9 +6,13 @@ Public API::
     agent.run_once()                 # pull one batch, act, ack what is durable
     plan = agent.reconcile(dry_run=True)
     agent.run_forever(stop_event)
+
+Inside, each step is a module: :mod:`~scaler.agent.observe` reads (GitHub: GETs
+only), :mod:`~scaler.agent.planner` decides (pure), :mod:`~scaler.agent.executor`
+acts, :mod:`~scaler.agent.loop` wires them to the bus.
 """
 
+from scaler.agent.actions import Action, Kind, Plan
 from scaler.agent.loop import Agent
-from scaler.agent.reconcile import Action, Plan
 
-__all__ = ["Action", "Agent", "Plan"]
+__all__ = ["Action", "Agent", "Kind", "Plan"]

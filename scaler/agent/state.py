@@ -6,17 +6,22 @@ things up and holds what cannot be re-read cheaply: which jobs are still queued
 (from events), which VM got its JIT config, and the "first seen" marks that make
 reconcile confirm a deletion over two passes. After a restart it starts empty:
 unacknowledged messages are redelivered and marks need two fresh observations.
+
+The planner reads the book and never writes it; the executor changes it, and
+only after the cloud or GitHub confirmed the change.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # A job's status only moves forward, so a reordered or duplicated event can
 # never bring a finished job back. "covered" is ours: its queued message was
 # acknowledged because capacity for it exists (after that the VM carries it).
 _ORDER = {"queued": 0, "waiting": 0, "covered": 1, "in_progress": 2, "completed": 3}
 _KEEP_FINISHED = 3600.0
+# What GitHub calls a job that still waits for a runner.
+WAITING_STATUSES = frozenset({"queued", "pending", "requested"})
 
 
 @dataclass
@@ -32,18 +37,37 @@ class JobRecord:
 @dataclass
 class Book:
     jobs: dict[int, JobRecord] = field(default_factory=dict)
+    # instance name -> group, for VMs that exist but still need their JIT config
+    pending_jit: dict[str, str] = field(default_factory=dict)
     # instance name -> when its JIT config was written to its metadata
     delivered: dict[str, float] = field(default_factory=dict)
-    # instance names whose runner we have seen registered on GitHub
-    registered: set[str] = field(default_factory=set)
+    # instance name -> when we last saw its runner registered on GitHub (a name can be reused:
+    # a runner seen before a VM of that name was created says nothing about that VM)
+    registered: dict[str, float] = field(default_factory=dict)
     # instance names whose used JIT config we removed from their metadata
     jit_cleared: set[str] = field(default_factory=set)
-    # busy VMs already checked for a stolen job (see Reconciler._check_stolen)
+    # busy VMs already checked for a stolen job (one GitHub question each)
     stolen_checked: set[str] = field(default_factory=set)
     # deletion candidates: key -> reconcile pass number that first saw it
     marks: dict[str, int] = field(default_factory=dict)
+    # reconcile passes carried out (dry runs do not count)
+    passes: int = 0
     # VM names that ran a job other than their own -> when we learnt it (never reused)
     spent: dict[str, float] = field(default_factory=dict)
+
+    def copy(self) -> Book:
+        """An independent copy: the planner's scratch book, so planning never changes this one."""
+        return Book(
+            jobs={job_id: replace(record) for job_id, record in self.jobs.items()},
+            pending_jit=dict(self.pending_jit),
+            delivered=dict(self.delivered),
+            registered=dict(self.registered),
+            jit_cleared=set(self.jit_cleared),
+            stolen_checked=set(self.stolen_checked),
+            marks=dict(self.marks),
+            passes=self.passes,
+            spent=dict(self.spent),
+        )
 
     def observe_job(
         self, job_id: int, group: str, repo: str, status: str, now: float, runner_name: str | None = None
@@ -61,6 +85,16 @@ class Book:
         if repo and not record.repo:
             record.repo = repo
         return record
+
+    def learn(self, job_id: int, group: str, repo: str, status: str, now: float, runner_name: str | None) -> None:
+        """Record what GitHub answered about a job; one that still waits counts as queued again."""
+        status = "queued" if status in WAITING_STATUSES else status
+        self.observe_job(job_id, group, repo, status, now, runner_name)
+        if status == "queued":
+            self.requeue(job_id, now)
+
+    def saw_runners(self, names: frozenset[str] | set[str], now: float) -> None:
+        self.registered.update(dict.fromkeys(names, now))
 
     def queued(self, group: str) -> list[JobRecord]:
         """Jobs of a group still waiting for a runner, oldest first.
@@ -102,18 +136,26 @@ class Book:
             del self.spent[name]
 
     def forget_instance(self, name: str) -> None:
+        """The VM is deleted: forget it, and a job running on it is over (or lost with it)."""
+        self.pending_jit.pop(name, None)
         self.delivered.pop(name, None)
-        self.registered.discard(name)
+        self.registered.pop(name, None)
         self.stolen_checked.discard(name)
         self.jit_cleared.discard(name)
+        for record in self.jobs.values():
+            if record.status == "in_progress" and record.runner_name == name:
+                record.status = "completed"
 
-    def confirm(self, key: str, pass_no: int) -> bool:
-        """Mark a candidate; True once it was already marked in an earlier pass."""
-        first = self.marks.setdefault(key, pass_no)
-        return first < pass_no
+    def confirmed(self, key: str) -> bool:
+        """Was this deletion candidate already seen by an earlier pass (the one before this)?"""
+        first = self.marks.get(key)
+        return first is not None and first <= self.passes
 
-    def keep_marks(self, keys: set[str]) -> None:
-        """Drop marks not re-observed this pass: a candidate must be seen twice in a row."""
+    def end_pass(self, seen: set[str] | frozenset[str]) -> None:
+        """A reconcile pass is done: mark what it saw first, drop marks it did not see again."""
+        self.passes += 1
+        for key in seen:
+            self.marks.setdefault(key, self.passes)
         for key in list(self.marks):
-            if key not in keys:
+            if key not in seen:
                 del self.marks[key]

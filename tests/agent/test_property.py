@@ -157,6 +157,34 @@ def settle(world: World, replicas: int) -> None:
     True,
     [("queue", 1), ("crash", 1), ("queue", 1), ("agent", 0), ("restart", 0), ("tick", 3), ("finish", 0)],
 )
+# after a restart, a replica gave a job whose VM another replica had replaced (and a third deleted) a second VM.
+@example(
+    0,
+    3,
+    0.0,
+    0.0,
+    False,
+    [
+        ("queue", 0),
+        ("queue", 0),
+        ("queue", 1),
+        ("agent", 0),
+        ("queue", 0),
+        ("queue", 0),
+        ("queue", 0),
+        ("queue", 0),
+        ("queue", 0),
+        ("queue", 1),
+        ("queue", 7),
+        ("tick", 3),
+        ("agent", 0),
+        ("queue", 1),
+        ("tick", 0),
+        ("restart", 0),
+        ("agent", 0),
+        ("finish", 2),
+    ],
+)
 def test_random_event_streams_converge(
     seed: int, replicas: int, duplicate: float, drop: float, shuffle: bool, ops: list[tuple[str, int]]
 ) -> None:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from scaler import naming
+from scaler.agent import Agent, Kind
 from scaler.agent.policy import Schedule, plan_capacity, warm_target
+from scaler.backends.base import CreateResult, Instance
+from scaler.backends.local import LocalBackend
 from scaler.config import WarmPool
 from scaler.github.models import GitHubError
 from scaler.github.sim import SimJob
@@ -142,7 +147,7 @@ def test_reconcile_dry_run_changes_nothing_and_deletions_need_two_passes() -> No
     world.backend.create("linux", ["garo-eng-linux-w-0"], {})  # a VM nobody asked for
     world.advance(200)  # past time-to-start, never registered
     plan = world.agents[0].reconcile(dry_run=True)
-    assert any(a.kind == "delete" and not a.confirmed for a in plan.actions)
+    assert [a.kind for a in plan.actions] == [Kind.MARK]
     assert len(world.instances("linux")) == 1
     world.agents[0].reconcile()
     assert len(world.instances("linux")) == 1  # first sighting
@@ -233,18 +238,37 @@ def test_a_group_that_cannot_be_listed_does_not_stop_the_others() -> None:
     assert gpu_runners
     listing = world.backend.list
 
-    class GpuUnlisted:
+    class GpuUnlisted(LocalBackend):
         """The agent's view of the cloud: the gpu group's MIG cannot be read (the fleet itself runs on)."""
 
-        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
-            return getattr(world.backend, name)
+        def __init__(self, inner: LocalBackend) -> None:
+            self.inner = inner
 
-        def list(self, group: str):  # type: ignore[no-untyped-def]
+        def create(self, group: str, names: Sequence[str], metadata: Mapping[str, Mapping[str, str]]) -> CreateResult:
+            return self.inner.create(group, names, metadata)
+
+        def delete(self, group: str, names: Sequence[str]) -> None:
+            self.inner.delete(group, names)
+
+        def list(self, group: str) -> Sequence[Instance]:
             if group == "gpu":
                 raise BackendError("404 instanceGroupManagers/garo-eng-gpu not found", reason=Failure.NOT_FOUND)
-            return listing(group)
+            return self.inner.list(group)
 
-    world.agents[0].fleet.backend = GpuUnlisted()  # type: ignore[assignment]
+        def resume_standby(self, group: str, count: int) -> Sequence[str]:
+            return self.inner.resume_standby(group, count)
+
+        def set_metadata(self, group: str, name: str, items: Mapping[str, str]) -> None:
+            self.inner.set_metadata(group, name, items)
+
+    world.agents[0] = Agent(
+        world.config,
+        GpuUnlisted(world.backend),
+        world.github,
+        world.bus,
+        clock=world.clock,
+        registry=CollectorRegistry(),
+    )
     job = world.queue("linux")
     for _ in range(3):
         world.advance(5)

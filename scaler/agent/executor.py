@@ -1,0 +1,281 @@
+"""The executor: carry a plan's actions out against the cloud and GitHub, and record what happened.
+
+The only part of the agent that changes anything. It batches what the APIs
+batch (one ``create`` or ``delete`` call per group and run of actions), writes
+metadata up to :data:`METADATA_WRITERS` at once (each write waits for its own
+zonal operation, ~2 s on GCE), counts every call for metrics, and changes the
+book only for what succeeded. A failed action is logged and reported in the
+:class:`Outcome`; everything is retried from the truth on a later pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from scaler.agent.actions import (
+    Action,
+    ClearJit,
+    Create,
+    Delete,
+    DeliverJit,
+    Deregister,
+    Kind,
+    Plan,
+    Resume,
+    remember,
+)
+from scaler.agent.calls import Calls, api_error_kind, github_status
+from scaler.agent.metrics import AgentMetrics
+from scaler.agent.state import Book
+from scaler.backends.base import JIT_KEY, JOB_KEY, Backend, BackendError, CreateFailure
+from scaler.config import StackConfig
+from scaler.github.models import GitHubApi, JitConfig
+from scaler.github.ratelimit import JitBudget
+
+log = logging.getLogger("garo.agent")
+METADATA_WRITERS = 16  # concurrent metadata writes (JIT delivery and clearing)
+BATCHED = (Kind.CLEAR_JIT, Kind.DELETE, Kind.CREATE, Kind.DELIVER_JIT)
+
+
+@dataclass
+class Outcome:
+    """What an executed plan did: actions done, failed (with the error), names the cloud refused or added."""
+
+    done: list[Action] = field(default_factory=list)
+    failed: dict[Action, BaseException] = field(default_factory=dict)
+    refused: dict[str, CreateFailure] = field(default_factory=dict)
+    added: list[str] = field(default_factory=list)  # created or resumed: each now waits for its JIT config
+
+
+class Executor:
+    def __init__(
+        self,
+        config: StackConfig,
+        backend: Backend,
+        github: GitHubApi,
+        book: Book,
+        metrics: AgentMetrics,
+        calls: Calls,
+        clock: Callable[[], float],
+        jit_budget: JitBudget | None = None,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.github = github
+        self.book = book
+        self.metrics = metrics
+        self.calls = calls
+        self.clock = clock
+        self.budget = jit_budget
+
+    def execute(self, plan: Plan) -> Outcome:
+        """Carry out the plan's actions in order; never raises for a failed action (see the outcome)."""
+        out = Outcome()
+        self.book.saw_runners(plan.registered, self.clock())
+        actions = plan.actions
+        i = 0
+        while i < len(actions):
+            j = i + 1
+            kind = actions[i].kind
+            if kind in BATCHED:
+                same_group = kind in (Kind.DELETE, Kind.CREATE)
+                while j < len(actions) and actions[j].kind is kind:
+                    if same_group and actions[j].group != actions[i].group:
+                        break
+                    j += 1
+            self._run(actions[i:j], out)
+            i = j
+        for group, desired in plan.desired.items():
+            self.metrics.desired.labels(group).set(desired)
+        for group, demand in plan.demand.items():
+            self.metrics.queued_jobs.labels(group).set(demand)
+        for group, states in plan.vm_states.items():
+            self.metrics.set_vms(group, states)
+        if plan.reconcile:
+            self.book.end_pass(plan.seen)
+            self.book.prune(self.clock())
+            self.metrics.reconcile_passes.inc()
+        return out
+
+    def _run(self, run: Sequence[Action], out: Outcome) -> None:
+        first = run[0]
+        if isinstance(first, ClearJit):
+            self._clear_jits([a for a in run if isinstance(a, ClearJit)], out)
+        elif isinstance(first, Delete):
+            self._delete([a for a in run if isinstance(a, Delete)], out)
+        elif isinstance(first, Create):
+            self._create([a for a in run if isinstance(a, Create)], out)
+        elif isinstance(first, DeliverJit):
+            self._deliver([a for a in run if isinstance(a, DeliverJit)], out)
+        elif isinstance(first, Deregister):
+            if self._deregister(first.runner_id, out, first):
+                self._done(first, out)
+        elif isinstance(first, Resume):
+            self._resume(first, out)
+        else:  # record, spend, requeue, mark, queue-jit: the book only
+            if first.kind in (Kind.SPEND, Kind.REQUEUE):
+                log.info(first.reason, extra={"group": first.group, "instance": first.name})
+            self._done(first, out)
+
+    def _done(self, action: Action, out: Outcome) -> None:
+        remember(self.book, action, self.clock())
+        out.done.append(action)
+
+    def _deregister(self, runner_id: int, out: Outcome, action: Action) -> bool:
+        try:
+            self.calls("github", "delete_runner", self.github.delete_runner, runner_id)
+        except Exception as exc:
+            log.warning("cannot deregister runner", extra={"error": api_error_kind(exc), "instance": action.name})
+            out.failed[action] = exc
+            return False
+        return True
+
+    def _delete(self, run: list[Delete], out: Outcome) -> None:
+        group = run[0].group
+        # Deregister first: GitHub refuses (422) for a runner that just took a job, and that VM stays.
+        going = [a for a in run if a.runner_id is None or self._deregister(a.runner_id, out, a)]
+        if not going:
+            return
+        names = [a.name for a in going]
+        try:
+            self.calls("compute", "delete", self.backend.delete, group, names)
+        except Exception as exc:
+            log.warning("cannot delete VMs", extra={"group": group, "error": api_error_kind(exc)})
+            out.failed.update((a, exc) for a in going)
+            return
+        for action in going:
+            self._done(action, out)
+        self.metrics.actions.labels(group, "delete").inc(len(names))
+        reasons = sorted({a.reason for a in going})
+        log.info("deleted VMs", extra={"group": group, "names": names[:20], "count": len(names), "reason": reasons})
+
+    def _resume(self, action: Resume, out: Outcome) -> None:
+        try:
+            names = self.calls("compute", "resume_standby", self.backend.resume_standby, action.group, action.count)
+        except Exception as exc:
+            log.warning("cannot resume VMs now", extra={"group": action.group, "error": api_error_kind(exc)})
+            out.failed[action] = exc
+            return
+        for name in names:
+            self.book.pending_jit[name] = action.group
+        out.added.extend(names)
+        out.done.append(action)
+        self.metrics.actions.labels(action.group, "resume").inc(len(names))
+
+    def _create(self, run: list[Create], out: Outcome) -> None:
+        group = run[0].group
+        metadata = {a.name: a.metadata() for a in run}
+        try:
+            result = self.calls("compute", "create", self.backend.create, group, list(metadata), metadata)
+        except Exception as exc:
+            log.warning("cannot add capacity now; will retry", extra={"group": group, "error": api_error_kind(exc)})
+            out.failed.update((a, exc) for a in run)
+            return
+        created = set(result.created)
+        for action in run:
+            if action.name in created:
+                self._done(action, out)
+                out.added.append(action.name)
+            elif action.name in result.failed:
+                out.refused[action.name] = result.failed[action.name]
+        self.metrics.actions.labels(group, "create").inc(len(created & set(metadata)))
+        if result.failed:
+            reasons = sorted({str(f.reason) for f in result.failed.values()})
+            log.warning(
+                "cloud refused some creates; will retry",
+                extra={"group": group, "count": len(result.failed), "reason": reasons},
+            )
+        log.info("capacity requested", extra={"group": group, "count": len(created), "names": sorted(created)[:20]})
+
+    def _deliver(self, run: list[DeliverJit], out: Outcome) -> None:
+        """Generate configs one by one (GitHub's budget is the limit), then write them concurrently.
+
+        The config is generated only for a VM that exists, named after it, and
+        written to that VM's metadata only. If writing fails the runner is
+        deregistered again, so the unused config is dead and the name is free.
+        """
+        generated: list[tuple[DeliverJit, JitConfig]] = []
+        refused_groups: set[str] = set()
+        for action in run:
+            if self.budget is not None and self.budget.remaining() <= 0:
+                break  # generating now would block the loop until the budget refills
+            if action.group in refused_groups:
+                continue
+            spec = self.config.group(action.group)
+            try:
+                jit = self.calls(
+                    "github", "generate_jit_config", self.github.generate_jit_config, action.name,
+                    spec.runner_group_id, list(spec.labels),
+                )  # fmt: skip
+            except Exception as exc:
+                out.failed[action] = exc
+                log.warning(
+                    "JIT config not available yet",
+                    extra={"instance": action.name, "group": action.group, "error": api_error_kind(exc)},
+                )
+                status = github_status(exc)
+                if status == 409:
+                    # The name is registered already: another replica configured this VM (or our
+                    # retried POST did). Not ours to redo; reconcile replaces it if it never registers.
+                    self.book.pending_jit.pop(action.name, None)
+                    continue
+                if status == 422:
+                    refused_groups.add(action.group)  # the group's runner group or labels: the others may work
+                    continue
+                break  # budget, secondary rate limit or 5xx: keep everything pending, do not drop
+            generated.append((action, jit))
+        writes = [(a.group, a.name, {JIT_KEY: jit.encoded}) for a, jit in generated]
+        for (action, jit), failure in zip(generated, self.write_metadata(writes), strict=True):
+            if failure is None:
+                self._done(action, out)
+                continue
+            out.failed[action] = failure
+            log.warning(
+                "cannot deliver JIT config; revoking it",
+                extra={"instance": action.name, "error": api_error_kind(failure)},
+            )
+            self._deregister(jit.runner_id, out, action)
+            if isinstance(failure, BackendError) and not failure.retryable:
+                self.book.pending_jit.pop(action.name, None)  # the VM is gone; reconcile decides what next
+        generated.clear()  # drop the secrets as soon as they are written
+        writes.clear()
+
+    def _clear_jits(self, run: list[ClearJit], out: Outcome) -> None:
+        """Take used JIT configs out of VMs' metadata (and label a stolen VM with the job it runs).
+
+        The boot agent on GCE cannot delete its own instance metadata, so the
+        config would stay readable on the VM for its whole life. Once its runner
+        is running the config is spent (GitHub refuses a second registration),
+        so removing it is defence in depth. A VM that is gone needs nothing.
+        """
+        writes = [
+            (a.group, a.name, {JIT_KEY: "", **({JOB_KEY: str(a.job_label)} if a.job_label is not None else {})})
+            for a in run
+        ]
+        for action, exc in zip(run, self.write_metadata(writes), strict=True):
+            if exc is None or (isinstance(exc, BackendError) and not exc.retryable):
+                self._done(action, out)
+            else:
+                out.failed[action] = exc
+                log.warning(
+                    "cannot clear JIT config yet", extra={"instance": action.name, "error": api_error_kind(exc)}
+                )
+
+    def write_metadata(self, writes: Sequence[tuple[str, str, Mapping[str, str]]]) -> list[Exception | None]:
+        """Write (group, name, items) to VMs' metadata, up to METADATA_WRITERS at once; the error of each."""
+
+        def write(item: tuple[str, str, Mapping[str, str]]) -> Exception | None:
+            group, name, items = item
+            try:
+                self.calls("compute", "set_metadata", self.backend.set_metadata, group, name, items)
+            except Exception as exc:
+                return exc
+            return None
+
+        if len(writes) <= 1:
+            return [write(item) for item in writes]
+        with ThreadPoolExecutor(min(METADATA_WRITERS, len(writes)), thread_name_prefix="garo-metadata") as pool:
+            return list(pool.map(write, writes))

@@ -1,0 +1,117 @@
+"""The observe step: read the cloud and GitHub, and ask GitHub read-only questions. Never writes.
+
+A :class:`~scaler.agent.views.Snapshot` is read once per batch or pass (one
+``list`` per group, one ``list_runners`` for the department), so a burst costs
+a handful of API calls rather than one per job. Questions the planner raises
+(is this job still queued?) are GETs; their answers go back to the planner,
+which turns them into actions. Only the runner listing is cached here, for a
+few seconds: it pages through the whole organisation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+
+from scaler import naming
+from scaler.agent.actions import Answer, Plan, Question
+from scaler.agent.calls import Calls, api_error_kind
+from scaler.agent.views import Snapshot
+from scaler.backends.base import Backend, Instance
+from scaler.config import StackConfig
+from scaler.github.models import GitHubApi, Runner
+from scaler.github.ratelimit import JitBudget
+
+log = logging.getLogger("garo.agent")
+RUNNERS_MAX_AGE = 5.0  # seconds a runner listing serves event handling
+QUESTION_ROUNDS = 3  # plan, ask, plan again: answers can raise new questions (a job over -> its VM goes)
+
+
+class Observer:
+    def __init__(
+        self,
+        config: StackConfig,
+        backend: Backend,
+        github: GitHubApi,
+        calls: Calls,
+        clock: Callable[[], float],
+        jit_budget: JitBudget | None = None,
+        on_runners: Callable[[Iterable[Runner]], None] | None = None,
+    ) -> None:
+        """``on_runners`` sees every fresh listing of our runners (the runner-version metric)."""
+        self.on_runners = on_runners
+        self.department = config.department
+        self.group_names = tuple(g.name for g in config.groups)
+        self.backend = backend
+        self.github = github
+        self.calls = calls
+        self.clock = clock
+        self.budget = jit_budget
+        self._runners: dict[str, Runner] | None = None
+        self._runners_at = float("-inf")
+
+    def snapshot(self, groups: Iterable[str] | None = None, runners_max_age: float | None = 0.0) -> Snapshot:
+        """Runners (at most ``runners_max_age`` old; None: not read) and the instances of the given groups."""
+        runners = self.runners(runners_max_age) if runners_max_age is not None else None
+        instances: dict[str, dict[str, Instance]] = {}
+        for group in groups if groups is not None else self.group_names:
+            try:
+                instances[group] = {i.name: i for i in self.calls("compute", "list", self.backend.list, group)}
+            except Exception as exc:  # one broken group (a misnamed MIG, ...) must not stop the others
+                log.warning(
+                    "cannot list the group's VMs; skipping it this time",
+                    extra={"group": group, "error": api_error_kind(exc)},
+                )
+        return Snapshot(runners, instances)
+
+    def runners(self, max_age: float = RUNNERS_MAX_AGE) -> dict[str, Runner] | None:
+        """Our runners by name as GitHub lists them, at most ``max_age`` seconds old; None if unknown."""
+        now = self.clock()
+        if self._runners is not None and now - self._runners_at <= max_age:
+            return self._runners
+        try:
+            listed = self.calls("github", "list_runners", self.github.list_runners)
+        except Exception as exc:
+            log.warning("cannot list runners; acting on what the book knows", extra={"error": api_error_kind(exc)})
+            self._runners = None
+            return None
+        self._runners = {r.name: r for r in listed if naming.is_ours(self.department, r.name)}
+        self._runners_at = now
+        if self.on_runners is not None:
+            self.on_runners(self._runners.values())
+        return self._runners
+
+    def ask(self, questions: Iterable[Question], *, stop_at_failure: bool = False) -> dict[int, Answer]:
+        """GitHub's answers (GET only); a question GitHub could not answer has none."""
+        answers: dict[int, Answer] = {}
+        for q in questions:
+            try:
+                job = self.calls("github", "get_job", self.github.get_job, q.repo, q.job_id)
+            except Exception as exc:
+                log.warning("cannot check job", extra={"job_id": q.job_id, "error": api_error_kind(exc)})
+                if stop_at_failure:
+                    break
+                continue
+            answers[q.job_id] = Answer(q, job)
+        return answers
+
+    def jit_budget(self) -> int | None:
+        """JIT configs GitHub would generate right now; None when unknown (no budget given)."""
+        return self.budget.remaining() if self.budget is not None else None
+
+    def answered(self, make_plan: Callable[[Mapping[int, Answer]], Plan], **ask: bool) -> Plan:
+        """Plan, ask GitHub what the plan wants to know, plan again with the answers (a few rounds)."""
+        answers: dict[int, Answer] = {}
+        asked: set[int] = set()
+        plan = make_plan(answers)
+        for _ in range(QUESTION_ROUNDS):
+            new = [q for job_id, q in plan.questions.items() if job_id not in asked]
+            if not new:
+                break
+            asked.update(q.job_id for q in new)
+            got = self.ask(new, **ask)
+            if not got:
+                break
+            answers |= got
+            plan = make_plan(answers)
+        return plan

@@ -1,0 +1,298 @@
+"""The planner: from what the agent knows to the list of actions that would fix the difference.
+
+Every function here is pure. It takes the book, a snapshot of the cloud and
+GitHub, the time, and the answers to read-only GitHub questions the observe
+step already gathered, and returns a :class:`~scaler.agent.actions.Plan`. It
+never calls anything and never changes its inputs: it reads the confirmation
+marks but the executor writes them. When an answer would change the plan, the
+plan lists the question; the observe step asks it and plans again.
+
+Replicas agree because names are a function of what the cloud lists: a job's
+first VM is ``garo-<dept>-<group>-<job>``, a replacement takes the generation
+after the highest one the listing (or this agent) has seen for that job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+from scaler import naming
+from scaler.agent.actions import (
+    Answer,
+    ClearJit,
+    Create,
+    DeliverJit,
+    Plan,
+    Question,
+    QueueJit,
+    Record,
+    Requeue,
+    Resume,
+)
+from scaler.agent.draft import Draft
+from scaler.agent.policy import plan_capacity
+from scaler.agent.reconcile import orphan_runners, reconcile_group, remove_vm
+from scaler.agent.state import Book
+from scaler.agent.views import ACTIVE, REPORTED_OVER, GroupView, Snapshot, covered, spent_names, view
+from scaler.backends.base import JOB_KEY, STATE_LABEL, Instance, InstanceState
+from scaler.config import StackConfig
+
+NO_ANSWERS: Mapping[int, Answer] = {}
+READY = (InstanceState.RUNNING, InstanceState.RESUMING)  # a VM that exists: its metadata can be written
+MAX_GENERATION = 99
+
+
+def plan_reconcile(
+    config: StackConfig,
+    book: Book,
+    snap: Snapshot,
+    now: float,
+    answers: Mapping[int, Answer] = NO_ANSWERS,
+    *,
+    jit_limit: int = 50,
+    jit_budget: int | None = None,
+) -> Plan:
+    """One reconcile pass: repairs per group, orphan runners, capacity, then JIT delivery."""
+    draft = Draft(config, book, snap, now, answers)
+    draft.plan.reconcile = True
+    for group in draft.group_names:
+        if group in draft.instances:
+            reconcile_group(draft, group)
+    orphan_runners(draft)
+    for group in draft.group_names:
+        if group in draft.instances:
+            add_capacity(draft, group)
+            states: dict[str, int] = {}
+            for inst in snap.instances[group].values():
+                states[inst.state.value] = states.get(inst.state.value, 0) + 1
+            draft.plan.vm_states[group] = states
+    deliver(draft, jit_limit, jit_budget)
+    return draft.plan
+
+
+def plan_settle(
+    config: StackConfig,
+    book: Book,
+    snap: Snapshot,
+    now: float,
+    groups: Collection[str],
+    held_jobs: Collection[int],
+    *,
+    jit_limit: int = 50,
+    jit_budget: int | None = None,
+) -> Plan:
+    """Between reconciles: capacity for groups with waiting jobs, and JIT configs for VMs that exist.
+
+    A held job whose own VM exists without a config this agent gave (a create
+    that timed out but landed, a VM from before a restart) gets one first.
+    """
+    draft = Draft(config, book, snap, now, NO_ANSWERS)
+    for group in sorted(set(groups) & set(draft.instances)):
+        for job_id, own in covered(view(draft.department, draft.book, group, draft.snap)).items():
+            if own and job_id in held_jobs and _unconfigured(draft.book, own):
+                draft.add(QueueJit(group=group, name=own, reason=f"VM of held job {job_id} has no runner config"))
+        add_capacity(draft, group)
+    deliver(draft, jit_limit, jit_budget)
+    return draft.plan
+
+
+def settled(
+    config: StackConfig, book: Book, snap: Snapshot, groups: Collection[str], held: Mapping[str, tuple[int, str]]
+) -> list[str]:
+    """Held ``queued`` messages (ack id -> job, group) that can be acknowledged now.
+
+    A job is done when it no longer waits, or when it is covered: by its own
+    VM once that VM has its config, or by a spare VM once no VM of its group
+    still waits for one.
+    """
+    listed = set(groups) & set(snap.instances)
+    cover = {g: covered(view(config.department, book, g, snap)) for g in listed}
+    pending_groups = set(book.pending_jit.values())
+    done: list[str] = []
+    for ack_id, (job_id, group) in held.items():
+        record = book.jobs.get(job_id)
+        if record is None or record.status != "queued":
+            done.append(ack_id)
+        elif job_id in cover.get(group, {}):
+            own = cover[group][job_id]
+            if (own not in book.pending_jit) if own else (group not in pending_groups):
+                done.append(ack_id)
+    return done
+
+
+def plan_deletes(
+    config: StackConfig,
+    book: Book,
+    now: float,
+    group: str,
+    names: Collection[str],
+    reason: str,
+    answers: Mapping[int, Answer] = NO_ANSWERS,
+) -> Plan:
+    """Delete VMs whose job completed (its runner deregisters itself), checking the jobs they were made for."""
+    draft = Draft(config, book, Snapshot(None, {group: {}}), now, answers)
+    for name in sorted(names):
+        remove_vm(draft, group, Instance(name, group, InstanceState.RUNNING, now), reason)
+    return draft.plan
+
+
+def start_actions(config: StackConfig, book: Book, group: str, runner: str, job_id: int) -> list[ClearJit | Requeue]:
+    """A job started on ``runner``: its JIT config is spent; if the VM was made for another job, that one waits again."""
+    made_for = naming.job_of(config.department, group, runner)
+    if made_for is not None and made_for != job_id:
+        victim = book.jobs.get(made_for)
+        repo = victim.repo if victim is not None else ""
+        return [
+            Requeue(group=group, name=str(made_for), reason=f"job {job_id} took its VM", job_id=made_for, repo=repo),
+            ClearJit(group=group, name=runner, reason="runner took another job", job_label=job_id),
+        ]
+    if runner in book.jit_cleared:
+        return []
+    return [ClearJit(group=group, name=runner, reason="runner started; its JIT config is spent")]
+
+
+def plan_verify(
+    config: StackConfig,
+    book: Book,
+    now: float,
+    held_jobs: Collection[int],
+    verify_after: float,
+    answers: Mapping[int, Answer] = NO_ANSWERS,
+    limit: int = 10,
+) -> Plan:
+    """Jobs we think wait (or covered) but have not heard of for a while: ask GitHub about them.
+
+    Another replica may have seen them start; without this a replica would
+    keep capacity for them forever. A job whose repository we do not know
+    (learnt from a stolen VM's name) cannot be asked about and is given up
+    after its group's time-to-start.
+    """
+    draft = Draft(config, book, Snapshot(None), now, answers)
+    for record in sorted(book.jobs.values(), key=lambda j: (j.seen_at, j.id)):
+        if record.status not in ("queued", "covered") or now - record.seen_at < verify_after:
+            continue
+        if not record.repo:
+            if record.status == "queued" and now - record.seen_at > config.group(record.group).time_to_start:
+                reason = "no repository to ask GitHub about it; given up"
+                draft.add(
+                    Record(group=record.group, name=str(record.id), reason=reason, job_id=record.id, status="covered")
+                )
+            continue
+        if record.id in held_jobs or record.id in answers or len(draft.plan.questions) >= limit:
+            continue
+        draft.ask(Question(record.id, record.group, record.repo))
+    return draft.plan
+
+
+def add_capacity(draft: Draft, group: str) -> GroupView:
+    """Resume standby VMs, then create named VMs, up to the policy's target."""
+    spec = draft.config.group(group)
+    current = view(draft.department, draft.book, group, draft.snap)
+    cap = plan_capacity(
+        spec,
+        active=len(current.active),
+        finished=len(current.finished),
+        busy=len(current.busy),
+        queued=current.demand,
+        standby=len(current.standby),
+        now=draft.now,
+    )
+    draft.plan.desired[group] = cap.desired
+    draft.plan.demand[group] = current.demand
+    if cap.resume:
+        draft.add(Resume(group=group, name=f"{cap.resume} standby VM(s)", reason="capacity", count=cap.resume))
+    for action in _creates(draft, group, current, cap.create):
+        draft.add(action)
+    return current
+
+
+def _creates(draft: Draft, group: str, current: GroupView, count: int) -> list[Create]:
+    """Names every replica would choose (the cloud dedups them): queued jobs first, then warm slots.
+
+    What the listing shows decides, not what this replica remembers: a job
+    that has a VM the listing does not show as used (a busy runner, relabelled
+    for another job, reporting its job over) gets none, and a replacement takes
+    the generation after the highest the cloud or GitHub lists for the job.
+    Otherwise a replica that restarted, or that misread a reused name, would
+    give a job a second VM.
+    """
+    instances = draft.instances[group]
+    taken = set(instances) | spent_names(draft.book, group, draft.snap)
+    highest: dict[int, int] = {}
+    for name in [*instances, *(draft.snap.runners or ())]:
+        parsed = _generation(draft.department, group, name)
+        if parsed is not None:
+            highest[parsed[0]] = max(parsed[1], highest.get(parsed[0], -1))
+    waited_on = {job for job in map(lambda i: _waits_for(draft, group, i), instances.values()) if job is not None}
+    chosen: list[Create] = []
+    for job in current.queued:
+        if len(chosen) >= count:
+            return chosen
+        if job.id in current.own:
+            continue
+        if job.id in waited_on:
+            count -= 1  # its VM is on its way or idle for it, whatever this replica thinks of it
+            continue
+        for gen in range(highest.get(job.id, -1) + 1, MAX_GENERATION + 1):
+            name = naming.instance_name(draft.department, group, job.id, gen)
+            if name not in taken:
+                reason = f"queued job {job.id}" + (f" (replacement {gen})" if gen else "")
+                chosen.append(Create(group=group, name=name, reason=reason, job_id=job.id, repo=job.repo))
+                break
+    slot = 0
+    while len(chosen) < count:
+        name = naming.warm_name(draft.department, group, slot)
+        if name not in taken:
+            chosen.append(Create(group=group, name=name, reason="warm pool"))
+        slot += 1
+    return chosen
+
+
+def _generation(department: str, group: str, name: str) -> tuple[int, int] | None:
+    """(job, generation) of a job VM's name; None for warm and foreign names."""
+    prefix = naming.group_prefix(department, group)
+    if not name.startswith(prefix):
+        return None
+    job, sep, gen = name[len(prefix) :].partition("-r")
+    if not job.isdigit() or (sep and not gen.isdigit()):
+        return None
+    return int(job), int(gen or 0)
+
+
+def _waits_for(draft: Draft, group: str, inst: Instance) -> int | None:
+    """The job an active VM still waits for, unless the listing shows it was used (shared by all replicas)."""
+    job_id = naming.job_of(draft.department, group, inst.name)
+    runner = draft.snap.runner(inst.name)
+    if job_id is None or inst.state not in ACTIVE or (runner is not None and runner.busy):
+        return None
+    if inst.metadata.get(JOB_KEY, str(job_id)) != str(job_id) or inst.labels.get(STATE_LABEL) in REPORTED_OVER:
+        return None  # relabelled for the job that took it, or its one job is over
+    return job_id
+
+
+def deliver(draft: Draft, limit: int, budget: int | None) -> None:
+    """JIT configs for pending VMs that exist (on GCE a VM is listed before it does), oldest request first."""
+    room = limit if budget is None else min(limit, max(0, budget))
+    for name, group in list(draft.book.pending_jit.items()):
+        if room <= 0:
+            return
+        inst = draft.instances.get(group, {}).get(name)
+        if inst is not None and inst.state in READY:
+            draft.add(DeliverJit(group=group, name=name, reason="VM exists; give it its runner config"))
+            room -= 1
+
+
+def _unconfigured(book: Book, name: str) -> bool:
+    return name not in book.pending_jit and name not in book.delivered and name not in book.registered
+
+
+__all__ = [
+    "add_capacity",
+    "deliver",
+    "plan_deletes",
+    "plan_reconcile",
+    "plan_settle",
+    "plan_verify",
+    "settled",
+    "start_actions",
+]

@@ -1,0 +1,139 @@
+"""What a snapshot of the cloud and GitHub, read against the book, says about a group.
+
+Pure functions: no call leaves the process and nothing is written, so the
+planner can derive the same view as often as it likes (and a dry run is free).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from scaler import naming
+from scaler.agent.state import Book, JobRecord
+from scaler.backends.base import STATE_LABEL, Instance, InstanceState
+from scaler.github.models import Runner
+
+ACTIVE = frozenset({InstanceState.CREATING, InstanceState.RUNNING, InstanceState.RESUMING})
+REPORTED_OVER = ("done", "failed")  # what the boot agent reports once its one job is over
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Runners (ours, by name; None if GitHub could not be read) and instances per group.
+
+    A group whose VMs could not be listed is missing from ``instances``: act on it next time.
+    """
+
+    runners: Mapping[str, Runner] | None
+    instances: Mapping[str, Mapping[str, Instance]] = field(default_factory=dict)
+
+    def runner(self, name: str) -> Runner | None:
+        return self.runners.get(name) if self.runners is not None else None
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """Counts the capacity policy needs, derived from a snapshot and the book."""
+
+    active: tuple[Instance, ...]
+    standby: tuple[Instance, ...]
+    busy: frozenset[str]
+    queued: tuple[JobRecord, ...]
+    own: dict[int, str]  # queued job -> its own idle VM
+    # VMs made for a job that have not registered yet and are not some queued
+    # job's own VM: each stands for a job whose message was already acknowledged.
+    reserved: frozenset[str] = frozenset()
+    # VMs whose job is over, waiting to be deleted: they hold quota but no capacity.
+    finished: frozenset[str] = frozenset()
+
+    @property
+    def demand(self) -> int:
+        """Jobs waiting for a runner, as the capacity policy counts them."""
+        return len(self.queued) + len(self.reserved)
+
+    @property
+    def spare(self) -> int:
+        """Active VMs not busy and not spoken for by a job."""
+        return len(self.active) - len(self.busy) - len(self.own) - len(self.reserved)
+
+
+def finished(book: Book, inst: Instance, snap: Snapshot) -> bool:
+    """The VM's one job is over (it says so, or its runner came and went); it only awaits deletion.
+
+    A VM we think runs a job is not finished just because its runner is missing
+    from one listing (pages shift as runners come and go): only once GitHub's
+    answer about that job (recorded in the book) says it no longer runs there.
+    """
+    if inst.labels.get(STATE_LABEL) in REPORTED_OVER:
+        return True
+    if snap.runners is None or snap.runner(inst.name) is not None:
+        return False
+    if book.registered.get(inst.name, float("-inf")) < inst.created_at:
+        return False  # never registered, or only an earlier VM of that name was
+    return inst.name not in book.running_on()
+
+
+def spent_names(book: Book, group: str, snap: Snapshot) -> set[str]:
+    """Names never to give a new VM: they ran a job, or GitHub still has their runner without a VM.
+
+    Reusing such a name would let a late ``completed`` event of the job that
+    ran on the old VM delete the new one, and GitHub refuses a JIT config for
+    a name that is still registered (409).
+    """
+    spent = {job.runner_name for job in book.jobs.values() if job.runner_name} | set(book.spent)
+    if snap.runners is not None:
+        spent |= {name for name in snap.runners if name not in snap.instances[group]}
+    return spent
+
+
+def view(department: str, book: Book, group: str, snap: Snapshot) -> GroupView:
+    instances = snap.instances[group].values()
+    over = frozenset(i.name for i in instances if i.state in ACTIVE and finished(book, i, snap))
+    active = tuple(i for i in instances if i.state in ACTIVE and i.name not in over)
+    running_on = book.running_on()
+    busy: set[str] = set()
+    for inst in active:
+        runner = snap.runner(inst.name)
+        if (runner is not None and runner.busy) or (
+            inst.name in running_on and (snap.runners is None or runner is not None)
+        ):
+            busy.add(inst.name)
+    queued = tuple(book.queued(group))
+    idle_names = {i.name for i in active if i.name not in busy}
+    # A job's own VM: any idle VM named after it (generations need not be contiguous:
+    # some were deleted, some ran another job and are spent).
+    spent = spent_names(book, group, snap)
+    idle_for: dict[int, str] = {}
+    for name in sorted(idle_names - spent):
+        made_for = naming.job_of(department, group, name)
+        if made_for is not None:
+            idle_for.setdefault(made_for, name)
+    own = {job.id: idle_for[job.id] for job in queued if job.id in idle_for}
+    standby = tuple(i for i in instances if i.state is InstanceState.STANDBY)
+    own_names = set(own.values())
+    reserved = set()
+    for inst in active:
+        if inst.name in busy or inst.name in own_names:
+            continue
+        job_id = naming.job_of(department, group, inst.name)
+        record = book.jobs.get(job_id) if job_id is not None else None
+        if job_id is None or (record is not None and record.status in ("in_progress", "completed")):
+            continue
+        # A JIT runner is listed (offline) from the moment its config is generated: only an
+        # online runner means the VM has booted and GitHub may hand it any job.
+        runner = snap.runner(inst.name)
+        online = (
+            runner.status == "online" if runner is not None else snap.runners is None and inst.name in book.registered
+        )
+        if not online and inst.labels.get(STATE_LABEL) not in REPORTED_OVER:
+            reserved.add(inst.name)
+    return GroupView(active, standby, frozenset(busy), queued, own, frozenset(reserved), over)
+
+
+def covered(group_view: GroupView) -> dict[int, str | None]:
+    """Queued jobs that have a VM to run on: their own idle VM, else the oldest get the spare ones."""
+    others = [j.id for j in group_view.queued if j.id not in group_view.own]
+    result: dict[int, str | None] = dict(group_view.own)
+    result.update((job_id, None) for job_id in others[: max(0, group_view.spare)])
+    return result

@@ -1,0 +1,200 @@
+"""The planner as a table: hand-built books and snapshots in, the actions it plans out.
+
+No threads, no fakes, no clock: the planner is a function, so each row states
+what the agent knows and what it must decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from scaler import naming
+from scaler.agent import planner
+from scaler.agent.actions import Answer, Kind, Plan, Question
+from scaler.agent.state import Book
+from scaler.agent.views import Snapshot
+from scaler.backends.base import JOB_KEY, REPO_KEY, STATE_LABEL, Instance, InstanceState
+from scaler.github.models import Job, Runner
+from tests.agent.world import make_config
+
+NOW = 1_700_000_000.0
+REPO = "octo-org/app"
+CONFIG = make_config()
+WARM_CONFIG = make_config(warm=1)
+
+
+def vm(
+    job: int | None = None, gen: int = 0, *, age: float = 60.0, state: str = "running", reports: str = ""
+) -> Instance:
+    """A VM of group linux, made for ``job`` (a warm VM when None), ``age`` seconds old."""
+    name = naming.instance_name("eng", "linux", job, gen) if job else naming.warm_name("eng", "linux", 0)
+    metadata = {JOB_KEY: str(job), REPO_KEY: REPO} if job else {JOB_KEY: ""}
+    labels = {STATE_LABEL: reports} if reports else {}
+    return Instance(name, "linux", InstanceState(state), NOW - age, labels, metadata=metadata)
+
+
+def runner(inst: Instance, *, busy: bool = False, online: bool = True, rid: int = 7) -> Runner:
+    return Runner(rid, inst.name, "online" if online else "offline", busy)
+
+
+def queued(book: Book, *jobs: int) -> Book:
+    for job in jobs:
+        book.observe_job(job, "linux", REPO, "queued", NOW - 30)
+    return book
+
+
+@dataclass
+class Case:
+    book: Book = field(default_factory=Book)
+    vms: list[Instance] = field(default_factory=list)
+    runners: list[Runner] | None = field(default_factory=list)
+    answers: dict[int, Answer] = field(default_factory=dict)
+    config: object = CONFIG
+    budget: int | None = None
+
+    def snapshot(self) -> Snapshot:
+        runners = {r.name: r for r in self.runners} if self.runners is not None else None
+        return Snapshot(runners, {"linux": {i.name: i for i in self.vms}, "gpu": {}})
+
+    def plan(self) -> Plan:
+        return planner.plan_reconcile(
+            self.config,  # type: ignore[arg-type]
+            self.book,
+            self.snapshot(),
+            NOW,
+            self.answers,
+            jit_budget=self.budget,
+        )
+
+
+def name(job: int | None, gen: int = 0) -> str:
+    return naming.instance_name("eng", "linux", job, gen) if job else naming.warm_name("eng", "linux", 0)
+
+
+def confirmed(book: Book, *keys: str) -> Book:
+    """The book after a pass that saw these deletion candidates for the first time."""
+    book.end_pass(set(keys))
+    return book
+
+
+def answered(job: int, status: str) -> dict[int, Answer]:
+    return {job: Answer(Question(job, "linux", REPO), Job(job, status))}
+
+
+BUSY_OTHER = vm(11)  # made for job 11, but running another job
+WAITING_R1 = vm(11, 1, age=5, state="creating")
+REPORTED = vm(12, reports="done")
+STALE = vm(13, age=300)  # never registered within time-to-start (120 s)
+ONLINE = vm(14)
+ORPHAN = Runner(9, name(15), "online", False)
+
+CASES: dict[str, tuple[Callable[[], Case], list[tuple[Kind, str]]]] = {
+    "a queued job gets a VM named after it": (
+        lambda: Case(queued(Book(), 11)),
+        [(Kind.CREATE, name(11))],
+    ),
+    "a queued job whose VM is on its way gets none": (
+        lambda: Case(queued(Book(), 11), [vm(11, age=5, state="creating")]),
+        [],
+    ),
+    "a job whose VM another job took gets the next generation": (
+        lambda: Case(queued(Book(), 11), [BUSY_OTHER], [runner(BUSY_OTHER, busy=True)]),
+        [(Kind.CLEAR_JIT, name(11)), (Kind.CREATE, name(11, 1))],
+    ),
+    "a job with a listed replacement gets no second one, whatever this replica remembers of the name": (
+        lambda: Case(
+            Book(jobs=queued(Book(), 11).jobs, registered={name(11, 1): NOW - 100}),
+            [BUSY_OTHER, WAITING_R1],
+            [runner(BUSY_OTHER, busy=True)],
+        ),
+        [(Kind.CLEAR_JIT, name(11))],
+    ),
+    "the warm pool is topped up with the lowest free slot": (
+        lambda: Case(config=WARM_CONFIG),
+        [(Kind.CREATE, name(None))],
+    ),
+    "a VM that never registered is marked first": (
+        lambda: Case(vms=[STALE]),
+        [(Kind.MARK, name(13))],
+    ),
+    "a VM that never registered is deleted on the next pass (GitHub: its job is over)": (
+        lambda: Case(confirmed(Book(), f"vm:linux:{name(13)}"), [STALE], answers=answered(13, "completed")),
+        [(Kind.RECORD, "13"), (Kind.DELETE, name(13))],
+    ),
+    "a VM that never registered is replaced while its job still waits": (
+        lambda: Case(confirmed(Book(), f"vm:linux:{name(13)}"), [STALE], answers=answered(13, "queued")),
+        [(Kind.RECORD, "13"), (Kind.DELETE, name(13)), (Kind.CREATE, name(13))],
+    ),
+    "a VM that reports its job over is deleted at once": (
+        lambda: Case(vms=[REPORTED]),
+        [(Kind.DELETE, name(12))],
+    ),
+    "a spent JIT config is cleared once the runner is online": (
+        lambda: Case(vms=[ONLINE], runners=[runner(ONLINE)], config=WARM_CONFIG),
+        [(Kind.CLEAR_JIT, name(14))],
+    ),
+    "a runner without a VM is marked, then deregistered": (
+        lambda: Case(confirmed(Book(), f"runner:{name(15)}"), runners=[ORPHAN]),
+        [(Kind.DEREGISTER, name(15))],
+    ),
+    "a VM that exists gets its JIT config": (
+        lambda: Case(Book(pending_jit={name(16): "linux"}), [vm(16, age=5)]),
+        [(Kind.DELIVER_JIT, name(16))],
+    ),
+    "a VM still being created does not (GitHub's budget is not spent on it)": (
+        lambda: Case(Book(pending_jit={name(16): "linux"}), [vm(16, age=5, state="creating")]),
+        [],
+    ),
+    "no JIT config when GitHub's budget is spent": (
+        lambda: Case(Book(pending_jit={name(16): "linux"}), [vm(16, age=5)], budget=0),
+        [],
+    ),
+    "without GitHub's runner list nothing is deleted": (
+        lambda: Case(vms=[STALE, vm(17, age=7200)], runners=None),
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_plan(case: str) -> None:
+    make, expected = CASES[case]
+    given = make()
+    before = given.book.copy()
+    plan = given.plan()
+    assert [(a.kind, a.name) for a in plan.actions] == expected, str(plan)
+    assert given.book == before, "the planner never changes the book"
+
+
+def test_a_vm_of_a_job_that_may_be_over_raises_a_question_and_its_answer_decides() -> None:
+    book = confirmed(Book(), f"vm:linux:{name(13)}")
+    plan = Case(book, [STALE]).plan()
+    assert list(plan.questions.values()) == [Question(13, "linux", REPO)]
+    # No answer (GitHub down): replacing is the safe side.
+    assert [a.reason for a in plan.of(Kind.DELETE)] == ["never registered within time-to-start; its job still waits"]
+
+
+def test_a_runner_seen_after_its_vm_was_created_and_gone_since_means_the_job_is_over() -> None:
+    inst = vm(18, age=200)
+    book = Book(registered={inst.name: NOW - 100})
+    plan = Case(confirmed(book, f"vm:linux:{inst.name}"), [inst]).plan()
+    assert [(a.kind, a.reason) for a in plan.actions] == [(Kind.DELETE, "runner came and went")]
+
+
+def test_held_jobs_are_acked_once_their_own_vm_has_its_config() -> None:
+    own = vm(19)
+    book = queued(Book(), 19)
+    snap = Case(book, [own]).snapshot()
+    held = {"ack-1": (19, "linux")}
+    assert planner.settled(CONFIG, Book(jobs=book.jobs, pending_jit={own.name: "linux"}), snap, {"linux"}, held) == []
+    assert planner.settled(CONFIG, Book(jobs=book.jobs, delivered={own.name: NOW}), snap, {"linux"}, held) == ["ack-1"]
+
+
+def test_settle_gives_a_held_jobs_unconfigured_vm_a_config() -> None:
+    own = vm(20)
+    book = queued(Book(), 20)
+    plan = planner.plan_settle(CONFIG, book, Case(book, [own]).snapshot(), NOW, {"linux"}, {20})
+    assert [(a.kind, a.name) for a in plan.actions] == [(Kind.QUEUE_JIT, own.name), (Kind.DELIVER_JIT, own.name)]
