@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from scaler.backends.base import Backend, Failure, InstanceState
+from scaler.backends.aws import AwsBackend, AwsGroup, jit_key
+from scaler.backends.base import JIT_KEY, Backend, Failure, InstanceState
 from scaler.backends.gcp import GcpBackend, GcpGroup
 from scaler.backends.local import LocalBackend
+from tests.harness.aws import AwsGaps, make_asg, make_bucket
 from tests.harness.compute import ComputeFake
 
 GROUP = "linux"
@@ -74,7 +76,50 @@ def _gcp(fake: ComputeFake) -> Harness:
     )
 
 
-BACKENDS = ["local-memory", "local-file", "gcp"]
+def _aws(endpoint: str, aws_clients: Callable[..., object]) -> Harness:
+    """AwsBackend on moto over HTTP; warm pool, capacity and ClientToken through AwsGaps (tests/harness/aws.py)."""
+    make_asg(aws_clients, "garo-eng-linux", warm_pool=True)
+    make_bucket(aws_clients, "garo-eng-jit")
+    gaps = AwsGaps(endpoint)
+    backend = AwsBackend(
+        "eng",
+        "eu-west-1",
+        {GROUP: AwsGroup("garo-eng-linux", ("m6i.large", "m6a.large"))},
+        jit_bucket="garo-eng-jit",
+        runner_role_id="AROAEXAMPLERUNNER",
+        session=gaps.session(),
+        endpoint_url=endpoint,
+        list_ttl=0,
+        resume_poll=0,
+    )
+    s3, ec2 = aws_clients("s3"), aws_clients("ec2")
+
+    def settle() -> None:
+        backend.list(GROUP)  # what the agent's loop does: attach instances that are running
+
+    def metadata(name: str) -> dict[str, str]:
+        """What the boot agent can read: its tags (IMDS) and its own JIT object (S3)."""
+        found = [
+            i
+            for r in ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": [name]}])["Reservations"]  # type: ignore[attr-defined]
+            for i in r["Instances"]
+            if i["State"]["Name"] != "terminated"
+        ]
+        assert len(found) == 1, f"{name} has {len(found)} instances"
+        seen = {t["Key"]: t["Value"] for t in found[0].get("Tags", [])}
+        try:
+            body = s3.get_object(Bucket="garo-eng-jit", Key=jit_key(found[0]["InstanceId"], "AROAEXAMPLERUNNER"))  # type: ignore[attr-defined]
+            seen[JIT_KEY] = body["Body"].read().decode()
+        except s3.exceptions.NoSuchKey:  # type: ignore[attr-defined]
+            pass
+        return seen
+
+    return Harness(
+        backend, settle, lambda names: gaps.seed_warm("garo-eng-linux", names) and None, gaps.exhaust, metadata
+    )
+
+
+BACKENDS = ["local-memory", "local-file", "gcp", "aws"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -83,8 +128,10 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         yield _local(None)
     elif request.param == "local-file":
         yield _local(tmp_path / "fleet")
-    else:
+    elif request.param == "gcp":
         yield _gcp(request.getfixturevalue("compute_fake"))
+    else:
+        yield _aws(request.getfixturevalue("moto_server"), request.getfixturevalue("aws_clients"))
 
 
 def names_of(h: Harness) -> list[str]:
