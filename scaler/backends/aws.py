@@ -234,7 +234,10 @@ def jit_key(instance_id: str, runner_role_id: str) -> str:
 
 
 def default_config(mode: str = "adaptive", max_attempts: int = 8) -> Config:
-    """botocore's own retries: ``adaptive`` adds client-side rate limiting to ``standard``'s backoff."""
+    """botocore's own retries: ``adaptive`` adds client-side rate limiting to ``standard``'s backoff.
+
+    ``max_attempts`` counts retries after the first attempt (botocore's meaning).
+    """
     return Config(
         retries={"mode": mode, "max_attempts": max_attempts},  # type: ignore[typeddict-item]
         connect_timeout=10,
