@@ -171,9 +171,9 @@ def test_delete_terminates_by_id_and_decrements_in_the_same_call(rig: Rig) -> No
     assert rig.desired() == 2
     backend.delete("linux", ["garo-eng-linux-1"])
     assert rig.desired() == 1
-    assert [i["Tags"] for i in rig.live()] and {t["Value"] for i in rig.live() for t in i["Tags"] if t["Key"] == "Name"} == {
-        "garo-eng-linux-2"
-    }
+    assert [i["Tags"] for i in rig.live()] and {
+        t["Value"] for i in rig.live() for t in i["Tags"] if t["Key"] == "Name"
+    } == {"garo-eng-linux-2"}
     ops = [op for op, _ in rig.gaps.requests]
     terminations = [p for op, p in rig.gaps.requests if op == "TerminateInstanceInAutoScalingGroup"]
     assert terminations and all(p["ShouldDecrementDesiredCapacity"] is True for p in terminations)
@@ -219,9 +219,9 @@ def _throttle(times: int, operation: str, hits: list[int]) -> Callable[..., Any]
             return None
         left[0] -= 1
         xml = (
-            "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded."
-            "</Message></Error></Errors><RequestID>x</RequestID></Response>"
-        ).encode()
+            b"<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded."
+            b"</Message></Error></Errors><RequestID>x</RequestID></Response>"
+        )
         return AWSResponse(request.url, 503, {}, Raw(xml))
 
     return handler

@@ -58,6 +58,13 @@ def open_backend(settings: AgentSettings) -> Backend:
             return GcpBackend.from_config(config)
         groups = {name: GcpGroup(pool.mig, pool.fallback) for name, pool in settings.pools.items()}
         return GcpBackend(config.project or "", config.region, groups)
+    if config.cloud == "aws" and settings.aws is not None:
+        from scaler.backends.aws import AwsBackend
+
+        aws = settings.aws
+        return AwsBackend.from_config(
+            config, jit_bucket=aws.jit_bucket, runner_role_id=aws.runner_role_id, asgs=aws.asgs or None
+        )
     raise click.ClickException(f"cloud {config.cloud!r} has no agent backend yet")
 
 

@@ -60,6 +60,7 @@ from botocore.waiter import WaiterModel, create_waiter_with_client
 
 from scaler.backends.base import (
     FALLBACK,
+    JIT_KEY,
     SECRET_METADATA,
     STATE_LABEL,
     BackendError,
@@ -68,8 +69,8 @@ from scaler.backends.base import (
     Failure,
     Instance,
     InstanceState,
-    JIT_KEY,
 )
+from scaler.config import StackConfig
 from scaler.naming import INSTANCE_NAME_RE, group_prefix
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,11 @@ class _Row:
     warm: bool = False
 
 
+_Rows = list[_Row]  # aliases: inside AwsBackend, ``list`` is the Backend method
+_Names = list[str]
+_Placements = list[Placement]
+
+
 @dataclass
 class _Listing:
     expires: float
@@ -239,7 +245,7 @@ def default_config(mode: str = "adaptive", max_attempts: int = 8) -> Config:
     ``max_attempts`` counts retries after the first attempt (botocore's meaning).
     """
     return Config(
-        retries={"mode": mode, "max_attempts": max_attempts},  # type: ignore[typeddict-item]
+        retries={"mode": mode, "max_attempts": max_attempts},
         connect_timeout=10,
         read_timeout=30,
         max_pool_connections=32,
@@ -283,6 +289,26 @@ class AwsBackend:
         self._asg_info: dict[str, dict[str, Any]] = {}
         self._list_lock = threading.Lock()
         self._list_started: dict[str, int] = {}
+
+    @classmethod
+    def from_config(
+        cls,
+        config: StackConfig,
+        *,
+        jit_bucket: str,
+        runner_role_id: str,
+        asgs: Mapping[str, tuple[str, str | None]] | None = None,
+        **kwargs: Any,
+    ) -> AwsBackend:
+        """One ASG per group (named by ``asgs``, else ``garo-<department>-<group>``), types in fallback order."""
+        groups: dict[str, AwsGroup] = {}
+        for g in config.groups:
+            asg, on_demand = (asgs or {}).get(g.name, (asg_name(config.department, g.name), None))
+            types = tuple(getattr(g, "instance_types", ()) or ()) or (g.machine_type,)
+            groups[g.name] = AwsGroup(asg, types, g.spot, g.fallback_on_demand, on_demand)
+        return cls(
+            config.department, config.region, groups, jit_bucket=jit_bucket, runner_role_id=runner_role_id, **kwargs
+        )
 
     # ------------------------------------------------------------------ Backend
 
@@ -336,7 +362,7 @@ class AwsBackend:
         where = self._group(group)
         if count <= 0:
             return []
-        picked: list[str] = []
+        picked: _Names = []
         for asg in where.asgs:
             rows = self._list_asg(group, asg, fresh=True)
             warm = [r for r in rows if r.warm and r.lifecycle in _WARM_READY]
@@ -395,9 +421,9 @@ class AwsBackend:
 
     # ------------------------------------------------------------------ creation
 
-    def _placements(self, where: AwsGroup) -> list[Placement]:
+    def _placements(self, where: AwsGroup) -> _Placements:
         markets = [True, False] if where.spot and where.on_demand_fallback else [where.spot]
-        out: list[Placement] = []
+        out: _Placements = []
         for spot in markets:
             asg = where.asg if spot or where.on_demand_asg is None else where.on_demand_asg
             subnets = self._subnets(asg)
@@ -505,12 +531,13 @@ class AwsBackend:
         for start in range(0, len(keys), DELETE_OBJECTS_LIMIT):
             try:
                 self.s3.delete_objects(
-                    Bucket=self.jit_bucket, Delete={"Objects": keys[start : start + DELETE_OBJECTS_LIMIT], "Quiet": True}
+                    Bucket=self.jit_bucket,
+                    Delete={"Objects": keys[start : start + DELETE_OBJECTS_LIMIT], "Quiet": True},
                 )
             except (ClientError, BotoCoreError):
                 log.warning("cannot delete JIT objects of terminated instances; the bucket lifecycle rule expires them")
 
-    def _wait_for_warm_exit(self, asg: str, warm_ids: Sequence[str], count: int, members: set[str]) -> list[str]:
+    def _wait_for_warm_exit(self, asg: str, warm_ids: Sequence[str], count: int, members: set[str]) -> _Names:
         """Wait (a botocore waiter on DescribeAutoScalingGroups) until ``count`` warm instances joined the ASG."""
         listed = "[" + ",".join(f'"{i}"' for i in warm_ids) + "]"
         model = WaiterModel(
@@ -535,9 +562,7 @@ class AwsBackend:
             }
         )
         try:
-            create_waiter_with_client("WarmInstancesJoined", model, self.autoscaling).wait(
-                AutoScalingGroupNames=[asg]
-            )
+            create_waiter_with_client("WarmInstancesJoined", model, self.autoscaling).wait(AutoScalingGroupNames=[asg])
         except WaiterError:
             log.warning("warm instances were slow to leave the pool", extra={"asg": asg})
         info = self._asg(asg, fresh=True)
@@ -561,22 +586,22 @@ class AwsBackend:
             self._asg_info[asg] = found[0]
         return self._asg_info[asg]
 
-    def _subnets(self, asg: str) -> list[str]:
+    def _subnets(self, asg: str) -> _Names:
         subnets = [s for s in str(self._asg(asg).get("VPCZoneIdentifier") or "").split(",") if s]
         if not subnets:
             raise BackendError(f"ASG {asg} has no subnets (VPCZoneIdentifier)", reason=Failure.INVALID)
         return subnets
 
-    def _rows(self, group: str, where: AwsGroup) -> list[_Row]:
+    def _rows(self, group: str, where: AwsGroup) -> _Rows:
         return [row for asg in where.asgs for row in self._list_asg(group, asg)]
 
-    def _find(self, group: str, where: AwsGroup, names: set[str]) -> list[_Row]:
+    def _find(self, group: str, where: AwsGroup, names: set[str]) -> _Rows:
         rows = self._rows(group, where)
         if names - {r.name for r in rows}:
             rows = [row for asg in where.asgs for row in self._list_asg(group, asg, fresh=True)]
         return rows
 
-    def _list_asg(self, group: str, asg: str, fresh: bool = False) -> list[_Row]:
+    def _list_asg(self, group: str, asg: str, fresh: bool = False) -> _Rows:
         """The ASG's instances from a cache of ``list_ttl`` seconds; concurrent callers share one listing."""
         asked_after = self._list_started.get(asg, 0)
         with self._list_lock:
@@ -590,7 +615,7 @@ class AwsBackend:
             self._cache[asg] = _Listing(self.clock() + self.list_ttl, rows)
             return rows
 
-    def _list_uncached(self, group: str, asg: str) -> list[_Row]:
+    def _list_uncached(self, group: str, asg: str) -> _Rows:
         info = self._asg(asg, fresh=True)
         lifecycle = {i["InstanceId"]: str(i.get("LifecycleState", "")) for i in info.get("Instances", [])}
         warm: dict[str, str] = {}
@@ -605,7 +630,7 @@ class AwsBackend:
             ]
         )
         prefix = group_prefix(self.department, group)
-        rows: list[_Row] = []
+        rows: _Rows = []
         for page in self._pages(pages, "DescribeInstances"):
             for reservation in page.get("Reservations", []):
                 for item in reservation.get("Instances", []):

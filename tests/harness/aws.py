@@ -250,10 +250,16 @@ def make_asg(
         for i, z in enumerate(zones)
     ]
     # A name filter: listing every image moto knows takes seconds.
-    image = ec2.describe_images(Filters=[{"Name": "name", "Values": ["ubuntu/images/hvm-ssd/*"]}])["Images"][0]["ImageId"]
+    image = ec2.describe_images(Filters=[{"Name": "name", "Values": ["ubuntu/images/hvm-ssd/*"]}])["Images"][0][
+        "ImageId"
+    ]
     template = ec2.create_launch_template(
         LaunchTemplateName=name,
-        LaunchTemplateData={"ImageId": image, "InstanceType": "m6i.large", "MetadataOptions": {"HttpTokens": "required"}},
+        LaunchTemplateData={
+            "ImageId": image,
+            "InstanceType": "m6i.large",
+            "MetadataOptions": {"HttpTokens": "required"},
+        },
     )["LaunchTemplate"]["LaunchTemplateId"]
     asg.create_auto_scaling_group(
         AutoScalingGroupName=name, MinSize=0, MaxSize=max_size, DesiredCapacity=0,
