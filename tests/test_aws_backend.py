@@ -317,3 +317,51 @@ def test_unknown_group_is_not_found(rig: Rig) -> None:
 )
 def test_aws_error_codes_map_onto_the_backend_vocabulary(code: str, status: int, reason: Failure) -> None:
     assert failure_for(code, status) is reason
+
+
+# ---------------------------------------------------------------- the agent's settings on AWS
+
+
+def _aws_stack() -> str:
+    import json
+
+    raw = {
+        "garo:kind": "department", "garo:cloud": "aws", "garo:region": REGION, "garo:department": "eng",
+        "garo:github": {"org": "octo-org"}, "garo:network": {"cidr": "10.20.0.0/20"},
+        "garo:groups": [{"name": "linux", "labels": ["self-hosted", "eng-linux"], "machineType": "m6i.large"}],
+    }  # fmt: skip
+    return json.dumps({"config": raw})
+
+
+def test_agent_on_aws_opens_the_aws_backend_with_derived_asg_names() -> None:
+    from scaler.agent.cli import open_backend
+    from scaler.agent.settings import load
+
+    env = {
+        "GARO_STACK_CONFIG": _aws_stack(),
+        "GARO_JIT_BUCKET": BUCKET,
+        "GARO_RUNNER_ROLE_ID": ROLE,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    settings = load(env)
+    assert settings.aws is not None and settings.aws.jit_bucket == BUCKET
+    backend = open_backend(settings)
+    assert isinstance(backend, AwsBackend)
+    assert backend.groups["linux"] == AwsGroup("garo-eng-linux", ("m6i.large",))
+
+
+def test_agent_on_aws_without_its_jit_bucket_is_refused_with_the_variable_named() -> None:
+    from scaler.agent.settings import SettingsError, load
+
+    with pytest.raises(SettingsError, match="GARO_JIT_BUCKET"):
+        load({"GARO_STACK_CONFIG": _aws_stack(), "GARO_RUNNER_ROLE_ID": ROLE})
+    with pytest.raises(SettingsError, match="no ASG for group"):
+        load(
+            {
+                "GARO_STACK_CONFIG": _aws_stack(),
+                "GARO_JIT_BUCKET": BUCKET,
+                "GARO_RUNNER_ROLE_ID": ROLE,
+                "GARO_AWS_ASGS": '{"gpu": {"asg": "x"}}',
+            }
+        )
