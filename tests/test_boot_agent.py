@@ -620,30 +620,33 @@ class FakeImds(BaseHTTPRequestHandler):
             self._reply(200, "m7g.large")
         elif self.path == "/latest/meta-data/placement/availability-zone":
             self._reply(200, "eu-west-1a")
+        elif self.path == "/latest/meta-data/tags/instance/garo-jit-bucket":
+            self._reply(200, "garo-eng-jit")
         else:
             self._reply(404, "")
 
 
-def test_aws_path_reads_own_ssm_parameter_via_imdsv2_and_deletes_it(vm: Vm) -> None:
-    """The EC2 design (docs/images.md): SSM parameter /garo/jit/<instance-id>.
+def test_aws_path_reads_own_s3_object_via_imdsv2_and_deletes_it(vm: Vm) -> None:
+    """The EC2 design (docs/aws-backend.md): s3://<bucket>/jit/<role id>:<instance id>.
 
-    SSM is a stand-in `aws` script backed by a directory (no SSM emulator here);
-    IMDSv2 is a fake that enforces the session token.
+    S3 and STS are a stand-in `aws` script backed by a directory; IMDSv2 is a
+    fake that enforces the session token and serves the bucket tag.
     """
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeImds)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    store = vm.root / "ssm"
+    store = vm.root / "s3"
     store.mkdir()
     calls = vm.root / "aws-calls"
     aws = vm.bin / "aws"
     aws.write_text(
         "#!/bin/bash\n"
         f'echo "$*" >> "{calls}"\n'
-        'name=""; for a in "$@"; do [ "$prev" = --name ] && name=$a; prev=$a; done\n'
-        f'f="{store}/$(echo "$name" | tr / _)"\n'
+        'url=""; for a in "$@"; do case "$a" in s3://*) url=$a ;; esac; done\n'
+        f'f="{store}/$(echo "${{url#s3://}}" | tr /: __)"\n'
         'case "$1 $2" in\n'
-        '  "ssm get-parameter") [ -f "$f" ] && cat "$f" || { echo ParameterNotFound >&2; exit 254; } ;;\n'
-        '  "ssm delete-parameter") rm "$f" ;;\n'
+        '  "sts get-caller-identity") echo AROAEXAMPLERUNNER:i-0123456789abcdef0 ;;\n'
+        '  "s3 cp") [ -f "$f" ] && cat "$f" || { echo "An error occurred (403)" >&2; exit 1; } ;;\n'
+        '  "s3 rm") rm "$f" ;;\n'
         '  "ec2 create-tags") ;;\n'
         "  *) exit 2 ;;\n"
         "esac\n"
@@ -656,10 +659,10 @@ def test_aws_path_reads_own_ssm_parameter_via_imdsv2_and_deletes_it(vm: Vm) -> N
             GARO_IMDS_URL=f"http://127.0.0.1:{server.server_address[1]}",
         )
         deadline = time.monotonic() + 10
-        while not (calls.exists() and "get-parameter" in calls.read_text()):
-            assert time.monotonic() < deadline, "agent never polled SSM"
+        while not (calls.exists() and "s3 cp" in calls.read_text()):
+            assert time.monotonic() < deadline, "agent never polled S3"
             time.sleep(0.05)
-        (store / "_garo_jit_i-0123456789abcdef0").write_text(JIT)
+        (store / "garo-eng-jit_jit_AROAEXAMPLERUNNER_i-0123456789abcdef0").write_text(JIT)
         rc, out = finish(proc)
     finally:
         server.shutdown()
@@ -667,9 +670,10 @@ def test_aws_path_reads_own_ssm_parameter_via_imdsv2_and_deletes_it(vm: Vm) -> N
 
     assert rc == 0, out
     assert vm.wait_for("listener-jit").strip() == JIT_SHA
-    assert list(store.iterdir()) == []  # the agent deleted its parameter
+    assert list(store.iterdir()) == []  # the agent deleted its object
     log = calls.read_text()
-    assert "--name /garo/jit/i-0123456789abcdef0" in log
+    assert "s3://garo-eng-jit/jit/AROAEXAMPLERUNNER:i-0123456789abcdef0 -" in log
+    assert log.count("sts get-caller-identity") == 1  # asked once, not per poll
     tags = [line for line in log.splitlines() if line.startswith("ec2 create-tags")]
     assert [t.rsplit("Value=", 1)[1] for t in tags] == ["waiting", "running", "done"]
     assert all("Key=garo-reason,Value=" in t for t in tags)

@@ -14,6 +14,16 @@ Two ways to run the agent, one reader:
   ``GARO_GITHUB_SECRET``, a Secret Manager resource name holding the App's
   private key (or the token, if the stack uses one), read over REST with the
   VM's default credentials. No credential ever sits in the env or metadata.
+
+On AWS (``garo:cloud: aws``, docs/aws-backend.md) the agent also reads
+``GARO_JIT_BUCKET`` (the department's JIT bucket), ``GARO_RUNNER_ROLE_ID`` (the
+runner role's unique id, ``AROA...``: JIT objects are keyed by it) and,
+optionally, ``GARO_AWS_ASGS`` (JSON: group name -> ``asg``/``onDemandAsg``;
+default ``garo-<department>-<group>``). ``GARO_GITHUB_SECRET`` may then be a
+Secrets Manager ARN. boto3 finds its own credentials (the task or instance
+role) and honours ``AWS_ENDPOINT_URL``; the Pub/Sub subscription is read with
+``GOOGLE_APPLICATION_CREDENTIALS`` pointing at the ``external_account``
+(workload identity federation) file the stack produces.
 """
 
 from __future__ import annotations
@@ -49,6 +59,14 @@ class AgentSettings:
     github_token: str | None = field(default=None, repr=False)
     github_key_file: str | None = None
     fleet_dir: str | None = None
+    aws: AwsSettings | None = None
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    jit_bucket: str
+    runner_role_id: str
+    asgs: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)  # empty: names by convention
 
 
 def load(env: Mapping[str, str], stack: str | None = None, bus: str | None = None) -> AgentSettings:
@@ -77,7 +95,30 @@ def load(env: Mapping[str, str], stack: str | None = None, bus: str | None = Non
         github_token=env.get("GARO_GITHUB_TOKEN") or None,
         github_key_file=env.get("GARO_GITHUB_APP_KEY_FILE") or None,
         fleet_dir=env.get("GARO_FLEET_DIR") or None,
+        aws=_aws(env, config) if config.cloud == "aws" else None,
     )
+
+
+def _aws(env: Mapping[str, str], config: StackConfig) -> AwsSettings:
+    missing = [var for var in ("GARO_JIT_BUCKET", "GARO_RUNNER_ROLE_ID") if not env.get(var)]
+    if missing:
+        raise SettingsError(f"an AWS department needs {' and '.join(missing)} (see docs/aws-backend.md)")
+    asgs: dict[str, tuple[str, str | None]] = {}
+    if env.get("GARO_AWS_ASGS"):
+        try:
+            items = json.loads(env["GARO_AWS_ASGS"])
+        except ValueError:
+            raise SettingsError("GARO_AWS_ASGS is not JSON") from None
+        if not isinstance(items, dict):
+            raise SettingsError('GARO_AWS_ASGS must map group names to {"asg": ..., "onDemandAsg": ...}')
+        for name, row in items.items():
+            if not isinstance(row, dict) or not isinstance(row.get("asg"), str):
+                raise SettingsError(f"GARO_AWS_ASGS[{name!r}] needs an asg")
+            asgs[str(name)] = (row["asg"], row.get("onDemandAsg") or None)
+        missing = sorted({g.name for g in config.groups} - set(asgs))
+        if missing:
+            raise SettingsError(f"GARO_AWS_ASGS has no ASG for group(s) {', '.join(missing)}")
+    return AwsSettings(env["GARO_JIT_BUCKET"], env["GARO_RUNNER_ROLE_ID"], asgs)
 
 
 def _config(env: Mapping[str, str], stack: str | None) -> StackConfig:
@@ -120,7 +161,9 @@ def _pools(text: str | None, config: StackConfig) -> dict[str, Pool]:
 
 
 def read_secret(name: str, session: Any = None, base_url: str = SECRET_MANAGER) -> str:
-    """The latest version of a Secret Manager secret, over REST with default credentials."""
+    """The latest version of a Secret Manager secret (or an AWS Secrets Manager ARN), with default credentials."""
+    if name.startswith("arn:aws:secretsmanager:"):
+        return _read_aws_secret(name)
     if not name.startswith("projects/") or "/secrets/" not in name:
         raise SettingsError("GARO_GITHUB_SECRET must look like projects/<p>/secrets/<id>[/versions/<v>]")
     version = name if "/versions/" in name else f"{name}/versions/latest"
@@ -137,4 +180,16 @@ def read_secret(name: str, session: Any = None, base_url: str = SECRET_MANAGER) 
     return base64.b64decode(response.json()["payload"]["data"]).decode()
 
 
-__all__ = ["AgentSettings", "ConfigError", "Pool", "SettingsError", "load", "read_secret"]
+def _read_aws_secret(arn: str) -> str:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        reply = boto3.client("secretsmanager", region_name=arn.split(":")[3]).get_secret_value(SecretId=arn)
+    except (ClientError, BotoCoreError) as exc:
+        code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else type(exc).__name__
+        raise SettingsError(f"cannot read the GitHub secret from AWS Secrets Manager: {code}") from None
+    return str(reply["SecretString"])
+
+
+__all__ = ["AgentSettings", "AwsSettings", "ConfigError", "Pool", "SettingsError", "load", "read_secret"]

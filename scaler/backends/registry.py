@@ -39,10 +39,23 @@ def _gcp(config: StackConfig, settings: AgentSettings) -> Backend:
     return GcpBackend(config.project or "", config.region, groups)
 
 
+def _aws(config: StackConfig, settings: AgentSettings) -> Backend:
+    """One ASG per group (plus an on-demand fallback ASG), JIT configs through the department's S3 bucket."""
+    from scaler.backends.aws import AwsBackend
+
+    aws = settings.aws
+    if aws is None:
+        raise BackendError("an AWS department needs GARO_JIT_BUCKET and GARO_RUNNER_ROLE_ID", reason=Failure.INVALID)
+    return AwsBackend.from_config(
+        config, jit_bucket=aws.jit_bucket, runner_role_id=aws.runner_role_id, asgs=aws.asgs or None
+    )
+
+
 # cloud name (a stack's garo:cloud) -> factory. One line per backend.
 BACKENDS: Mapping[str, BackendFactory] = {
     "local": _local,
     "gcp": _gcp,
+    "aws": _aws,
 }
 
 

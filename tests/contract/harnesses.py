@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -115,9 +116,60 @@ def _gcp(request: pytest.FixtureRequest) -> Harness:
     return Harness(backend, fake.settle, seed_standby, fake.exhaust, metadata)
 
 
+def _aws(request: pytest.FixtureRequest) -> Harness:
+    """AwsBackend on moto over HTTP; warm pool, capacity and ClientToken through AwsGaps (tests/harness/aws.py)."""
+    from scaler.backends.aws import AwsBackend, AwsGroup, jit_key
+    from scaler.backends.base import JIT_KEY
+    from tests.harness.aws import AwsGaps, make_asg, make_bucket
+
+    endpoint: str = request.getfixturevalue("moto_server")
+    aws_clients: Callable[..., Any] = request.getfixturevalue("aws_clients")
+    make_asg(aws_clients, "garo-eng-linux", warm_pool=True)
+    make_bucket(aws_clients, "garo-eng-jit")
+    gaps = AwsGaps(endpoint)
+    backend = AwsBackend(
+        "eng",
+        "eu-west-1",
+        {GROUP: AwsGroup("garo-eng-linux", ("m6i.large", "m6a.large"))},
+        jit_bucket="garo-eng-jit",
+        runner_role_id="AROAEXAMPLERUNNER",
+        session=gaps.session(),
+        endpoint_url=endpoint,
+        list_ttl=0,
+        resume_poll=0,
+    )
+    s3, ec2 = aws_clients("s3"), aws_clients("ec2")
+
+    def settle() -> None:
+        backend.list(GROUP)  # what the agent's loop does: attach instances that are running
+
+    def metadata(name: str) -> dict[str, str]:
+        """What the boot agent can read: its tags (IMDS) and its own JIT object (S3)."""
+        found = [
+            i
+            for r in ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": [name]}])["Reservations"]
+            for i in r["Instances"]
+            if i["State"]["Name"] != "terminated"
+        ]
+        assert len(found) == 1, f"{name} has {len(found)} instances"
+        seen = {t["Key"]: t["Value"] for t in found[0].get("Tags", [])}
+        try:
+            body = s3.get_object(Bucket="garo-eng-jit", Key=jit_key(found[0]["InstanceId"], "AROAEXAMPLERUNNER"))
+            seen[JIT_KEY] = body["Body"].read().decode()
+        except s3.exceptions.NoSuchKey:
+            pass
+        return seen
+
+    def seed_standby(names: Sequence[str]) -> None:
+        gaps.seed_warm("garo-eng-linux", list(names))
+
+    return Harness(backend, settle, seed_standby, gaps.exhaust, metadata)
+
+
 # registry name (or "<registry name>:<variant>") -> builder.
 HARNESSES: dict[str, HarnessBuilder] = {
     "local": _local_file,
     "local:memory": _local_memory,
     "gcp": _gcp,
+    "aws": _aws,
 }

@@ -70,3 +70,205 @@ def aws_clients(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Callable[.
         return boto3.client(service, region_name=region, endpoint_url=moto_server, **FAKE_CREDENTIALS)
 
     return make
+
+
+# ---------------------------------------------------------------------------- what moto does not model
+#
+# moto 5.2 has no warm-pool instances ("Does not create/return any Instances"), no capacity errors,
+# no ClientToken idempotency and no throttling. ``AwsGaps`` adds exactly these on the client side,
+# through botocore's own event hooks: botocore has already validated every request against the
+# service model (the same ``validate_parameters`` over the operation's input shape, which the gaps
+# call again explicitly), and every answer the gaps make up is validated against the operation's
+# output shape. Everything else (instances, tags, ASG membership, S3) stays real moto state: the
+# gaps only decide what AWS would decide (which warm instance leaves the pool, which pool is dry)
+# and carry it out with moto's own API.
+
+
+class AwsGaps:
+    """The parts of EC2 and Auto Scaling moto does not model, for clients of one boto3 session."""
+
+    def __init__(self, endpoint: str, region: str = REGION) -> None:
+        import boto3
+
+        self.region = region
+        self._raw = boto3.Session(region_name=region, **FAKE_CREDENTIALS)
+        self.ec2 = self._raw.client("ec2", endpoint_url=endpoint)
+        self.autoscaling = self._raw.client("autoscaling", endpoint_url=endpoint)
+        self.warm: dict[str, dict[str, str]] = {}  # asg -> instance id -> warm-pool lifecycle state
+        self.dry: set[tuple[str, str, bool]] = set()  # (instance type or "*", AZ or "*", spot) refused
+        self.tokens: dict[str, tuple[dict[str, Any], str]] = {}  # ClientToken -> (request, instance id)
+        self.requests: list[tuple[str, dict[str, Any]]] = []  # every validated request the session made
+        self._zones: dict[str, str] = {}
+
+    def session(self) -> Any:
+        """A boto3 session whose clients go through the gaps (validated, then moto)."""
+        import boto3
+
+        session = boto3.Session(region_name=self.region, **FAKE_CREDENTIALS)
+        session.events.register("before-parameter-build", self._validate)
+        session.events.register("before-call.ec2.RunInstances", self._run_instances)
+        session.events.register("after-call.ec2.RunInstances", self._remember_token)
+        session.events.register("before-call.auto-scaling.DescribeWarmPool", self._describe_warm_pool)
+        session.events.register("before-call.auto-scaling.SetDesiredCapacity", self._set_desired_capacity)
+        return session
+
+    # -------------------------------------------------------------- test controls
+
+    def seed_warm(self, asg: str, names: list[str], state: str = "Warmed:Stopped") -> list[str]:
+        """Warm instances as the ASG would prepare them: launched from its template, then stopped."""
+        group = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg])["AutoScalingGroups"][0]
+        template = {k: v for k, v in group["LaunchTemplate"].items() if k in ("LaunchTemplateId", "Version")}
+        subnet = group["VPCZoneIdentifier"].split(",")[0]
+        ids = []
+        for name in names:
+            tags = [{"Key": "garo-asg", "Value": asg}] + ([{"Key": "Name", "Value": name}] if name else [])
+            reply = self.ec2.run_instances(
+                LaunchTemplate=template, SubnetId=subnet, MinCount=1, MaxCount=1,
+                TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+            )  # fmt: skip
+            ids.append(reply["Instances"][0]["InstanceId"])
+        self.ec2.stop_instances(InstanceIds=ids)
+        self.warm.setdefault(asg, {}).update({i: state for i in ids})
+        return ids
+
+    def exhaust(self, instance_type: str = "*", zone: str = "*", spot: bool | None = None) -> None:
+        """No capacity for this instance type in this AZ (``*``: any) for spot, on-demand or both."""
+        for market in (True, False) if spot is None else (spot,):
+            self.dry.add((instance_type, zone, market))
+
+    # -------------------------------------------------------------- hooks
+
+    def _validate(self, params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+        from botocore.validate import validate_parameters
+
+        validate_parameters(params, model.input_shape)  # raises ParamValidationError: never accept anything
+        self.requests.append((model.name, dict(params)))
+        context["garo_params"] = dict(params)
+
+    def _zone(self, subnet: str) -> str:
+        if subnet not in self._zones:
+            self._zones[subnet] = self.ec2.describe_subnets(SubnetIds=[subnet])["Subnets"][0]["AvailabilityZone"]
+        return self._zones[subnet]
+
+    def _run_instances(self, model: Any, context: dict[str, Any], **_: Any) -> Any:
+        params = context["garo_params"]
+        token = params.get("ClientToken")
+        if token and token in self.tokens:
+            earlier, instance_id = self.tokens[token]
+            if earlier != params:
+                return _error_reply(model, 400, "IdempotentParameterMismatch", "token reused with other parameters")
+            found = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+            return _reply(model, {"Groups": [], "Instances": found[0]["Instances"], "OwnerId": found[0]["OwnerId"],
+                                  "ReservationId": found[0]["ReservationId"]})  # fmt: skip
+        spot = params.get("InstanceMarketOptions", {}).get("MarketType") == "spot"
+        zone = self._zone(params["SubnetId"]) if params.get("SubnetId") else "*"
+        kind = params.get("InstanceType", "*")
+        for rule in ((kind, zone, spot), ("*", zone, spot), (kind, "*", spot), ("*", "*", spot)):
+            if rule in self.dry:
+                code = "InsufficientInstanceCapacity"
+                return _error_reply(model, 500, code, f"We currently do not have sufficient {kind} capacity in {zone}")
+        return None  # moto launches it
+
+    def _remember_token(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        params = context.get("garo_params", {})
+        if params.get("ClientToken") and parsed.get("Instances"):
+            self.tokens.setdefault(params["ClientToken"], (params, parsed["Instances"][0]["InstanceId"]))
+
+    def _describe_warm_pool(self, model: Any, context: dict[str, Any], **_: Any) -> Any:
+        asg = context["garo_params"]["AutoScalingGroupName"]
+        group = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg])["AutoScalingGroups"]
+        if not group:
+            return _error_reply(model, 400, "ValidationError", f"AutoScalingGroup name not found - {asg}")
+        warm = self.warm.get(asg, {})
+        described = self.ec2.describe_instances(InstanceIds=list(warm))["Reservations"] if warm else []
+        instances = [
+            {
+                "InstanceId": i["InstanceId"],
+                "InstanceType": i["InstanceType"],
+                "AvailabilityZone": i["Placement"]["AvailabilityZone"],
+                "LifecycleState": warm[i["InstanceId"]],
+                "HealthStatus": "Healthy",
+                "ProtectedFromScaleIn": False,
+            }
+            for r in described
+            for i in r["Instances"]
+        ]
+        config = group[0].get("WarmPoolConfiguration") or {"PoolState": "Stopped", "MinSize": 0}
+        return _reply(model, {"WarmPoolConfiguration": config, "Instances": instances})
+
+    def _set_desired_capacity(self, model: Any, context: dict[str, Any], **_: Any) -> Any:
+        """The ASG fills a raised desired capacity from its warm pool first (started, then InService)."""
+        params = context["garo_params"]
+        asg = params["AutoScalingGroupName"]
+        group = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[asg])["AutoScalingGroups"][0]
+        if params["DesiredCapacity"] > group["MaxSize"]:
+            return _error_reply(model, 400, "ValidationError", "New SetDesiredCapacity value is above max value")
+        extra = params["DesiredCapacity"] - len(group["Instances"])
+        ready = [i for i, state in self.warm.get(asg, {}).items() if state in ("Warmed:Stopped", "Warmed:Hibernated")]
+        moving = ready[: max(0, extra)]
+        if moving:
+            self.ec2.start_instances(InstanceIds=moving)
+            self.autoscaling.attach_instances(AutoScalingGroupName=asg, InstanceIds=moving)
+            for instance_id in moving:
+                del self.warm[asg][instance_id]
+        if extra > len(moving):
+            self.autoscaling.set_desired_capacity(AutoScalingGroupName=asg, DesiredCapacity=params["DesiredCapacity"])
+        return _reply(model, {})
+
+
+def _reply(model: Any, body: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    from botocore.awsrequest import AWSResponse
+    from botocore.validate import validate_parameters
+
+    if model.output_shape is not None:
+        validate_parameters(body, model.output_shape)  # what we make up has AWS's shape
+    return AWSResponse("", 200, {}, None), {**body, "ResponseMetadata": {"HTTPStatusCode": 200}}
+
+
+def _error_reply(model: Any, status: int, code: str, message: str) -> tuple[Any, dict[str, Any]]:
+    from botocore.awsrequest import AWSResponse
+
+    return AWSResponse("", status, {}, None), {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+
+
+def make_asg(
+    aws_clients: Callable[..., Any],
+    name: str,
+    *,
+    max_size: int = 20,
+    warm_pool: bool = False,
+    zones: tuple[str, ...] = ("a", "b"),
+) -> dict[str, Any]:
+    """A VPC with a subnet per AZ, a launch template and an empty ASG, as infra/ would declare them."""
+    ec2, asg = aws_clients("ec2"), aws_clients("autoscaling")
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{i}.0/24", AvailabilityZone=f"{REGION}{z}")["Subnet"]["SubnetId"]
+        for i, z in enumerate(zones)
+    ]
+    # A name filter: listing every image moto knows takes seconds.
+    image = ec2.describe_images(Filters=[{"Name": "name", "Values": ["ubuntu/images/hvm-ssd/*"]}])["Images"][0][
+        "ImageId"
+    ]
+    template = ec2.create_launch_template(
+        LaunchTemplateName=name,
+        LaunchTemplateData={
+            "ImageId": image,
+            "InstanceType": "m6i.large",
+            "MetadataOptions": {"HttpTokens": "required"},
+        },
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    asg.create_auto_scaling_group(
+        AutoScalingGroupName=name, MinSize=0, MaxSize=max_size, DesiredCapacity=0,
+        LaunchTemplate={"LaunchTemplateId": template, "Version": "$Default"}, VPCZoneIdentifier=",".join(subnets),
+    )  # fmt: skip
+    if warm_pool:
+        asg.put_warm_pool(AutoScalingGroupName=name, PoolState="Stopped", MinSize=0)
+    return {"subnets": subnets, "template": template, "vpc": vpc}
+
+
+def make_bucket(aws_clients: Callable[..., Any], name: str) -> None:
+    aws_clients("s3").create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})

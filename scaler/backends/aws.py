@@ -1,0 +1,699 @@
+"""The AWS backend: runner groups are Auto Scaling groups (ASGs); JIT configs travel through S3.
+
+Choices worth knowing (docs/aws-backend.md has the reasoning and the figures):
+
+* **Names without names.** EC2 has no instance names, so a Garo name lives in
+  the ``Name`` tag. ``create`` launches each name with its own ``RunInstances``
+  (the group's launch template, ``MinCount=MaxCount=1``) carrying a
+  ``ClientToken`` derived from the name and the placement tried: a retried or
+  repeated request returns the same instance instead of a second one, and a
+  listing by tag finds names launched earlier (another replica, a restart).
+  If the token answers with an instance that is already terminated (a name
+  used before), the next token is salted with that instance id, which every
+  replica derives alike.
+* **Attach, then the ASG owns it.** A launched instance joins its group's ASG
+  with ``AttachInstances`` (which raises the desired capacity by one) as soon
+  as it is ``running`` (AWS refuses earlier); listing does this for any of our
+  instances still outside, so a crash between the two calls heals itself.
+* **Never by size.** Removal is ``TerminateInstanceInAutoScalingGroup`` with
+  ``ShouldDecrementDesiredCapacity=True`` per instance id (instances not yet
+  attached are plain ``TerminateInstances``). Desired capacity is raised by
+  attaching and by resuming the warm pool, and never lowered on its own: the
+  ASG would pick its own victims.
+* **Standby is the warm pool.** Warm instances (``Warmed:Stopped`` or
+  ``Warmed:Hibernated``) list as ``STANDBY`` under their ``Name`` tag, or a
+  name derived from their instance id. ``resume_standby`` raises the desired
+  capacity (the ASG then starts warm instances) and waits, with a botocore
+  waiter, until it sees which instances left the pool.
+* **Fallback.** A placement is (market, instance type, subnet). Capacity and
+  quota refusals move the name to the next one: the next subnet (AZ), the next
+  instance type, then on-demand for spot groups. A placement refused once is
+  skipped for the rest of the call, so a burst does not hammer a dry pool.
+* **Throttling** is botocore's: ``Config(retries={"mode": "adaptive"})`` backs
+  off and rate-limits the client itself; what still fails maps onto
+  :class:`~scaler.backends.base.Failure` (``THROTTLED``, ``CAPACITY`` ...).
+* **Metadata.** Facts (garo-job, garo-repo) are tags. The JIT config is an S3
+  object ``jit/<runner role id>:<instance id>`` in the department's JIT
+  bucket: the runner role may read and delete only the key equal to its own
+  ``aws:userid`` (which is ``<role id>:<instance id>`` for an instance
+  profile), the boot agent deletes it once read, the agent deletes it when it
+  clears a used config or terminates the instance, and a bucket lifecycle
+  rule expires anything left.
+* **Listing** is ``DescribeInstances`` by the ``garo-asg`` tag, plus the ASG
+  (membership, lifecycle) and its warm pool, paginated, cached for
+  ``list_ttl`` seconds and single-flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, WaiterError
+from botocore.waiter import WaiterModel, create_waiter_with_client
+
+from scaler.backends.base import (
+    FALLBACK,
+    JIT_KEY,
+    SECRET_METADATA,
+    STATE_LABEL,
+    BackendError,
+    CreateFailure,
+    CreateResult,
+    Failure,
+    Instance,
+    InstanceState,
+)
+from scaler.config import StackConfig
+from scaler.naming import INSTANCE_NAME_RE, group_prefix
+
+log = logging.getLogger(__name__)
+
+ASG_TAG = "garo-asg"  # every instance of a group carries its ASG's name (infra propagates it to warm instances)
+DEPARTMENT_TAG = "garo-department"
+BUCKET_TAG = "garo-jit-bucket"  # where the boot agent finds its JIT config (read through IMDS tags)
+_BOOKKEEPING_TAGS = frozenset({ASG_TAG, DEPARTMENT_TAG, BUCKET_TAG, STATE_LABEL, "Name"})
+JIT_PREFIX = "jit/"
+ATTACH_LIMIT = 20  # AttachInstances: "You can specify up to 20 instances"
+DELETE_OBJECTS_LIMIT = 1000  # S3 DeleteObjects: up to 1,000 keys per request
+_LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
+_WARM_READY = frozenset({"Warmed:Stopped", "Warmed:Hibernated"})
+
+# Every API action the backend calls, and on what: infra grants exactly these, conditioned on the
+# department tag where the action supports it (docs/aws-backend.md).
+PERMISSIONS: Mapping[str, str] = {
+    "ec2:RunInstances": "launch template, subnets, AMI, security group, volumes, network interfaces, instances",
+    "ec2:CreateTags": "instances: at launch (ec2:CreateAction=RunInstances) and garo-* metadata on own instances",
+    "ec2:DeleteTags": "own instances (metadata removal)",
+    "ec2:DescribeInstances": "* (describe calls take no resource ARNs)",
+    "ec2:TerminateInstances": "own instances not yet attached to their ASG",
+    "iam:PassRole": "the runner role only (its instance profile is in the launch template)",
+    "autoscaling:DescribeAutoScalingGroups": "* (describe calls take no resource ARNs)",
+    "autoscaling:DescribeWarmPool": "* (describe calls take no resource ARNs)",
+    "autoscaling:AttachInstances": "own ASGs",
+    "autoscaling:SetDesiredCapacity": "own ASGs (raised only, to resume the warm pool)",
+    "autoscaling:TerminateInstanceInAutoScalingGroup": "own ASGs",
+    "s3:PutObject": "arn:aws:s3:::<jit bucket>/jit/*",
+    "s3:DeleteObject": "arn:aws:s3:::<jit bucket>/jit/*",
+}
+
+_CAPACITY = {
+    "InsufficientInstanceCapacity",
+    "InsufficientHostCapacity",
+    "InsufficientReservedInstanceCapacity",
+    "InsufficientCapacityOnHost",
+    "InsufficientFreeAddressesInSubnet",
+    "SpotMaxPriceTooLow",
+    "Unsupported",  # the instance type is not offered in this AZ
+    "UnfulfillableCapacity",
+}
+_QUOTA = {
+    "InstanceLimitExceeded",
+    "VcpuLimitExceeded",
+    "MaxSpotInstanceCountExceeded",
+    "LimitExceeded",
+    "AddressLimitExceeded",
+    "VolumeLimitExceeded",
+}
+_THROTTLED = {
+    "RequestLimitExceeded",
+    "Throttling",
+    "ThrottlingException",
+    "SlowDown",
+    "TooManyRequestsException",
+    "RequestThrottled",
+}
+_UNAVAILABLE = {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "ServerInternal"}
+_CONFLICT = {"IdempotentParameterMismatch", "ResourceContention", "ScalingActivityInProgress", "IncorrectState"}
+
+
+def failure_for(code: str, status: int = 400) -> Failure:
+    """An EC2/Auto Scaling/S3 error code in the backend vocabulary."""
+    code = code.removeprefix("Server.").removeprefix("Client.")
+    if code in _CAPACITY:
+        return Failure.CAPACITY
+    if code in _QUOTA:
+        return Failure.QUOTA
+    if code in _THROTTLED:
+        return Failure.THROTTLED
+    if code in _UNAVAILABLE or status >= 500:
+        return Failure.UNAVAILABLE
+    if code in _CONFLICT:
+        return Failure.CONFLICT
+    if code.endswith(("NotFound", ".NotFound", "NoSuchKey")) or code in ("NoSuchBucket", "NotFound"):
+        return Failure.NOT_FOUND
+    return Failure.INVALID
+
+
+def _error(exc: ClientError) -> tuple[str, str, int]:
+    error = exc.response.get("Error", {})
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400) or 400)
+    return str(error.get("Code", "")), str(error.get("Message", "")), status
+
+
+def backend_error(exc: Exception, action: str) -> BackendError:
+    """A botocore exception as a :class:`BackendError` (the message never echoes request values)."""
+    if isinstance(exc, ClientError):
+        code, message, status = _error(exc)
+        return BackendError(f"AWS {action}: {code}: {message[:300]}", reason=failure_for(code, status))
+    return BackendError(f"AWS {action}: {type(exc).__name__}", reason=Failure.UNAVAILABLE)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one RunInstances tries: market, instance type, subnet, and the ASG the instance joins."""
+
+    spot: bool
+    instance_type: str
+    subnet: str
+    asg: str
+
+
+@dataclass(frozen=True)
+class AwsGroup:
+    """Where a runner group lives.
+
+    ``asg`` takes spot instances when ``spot`` is set, else on-demand ones;
+    ``on_demand_asg`` (for example an on-demand group with a warm pool behind
+    a spot group: AWS refuses a warm pool beside spot) takes the on-demand
+    fallback. ``instance_types`` is the fallback order; subnets and the launch
+    template are read from the ASG itself.
+    """
+
+    asg: str
+    instance_types: tuple[str, ...]
+    spot: bool = False
+    on_demand_fallback: bool = True
+    on_demand_asg: str | None = None
+
+    @property
+    def asgs(self) -> tuple[str, ...]:
+        return (self.asg,) if self.on_demand_asg in (None, self.asg) else (self.asg, str(self.on_demand_asg))
+
+
+@dataclass
+class _Row:
+    """One instance of a group as the listing sees it."""
+
+    id: str
+    name: str
+    asg: str
+    ec2_state: str
+    tags: dict[str, str]
+    launched: float
+    zone: str
+    lifecycle: str = ""  # the ASG's (InService, Pending, Warmed:Stopped ...); "" when not a member
+    warm: bool = False
+
+
+_Rows = list[_Row]  # aliases: inside AwsBackend, ``list`` is the Backend method
+_Names = list[str]
+_Placements = list[Placement]
+
+
+@dataclass
+class _Listing:
+    expires: float
+    rows: list[_Row] = field(default_factory=list)
+
+
+def asg_name(department: str, group: str) -> str:
+    """The ASG of a runner group when the deployment names none (the Pulumi program uses the same rule)."""
+    return f"garo-{department}-{group}"
+
+
+def client_token(name: str, placement: Placement, salt: str = "") -> str:
+    """RunInstances' idempotency token (at most 64 ASCII characters) for a name at a placement."""
+    key = f"{name}|{placement.spot}|{placement.instance_type}|{placement.subnet}|{salt}"
+    return "garo-" + hashlib.sha256(key.encode()).hexdigest()[:48]
+
+
+def jit_key(instance_id: str, runner_role_id: str) -> str:
+    """The S3 key of an instance's JIT config: the runner role's ``aws:userid`` for that instance."""
+    return f"{JIT_PREFIX}{runner_role_id}:{instance_id}" if runner_role_id else f"{JIT_PREFIX}{instance_id}"
+
+
+def default_config(mode: str = "adaptive", max_attempts: int = 8) -> Config:
+    """botocore's own retries: ``adaptive`` adds client-side rate limiting to ``standard``'s backoff.
+
+    ``max_attempts`` counts retries after the first attempt (botocore's meaning).
+    """
+    return Config(
+        retries={"mode": mode, "max_attempts": max_attempts},
+        connect_timeout=10,
+        read_timeout=30,
+        max_pool_connections=32,
+    )
+
+
+class AwsBackend:
+    """:class:`scaler.backends.base.Backend` over EC2, Auto Scaling and S3 (boto3)."""
+
+    def __init__(
+        self,
+        department: str,
+        region: str,
+        groups: Mapping[str, AwsGroup],
+        *,
+        jit_bucket: str,
+        runner_role_id: str = "",
+        session: Any = None,
+        endpoint_url: str | None = None,
+        config: Config | None = None,
+        list_ttl: float = 5.0,
+        resume_wait: float = 60.0,
+        resume_poll: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        import boto3
+
+        self.department = department
+        self.groups = dict(groups)
+        self.jit_bucket = jit_bucket
+        self.runner_role_id = runner_role_id
+        self.list_ttl = list_ttl
+        self.resume_wait, self.resume_poll = resume_wait, resume_poll
+        self.clock = clock
+        session = session or boto3.Session()
+        config = config or default_config()
+        self.ec2 = session.client("ec2", region_name=region, endpoint_url=endpoint_url, config=config)
+        self.autoscaling = session.client("autoscaling", region_name=region, endpoint_url=endpoint_url, config=config)
+        self.s3 = session.client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
+        self._cache: dict[str, _Listing] = {}
+        self._asg_info: dict[str, dict[str, Any]] = {}
+        self._list_lock = threading.Lock()
+        self._list_started: dict[str, int] = {}
+
+    @classmethod
+    def from_config(
+        cls,
+        config: StackConfig,
+        *,
+        jit_bucket: str,
+        runner_role_id: str,
+        asgs: Mapping[str, tuple[str, str | None]] | None = None,
+        **kwargs: Any,
+    ) -> AwsBackend:
+        """One ASG per group (named by ``asgs``, else ``garo-<department>-<group>``), types in fallback order."""
+        groups: dict[str, AwsGroup] = {}
+        for g in config.groups:
+            asg, on_demand = (asgs or {}).get(g.name, (asg_name(config.department, g.name), None))
+            types = tuple(getattr(g, "instance_types", ()) or ()) or (g.machine_type,)
+            groups[g.name] = AwsGroup(asg, types, g.spot, g.fallback_on_demand, on_demand)
+        return cls(
+            config.department, config.region, groups, jit_bucket=jit_bucket, runner_role_id=runner_role_id, **kwargs
+        )
+
+    # ------------------------------------------------------------------ Backend
+
+    def create(self, group: str, names: Sequence[str], metadata: Mapping[str, Mapping[str, str]]) -> CreateResult:
+        where = self._group(group)
+        wanted = list(dict.fromkeys(names))
+        for name in wanted:
+            if not INSTANCE_NAME_RE.match(name):
+                raise BackendError(
+                    f"invalid instance name {name!r} (RFC 1035, at most 63 characters)", reason=Failure.INVALID
+                )
+        existing = {r.name for r in self._rows(group, where) if r.ec2_state != "shutting-down"}
+        created = [n for n in wanted if n in existing]
+        failed: dict[str, CreateFailure] = {}
+        dry: set[Placement] = set()  # refused for capacity or quota in this call: not asked again
+        placements = self._placements(where)
+        try:
+            for name in (n for n in wanted if n not in existing):
+                outcome = self._launch(group, name, metadata.get(name, {}), placements, dry)
+                if isinstance(outcome, CreateFailure):
+                    failed[name] = outcome
+                else:
+                    created.append(name)
+        finally:
+            for asg in where.asgs:
+                self._cache.pop(asg, None)
+        return CreateResult(created=tuple(n for n in wanted if n in created), failed=failed)
+
+    def delete(self, group: str, names: Sequence[str]) -> None:
+        where = self._group(group)
+        wanted = set(names)
+        rows = [r for r in self._find(group, where, wanted) if r.name in wanted and r.ec2_state != "shutting-down"]
+        loose = [r.id for r in rows if not r.lifecycle or r.warm]
+        try:
+            for row in rows:
+                if row.lifecycle and not row.warm and row.lifecycle != "Terminating":
+                    self._terminate_in_asg(row)
+            for start in range(0, len(loose), 1000):
+                self._call(self.ec2.terminate_instances, "TerminateInstances", InstanceIds=loose[start : start + 1000])
+        finally:
+            for asg in where.asgs:
+                self._cache.pop(asg, None)
+        self._delete_jit_objects([r.id for r in rows])  # never read: gone with the instance
+
+    def list(self, group: str) -> Sequence[Instance]:
+        where = self._group(group)
+        return [self._instance(group, row) for row in self._rows(group, where)]
+
+    def resume_standby(self, group: str, count: int) -> Sequence[str]:
+        """Raise the desired capacity by the warm instances wanted; return those the ASG took out of the pool."""
+        where = self._group(group)
+        if count <= 0:
+            return []
+        picked: _Names = []
+        for asg in where.asgs:
+            rows = self._list_asg(group, asg, fresh=True)
+            warm = [r for r in rows if r.warm and r.lifecycle in _WARM_READY]
+            take = min(count - len(picked), len(warm))
+            if take <= 0:
+                continue
+            info = self._asg(asg, fresh=True)
+            members = [i for i in info.get("Instances", []) if i.get("LifecycleState") != "Terminating"]
+            desired = int(info.get("DesiredCapacity", 0))
+            take = min(take, int(info.get("MaxSize", 0)) - desired)
+            if take <= 0:
+                continue
+            self._cache.pop(asg, None)
+            self._call(
+                self.autoscaling.set_desired_capacity,
+                "SetDesiredCapacity",
+                AutoScalingGroupName=asg,
+                DesiredCapacity=desired + take,
+                HonorCooldown=False,
+            )
+            left = self._wait_for_warm_exit(asg, [r.id for r in warm], take, {i["InstanceId"] for i in members})
+            by_id = {r.id: r for r in warm}
+            picked += [by_id[i].name for i in left if i in by_id]
+            self._cache.pop(asg, None)
+            if len(picked) >= count:
+                break
+        return picked[:count]
+
+    def set_metadata(self, group: str, name: str, items: Mapping[str, str]) -> None:
+        where = self._group(group)
+        row = next((r for r in self._find(group, where, {name}) if r.name == name), None)
+        if row is None or row.ec2_state == "shutting-down":
+            raise BackendError(f"instance {name!r} is not in group {group!r}", reason=Failure.NOT_FOUND)
+        tags = {k: v for k, v in items.items() if k not in SECRET_METADATA}
+        if JIT_KEY in items:
+            key = jit_key(row.id, self.runner_role_id)
+            if items[JIT_KEY]:
+                self._call(
+                    self.s3.put_object,
+                    "PutObject",
+                    Bucket=self.jit_bucket,
+                    Key=key,
+                    Body=items[JIT_KEY].encode(),
+                    ContentType="text/plain",
+                )
+            else:
+                self._call(self.s3.delete_object, "DeleteObject", Bucket=self.jit_bucket, Key=key)
+        put = [{"Key": k, "Value": v} for k, v in tags.items() if v]
+        drop = [{"Key": k} for k, v in tags.items() if not v]
+        if put:
+            self._call(self.ec2.create_tags, "CreateTags", Resources=[row.id], Tags=put)
+        if drop:
+            self._call(self.ec2.delete_tags, "DeleteTags", Resources=[row.id], Tags=drop)
+        if put or drop:
+            self._cache.pop(row.asg, None)
+
+    # ------------------------------------------------------------------ creation
+
+    def _placements(self, where: AwsGroup) -> _Placements:
+        markets = [True, False] if where.spot and where.on_demand_fallback else [where.spot]
+        out: _Placements = []
+        for spot in markets:
+            asg = where.asg if spot or where.on_demand_asg is None else where.on_demand_asg
+            subnets = self._subnets(asg)
+            out += [Placement(spot, t, s, asg) for t in where.instance_types for s in subnets]
+        return out
+
+    def _launch(
+        self,
+        group: str,
+        name: str,
+        facts: Mapping[str, str],
+        placements: Sequence[Placement],
+        dry: set[Placement],
+    ) -> str | CreateFailure:
+        """RunInstances for one name, placement after placement; the instance id or why not."""
+        last = CreateFailure(Failure.CAPACITY, "no placement left to try")
+        for placement in placements:
+            if placement in dry:
+                continue
+            salt = ""
+            for _ in range(3):  # a token that answers with a terminated instance is salted with its id
+                try:
+                    reply = self.ec2.run_instances(**self._run_request(group, name, facts, placement, salt))
+                except ClientError as exc:
+                    code, message, status = _error(exc)
+                    last = CreateFailure(failure_for(code, status), f"{code}: {message[:200]}")
+                    break
+                except BotoCoreError as exc:
+                    return CreateFailure(Failure.UNAVAILABLE, type(exc).__name__)
+                instance = reply["Instances"][0]
+                if instance.get("State", {}).get("Name") not in ("shutting-down", "terminated"):
+                    return str(instance["InstanceId"])
+                salt = str(instance["InstanceId"])
+            else:
+                last = CreateFailure(Failure.CONFLICT, "client token keeps answering with terminated instances")
+            if last.reason not in FALLBACK:
+                return last
+            dry.add(placement)
+        return last
+
+    def _run_request(
+        self, group: str, name: str, facts: Mapping[str, str], placement: Placement, salt: str
+    ) -> dict[str, Any]:
+        template = self._asg(placement.asg).get("LaunchTemplate") or {}
+        spec = {k: template[k] for k in ("LaunchTemplateId", "LaunchTemplateName") if template.get(k)}
+        if not spec:
+            raise BackendError(f"ASG {placement.asg} has no launch template", reason=Failure.INVALID)
+        spec["Version"] = str(template.get("Version") or "$Default")
+        tags = {
+            "Name": name,
+            ASG_TAG: placement.asg,
+            DEPARTMENT_TAG: self.department,
+            BUCKET_TAG: self.jit_bucket,
+            **{k: v for k, v in facts.items() if v and k not in SECRET_METADATA},
+        }
+        request: dict[str, Any] = {
+            "LaunchTemplate": spec,
+            "InstanceType": placement.instance_type,
+            "SubnetId": placement.subnet,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "ClientToken": client_token(name, placement, salt),
+            "TagSpecifications": [
+                {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]},
+                {
+                    "ResourceType": "volume",
+                    "Tags": [{"Key": "Name", "Value": name}, {"Key": DEPARTMENT_TAG, "Value": self.department}],
+                },
+            ],
+        }
+        if placement.spot:
+            request["InstanceMarketOptions"] = {
+                "MarketType": "spot",
+                "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
+            }
+        return request
+
+    def _attach_ready(self, asg: str, rows: Iterable[_Row]) -> None:
+        """Attach our running instances that are not members yet (AWS refuses them before ``running``)."""
+        ready = [r for r in rows if r.asg == asg and not r.lifecycle and r.ec2_state == "running"]
+        for start in range(0, len(ready), ATTACH_LIMIT):
+            batch = ready[start : start + ATTACH_LIMIT]
+            try:
+                self.autoscaling.attach_instances(AutoScalingGroupName=asg, InstanceIds=[r.id for r in batch])
+            except ClientError as exc:
+                code, _, _ = _error(exc)
+                log.info("attach refused; retried on the next listing", extra={"asg": asg, "code": code})
+                continue
+            for row in batch:
+                row.lifecycle = "Pending"
+
+    def _terminate_in_asg(self, row: _Row) -> None:
+        try:
+            self.autoscaling.terminate_instance_in_auto_scaling_group(
+                InstanceId=row.id, ShouldDecrementDesiredCapacity=True
+            )
+        except ClientError as exc:
+            code, message, status = _error(exc)
+            if failure_for(code, status) is Failure.NOT_FOUND or "not part of" in message.lower():
+                return  # gone already (or never attached): nothing to decrement
+            raise backend_error(exc, "TerminateInstanceInAutoScalingGroup") from None
+
+    def _delete_jit_objects(self, instance_ids: Sequence[str]) -> None:
+        keys = [{"Key": jit_key(i, self.runner_role_id)} for i in instance_ids]
+        for start in range(0, len(keys), DELETE_OBJECTS_LIMIT):
+            try:
+                self.s3.delete_objects(
+                    Bucket=self.jit_bucket,
+                    Delete={"Objects": keys[start : start + DELETE_OBJECTS_LIMIT], "Quiet": True},
+                )
+            except (ClientError, BotoCoreError):
+                log.warning("cannot delete JIT objects of terminated instances; the bucket lifecycle rule expires them")
+
+    def _wait_for_warm_exit(self, asg: str, warm_ids: Sequence[str], count: int, members: set[str]) -> _Names:
+        """Wait (a botocore waiter on DescribeAutoScalingGroups) until ``count`` warm instances joined the ASG."""
+        listed = "[" + ",".join(f'"{i}"' for i in warm_ids) + "]"
+        model = WaiterModel(
+            {
+                "version": 2,
+                "waiters": {
+                    "WarmInstancesJoined": {
+                        "operation": "DescribeAutoScalingGroups",
+                        "delay": self.resume_poll,
+                        "maxAttempts": max(1, int(self.resume_wait / max(self.resume_poll, 1))),
+                        "acceptors": [
+                            {
+                                "matcher": "path",
+                                "argument": f"length(AutoScalingGroups[].Instances[] | [?contains(`{listed}`, "
+                                f"InstanceId)]) >= `{count}`",
+                                "expected": True,
+                                "state": "success",
+                            }
+                        ],
+                    }
+                },
+            }
+        )
+        try:
+            create_waiter_with_client("WarmInstancesJoined", model, self.autoscaling).wait(AutoScalingGroupNames=[asg])
+        except WaiterError:
+            log.warning("warm instances were slow to leave the pool", extra={"asg": asg})
+        info = self._asg(asg, fresh=True)
+        return [i["InstanceId"] for i in info.get("Instances", []) if i["InstanceId"] in set(warm_ids) - members]
+
+    # ------------------------------------------------------------------ listing
+
+    def _group(self, group: str) -> AwsGroup:
+        try:
+            return self.groups[group]
+        except KeyError:
+            raise BackendError(f"unknown runner group {group!r}", reason=Failure.NOT_FOUND) from None
+
+    def _asg(self, asg: str, fresh: bool = False) -> dict[str, Any]:
+        if fresh or asg not in self._asg_info:
+            found = self._call(
+                self.autoscaling.describe_auto_scaling_groups, "DescribeAutoScalingGroups", AutoScalingGroupNames=[asg]
+            )["AutoScalingGroups"]
+            if not found:
+                raise BackendError(f"Auto Scaling group {asg!r} does not exist", reason=Failure.NOT_FOUND)
+            self._asg_info[asg] = found[0]
+        return self._asg_info[asg]
+
+    def _subnets(self, asg: str) -> _Names:
+        subnets = [s for s in str(self._asg(asg).get("VPCZoneIdentifier") or "").split(",") if s]
+        if not subnets:
+            raise BackendError(f"ASG {asg} has no subnets (VPCZoneIdentifier)", reason=Failure.INVALID)
+        return subnets
+
+    def _rows(self, group: str, where: AwsGroup) -> _Rows:
+        return [row for asg in where.asgs for row in self._list_asg(group, asg)]
+
+    def _find(self, group: str, where: AwsGroup, names: set[str]) -> _Rows:
+        rows = self._rows(group, where)
+        if names - {r.name for r in rows}:
+            rows = [row for asg in where.asgs for row in self._list_asg(group, asg, fresh=True)]
+        return rows
+
+    def _list_asg(self, group: str, asg: str, fresh: bool = False) -> _Rows:
+        """The ASG's instances from a cache of ``list_ttl`` seconds; concurrent callers share one listing."""
+        asked_after = self._list_started.get(asg, 0)
+        with self._list_lock:
+            cached = self._cache.get(asg)
+            newer = self._list_started.get(asg, 0) > asked_after
+            if cached and self.clock() < cached.expires and (not fresh or newer):
+                return cached.rows
+            self._list_started[asg] = self._list_started.get(asg, 0) + 1
+            rows = self._list_uncached(group, asg)
+            self._attach_ready(asg, rows)
+            self._cache[asg] = _Listing(self.clock() + self.list_ttl, rows)
+            return rows
+
+    def _list_uncached(self, group: str, asg: str) -> _Rows:
+        info = self._asg(asg, fresh=True)
+        lifecycle = {i["InstanceId"]: str(i.get("LifecycleState", "")) for i in info.get("Instances", [])}
+        warm: dict[str, str] = {}
+        if info.get("WarmPoolConfiguration"):
+            pages = self.autoscaling.get_paginator("describe_warm_pool").paginate(AutoScalingGroupName=asg)
+            for page in self._pages(pages, "DescribeWarmPool"):
+                warm.update({i["InstanceId"]: str(i.get("LifecycleState", "")) for i in page.get("Instances", [])})
+        pages = self.ec2.get_paginator("describe_instances").paginate(
+            Filters=[
+                {"Name": f"tag:{ASG_TAG}", "Values": [asg]},
+                {"Name": "instance-state-name", "Values": _LIVE_STATES},
+            ]
+        )
+        prefix = group_prefix(self.department, group)
+        rows: _Rows = []
+        for page in self._pages(pages, "DescribeInstances"):
+            for reservation in page.get("Reservations", []):
+                for item in reservation.get("Instances", []):
+                    iid = str(item["InstanceId"])
+                    tags = {str(t["Key"]): str(t.get("Value", "")) for t in item.get("Tags", [])}
+                    name = tags.get("Name", "")
+                    if not INSTANCE_NAME_RE.match(name):
+                        name = f"{prefix}w-{iid.removeprefix('i-')}"  # a warm instance the ASG launched
+                    launched = item.get("LaunchTime")
+                    rows.append(
+                        _Row(
+                            id=iid,
+                            name=name,
+                            asg=asg,
+                            ec2_state=str(item.get("State", {}).get("Name", "")),
+                            tags=tags,
+                            launched=launched.timestamp() if launched is not None else time.time(),
+                            zone=str(item.get("Placement", {}).get("AvailabilityZone", "")),
+                            lifecycle=warm.get(iid) or lifecycle.get(iid, ""),
+                            warm=iid in warm,
+                        )
+                    )
+        return rows
+
+    def _pages(self, pages: Iterable[dict[str, Any]], action: str) -> Iterable[dict[str, Any]]:
+        try:
+            yield from pages
+        except (ClientError, BotoCoreError) as exc:
+            raise backend_error(exc, action) from None
+
+    def _call(self, method: Callable[..., dict[str, Any]], action: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return method(**kwargs)
+        except (ClientError, BotoCoreError) as exc:
+            raise backend_error(exc, action) from None
+
+    def _instance(self, group: str, row: _Row) -> Instance:
+        labels = {STATE_LABEL: row.tags[STATE_LABEL]} if STATE_LABEL in row.tags else {}
+        return Instance(
+            name=row.name,
+            group=group,
+            state=_state(row),
+            created_at=row.launched,
+            labels=labels,
+            zone=row.zone,
+            metadata={
+                k: v
+                for k, v in row.tags.items()
+                if k.startswith("garo-") and k not in _BOOKKEEPING_TAGS and k not in SECRET_METADATA
+            },
+        )
+
+
+def _state(row: _Row) -> InstanceState:
+    if row.ec2_state in ("shutting-down", "terminated") or row.lifecycle.startswith(("Terminating", "Warmed:Terminat")):
+        return InstanceState.DELETING
+    if row.warm:
+        return InstanceState.STANDBY if row.lifecycle in _WARM_READY else InstanceState.CREATING
+    if row.ec2_state in ("stopping", "stopped"):
+        return InstanceState.STANDBY
+    if row.ec2_state == "running" and row.lifecycle == "InService":
+        return InstanceState.RUNNING
+    return InstanceState.CREATING  # launching, or running but not yet in service in its ASG
+
+
+__all__ = ["PERMISSIONS", "AwsBackend", "AwsGroup", "Placement", "asg_name", "client_token", "failure_for", "jit_key"]
