@@ -13,10 +13,16 @@ from infra.hub import Hub
 from infra.stack import load
 
 loaded = load()
-if loaded.config.cloud != "gcp":
-    raise pulumi.RunError(f"garo:cloud {loaded.config.cloud!r}: this program deploys GCP stacks only (AWS: not yet)")
+if loaded.config.cloud == "local" or (loaded.config.cloud == "aws" and loaded.config.kind == "hub"):
+    raise pulumi.RunError(
+        f"garo:cloud {loaded.config.cloud!r}: this program deploys GCP stacks and AWS departments (the hub is on GCP)"
+    )
 if loaded.config.kind == "hub":
     outputs = Hub("hub", loaded).exports(loaded)
+elif loaded.config.cloud == "aws":
+    from infra.aws.department import AwsDepartment  # late: only AWS stacks import pulumi_aws
+
+    outputs = AwsDepartment(loaded.config.department, loaded).outputs
 else:
     outputs = Department(loaded.config.department, loaded).exports()
 for key, value in sorted(outputs.items()):
