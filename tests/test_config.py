@@ -188,7 +188,12 @@ AWS: dict[str, Any] = {
     "garo:network": {"cidr": "10.40.0.0/20", "zones": ["a", "b"]},
     "garo:github": {"org": "acme", "appId": 123, "installationId": 456, "privateKey": {"secure": "v1:AAAA"}},
     "garo:groups": [
-        {"name": "spot", "labels": ["self-hosted", "mobile"], "instanceTypes": ["m7i.xlarge", "m6i.xlarge"], "spot": True},
+        {
+            "name": "spot",
+            "labels": ["self-hosted", "mobile"],
+            "instanceTypes": ["m7i.xlarge", "m6i.xlarge"],
+            "spot": True,
+        },
         {
             "name": "fast",
             "labels": ["self-hosted", "mobile-fast"],
@@ -237,18 +242,33 @@ def test_aws_warm_pool_on_a_spot_or_mixed_group_is_explained(group: dict[str, An
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (aws_with({"instanceTypes": ["m7i.large", "m7i.large"]}), "garo:groups[0].instanceTypes: lists an instance type twice"),
-        (aws_with({"instanceTypes": ["m7i-large"]}), "garo:groups[0].instanceTypes[0]: 'm7i-large' is not an EC2 instance type"),
-        (aws_with({"instanceTypes": ["zz9.large"]}), "garo:groups[0].instanceTypes[0]: unknown aws machine family 'zz9'"),
+        (
+            aws_with({"instanceTypes": ["m7i.large", "m7i.large"]}),
+            "garo:groups[0].instanceTypes: lists an instance type twice",
+        ),
+        (
+            aws_with({"instanceTypes": ["m7i-large"]}),
+            "garo:groups[0].instanceTypes[0]: 'm7i-large' is not an EC2 instance type",
+        ),
+        (
+            aws_with({"instanceTypes": ["zz9.large"]}),
+            "garo:groups[0].instanceTypes[0]: unknown aws machine family 'zz9'",
+        ),
         (
             aws_with({"instanceTypes": ["m7i.large"], "machineType": "m6i.large"}),
             "garo:groups[0].instanceTypes: set instanceTypes or machineType, not both",
         ),
         (aws_with({"ami": {"name": "x", "ssmParameter": "/y"}}), "garo:groups[0].ami: give exactly one of name"),
-        (aws_with({"ami": {"ssmParameter": "garo/ami"}}), "garo:groups[0].ami.ssmParameter: expected an SSM parameter path"),
+        (
+            aws_with({"ami": {"ssmParameter": "garo/ami"}}),
+            "garo:groups[0].ami.ssmParameter: expected an SSM parameter path",
+        ),
         (aws_with({"zones": ["c"]}), "garo:groups[0].zones[0]: 'c' is not one of garo:network.zones ['a', 'b']"),
         (aws_with(**{"garo:network": {"cidr": "10.40.0.0/20", "zones": ["a"]}}), "garo:network.zones: expected 2 or 3"),
-        (aws_with(**{"garo:network": {"cidr": "10.40.0.0/24"}}), "garo:network.cidr: 10.40.0.0/24 is too small for an AWS"),
+        (
+            aws_with(**{"garo:network": {"cidr": "10.40.0.0/24"}}),
+            "garo:network.cidr: 10.40.0.0/24 is too small for an AWS",
+        ),
         (aws_with(**{"garo:network": {"cidr": "10.40.0.0/20", "iapSsh": True}}), "garo:network.iapSsh: IAP is GCP's"),
         (aws_with(**{"gcp:project": None}), "gcp:project: is required for an AWS department"),
     ],

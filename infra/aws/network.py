@@ -27,7 +27,7 @@ FLOW_LOG_RETENTION_DAYS = 30
 
 def subnet_plan(cidr: str, zones: Sequence[str]) -> list[tuple[str, str, str]]:
     """(zone, private CIDR, public CIDR) per zone; the schema allows 2-3 zones and /22 or larger."""
-    network = ipaddress.ip_network(cidr)
+    network = ipaddress.IPv4Network(cidr)
     quarters = list(network.subnets(prefixlen_diff=2))
     # NAT subnets need only a few addresses: /24 in a large VPC, /28 (the AWS minimum) in a /22.
     public = list(quarters[3].subnets(new_prefix=max(network.prefixlen + 6, 24)))
@@ -70,7 +70,12 @@ class AwsNetwork(pulumi.ComponentResource):
         )
         # Emptied: an instance launched without a security group gets no traffic at all.
         aws.ec2.DefaultSecurityGroup(
-            f"{name}-default-sg", vpc_id=self.vpc.id, ingress=[], egress=[], tags=tags(f"garo-{dept}-default"), opts=child
+            f"{name}-default-sg",
+            vpc_id=self.vpc.id,
+            ingress=[],
+            egress=[],
+            tags=tags(f"garo-{dept}-default"),
+            opts=child,
         )
         gateway = aws.ec2.InternetGateway(f"{name}-igw", vpc_id=self.vpc.id, tags=tags(f"garo-{dept}"), opts=child)
         public_routes = aws.ec2.RouteTable(

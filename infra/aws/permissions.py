@@ -168,7 +168,12 @@ def scaler_policy(
                 "Action": list(JIT_WRITE_ACTIONS),
                 "Resource": parameters,
             },
-            {"Sid": "ReadOwnGitHubCredential", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": secret_arn},
+            {
+                "Sid": "ReadOwnGitHubCredential",
+                "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": secret_arn,
+            },
             {
                 "Sid": "WriteOwnLogs",
                 "Effect": "Allow",

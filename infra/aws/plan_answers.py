@@ -54,7 +54,9 @@ def call(token: str, args: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def new_resource(typ: str, name: str, inputs: dict[str, Any], region: str, project: str) -> tuple[str, dict[str, Any]] | None:
+def new_resource(
+    typ: str, name: str, inputs: dict[str, Any], region: str, project: str
+) -> tuple[str, dict[str, Any]] | None:
     """(id, state) for AWS resources and workload identity pools; None for anything else."""
     acct = account()
     state = dict(inputs)

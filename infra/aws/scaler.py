@@ -37,7 +37,9 @@ CREDENTIALS_PATH = "/etc/garo/gcp-credentials.json"
 LOG_RETENTION_DAYS = 30
 
 
-def user_data(image: str, env: Mapping[str, str], credential_config: Mapping[str, Any], log_group: str, region: str) -> str:
+def user_data(
+    image: str, env: Mapping[str, str], credential_config: Mapping[str, Any], log_group: str, region: str
+) -> str:
     """cloud-init shell script: Docker, the credential file, the container (restarted always)."""
     env_file = "".join(f"{k}={v}\n" for k, v in sorted(env.items()) if "\n" not in v)
     script = f"""#!/bin/bash
@@ -110,7 +112,9 @@ class AwsScaler(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        profile = aws.iam.InstanceProfile(f"{name}-profile", name=self.role_name(dept), role=self.role.name, tags=tags, opts=child)
+        profile = aws.iam.InstanceProfile(
+            f"{name}-profile", name=self.role_name(dept), role=self.role.name, tags=tags, opts=child
+        )
         template = aws.ec2.LaunchTemplate(
             f"{name}-template",
             name=f"garo-{dept}--scaler",
@@ -122,7 +126,12 @@ class AwsScaler(pulumi.ComponentResource):
             block_device_mappings=[
                 {
                     "device_name": "/dev/xvda",  # Amazon Linux 2023
-                    "ebs": {"volume_size": 20, "volume_type": "gp3", "encrypted": "true", "delete_on_termination": "true"},
+                    "ebs": {
+                        "volume_size": 20,
+                        "volume_type": "gp3",
+                        "encrypted": "true",
+                        "delete_on_termination": "true",
+                    },
                 }
             ],
             network_interfaces=[

@@ -72,7 +72,9 @@ def read_ami(r: Reader, data: Mapping[str, Any], path: str, image_family: str) -
         return Ami(name=name)
     parameter = r.string(ami, "ssmParameter", f"{path}.ami")
     if parameter and not SSM_PARAMETER_RE.match(parameter):
-        r.fail(f"{path}.ami.ssmParameter", f"expected an SSM parameter path like '/garo/ami/runner-x64', got {parameter!r}")
+        r.fail(
+            f"{path}.ami.ssmParameter", f"expected an SSM parameter path like '/garo/ami/runner-x64', got {parameter!r}"
+        )
     return Ami(ssm_parameter=parameter)
 
 
@@ -99,7 +101,10 @@ def read_network_zones(r: Reader, net: Mapping[str, Any], cidr: str) -> tuple[st
     except ValueError:
         prefix = 0  # reported by the CIDR check
     if prefix > MAX_PREFIX:
-        r.fail("garo:network.cidr", f"{cidr} is too small for an AWS department (at most /{MAX_PREFIX}: private and NAT subnets in each zone)")
+        r.fail(
+            "garo:network.cidr",
+            f"{cidr} is too small for an AWS department (at most /{MAX_PREFIX}: private and NAT subnets in each zone)",
+        )
     return tuple(zones)
 
 

@@ -29,9 +29,7 @@ def _read_schedule(r: Reader, schedule: Any, path: str) -> str | None:
     return schedule
 
 
-def read_group(
-    r: Reader, raw: Any, path: str, cloud: str, network_zones: tuple[str, ...] = ()
-) -> RunnerGroup | None:
+def read_group(r: Reader, raw: Any, path: str, cloud: str, network_zones: tuple[str, ...] = ()) -> RunnerGroup | None:
     data = r.mapping(raw, path)
     if not data:
         if raw is not None and not isinstance(raw, Mapping):

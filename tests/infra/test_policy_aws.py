@@ -81,7 +81,9 @@ def test_no_public_ips(captures: dict[str, Any], stack: str) -> None:
         assert subnet["inputs"]["mapPublicIpOnLaunch"] is False, subnet["name"]
     for r in aws_resources(capture):
         for key, value in walk(r["inputs"]):
-            assert not (key in ("associatePublicIpAddress", "mapPublicIpOnLaunch") and value in (True, "true")), r["name"]
+            assert not (key in ("associatePublicIpAddress", "mapPublicIpOnLaunch") and value in (True, "true")), r[
+                "name"
+            ]
     # Elastic IPs exist only for NAT gateways: never on an instance or a network interface.
     eips, nats = of_type(capture, "ec2/eip:Eip"), of_type(capture, "ec2/natGateway:NatGateway")
     assert len(eips) == len(nats) >= 2
@@ -165,11 +167,19 @@ def test_scaler_acts_only_on_its_departments_tagged_resources(captures: dict[str
     runner_role = f"arn:aws:iam::{ACCOUNT}:role/garo-{stack}-runner"
     assert may("iam:PassRole", runner_role, **{"iam:PassedToService": "ec2.amazonaws.com"})
     assert not may("iam:PassRole", runner_role, **{"iam:PassedToService": "lambda.amazonaws.com"})
-    assert not may("iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/garo-{stack}-scaler", **{"iam:PassedToService": "ec2.amazonaws.com"})
+    assert not may(
+        "iam:PassRole",
+        f"arn:aws:iam::{ACCOUNT}:role/garo-{stack}-scaler",
+        **{"iam:PassedToService": "ec2.amazonaws.com"},
+    )
     # Secrets: its own GitHub credential, no other secret.
     secret = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:garo/{stack}/github-"
-    assert [s for s in policy["Statement"] if s.get("Sid") == "ReadOwnGitHubCredential"][0]["Resource"].startswith(secret)
-    assert not may("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:garo/payments/github-abcdef")
+    assert [s for s in policy["Statement"] if s.get("Sid") == "ReadOwnGitHubCredential"][0]["Resource"].startswith(
+        secret
+    )
+    assert not may(
+        "secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:garo/payments/github-abcdef"
+    )
     # Everything it is granted is in the one importable list a test ties to the backend.
     granted = {a for s in policy["Statement"] if s["Effect"] == "Allow" for a in actions_of(s)}
     assert granted == permissions.SCALER_ACTIONS
@@ -177,7 +187,9 @@ def test_scaler_acts_only_on_its_departments_tagged_resources(captures: dict[str
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
 def test_runners_can_do_almost_nothing(captures: dict[str, Any], stack: str) -> None:
-    [policy] = [r for r in of_type(captures[stack], "iam/rolePolicy:RolePolicy") if r["name"] == f"{stack}-runner-policy"]
+    [policy] = [
+        r for r in of_type(captures[stack], "iam/rolePolicy:RolePolicy") if r["name"] == f"{stack}-runner-policy"
+    ]
     document = json.loads(policy["inputs"]["policy"])
     assert {a for s in document["Statement"] for a in actions_of(s)} == permissions.RUNNER_ACTIONS
     me = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-me"
@@ -187,9 +199,13 @@ def test_runners_can_do_almost_nothing(captures: dict[str, Any], stack: str) -> 
     assert allowed(document, Request("ssm:GetParameter", parameter, {**context, tag: me}))
     assert not allowed(document, Request("ssm:GetParameter", parameter, {**context, tag: me.replace("i-me", "i-you")}))
     assert allowed(document, Request("ec2:CreateTags", me, {**context, "aws:ARN": me, "aws:TagKeys": ["garo-state"]}))
-    assert not allowed(document, Request("ec2:CreateTags", me, {**context, "aws:ARN": me, "aws:TagKeys": ["garo-department"]}))
+    assert not allowed(
+        document, Request("ec2:CreateTags", me, {**context, "aws:ARN": me, "aws:TagKeys": ["garo-department"]})
+    )
     other = me.replace("i-me", "i-you")
-    assert not allowed(document, Request("ec2:CreateTags", other, {**context, "aws:ARN": other, "aws:TagKeys": ["garo-state"]}))
+    assert not allowed(
+        document, Request("ec2:CreateTags", other, {**context, "aws:ARN": other, "aws:TagKeys": ["garo-state"]})
+    )
 
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
@@ -214,7 +230,9 @@ def test_runner_asgs_leave_their_size_to_the_agent(captures: dict[str, Any], sta
         assert {"AZRebalance", "ReplaceUnhealthy"} <= set(asg["inputs"]["suspendedProcesses"])
     # No scaling policy, schedule or alarm-driven scaling of any kind: the agent alone changes capacity.
     scaling = [r for r in aws_resources(capture) if r["type"].split(":")[1].split("/")[0] in ("appautoscaling",)]
-    scaling += [r for r in of_type(capture, "autoscaling/policy:Policy") + of_type(capture, "autoscaling/schedule:Schedule")]
+    scaling += [
+        r for r in of_type(capture, "autoscaling/policy:Policy") + of_type(capture, "autoscaling/schedule:Schedule")
+    ]
     assert scaling == []
 
 
@@ -292,7 +310,8 @@ def test_network_has_private_subnets_in_several_zones_nat_and_flow_logs(captures
 def test_agent_reaches_pubsub_through_workload_identity_federation(captures: dict[str, Any], stack: str) -> None:
     capture = captures[stack]
     info = capture["raw_outputs"]["gcpCredentialConfig"]
-    credentials = google.auth.aws.Credentials.from_info(info)  # validates the source (aws1, URLs) offline
+    # Validates the source (aws1, URLs) offline.
+    credentials = google.auth.aws.Credentials.from_info(info)  # type: ignore[no-untyped-call]
     assert isinstance(credentials, google.auth.aws.Credentials) and not credentials.valid
     # The audience google-auth will present is this department's pool provider, in the hub's project.
     [provider] = of_type(capture, "workloadIdentityPoolProvider:WorkloadIdentityPoolProvider")
@@ -302,7 +321,9 @@ def test_agent_reaches_pubsub_through_workload_identity_federation(captures: dic
     role = f"arn:aws:sts::{ACCOUNT}:assumed-role/garo-{stack}-scaler"
     assert provider["inputs"]["attributeCondition"] == f'attribute.aws_role == "{role}"'
     # One binding: subscriber on this department's subscription, for the scaler role alone.
-    bindings = [b["inputs"] for b in of_type(capture, "SubscriptionIAMMember") if "principalSet" in b["inputs"]["member"]]
+    bindings = [
+        b["inputs"] for b in of_type(capture, "SubscriptionIAMMember") if "principalSet" in b["inputs"]["member"]
+    ]
     assert bindings == [
         {
             "member": f"principalSet://iam.googleapis.com/{info['audience'].removeprefix('//iam.googleapis.com/').rsplit('/providers/', 1)[0]}/attribute.aws_role/{role}",
@@ -312,7 +333,11 @@ def test_agent_reaches_pubsub_through_workload_identity_federation(captures: dic
         }
     ]
     # The scaler instance gets exactly this file, and nothing secret in its user data.
-    [template] = [t for t in of_type(capture, "ec2/launchTemplate:LaunchTemplate", raw=True) if t["name"].endswith("-scaler-template")]
+    [template] = [
+        t
+        for t in of_type(capture, "ec2/launchTemplate:LaunchTemplate", raw=True)
+        if t["name"].endswith("-scaler-template")
+    ]
     script = base64.b64decode(template["inputs"]["userData"]).decode()
     assert json.dumps(info, sort_keys=True) in script
     assert "GOOGLE_APPLICATION_CREDENTIALS=/etc/garo/gcp-credentials.json" in script and "--network host" in script
