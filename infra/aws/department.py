@@ -16,6 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.aws.federation import AwsFederation, FederationArgs
+from infra.aws.jit_bucket import JitBucket, JitBucketArgs
 from infra.aws.network import AwsNetwork, AwsNetworkArgs
 from infra.aws.permissions import assume_role_policy, runner_policy, secret_policy
 from infra.aws.runner_pool import AwsRunnerPool, AwsRunnerPoolArgs, image_source
@@ -49,6 +50,7 @@ class AwsDepartment(pulumi.ComponentResource):
             AwsNetworkArgs(dept, region, self.account, config.network.cidr, config.network.zones, tags),
             opts=child,
         )
+        self.jit = JitBucket(f"{name}-jit", JitBucketArgs(dept, region, self.account, tags), opts=child)
         # Runners hold a single-use JIT config and nothing else.
         runner_role = aws.iam.Role(
             f"{name}-runner-role",
@@ -62,7 +64,7 @@ class AwsDepartment(pulumi.ComponentResource):
             f"{name}-runner-policy",
             name=f"garo-{dept}-runner",
             role=runner_role.id,
-            policy=self.account.apply(lambda a: runner_policy(dept, region, a)),
+            policy=pulumi.Output.all(self.account, self.jit.name).apply(lambda v: runner_policy(region, v[0], v[1])),
             opts=child,
         )
         runner_profile = aws.iam.InstanceProfile(
@@ -105,6 +107,7 @@ class AwsDepartment(pulumi.ComponentResource):
                     {z: s.id for z, s in self.network.private_subnets.items()},
                     self.network.security_group.id,
                     runner_profile.arn,
+                    self.jit.name,
                     tags,
                 ),
                 opts=child,
@@ -129,6 +132,9 @@ class AwsDepartment(pulumi.ComponentResource):
             ),
             "GARO_STACK_CONFIG": json.dumps({"config": for_scaler(loaded.raw)}, sort_keys=True),
             "GARO_GITHUB_SECRET": github_secret_arn,
+            # The JIT object of an instance is jit/<runner role id>:<instance id> (scaler/backends/aws.py).
+            "GARO_JIT_BUCKET": self.jit.name,
+            "GARO_RUNNER_ROLE_ID": runner_role.unique_id,
         }
         self.scaler = AwsScaler(
             f"{name}-scaler",
@@ -141,6 +147,7 @@ class AwsDepartment(pulumi.ComponentResource):
                 security_group=self.network.security_group.id,
                 runner_role_arn=runner_role.arn,
                 github_secret_arn=github_secret_arn,
+                jit_bucket=self.jit.name,
                 env=pulumi.Output.from_input(env),
                 credential_config=self.federation.credential_config,
                 tags=tags,
@@ -208,6 +215,7 @@ class AwsDepartment(pulumi.ComponentResource):
                     "asg": self.scaler.asg.name,
                     "image": c.scaler_image,
                     "githubSecret": github_secret_arn,
+                    "jitBucket": self.jit.name,
                 },
                 "subscription": {
                     "name": self.jobs.subscription.id,

@@ -20,7 +20,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.aws.permissions import assume_role_policy, flow_logs_policy
+from infra.aws.permissions import PUBLIC_TIER, TIER_TAG_KEY, assume_role_policy, flow_logs_policy
 
 FLOW_LOG_RETENTION_DAYS = 30
 
@@ -94,7 +94,7 @@ class AwsNetwork(pulumi.ComponentResource):
                 cidr_block=public_cidr,
                 availability_zone=az,
                 map_public_ip_on_launch=False,  # only the NAT gateway lives here, with its Elastic IP
-                tags=tags(f"garo-{dept}-nat-{zone}"),
+                tags={**tags(f"garo-{dept}-nat-{zone}"), TIER_TAG_KEY: PUBLIC_TIER},
                 opts=child,
             )
             aws.ec2.RouteTableAssociation(

@@ -5,7 +5,8 @@ The scaler's role may act only on resources tagged ``garo-department=<dept>``
 (``aws:RequestTag``). Actions AWS cannot scope to a resource (the EC2 and
 Auto Scaling ``Describe*`` calls) are granted on ``*`` one by one, never as a
 wildcard action. The runners' role may do almost nothing: read and delete its
-own JIT config and tag its own instance's state, nothing else.
+own JIT config (an S3 object whose key is its own ``aws:userid``) and tag its
+own instance's state, nothing else.
 
 ``SCALER_ACTIONS`` is what the agent's ``AwsBackend`` may call; a test ties it
 to the calls the backend makes (scaler/backends/aws.py documents them). These
@@ -26,8 +27,6 @@ UNSCOPED_READS = (
     "autoscaling:DescribeAutoScalingGroups",
     "autoscaling:DescribeWarmPool",
     "ec2:DescribeInstances",
-    "ec2:DescribeInstanceStatus",
-    "ssm:DescribeParameters",
 )
 # Calls on this department's Auto Scaling groups (tag-conditioned; never the scaler's own group).
 GROUP_ACTIONS = (
@@ -35,9 +34,11 @@ GROUP_ACTIONS = (
     "autoscaling:SetDesiredCapacity",
     "autoscaling:TerminateInstanceInAutoScalingGroup",
 )
-# JIT delivery: one SSM SecureString per instance under /garo/<dept>/jit/ (docs/security.md).
-JIT_WRITE_ACTIONS = ("ssm:PutParameter", "ssm:DeleteParameter", "ssm:DeleteParameters", "ssm:AddTagsToResource")
-JIT_READ_ACTIONS = ("ssm:GetParameter", "ssm:DeleteParameter")
+# JIT delivery (scaler/backends/aws.py): one S3 object per instance, jit/<runner role id>:<instance id>,
+# in the department's JIT bucket; the runner may read and delete only its own key (its aws:userid).
+JIT_PREFIX = "jit/"
+JIT_WRITE_ACTIONS = ("s3:PutObject", "s3:DeleteObject")
+JIT_READ_ACTIONS = ("s3:GetObject", "s3:DeleteObject")
 SCALER_ACTIONS = frozenset(
     {
         *UNSCOPED_READS,
@@ -45,7 +46,7 @@ SCALER_ACTIONS = frozenset(
         *JIT_WRITE_ACTIONS,
         "ec2:RunInstances",
         "ec2:CreateTags",
-        "ec2:StartInstances",
+        "ec2:DeleteTags",
         "ec2:TerminateInstances",
         "iam:PassRole",
         "secretsmanager:GetSecretValue",
@@ -56,12 +57,13 @@ SCALER_ACTIONS = frozenset(
 RUNNER_ACTIONS = frozenset({*JIT_READ_ACTIONS, "ec2:CreateTags"})
 # Tags a runner may set on its own instance (what the boot agent reports).
 RUNNER_TAG_KEYS = ("garo-state",)
-# The instance tag a JIT parameter carries: the ARN of the only instance allowed to read it.
-JIT_INSTANCE_TAG = "garo-instance"
+# Subnets the scaler must never launch into (the NAT gateways' public subnets carry it).
+TIER_TAG_KEY, PUBLIC_TIER = "garo-tier", "public"
 
 
-def jit_prefix(department: str) -> str:
-    return f"/garo/{department}/jit/"
+def jit_bucket_name(department: str, account: str, region: str) -> str:
+    """S3 names are global: the account and region keep the department's bucket unique (at most 63)."""
+    return f"garo-{department}-jit-{account}-{region}"[:63]
 
 
 def document(statements: list[dict[str, Any]]) -> str:
@@ -86,13 +88,14 @@ def scaler_policy(
     runner_role_arn: str,
     secret_arn: str,
     log_group_arn: str,
+    jit_bucket: str,
 ) -> str:
     """The scaler's inline policy: its department's tagged resources, its secret, its logs."""
     ec2 = f"arn:aws:ec2:{region}:{account}"
     own_tag = {f"aws:ResourceTag/{TAG_KEY}": department}
     asg = f"arn:aws:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/garo-{department}-*"
     own_asg = f"arn:aws:autoscaling:{region}:{account}:autoScalingGroup:*:autoScalingGroupName/garo-{department}--*"
-    parameters = f"arn:aws:ssm:{region}:{account}:parameter{jit_prefix(department)}*"
+    objects = f"arn:aws:s3:::{jit_bucket}/{JIT_PREFIX}*"
     return document(
         [
             {"Sid": "DescribeIsUnscoped", "Effect": "Allow", "Action": list(UNSCOPED_READS), "Resource": "*"},
@@ -111,6 +114,13 @@ def scaler_policy(
                 "Condition": {"StringEquals": own_tag},
             },
             {
+                "Sid": "NeverIntoAPublicSubnet",
+                "Effect": "Deny",
+                "Action": "ec2:RunInstances",
+                "Resource": f"{ec2}:subnet/*",
+                "Condition": {"StringEquals": {f"aws:ResourceTag/{TIER_TAG_KEY}": PUBLIC_TIER}},
+            },
+            {
                 "Sid": "LaunchWithAnyImageOrSpotRequest",
                 "Effect": "Allow",
                 "Action": "ec2:RunInstances",
@@ -126,7 +136,7 @@ def scaler_policy(
             {
                 "Sid": "TagOwnInstancesButNotTheirDepartment",
                 "Effect": "Allow",
-                "Action": "ec2:CreateTags",
+                "Action": ["ec2:CreateTags", "ec2:DeleteTags"],
                 "Resource": f"{ec2}:instance/*",
                 "Condition": {
                     "StringEquals": own_tag,
@@ -134,9 +144,9 @@ def scaler_policy(
                 },
             },
             {
-                "Sid": "StartAndTerminateOwnInstances",
+                "Sid": "TerminateOwnInstances",
                 "Effect": "Allow",
-                "Action": ["ec2:StartInstances", "ec2:TerminateInstances"],
+                "Action": "ec2:TerminateInstances",
                 "Resource": f"{ec2}:instance/*",
                 "Condition": {"StringEquals": own_tag},
             },
@@ -150,7 +160,7 @@ def scaler_policy(
             {
                 "Sid": "NeverItsOwnInstance",
                 "Effect": "Deny",
-                "Action": ["ec2:CreateTags", "ec2:StartInstances", "ec2:TerminateInstances"],
+                "Action": ["ec2:CreateTags", "ec2:DeleteTags", "ec2:TerminateInstances"],
                 "Resource": f"{ec2}:instance/*",
                 "Condition": {"StringEquals": {f"aws:ResourceTag/{GROUP_TAG_KEY}": SCALER_GROUP}},
             },
@@ -166,7 +176,7 @@ def scaler_policy(
                 "Sid": "WriteOwnJitConfigs",
                 "Effect": "Allow",
                 "Action": list(JIT_WRITE_ACTIONS),
-                "Resource": parameters,
+                "Resource": objects,
             },
             {
                 "Sid": "ReadOwnGitHubCredential",
@@ -184,8 +194,8 @@ def scaler_policy(
     )
 
 
-def runner_policy(department: str, region: str, account: str) -> str:
-    """A runner reads and deletes its own JIT config and reports its state on its own instance."""
+def runner_policy(region: str, account: str, jit_bucket: str) -> str:
+    """A runner reads and deletes its own JIT object and reports its state on its own instance."""
     own_instance = {"StringEquals": {"aws:ARN": "${ec2:SourceInstanceARN}"}}
     return document(
         [
@@ -193,8 +203,8 @@ def runner_policy(department: str, region: str, account: str) -> str:
                 "Sid": "ReadAndDeleteOwnJitConfig",
                 "Effect": "Allow",
                 "Action": list(JIT_READ_ACTIONS),
-                "Resource": f"arn:aws:ssm:{region}:{account}:parameter{jit_prefix(department)}*",
-                "Condition": {"StringEquals": {f"aws:ResourceTag/{JIT_INSTANCE_TAG}": "${ec2:SourceInstanceARN}"}},
+                # aws:userid of an instance profile's session is "<role id>:<instance id>".
+                "Resource": f"arn:aws:s3:::{jit_bucket}/{JIT_PREFIX}${{aws:userid}}",
             },
             {
                 "Sid": "TagOwnInstanceState",
@@ -214,6 +224,22 @@ def flow_logs_policy(log_group_arn: str) -> str:
                 "Effect": "Allow",
                 "Action": ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
                 "Resource": [log_group_arn, f"{log_group_arn}:*"],
+            }
+        ]
+    )
+
+
+def jit_bucket_policy(jit_bucket: str) -> str:
+    """TLS only on the JIT bucket (the configs are single-use credentials in transit)."""
+    return document(
+        [
+            {
+                "Sid": "TlsOnly",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [f"arn:aws:s3:::{jit_bucket}", f"arn:aws:s3:::{jit_bucket}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
             }
         ]
     )

@@ -95,6 +95,9 @@ def new_resource(
         if kind == "iam/role:Role":
             state["uniqueId"] = f"AROA{_hex(label, length=17).upper()}"
         return rid, state
+    if kind == "s3/bucket:Bucket":
+        state.update(arn=f"arn:aws:s3:::{inputs['bucket']}", bucketDomainName=f"{inputs['bucket']}.s3.amazonaws.com")
+        return str(inputs["bucket"]), state
     if kind == "iam/rolePolicy:RolePolicy":
         return f"{inputs.get('role')}:{label}", state
     return f"{name}-{_hex(typ, name, length=8)}", state

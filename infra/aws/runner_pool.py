@@ -36,7 +36,8 @@ IMDS_OPTIONS: aws.ec2.LaunchTemplateMetadataOptionsArgsDict = {
     "http_endpoint": "enabled",
     "http_tokens": "required",
     "http_put_response_hop_limit": 1,
-    "instance_metadata_tags": "disabled",
+    # The boot agent finds its JIT bucket in its own tags (garo-jit-bucket); no tag holds a secret.
+    "instance_metadata_tags": "enabled",
 }
 
 
@@ -82,6 +83,7 @@ class AwsRunnerPoolArgs:
     subnets: Mapping[str, pulumi.Input[str]]  # zone letter -> private subnet id
     security_group: pulumi.Input[str]
     instance_profile: pulumi.Input[str]  # ARN
+    jit_bucket: pulumi.Input[str]
     tags: Mapping[str, str]
 
 
@@ -129,15 +131,10 @@ class AwsRunnerPool(pulumi.ComponentResource):
             update_default_version=True,
             metadata_options=IMDS_OPTIONS,
             block_device_mappings=[volume(group.disk_gb)],
-            # No public IP; egress through the zone's NAT gateway. No ingress in the security group.
-            network_interfaces=[
-                {
-                    "device_index": 0,
-                    "associate_public_ip_address": "false",
-                    "delete_on_termination": "true",
-                    "security_groups": [args.security_group],
-                }
-            ],
+            # No network interface block: the agent's RunInstances names the subnet (AWS refuses both).
+            # No public IP: every subnet of the VPC has map_public_ip_on_launch off, and the scaler may
+            # not launch into the NAT gateways' public subnets. No ingress in the security group.
+            vpc_security_group_ids=[args.security_group],
             iam_instance_profile={"arn": args.instance_profile},
             hibernation_options={"configured": True} if hibernate else None,
             tag_specifications=[
@@ -197,7 +194,17 @@ class AwsRunnerPool(pulumi.ComponentResource):
             protect_from_scale_in=True,
             suspended_processes=list(SUSPENDED_PROCESSES),
             wait_for_capacity_timeout="0",
-            tags=asg_tags({**self.tags, "garo-market": "spot" if spot else "on-demand"}),
+            # garo-asg and garo-jit-bucket reach instances the ASG itself launches (the warm pool's).
+            tags=pulumi.Output.from_input(args.jit_bucket).apply(
+                lambda bucket: asg_tags(
+                    {
+                        **self.tags,
+                        "garo-market": "spot" if spot else "on-demand",
+                        "garo-asg": asg_name,
+                        "garo-jit-bucket": bucket,
+                    }
+                )
+            ),
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["desired_capacity"]),
         )
 

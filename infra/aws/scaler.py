@@ -71,6 +71,7 @@ class AwsScalerArgs:
     security_group: pulumi.Input[str]
     runner_role_arn: pulumi.Input[str]
     github_secret_arn: pulumi.Input[str]
+    jit_bucket: pulumi.Input[str]
     env: pulumi.Input[Mapping[str, str]]
     credential_config: pulumi.Input[Mapping[str, Any]]
     tags: Mapping[str, str]
@@ -107,9 +108,9 @@ class AwsScaler(pulumi.ComponentResource):
             f"{name}-policy",
             name=f"garo-{dept}-scaler",
             role=self.role.id,
-            policy=pulumi.Output.all(args.account, args.runner_role_arn, args.github_secret_arn, log_group.arn).apply(
-                lambda v: scaler_policy(dept, args.region, v[0], v[1], v[2], v[3])
-            ),
+            policy=pulumi.Output.all(
+                args.account, args.runner_role_arn, args.github_secret_arn, log_group.arn, args.jit_bucket
+            ).apply(lambda v: scaler_policy(dept, args.region, v[0], v[1], v[2], v[3], v[4])),
             opts=child,
         )
         profile = aws.iam.InstanceProfile(
@@ -122,7 +123,7 @@ class AwsScaler(pulumi.ComponentResource):
             image_id=AMAZON_LINUX,
             instance_type=INSTANCE_TYPE,
             update_default_version=True,
-            metadata_options=IMDS_OPTIONS,
+            metadata_options={**IMDS_OPTIONS, "instance_metadata_tags": "disabled"},
             block_device_mappings=[
                 {
                     "device_name": "/dev/xvda",  # Amazon Linux 2023
