@@ -23,6 +23,8 @@ from pulumi.runtime import mocks, rpc, settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from infra.aws import plan_answers as aws_answers
+
 PROGRAM = Path(__file__).with_name("__main__.py")
 SECRET = "[secret]"
 COMPUTE = "https://www.googleapis.com/compute/v1/"
@@ -68,6 +70,8 @@ class PlannedCloud(pulumi.runtime.Mocks):
         self.project, self.region, self.stack_outputs = project, region, stack_outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+        if (answer := aws_answers.call(args.token, dict(args.args))) is not None:
+            return answer, []
         if args.token == "gcp:organizations/getProject:getProject":
             project = str(args.args.get("projectId") or self.project)
             number = str(int(_digest(project), 16) % 10**12).rjust(12, "1")
@@ -81,6 +85,8 @@ class PlannedCloud(pulumi.runtime.Mocks):
             return args.name, {"name": args.name, "outputs": outputs, "secretOutputNames": []}
         project = str(inputs.get("project") or self.project)
         region = str(inputs.get("region") or inputs.get("location") or self.region)
+        if (known := aws_answers.new_resource(args.typ, args.name, args.inputs, self.region, project)) is not None:
+            return known
         name = str(inputs.get("name") or inputs.get("namePrefix", args.name + "-") + "00000000000000000000000001")
         state: dict[str, Any] = {**args.inputs, "name": name, "project": project}
         kind = args.typ.split(":")[-1]

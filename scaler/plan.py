@@ -45,6 +45,13 @@ KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
     "Subnetwork": ("name", "ipCidrRange", "privateIpGoogleAccess"),
     "Service": ("name", "ingress", "template.serviceAccount"),
     "SecretVersion": ("secret", "secretData"),
+    # AWS departments
+    "Vpc": ("cidrBlock",),
+    "Subnet": ("availabilityZone", "cidrBlock", "mapPublicIpOnLaunch"),
+    "SecurityGroup": ("name", "ingress"),
+    "LaunchTemplate": ("name", "instanceType", "imageId", "metadataOptions.httpTokens"),
+    "Group": ("name", "minSize", "maxSize", "warmPool.poolState", "mixedInstancesPolicy.instancesDistribution"),
+    "FlowLog": ("trafficType", "logDestinationType"),
 }
 DEFAULT_KEYS = ("name", "accountId", "secretId")
 

@@ -68,6 +68,30 @@ def rig(moto_server: str, aws_clients: Callable[..., Any]) -> Rig:
     return Rig(moto_server, aws_clients)
 
 
+def test_a_group_with_a_mixed_instances_policy_launches_from_its_template(
+    moto_server: str, aws_clients: Callable[..., Any]
+) -> None:
+    """Spot and several-type groups keep their launch template inside the mixed-instances policy."""
+    net = make_asg(aws_clients, "garo-eng-spot", mixed=True)
+    make_bucket(aws_clients, BUCKET)
+    gaps = AwsGaps(moto_server)
+    backend = AwsBackend(
+        "eng",
+        REGION,
+        {"spot": AwsGroup("garo-eng-spot", TYPES, spot=True)},
+        jit_bucket=BUCKET,
+        runner_role_id=ROLE,
+        session=gaps.session(),
+        endpoint_url=moto_server,
+        list_ttl=0,
+        resume_poll=0,
+    )
+    result = backend.create("spot", ["garo-eng-spot-7"], {})
+    assert result.created == ("garo-eng-spot-7",) and not result.failed
+    runs = [params for op, params in gaps.requests if op == "RunInstances"]
+    assert runs[0]["LaunchTemplate"]["LaunchTemplateId"] == net["template"]
+
+
 @pytest.fixture
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
     """botocore still computes each backoff (recorded here); the test just does not wait it out."""

@@ -178,3 +178,123 @@ def test_departments_sharing_a_gcp_project_are_rejected() -> None:
     assert any("'payments' and 'research' share project 'acme-ci-payments'" in i for i in issues), issues
     research_raw["gcp:project"] = "acme-ci-research"
     assert check_across_departments([payments, parse_stack_config(research_raw)]) == []
+
+
+AWS: dict[str, Any] = {
+    "aws:region": "eu-central-1",
+    "gcp:project": "acme-ci-hub",
+    "garo:cloud": "aws",
+    "garo:department": "mobile",
+    "garo:network": {"cidr": "10.40.0.0/20", "zones": ["a", "b"]},
+    "garo:github": {"org": "acme", "appId": 123, "installationId": 456, "privateKey": {"secure": "v1:AAAA"}},
+    "garo:groups": [
+        {
+            "name": "spot",
+            "labels": ["self-hosted", "mobile"],
+            "instanceTypes": ["m7i.xlarge", "m6i.xlarge"],
+            "spot": True,
+        },
+        {
+            "name": "fast",
+            "labels": ["self-hosted", "mobile-fast"],
+            "machineType": "m7i.2xlarge",
+            "ami": {"ssmParameter": "/garo/ami/runner-x64"},
+            "standbyPool": {"size": 2, "mode": "stopped"},
+        },
+    ],
+}
+
+
+def aws_with(group: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(AWS)
+    raw.update(changes)
+    if group is not None:
+        raw["garo:groups"] = [{"name": "g", "labels": ["self-hosted", "mobile"], **group}]
+    return raw
+
+
+def test_aws_department_parses_instance_types_ami_and_zones() -> None:
+    config = parse_stack_config(AWS)
+    spot, fast = config.groups
+    assert spot.instance_types == ("m7i.xlarge", "m6i.xlarge") and spot.machine_type == "m7i.xlarge"
+    assert spot.mixed_instances and spot.ami is not None and spot.ami.name == "garo-runner-x64"
+    assert fast.instance_types == ("m7i.2xlarge",) and not fast.mixed_instances
+    assert fast.ami is not None and fast.ami.ssm_parameter == "/garo/ami/runner-x64" and fast.ami.name is None
+    assert config.network is not None and config.network.zones == ("a", "b")
+    assert config.region == "eu-central-1" and config.project == "acme-ci-hub"
+
+
+@pytest.mark.parametrize(
+    "group",
+    [
+        {"spot": True, "standbyPool": {"size": 1}},
+        {"instanceTypes": ["m7i.large", "m6i.large"], "standbyPool": {"size": 1, "mode": "stopped"}},
+    ],
+)
+def test_aws_warm_pool_on_a_spot_or_mixed_group_is_explained(group: dict[str, Any]) -> None:
+    [issue] = problems(aws_with(group))
+    assert issue.startswith("garo:groups[0].standbyPool: ")
+    assert "AWS refuses a warm pool on an Auto Scaling group with a mixed-instances policy or spot" in issue
+    # Both shapes that work are offered.
+    assert "on-demand with one instance type" in issue and "add an on-demand group" in issue
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            aws_with({"instanceTypes": ["m7i.large", "m7i.large"]}),
+            "garo:groups[0].instanceTypes: lists an instance type twice",
+        ),
+        (
+            aws_with({"instanceTypes": ["m7i-large"]}),
+            "garo:groups[0].instanceTypes[0]: 'm7i-large' is not an EC2 instance type",
+        ),
+        (
+            aws_with({"instanceTypes": ["zz9.large"]}),
+            "garo:groups[0].instanceTypes[0]: unknown aws machine family 'zz9'",
+        ),
+        (
+            aws_with({"instanceTypes": ["m7i.large"], "machineType": "m6i.large"}),
+            "garo:groups[0].instanceTypes: set instanceTypes or machineType, not both",
+        ),
+        (aws_with({"ami": {"name": "x", "ssmParameter": "/y"}}), "garo:groups[0].ami: give exactly one of name"),
+        (
+            aws_with({"ami": {"ssmParameter": "garo/ami"}}),
+            "garo:groups[0].ami.ssmParameter: expected an SSM parameter path",
+        ),
+        (aws_with({"zones": ["c"]}), "garo:groups[0].zones[0]: 'c' is not one of garo:network.zones ['a', 'b']"),
+        (aws_with(**{"garo:network": {"cidr": "10.40.0.0/20", "zones": ["a"]}}), "garo:network.zones: expected 2 or 3"),
+        (
+            aws_with(**{"garo:network": {"cidr": "10.40.0.0/24"}}),
+            "garo:network.cidr: 10.40.0.0/24 is too small for an AWS",
+        ),
+        (aws_with(**{"garo:network": {"cidr": "10.40.0.0/20", "iapSsh": True}}), "garo:network.iapSsh: IAP is GCP's"),
+        (aws_with(**{"gcp:project": None}), "gcp:project: is required for an AWS department"),
+    ],
+)
+def test_bad_aws_settings_are_named_by_key_path(raw: dict[str, Any], expected: str) -> None:
+    if raw.get("gcp:project", "") is None:
+        del raw["gcp:project"]
+    assert any(p.startswith(expected) for p in problems(raw)), problems(raw)
+
+
+def test_aws_only_keys_are_refused_on_gcp() -> None:
+    raw = with_changes()
+    raw["garo:groups"][0]["instanceTypes"] = ["m7i.large"]
+    assert "garo:groups[0].instanceTypes: is an AWS setting; this stack's garo:cloud is 'gcp'" in problems(raw)
+
+
+def test_across_clouds_overlapping_cidrs_and_label_collisions_are_caught() -> None:
+    gcp = parse_stack_config(VALID)
+    aws = parse_stack_config(
+        aws_with(
+            **{
+                "garo:network": {"cidr": "10.20.8.0/22"},
+                "garo:groups": [{"name": "x", "labels": ["self-hosted", "payments"], "machineType": "m7i.large"}],
+            }
+        )
+    )
+    issues = [str(i) for i in check_across_departments([gcp, aws])]
+    assert any(i.startswith("garo:network.cidr: mobile (10.20.8.0/22) overlaps payments") for i in issues), issues
+    assert any(i.startswith("garo:groups.labels: payments/default ['payments'] and mobile/x") for i in issues), issues

@@ -304,7 +304,7 @@ class AwsBackend:
         groups: dict[str, AwsGroup] = {}
         for g in config.groups:
             asg, on_demand = (asgs or {}).get(g.name, (asg_name(config.department, g.name), None))
-            types = tuple(getattr(g, "instance_types", ()) or ()) or (g.machine_type,)
+            types = g.instance_types or (g.machine_type,)
             groups[g.name] = AwsGroup(asg, types, g.spot, g.fallback_on_demand, on_demand)
         return cls(
             config.department, config.region, groups, jit_bucket=jit_bucket, runner_role_id=runner_role_id, **kwargs
@@ -467,7 +467,10 @@ class AwsBackend:
     def _run_request(
         self, group: str, name: str, facts: Mapping[str, str], placement: Placement, salt: str
     ) -> dict[str, Any]:
-        template = self._asg(placement.asg).get("LaunchTemplate") or {}
+        asg = self._asg(placement.asg)
+        # A group with a mixed-instances policy (spot, several types) keeps its template inside the policy.
+        mixed = (asg.get("MixedInstancesPolicy") or {}).get("LaunchTemplate") or {}
+        template = asg.get("LaunchTemplate") or mixed.get("LaunchTemplateSpecification") or {}
         spec = {k: template[k] for k in ("LaunchTemplateId", "LaunchTemplateName") if template.get(k)}
         if not spec:
             raise BackendError(f"ASG {placement.asg} has no launch template", reason=Failure.INVALID)

@@ -17,6 +17,7 @@ from scaler.config.across import check_across_departments
 from scaler.config.model import (
     NAMESPACE,
     SECRET_KEYS,
+    Ami,
     ConfigError,
     GitHubSettings,
     HubSettings,
@@ -33,6 +34,7 @@ from scaler.config.stack import load_stack_file, parse_stack_config
 __all__ = [
     "NAMESPACE",
     "SECRET_KEYS",
+    "Ami",
     "ConfigError",
     "GitHubSettings",
     "HubSettings",

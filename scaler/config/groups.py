@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from scaler.config import aws
 from scaler.config.model import (
-    AWS_INSTANCE_FAMILIES,
     GCP_MACHINE_FAMILIES,
     GCP_MACHINE_TYPE_RE,
     LABEL_RE,
@@ -29,7 +29,7 @@ def _read_schedule(r: Reader, schedule: Any, path: str) -> str | None:
     return schedule
 
 
-def read_group(r: Reader, raw: Any, path: str, cloud: str) -> RunnerGroup | None:
+def read_group(r: Reader, raw: Any, path: str, cloud: str, network_zones: tuple[str, ...] = ()) -> RunnerGroup | None:
     data = r.mapping(raw, path)
     if not data:
         if raw is not None and not isinstance(raw, Mapping):
@@ -52,6 +52,7 @@ def read_group(r: Reader, raw: Any, path: str, cloud: str) -> RunnerGroup | None
         "standbyPool",
         "timeToStart",
         "timeToLive",
+        *aws.AWS_ONLY_GROUP_KEYS,
     }
     r.unknown(data, allowed, path)
     name = r.string(data, "name", path)
@@ -63,13 +64,17 @@ def read_group(r: Reader, raw: Any, path: str, cloud: str) -> RunnerGroup | None
             r.fail(f"{path}.labels[{i}]", f"{label!r} is not a valid runner label")
     if labels and "self-hosted" not in {label.lower() for label in labels}:
         r.fail(f"{path}.labels", "must include 'self-hosted' (GitHub adds it to every self-hosted runner)")
-    machine_type = r.string(data, "machineType", path, "e2-standard-4" if cloud != "aws" else "m6i.large")
-    if machine_type:
-        family = machine_type.split(".")[0] if cloud == "aws" else machine_type.split("-")[0]
-        known = AWS_INSTANCE_FAMILIES if cloud == "aws" else GCP_MACHINE_FAMILIES
-        if cloud != "local" and family not in known:
+    instance_types: tuple[str, ...] = ()
+    if cloud == "aws":
+        instance_types = aws.read_instance_types(r, data, path)
+        machine_type = instance_types[0] if instance_types else ""
+    else:
+        aws.reject_aws_keys(r, data, path, cloud)
+        machine_type = r.string(data, "machineType", path, "e2-standard-4")
+        family = machine_type.split("-")[0]
+        if machine_type and cloud != "local" and family not in GCP_MACHINE_FAMILIES:
             r.fail(f"{path}.machineType", f"unknown {cloud} machine family {family!r} in {machine_type!r}")
-        elif cloud == "gcp" and not GCP_MACHINE_TYPE_RE.match(machine_type):
+        elif machine_type and cloud == "gcp" and not GCP_MACHINE_TYPE_RE.match(machine_type):
             r.fail(f"{path}.machineType", f"{machine_type!r} is not a GCE machine type like 'n2-standard-8'")
     minimum = r.integer(data, "min", path, 0)
     maximum = r.integer(data, "max", path, 10, minimum=1)
@@ -100,14 +105,15 @@ def read_group(r: Reader, raw: Any, path: str, cloud: str) -> RunnerGroup | None
     time_to_live = r.integer(data, "timeToLive", path, 12 * 3600, minimum=60)
     if time_to_live <= time_to_start:
         r.fail(f"{path}.timeToLive", f"timeToLive ({time_to_live}s) must exceed timeToStart ({time_to_start}s)")
-    return RunnerGroup(
+    image_family = r.string(data, "imageFamily", path, "garo-runner-x64")
+    group = RunnerGroup(
         name=name,
         labels=labels,
         runner_group=r.string(data, "runnerGroup", path, "Default"),
         runner_group_id=r.integer(data, "runnerGroupId", path, 1, minimum=1),
         repositories=r.strings(data, "repositories", path),
         machine_type=machine_type,
-        image_family=r.string(data, "imageFamily", path, "garo-runner-x64"),
+        image_family=image_family,
         disk_gb=r.integer(data, "diskGb", path, 50, minimum=10),
         spot=r.boolean(data, "spot", path, False),
         fallback_on_demand=r.boolean(data, "fallbackOnDemand", path, True),
@@ -118,7 +124,12 @@ def read_group(r: Reader, raw: Any, path: str, cloud: str) -> RunnerGroup | None
         standby_pool=standby,
         time_to_start=time_to_start,
         time_to_live=time_to_live,
+        instance_types=instance_types,
+        ami=aws.read_ami(r, data, path, image_family) if cloud == "aws" else None,
     )
+    if cloud == "aws":
+        aws.check_group(r, group, path, network_zones)
+    return group
 
 
 def check_label_collisions(r: Reader, groups: Sequence[RunnerGroup]) -> None:

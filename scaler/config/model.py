@@ -19,6 +19,10 @@ AWS_INSTANCE_FAMILIES = frozenset(
     "t3 t3a t4g m5 m5a m6i m6a m6g m7i m7a m7g c5 c5a c6i c6a c6g c7i c7a c7g r6i r7i g5 g6".split()
 )
 
+AWS_INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+AWS_ZONE_RE = re.compile(r"^[a-z]$")
+SSM_PARAMETER_RE = re.compile(r"^/[A-Za-z0-9_.\-/]{1,1010}$")
+AMI_NAME_RE = re.compile(r"^[A-Za-z0-9()\[\] ./'@_-]{3,128}$")
 GCP_MACHINE_TYPE_RE = re.compile(
     r"^[a-z0-9]+-((standard|highmem|highcpu|megamem|ultramem|highgpu|megagpu|ultragpu)-\d+(-lssd)?|micro|small|medium|custom-\d+-\d+)$"
 )
@@ -102,6 +106,21 @@ class StandbyPool:
 
 
 @dataclass(frozen=True)
+class Ami:
+    """Where an AWS group's image comes from (docs/deploy-aws.md).
+
+    ``name``: the newest AMI of this account whose name starts with it (Packer
+    names images ``garo-runner-<arch>-<version>-<time>``), resolved at ``pulumi
+    up``; ``ssm_parameter``: an SSM parameter holding the AMI id, resolved by
+    EC2 at every launch (``resolve:ssm:``), so promoting a tested AMI needs no
+    deploy.
+    """
+
+    name: str | None = None
+    ssm_parameter: str | None = None
+
+
+@dataclass(frozen=True)
 class RunnerGroup:
     name: str
     labels: tuple[str, ...]
@@ -120,6 +139,14 @@ class RunnerGroup:
     standby_pool: StandbyPool = field(default_factory=StandbyPool)
     time_to_start: int = 600
     time_to_live: int = 12 * 3600
+    # AWS: instance types in fallback order (the first is ``machine_type``) and the AMI.
+    instance_types: tuple[str, ...] = ()
+    ami: Ami | None = None
+
+    @property
+    def mixed_instances(self) -> bool:
+        """AWS: does this group's ASG need a mixed-instances policy (spot, or several types)?"""
+        return self.spot or len(self.instance_types) > 1
 
     @property
     def custom_labels(self) -> frozenset[str]:
@@ -142,6 +169,8 @@ class GitHubSettings:
 class NetworkSettings:
     cidr: str
     iap_ssh: bool = False
+    # AWS: availability zones (suffixes like "a") with a private subnet each.
+    zones: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from scaler.config import aws
 from scaler.config.groups import check_label_collisions, read_group
 from scaler.config.model import (
     CLOUD_LABEL_RE,
@@ -65,6 +66,12 @@ def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> 
         network, groups = _read_department(r, own, str(cloud))
     else:
         hub = _read_hub(r, own)
+    if kind == "department" and cloud == "aws" and not (isinstance(project, str) and project):
+        r.fail(
+            "gcp:project",
+            "is required for an AWS department: the GCP project of its subscription and workload identity pool "
+            "(usually the hub's)",
+        )
     reconcile_interval = r.integer(own, "reconcileInterval", "garo", 60, minimum=5)
     scaler_image = r.string(own, "scalerImage", "garo", "ghcr.io/garo/scaler:latest")
     if r.issues:
@@ -129,7 +136,7 @@ def _read_github(r: Reader, own: Mapping[str, Any]) -> GitHubSettings:
 
 def _read_department(r: Reader, own: Mapping[str, Any], cloud: str) -> tuple[NetworkSettings, tuple[RunnerGroup, ...]]:
     net = r.mapping(own.get("network"), "garo:network")
-    r.unknown(net, {"cidr", "iapSsh"}, "garo:network")
+    r.unknown(net, {"cidr", "iapSsh", "zones"} if cloud == "aws" else {"cidr", "iapSsh"}, "garo:network")
     cidr = r.string(net, "cidr", "garo:network")
     if cidr:
         try:
@@ -140,12 +147,15 @@ def _read_department(r: Reader, own: Mapping[str, Any], cloud: str) -> tuple[Net
                 r.fail("garo:network.cidr", f"{cidr} is too small for a runner fleet (at most /28)")
         except ValueError as exc:
             r.fail("garo:network.cidr", f"{cidr!r} is not a valid CIDR: {exc}")
-    network = NetworkSettings(cidr=cidr, iap_ssh=r.boolean(net, "iapSsh", "garo:network", False))
+    zones = aws.read_network_zones(r, net, cidr) if cloud == "aws" else ()
+    network = NetworkSettings(cidr=cidr, iap_ssh=r.boolean(net, "iapSsh", "garo:network", False), zones=zones)
+    if cloud == "aws" and network.iap_ssh:
+        r.fail("garo:network.iapSsh", "IAP is GCP's; AWS runners take no ingress (use SSM Session Manager)")
     raw_groups = own.get("groups")
     if not isinstance(raw_groups, list) or not raw_groups:
         r.fail("garo:groups", "a department needs a non-empty list of runner groups")
         raw_groups = []
-    groups = [g for i, raw in enumerate(raw_groups) if (g := read_group(r, raw, f"garo:groups[{i}]", cloud))]
+    groups = [g for i, raw in enumerate(raw_groups) if (g := read_group(r, raw, f"garo:groups[{i}]", cloud, zones))]
     seen: dict[str, int] = {}
     for i, group in enumerate(groups):
         if group.name in seen:

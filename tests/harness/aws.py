@@ -240,6 +240,7 @@ def make_asg(
     *,
     max_size: int = 20,
     warm_pool: bool = False,
+    mixed: bool = False,
     zones: tuple[str, ...] = ("a", "b"),
 ) -> dict[str, Any]:
     """A VPC with a subnet per AZ, a launch template and an empty ASG, as infra/ would declare them."""
@@ -261,9 +262,16 @@ def make_asg(
             "MetadataOptions": {"HttpTokens": "required"},
         },
     )["LaunchTemplate"]["LaunchTemplateId"]
+    spec = {"LaunchTemplateId": template, "Version": "$Default"}
+    # A spot or several-type group holds its template inside a mixed-instances policy (infra/aws/runner_pool.py).
+    shape: dict[str, Any] = (
+        {"MixedInstancesPolicy": {"LaunchTemplate": {"LaunchTemplateSpecification": spec}}}
+        if mixed
+        else {"LaunchTemplate": spec}
+    )
     asg.create_auto_scaling_group(
         AutoScalingGroupName=name, MinSize=0, MaxSize=max_size, DesiredCapacity=0,
-        LaunchTemplate={"LaunchTemplateId": template, "Version": "$Default"}, VPCZoneIdentifier=",".join(subnets),
+        VPCZoneIdentifier=",".join(subnets), **shape,
     )  # fmt: skip
     if warm_pool:
         asg.put_warm_pool(AutoScalingGroupName=name, PoolState="Stopped", MinSize=0)

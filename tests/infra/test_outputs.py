@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from scaler.cli import main
-from tests.infra.conftest import STACKS
+from tests.infra.conftest import ALL_STACKS
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ALL_STACKS)
 def test_garo_outputs_accepts_each_stack_portal(captures: dict[str, Any], stack: str, tmp_path: Path) -> None:
     saved = tmp_path / f"{stack}.json"
     saved.write_text(json.dumps(captures[stack]["raw_outputs"]))  # as `pulumi stack output --json` prints it

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.infra.conftest import EXAMPLES, ROOT, STACKS
+from tests.infra.conftest import ALL_STACKS, EXAMPLES, ROOT
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("GARO_UPDATE_SNAPSHOTS") == "1"
@@ -30,7 +30,7 @@ def check(path: Path, actual: str) -> None:
     assert actual == expected, f"garo plan changed for {path.name}; if intended, rerun with GARO_UPDATE_SNAPSHOTS=1"
 
 
-@pytest.mark.parametrize("stack", STACKS)
+@pytest.mark.parametrize("stack", ALL_STACKS)
 def test_plan_table_and_json_match_snapshots(captures: dict[str, Any], stack: str) -> None:
     check(SNAPSHOTS / f"{stack}.txt", captures[stack]["table"])
     check(SNAPSHOTS / f"{stack}.json", captures[stack]["json"])

@@ -1,0 +1,1 @@
+"""Garo's AWS department: one ComponentResource per concept, mirroring the GCP ones (docs/deploy-aws.md)."""
