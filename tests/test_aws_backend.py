@@ -351,6 +351,7 @@ def _aws_stack() -> str:
 
     raw = {
         "garo:kind": "department", "garo:cloud": "aws", "garo:region": REGION, "garo:department": "eng",
+        "gcp:project": "acme-ci-hub",
         "garo:github": {"org": "octo-org"}, "garo:network": {"cidr": "10.20.0.0/20"},
         "garo:groups": [{"name": "linux", "labels": ["self-hosted", "eng-linux"], "machineType": "m6i.large"}],
     }  # fmt: skip

@@ -14,7 +14,6 @@ from typing import Any
 
 import pulumi
 import pulumi_aws as aws
-from scaler.config.routing import routing_document
 
 from infra.aws.federation import AwsFederation, FederationArgs
 from infra.aws.jit_bucket import JitBucket, JitBucketArgs
@@ -24,6 +23,7 @@ from infra.aws.runner_pool import AwsRunnerPool, AwsRunnerPoolArgs, image_source
 from infra.aws.scaler import AwsScaler, AwsScalerArgs
 from infra.stack import LoadedStack, for_scaler
 from infra.subscription import JobSubscription, job_filter
+from scaler.config.routing import routing_document
 
 
 def secret_arn(ref: str, region: str, account: str) -> str:

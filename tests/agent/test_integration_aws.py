@@ -38,6 +38,7 @@ def aws_config() -> StackConfig:
             "garo:kind": "department",
             "garo:cloud": "aws",
             "garo:region": REGION,
+            "gcp:project": "acme-ci-hub",  # the hub's project: the subscription and the identity pool
             "garo:department": DEPARTMENT,
             "garo:github": {"org": "octo-org"},
             "garo:network": {"cidr": "10.20.0.0/20"},
