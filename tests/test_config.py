@@ -21,7 +21,16 @@ VALID: dict[str, Any] = {
     "garo:department": "payments",
     "garo:costCenter": "cc-1234",
     "garo:network": {"cidr": "10.20.0.0/20"},
-    "garo:github": {"org": "acme", "appId": 123, "installationId": 456, "privateKey": {"secure": "v1:AAAA"}},
+    "garo:github": {
+        "org": "acme",
+        "runnerApp": {
+            "appId": 123,
+            "installationId": 456,
+            "privateKey": {"secure": "v1:AAAA"},
+            "scope": "repository",
+            "repositories": ["acme/payments"],
+        },
+    },
     "garo:groups": [
         {
             "name": "default",
@@ -32,6 +41,12 @@ VALID: dict[str, Any] = {
         {"name": "large", "labels": ["self-hosted", "linux", "x64", "payments-large"], "machineType": "n2-standard-8"},
     ],
 }
+
+
+def own_app(app_id: int, repository: str, **extra: Any) -> dict[str, Any]:
+    """A department's own runner App, repository-scoped."""
+    app = {"appId": app_id, "privateKey": {"secure": "v1:AAAA"}, "scope": "repository", "repositories": [repository]}
+    return {"org": "acme", "runnerApp": {**app, **extra}}
 
 
 def with_changes(**changes: Any) -> dict[str, Any]:
@@ -111,11 +126,12 @@ def test_every_problem_is_reported_at_once() -> None:
 
 def test_plaintext_secret_is_rejected_without_echoing_it() -> None:
     secret = "-----BEGIN RSA PRIVATE KEY-----supersecret"
-    raw = with_changes(**{"garo:github": {"org": "acme", "appId": 1, "privateKey": secret}})
+    app = {"appId": 1, "privateKey": secret, "scope": "organization"}
+    raw = with_changes(**{"garo:github": {"org": "acme", "runnerApp": app}})
     with pytest.raises(ConfigError) as caught:
         parse_stack_config(raw)
     message = str(caught.value)
-    assert "garo:github.privateKey: is a plaintext secret" in message
+    assert "garo:github.runnerApp.privateKey: is a plaintext secret" in message
     assert "supersecret" not in message
 
 
@@ -174,6 +190,7 @@ def test_departments_sharing_a_gcp_project_are_rejected() -> None:
     payments = parse_stack_config(VALID)
     research_raw = with_changes(**{"garo:department": "research", "garo:network": {"cidr": "10.30.0.0/20"}})
     research_raw["garo:groups"] = [{"name": "gpu", "labels": ["self-hosted", "linux", "research-gpu"]}]
+    research_raw["garo:github"] = own_app(789, "acme/research")
     issues = [str(i) for i in check_across_departments([payments, parse_stack_config(research_raw)])]
     assert any("'payments' and 'research' share project 'acme-ci-payments'" in i for i in issues), issues
     research_raw["gcp:project"] = "acme-ci-research"

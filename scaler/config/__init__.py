@@ -22,11 +22,13 @@ from scaler.config.model import (
     HubSettings,
     Issue,
     NetworkSettings,
+    RunnerApp,
     RunnerGroup,
     Secret,
     StackConfig,
     StandbyPool,
     WarmPool,
+    WebhookApp,
 )
 from scaler.config.stack import load_stack_file, parse_stack_config
 
@@ -38,11 +40,13 @@ __all__ = [
     "HubSettings",
     "Issue",
     "NetworkSettings",
+    "RunnerApp",
     "RunnerGroup",
     "Secret",
     "StackConfig",
     "StandbyPool",
     "WarmPool",
+    "WebhookApp",
     "check_across_departments",
     "load_stack_file",
     "parse_stack_config",

@@ -84,7 +84,8 @@ def test_agent_once_turns_a_queued_message_into_a_vm_with_its_config(prism_githu
 def deployed_env(api_url: str, **extra: str) -> dict[str, str]:
     """The container's env exactly as infra/department.py builds it."""
     raw = raw_config(api_url, cloud="gcp")
-    raw["garo:github"] = {**raw["garo:github"], "appId": 42, "privateKey": {"secure": "[secret]"}}
+    app = {"appId": 42, "privateKey": {"secure": "[secret]"}, "scope": "organization"}
+    raw["garo:github"] = {**raw["garo:github"], "runnerApp": app}
     pools = [{"name": GROUP, "mig": "garo-eng-linux", "fallbackMig": None, "zones": ["europe-west4-a"]}]
     env = {
         "GARO_DEPARTMENT": DEPARTMENT,
@@ -94,7 +95,7 @@ def deployed_env(api_url: str, **extra: str) -> dict[str, str]:
         "GARO_SUBSCRIPTION": "projects/garo-test/subscriptions/garo-eng-jobs",
         "GARO_POOLS": json.dumps(pools, sort_keys=True),
         "GARO_STACK_CONFIG": json.dumps({"config": raw}, sort_keys=True),
-        "GARO_GITHUB_SECRET": "projects/garo-test/secrets/garo-eng-github",
+        "GARO_GITHUB_SECRET": "projects/garo-test/secrets/garo-eng-runner-app-key",
     }
     env.update(extra)
     return env
@@ -105,7 +106,7 @@ def test_the_deployed_environment_is_understood() -> None:
     assert settings.config.department == DEPARTMENT and settings.config.cloud == "gcp"
     assert settings.bus == "pubsub://garo-test/garo-eng-jobs"
     assert settings.pools[GROUP].mig == "garo-eng-linux" and settings.pools[GROUP].fallback is None
-    assert settings.github_secret == "projects/garo-test/secrets/garo-eng-github"
+    assert settings.github_secret == "projects/garo-test/secrets/garo-eng-runner-app-key"
 
 
 @pytest.mark.parametrize(

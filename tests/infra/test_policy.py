@@ -112,6 +112,9 @@ def test_secrets_reach_secret_manager_and_nowhere_else(captures: dict[str, Any],
         assert sentinel not in json.dumps(elsewhere)
     versions = of_type(capture, "SecretVersion", raw=True)
     stored = json.dumps([v["inputs"].get("secretData") for v in versions])
-    expected = {"hub": "garo:github.webhookSecret", "payments": "garo:github.privateKey"}.get(stack)
-    if expected:  # the value did arrive where it belongs (so the checks above can fail)
-        assert SENTINELS[expected] in stored
+    expected = {
+        "hub": ["garo:github.webhookSecret", "garo:github.webhookApp.privateKey"],
+        "payments": ["garo:github.runnerApp.privateKey"],
+    }.get(stack, [])
+    for path in expected:  # the value did arrive where it belongs (so the checks above can fail)
+        assert SENTINELS[path] in stored
