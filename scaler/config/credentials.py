@@ -153,9 +153,7 @@ def _read_webhook_app(r: Reader, raw: Any) -> WebhookApp | None:
     return WebhookApp(app_id=app_id, private_key=private_key, installation_id=installation_id)
 
 
-def apply_repository_scope(
-    r: Reader, github: GitHubSettings, groups: Sequence[RunnerGroup]
-) -> tuple[RunnerGroup, ...]:
+def apply_repository_scope(r: Reader, github: GitHubSettings, groups: Sequence[RunnerGroup]) -> tuple[RunnerGroup, ...]:
     """Repository runners have no runner groups and take jobs of their own repository only.
 
     So each group of a repository-scoped department routes that repository's

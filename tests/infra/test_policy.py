@@ -94,8 +94,9 @@ def test_runner_migs_leave_their_size_to_the_scaler(captures: dict[str, Any], st
 @pytest.mark.parametrize("stack", ("payments", "research"))
 def test_subscription_filter_matches_the_department(captures: dict[str, Any], stack: str) -> None:
     subscriptions = of_type(captures[stack], "pubsub/subscription:Subscription")
-    assert subscriptions
-    for sub in subscriptions:
+    jobs = [s for s in subscriptions if s["inputs"]["name"] == f"garo-{stack}-jobs"]
+    assert jobs and all(s["inputs"]["name"] == f"garo-{stack}-jobs-dlq" for s in subscriptions if s not in jobs)
+    for sub in jobs:
         assert sub["inputs"]["filter"] == f'attributes.department = "{stack}"'
         assert sub["inputs"]["deadLetterPolicy"]["maxDeliveryAttempts"] >= 5
 
