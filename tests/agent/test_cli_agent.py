@@ -143,3 +143,40 @@ def test_the_app_key_is_read_from_secret_manager(scripted_github: ScriptedGitHub
     assert "403" in str(excinfo.value) and "pem" not in str(excinfo.value)
     with pytest.raises(SettingsError):
         read_secret("garo-eng-github", requests.Session(), base)
+
+
+@pytest.mark.parametrize(
+    ("scope", "endpoint"),
+    [
+        ("repository", "/repos/{owner}/{repo}/actions/runners/generate-jitconfig"),
+        ("organization", "/orgs/{org}/actions/runners/generate-jitconfig"),
+    ],
+)
+def test_a_department_registers_runners_where_its_runner_app_reaches(
+    prism_github: str, github_app_key: str, tmp_path: Path, scope: str, endpoint: str
+) -> None:
+    """A repository-scoped runner App registers repository runners (valid per GitHub's OpenAPI, via Prism)."""
+    from prometheus_client import CollectorRegistry
+
+    from scaler.agent.cli import open_github
+
+    key_file = tmp_path / "runner-app.pem"
+    key_file.write_text(github_app_key)
+    raw = raw_config(prism_github)
+    app = {"appId": 42, "installationId": 7, "privateKey": {"secure": "[secret]"}, "scope": scope}
+    raw["garo:github"] = {**raw["garo:github"], "runnerApp": {**app, "repositories": ["octo-org/payments"]}}
+    path = tmp_path / f"Pulumi.{DEPARTMENT}.yaml"
+    path.write_text(yaml.safe_dump({"config": raw}))
+    registry = CollectorRegistry()
+    github = open_github(load({"GARO_GITHUB_APP_KEY_FILE": str(key_file)}, str(path)), registry)
+
+    jit = github.generate_jit_config(naming.instance_name(DEPARTMENT, GROUP, 1), 1, LABELS)
+
+    assert jit.encoded
+    calls = {
+        sample.labels["endpoint"]: sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == "garo_github_api_calls_total"
+    }
+    assert calls == {"/app/installations/{installation_id}/access_tokens": 1, endpoint: 1}
