@@ -89,7 +89,7 @@ def open_github(settings: AgentSettings, registry: Any = None) -> GitHubApi:
     if token:
         return GitHubClient(gh.org, token=token, repo=gh.runner_repository, api_url=gh.api_url, registry=registry)
     raise click.ClickException(
-        "set GARO_GITHUB_SECRET, GARO_GITHUB_TOKEN, or GARO_GITHUB_APP_KEY_FILE with github.appId in the stack"
+        "set GARO_GITHUB_SECRET, GARO_GITHUB_TOKEN, or GARO_GITHUB_APP_KEY_FILE with github.runnerApp in the stack"
     )
 
 

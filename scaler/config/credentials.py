@@ -19,6 +19,7 @@ from scaler.config.model import (
     Issue,
     RunnerApp,
     RunnerGroup,
+    RunnerScope,
     StackConfig,
     WebhookApp,
 )
@@ -100,14 +101,14 @@ def _read_runner_app(r: Reader, raw: Any, org: str) -> RunnerApp | None:
     private_key = r.secret(raw, "privateKey", path)
     if "privateKey" not in raw:
         r.fail(f"{path}.privateKey", "is required")
-    scope = raw.get("scope")
-    if scope not in ("organization", "repository"):
+    given = raw.get("scope")
+    scope: RunnerScope = "organization" if given == "organization" else "repository"
+    if given not in ("organization", "repository"):
         r.fail(
             f"{path}.scope",
             f"expected 'repository' (isolated: runners in the department's repository) or 'organization' "
-            f"(runner groups; the key can register runners in any group of the org), got {scope!r}",
+            f"(runner groups; the key can register runners in any group of the org), got {given!r}",
         )
-        scope = "repository"
     repositories = r.strings(raw, "repositories", path, required=scope == "repository")
     for i, repo in enumerate(repositories):
         owner = repo.split("/", 1)[0]
