@@ -16,9 +16,9 @@ import pulumi_gcp as gcp
 from infra.network import DepartmentNetwork
 from infra.runner_pool import RunnerPool, RunnerPoolArgs, image_path
 from infra.scaler_component import Scaler, ScalerArgs
-from infra.secrets import secret_manager_secret
-from infra.stack import LoadedStack, for_scaler, name_for
-from infra.subscription import JobSubscription, job_filter
+from infra.secrets import github_portal, runner_credential_secret
+from infra.stack import PORTAL_VERSION, LoadedStack, for_scaler, name_for
+from infra.subscription import JobSubscription, JobSubscriptionArgs, job_filter
 from scaler.config.routing import routing_document
 
 RUNNER_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter")
@@ -58,19 +58,8 @@ class Department(pulumi.ComponentResource):
                 member=self.runner_sa.member,
                 opts=child,
             )
-        github = config.github
-        credential = github.private_key or github.token
-        credential_path = "garo:github.privateKey" if github.private_key else "garo:github.token"
-        self.github_secret = secret_manager_secret(
-            f"{name}-github-secret",
-            f"garo-{dept}-github",
-            credential,
-            loaded.secret(credential_path),
-            project,
-            dict(config.resource_labels),
-            self,
-        )
-        self.jobs = JobSubscription(f"{name}-jobs", config, opts=child)
+        self.runner_credential = runner_credential_secret(f"{name}-runner-credential", loaded, self)
+        self.jobs = JobSubscription(f"{name}-jobs", JobSubscriptionArgs(config), opts=child)
         self.pools = [
             RunnerPool(
                 f"{name}-{g.name}",
@@ -92,8 +81,8 @@ class Department(pulumi.ComponentResource):
             ),
             "GARO_STACK_CONFIG": json.dumps({"config": for_scaler(loaded.raw)}, sort_keys=True),
         }
-        if self.github_secret is not None:
-            env["GARO_GITHUB_SECRET"] = self.github_secret
+        if self.runner_credential is not None:
+            env["GARO_GITHUB_SECRET"] = self.runner_credential
         self.scaler = Scaler(
             f"{name}-scaler",
             ScalerArgs(
@@ -101,7 +90,7 @@ class Department(pulumi.ComponentResource):
                 subnet=self.network.subnet.self_link,
                 runner_service_account=self.runner_sa.name,
                 subscription=self.jobs.subscription.name,
-                github_secret=self.github_secret,
+                runner_credential_secret=self.runner_credential,
                 env=pulumi.Output.from_input(env),
             ),
             opts=child,
@@ -110,6 +99,7 @@ class Department(pulumi.ComponentResource):
             "portal": self._portal(),
             "route": routing_document([config])["departments"][0],
             "subscription": self.jobs.subscription.id,
+            "deadLetterSubscription": self.jobs.outputs["deadLetterSubscription"],
             "scalerServiceAccount": self.scaler.outputs["serviceAccount"],
             "migs": {g.name: pool.outputs["mig"] for g, pool in zip(config.groups, self.pools, strict=True)},
         }
@@ -142,7 +132,7 @@ class Department(pulumi.ComponentResource):
         ]
         return pulumi.Output.from_input(
             {
-                "version": 1,
+                "version": PORTAL_VERSION,
                 "kind": "department",
                 "stack": self.stack,
                 "department": c.department,
@@ -167,6 +157,7 @@ class Department(pulumi.ComponentResource):
                     "filter": job_filter(c.department),
                     "deadLetterTopic": self.jobs.dead_letter_topic,
                 },
+                "github": github_portal(c),
                 "costLabels": dict(c.resource_labels),
             }
         )

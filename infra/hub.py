@@ -4,8 +4,10 @@ GitHub posts ``workflow_job`` events to a public Cloud Run service (the
 webhook); it verifies the signature, routes the job and publishes it to one
 topic with a ``department`` attribute. The webhook's service account may only
 publish to that topic and read its two secrets (the webhook secret and the
-routing table, mounted as a file). Messages no department could handle end in
-the dead-letter topic, kept by its own subscription for on-call to inspect.
+routing table, mounted as a file); it holds no GitHub App key. The webhook
+App's key (for redelivery) is stored here but granted to no one by this
+component. The hub has no dead-letter topic: each department dead-letters into
+its own (infra/subscription.py), so no department reads another's.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
-from infra.secrets import secret_manager_secret
-from infra.stack import LoadedStack
+from infra.secrets import github_portal, secret_manager_secret, webhook_app_key_secret
+from infra.stack import PORTAL_VERSION, LoadedStack
 from infra.subscription import DEFAULT_TOPIC
 from scaler.config import ConfigError
 from scaler.config.routing import parse_routing_table
@@ -41,7 +43,7 @@ def routes_document(static: list[Any], from_stacks: list[Any]) -> str:
 
 
 class Hub(pulumi.ComponentResource):
-    """Topic + dead-letter topic/subscription, webhook secret, routing table, Cloud Run webhook.
+    """Topic, webhook secret, webhook App key, routing table, Cloud Run webhook.
 
     ``outputs`` is the one place for what it produces: registered as the
     component's outputs and exported as the stack's (the portal document, the
@@ -63,19 +65,6 @@ class Hub(pulumi.ComponentResource):
             project=project,
             labels=labels,
             message_retention_duration="86400s",
-            opts=child,
-        )
-        self.dead_letter_topic = gcp.pubsub.Topic(
-            f"{name}-dlq", name=f"{DEFAULT_TOPIC}-dlq", project=project, labels=labels, opts=child
-        )
-        gcp.pubsub.Subscription(
-            f"{name}-dlq-subscription",
-            name=f"{DEFAULT_TOPIC}-dlq",
-            project=project,
-            topic=self.dead_letter_topic.id,
-            labels=labels,
-            message_retention_duration="604800s",
-            expiration_policy={"ttl": ""},
             opts=child,
         )
         sa = gcp.serviceaccount.Account(
@@ -100,6 +89,8 @@ class Hub(pulumi.ComponentResource):
         )
         if webhook_secret is None:
             raise pulumi.RunError("garo:github.webhookSecret is required for the hub stack")
+        # For the redelivery sweeper only: the webhook service signs nothing, so it is granted nothing here.
+        self.webhook_app_key_secret = webhook_app_key_secret(f"{name}-webhook-app-key", loaded, self)
         references = [pulumi.StackReference(ref, opts=child) for ref in config.hub.department_stacks]
         routes = pulumi.Output.all(*[ref.require_output("route") for ref in references]).apply(
             lambda found: routes_document([dict(r) for r in config.hub.routes] if config.hub else [], list(found))
@@ -185,7 +176,7 @@ class Hub(pulumi.ComponentResource):
         self.outputs = {
             "portal": pulumi.Output.from_input(
                 {
-                    "version": 1,
+                    "version": PORTAL_VERSION,
                     "kind": "hub",
                     "stack": loaded.stack,
                     "cloud": config.cloud,
@@ -193,15 +184,17 @@ class Hub(pulumi.ComponentResource):
                     "project": config.project,
                     "webhookUrl": webhook_url,
                     "topic": self.topic.id,
-                    "deadLetterTopic": self.dead_letter_topic.id,
                     "departmentStacks": list(config.hub.department_stacks),
+                    "github": github_portal(config),
                     "costLabels": labels,
                 }
             ),
             "webhookUrl": webhook_url,
             "topic": self.topic.id,
-            "deadLetterTopic": self.dead_letter_topic.id,
             # The routing table the webhook mounts, readable in `garo plan` and by on-call.
             "routes": routes.apply(json.loads),
         }
+        if self.webhook_app_key_secret is not None:
+            # Secret Manager name of the webhook App's key (no value): what the redelivery sweeper is granted.
+            self.outputs["webhookAppKeySecret"] = self.webhook_app_key_secret
         self.register_outputs(self.outputs)

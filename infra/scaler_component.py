@@ -11,7 +11,8 @@ is the least privilege the agent needs:
   scope by name; never project-wide compute admin. Each permission is one
   the agent's Compute calls need (proven by tests/infra/test_least_privilege.py);
 * act as the runner service account only (to create VMs that run as it);
-* pull only its own subscription; read only its own GitHub secret;
+* pull only its own subscription; read only its own runner credential (the department's
+  runner App key, never the hub's webhook App or another department's);
 * write logs and metrics.
 """
 
@@ -81,8 +82,9 @@ class ScalerArgs:
     runner_service_account: pulumi.Input[str]
     #: Name of the department's job subscription the scaler pulls.
     subscription: pulumi.Input[str]
-    #: Secret Manager secret holding the GitHub credential, if the stack has one.
-    github_secret: pulumi.Input[str] | None
+    #: Secret Manager secret holding this department's own runner credential (its runner App's key),
+    #: if the stack has one: the only secret the scaler may read.
+    runner_credential_secret: pulumi.Input[str] | None
     #: The agent's environment (no secret values: secrets are referenced by name).
     env: pulumi.Input[dict[str, str]]
 
@@ -163,10 +165,10 @@ class Scaler(pulumi.ComponentResource):
             member=sa.member,
             opts=child,
         )
-        if args.github_secret is not None:
+        if args.runner_credential_secret is not None:
             gcp.secretmanager.SecretIamMember(
-                f"{name}-github-secret",
-                secret_id=args.github_secret,
+                f"{name}-runner-credential",
+                secret_id=args.runner_credential_secret,
                 role="roles/secretmanager.secretAccessor",
                 member=sa.member,
                 opts=child,

@@ -5,14 +5,30 @@ A stack names a secret either as a Pulumi secret (``pulumi config set
 as a Pulumi secret, encrypted in the state), or as an existing Secret Manager
 secret (``{secretManager: <name>}``) that we only reference. Services read it
 at runtime through secret-level IAM, so no plaintext lives in env or metadata.
+
+Which stack holds which GitHub credential (docs/security.md): a department
+stores only its own runner App's key (``garo-<dept>-runner-app-key``), read
+by its own scaler; the hub stores the webhook secret (read by the webhook)
+and the webhook App's key (``garo-webhook-app-key``, read only by the
+redelivery sweeper, never by the webhook service or any department).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 import pulumi_gcp as gcp
 
-from scaler.config import Secret
+from infra.stack import LoadedStack
+from scaler.config import Secret, StackConfig
+
+WEBHOOK_APP_KEY_SECRET = "garo-webhook-app-key"
+
+
+def runner_credential_id(department: str) -> str:
+    """Secret Manager id of a department's runner credential: named after the department, in its project."""
+    return f"garo-{department}-runner-app-key"
 
 
 def secret_manager_secret(
@@ -49,3 +65,59 @@ def secret_manager_secret(
         opts=pulumi.ResourceOptions(parent=secret),
     )
     return secret.id
+
+
+def runner_credential_secret(name: str, loaded: LoadedStack, parent: pulumi.Resource) -> pulumi.Output[str] | None:
+    """The department's own runner credential (its runner App's key, or a development token)."""
+    config = loaded.config
+    github = config.github
+    if github.runner_app is not None:
+        ref, path = github.runner_app.private_key, "garo:github.runnerApp.privateKey"
+    else:
+        ref, path = github.token, "garo:github.token"
+    return secret_manager_secret(
+        name,
+        runner_credential_id(config.department),
+        ref,
+        loaded.secret(path),
+        config.project,
+        dict(config.resource_labels),
+        parent,
+    )
+
+
+def webhook_app_key_secret(name: str, loaded: LoadedStack, parent: pulumi.Resource) -> pulumi.Output[str] | None:
+    """The hub's webhook App key, for the redelivery sweeper only (no grant here)."""
+    config = loaded.config
+    app = config.github.webhook_app
+    if app is None:
+        return None
+    return secret_manager_secret(
+        name,
+        WEBHOOK_APP_KEY_SECRET,
+        app.private_key,
+        loaded.secret("garo:github.webhookApp.privateKey"),
+        config.project,
+        dict(config.resource_labels),
+        parent,
+    )
+
+
+def github_portal(config: StackConfig) -> dict[str, Any]:
+    """Which GitHub App a stack uses, by id (never a secret): sharing between departments shows here."""
+    github = config.github
+    out: dict[str, Any] = {"org": github.org}
+    if github.runner_app is not None:
+        app = github.runner_app
+        out["runnerApp"] = {
+            "appId": app.app_id,
+            "installationId": app.installation_id,
+            "scope": app.scope,
+            "repositories": list(app.repositories),
+            "sharedWith": list(app.shared_with),
+        }
+    elif github.token is not None:
+        out["token"] = True
+    if github.webhook_app is not None:
+        out["webhookApp"] = {"appId": github.webhook_app.app_id, "installationId": github.webhook_app.installation_id}
+    return out

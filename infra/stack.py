@@ -24,6 +24,11 @@ from scaler.config import SECRET_KEYS, ConfigError, StackConfig, parse_stack_con
 
 # Top-level keys whose values are strings even when they look like numbers
 # (a cost center "1234" must not become the integer 1234).
+# The portal outputs' schema version (docs/portal-outputs.schema.json). Version 2: hubs no
+# longer report deadLetterTopic (each department has its own dead letters) and stacks report
+# which GitHub Apps they use; AWS departments were added without changing GCP's fields.
+PORTAL_VERSION = 2
+
 _STRING_KEYS = frozenset(
     {"garo:kind", "garo:cloud", "garo:region", "garo:department", "garo:costCenter", "garo:project", "garo:scalerImage"}
     | {"garo:hubTopic", "garo:hubStack", "gcp:project", "gcp:region", "aws:region"}

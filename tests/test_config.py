@@ -21,7 +21,16 @@ VALID: dict[str, Any] = {
     "garo:department": "payments",
     "garo:costCenter": "cc-1234",
     "garo:network": {"cidr": "10.20.0.0/20"},
-    "garo:github": {"org": "acme", "appId": 123, "installationId": 456, "privateKey": {"secure": "v1:AAAA"}},
+    "garo:github": {
+        "org": "acme",
+        "runnerApp": {
+            "appId": 123,
+            "installationId": 456,
+            "privateKey": {"secure": "v1:AAAA"},
+            "scope": "repository",
+            "repositories": ["acme/payments"],
+        },
+    },
     "garo:groups": [
         {
             "name": "default",
@@ -32,6 +41,12 @@ VALID: dict[str, Any] = {
         {"name": "large", "labels": ["self-hosted", "linux", "x64", "payments-large"], "machineType": "n2-standard-8"},
     ],
 }
+
+
+def own_app(app_id: int, repository: str, **extra: Any) -> dict[str, Any]:
+    """A department's own runner App, repository-scoped."""
+    app = {"appId": app_id, "privateKey": {"secure": "v1:AAAA"}, "scope": "repository", "repositories": [repository]}
+    return {"org": "acme", "runnerApp": {**app, **extra}}
 
 
 def with_changes(**changes: Any) -> dict[str, Any]:
@@ -111,11 +126,12 @@ def test_every_problem_is_reported_at_once() -> None:
 
 def test_plaintext_secret_is_rejected_without_echoing_it() -> None:
     secret = "-----BEGIN RSA PRIVATE KEY-----supersecret"
-    raw = with_changes(**{"garo:github": {"org": "acme", "appId": 1, "privateKey": secret}})
+    app = {"appId": 1, "privateKey": secret, "scope": "organization"}
+    raw = with_changes(**{"garo:github": {"org": "acme", "runnerApp": app}})
     with pytest.raises(ConfigError) as caught:
         parse_stack_config(raw)
     message = str(caught.value)
-    assert "garo:github.privateKey: is a plaintext secret" in message
+    assert "garo:github.runnerApp.privateKey: is a plaintext secret" in message
     assert "supersecret" not in message
 
 
@@ -174,6 +190,7 @@ def test_departments_sharing_a_gcp_project_are_rejected() -> None:
     payments = parse_stack_config(VALID)
     research_raw = with_changes(**{"garo:department": "research", "garo:network": {"cidr": "10.30.0.0/20"}})
     research_raw["garo:groups"] = [{"name": "gpu", "labels": ["self-hosted", "linux", "research-gpu"]}]
+    research_raw["garo:github"] = own_app(789, "acme/research")
     issues = [str(i) for i in check_across_departments([payments, parse_stack_config(research_raw)])]
     assert any("'payments' and 'research' share project 'acme-ci-payments'" in i for i in issues), issues
     research_raw["gcp:project"] = "acme-ci-research"
@@ -186,7 +203,16 @@ AWS: dict[str, Any] = {
     "garo:cloud": "aws",
     "garo:department": "mobile",
     "garo:network": {"cidr": "10.40.0.0/20", "zones": ["a", "b"]},
-    "garo:github": {"org": "acme", "appId": 123, "installationId": 456, "privateKey": {"secure": "v1:AAAA"}},
+    "garo:github": {
+        "org": "acme",
+        "runnerApp": {
+            "appId": 123,
+            "installationId": 456,
+            "privateKey": {"secure": "v1:AAAA"},
+            "scope": "organization",
+            "repositories": ["acme/mobile-ios"],
+        },
+    },
     "garo:groups": [
         {
             "name": "spot",
@@ -298,3 +324,143 @@ def test_across_clouds_overlapping_cidrs_and_label_collisions_are_caught() -> No
     issues = [str(i) for i in check_across_departments([gcp, aws])]
     assert any(i.startswith("garo:network.cidr: mobile (10.20.8.0/22) overlaps payments") for i in issues), issues
     assert any(i.startswith("garo:groups.labels: payments/default ['payments'] and mobile/x") for i in issues), issues
+
+
+# --------------------------------------------------------------------------- credentials
+
+HUB: dict[str, Any] = {
+    "gcp:project": "acme-ci-hub",
+    "garo:kind": "hub",
+    "garo:region": "europe-west1",
+    "garo:github": {
+        "org": "acme",
+        "webhookSecret": {"secure": "v1:BBBB"},
+        "webhookApp": {"appId": 900, "privateKey": {"secure": "v1:CCCC"}},
+    },
+}
+
+
+def department(name: str, cidr: str, github: dict[str, Any]) -> dict[str, Any]:
+    raw = with_changes(
+        **{
+            "garo:department": name,
+            "gcp:project": f"acme-ci-{name}",
+            "garo:network": {"cidr": cidr},
+            "garo:github": github,
+        }
+    )
+    raw["garo:groups"] = [{"name": "default", "labels": ["self-hosted", "linux", f"{name}-ci"]}]
+    return raw
+
+
+def across(*raws: dict[str, Any]) -> list[str]:
+    return [str(issue) for issue in check_across_departments([parse_stack_config(raw) for raw in raws])]
+
+
+def test_the_hub_webhook_app_and_a_department_runner_app_are_told_apart() -> None:
+    hub = parse_stack_config(HUB)
+    assert hub.github.webhook_app is not None and hub.github.webhook_app.app_id == 900
+    assert hub.github.runner_app is None and hub.github.private_key is None  # the hub holds no runner credential
+    payments = parse_stack_config(VALID)
+    assert payments.github.runner_app is not None and payments.github.webhook_app is None
+    assert payments.github.runner_repository == "acme/payments"
+    # A repository-scoped department routes its own repository's jobs only.
+    assert {g.repositories for g in payments.groups} == {("acme/payments",)}
+
+
+@pytest.mark.parametrize(
+    ("github", "expected"),
+    [
+        (
+            {"org": "acme", "appId": 1, "privateKey": {"secure": "v1:AAAA"}},
+            "garo:github.appId: moved: a department's own GitHub App goes under garo:github.runnerApp",
+        ),
+        (
+            {**own_app(1, "acme/payments"), "webhookSecret": {"secure": "v1:AAAA"}},
+            "garo:github.webhookSecret: belongs to the hub stack only",
+        ),
+        (
+            {**own_app(1, "acme/payments"), "webhookApp": {"appId": 2, "privateKey": {"secure": "v1:AAAA"}}},
+            "garo:github.webhookApp: belongs to the hub stack only",
+        ),
+        (own_app(1, "acme/payments", scope=None), "garo:github.runnerApp.scope: expected 'repository'"),
+        (
+            own_app(1, "acme/payments", repositories=["acme/a", "acme/b"]),
+            "garo:github.runnerApp.repositories: a repository-scoped department registers its runners in one",
+        ),
+        (
+            own_app(1, "other-org/payments"),
+            "garo:github.runnerApp.repositories[0]: 'other-org/payments' is not in the organisation 'acme'",
+        ),
+        (
+            own_app(
+                1, "acme/payments", privateKey={"secretManager": "projects/acme-ci-hub/secrets/garo-webhook-app-key"}
+            ),
+            "garo:github.runnerApp.privateKey: names a secret in project 'acme-ci-hub', not this stack's",
+        ),
+        (
+            {"org": "acme", "runnerApp": {"appId": 1, "scope": "organization"}},
+            "garo:github.runnerApp.privateKey: is required",
+        ),
+    ],
+)
+def test_a_department_credential_that_could_reach_beyond_it_is_refused(github: dict[str, Any], expected: str) -> None:
+    found = problems(with_changes(**{"garo:github": github}))
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_the_hub_holds_no_runner_credential() -> None:
+    raw = copy.deepcopy(HUB)
+    raw["garo:github"]["runnerApp"] = own_app(1, "acme/hub")["runnerApp"]
+    raw["garo:github"]["token"] = {"secretManager": "gh-token"}
+    found = problems(raw)
+    assert (
+        "garo:github.runnerApp: the hub holds no runner credential: each department stack has its own runnerApp"
+        in found
+    )
+    assert any(p.startswith("garo:github.token: the hub holds no runner credential") for p in found)
+
+
+def test_repository_runners_have_no_runner_groups() -> None:
+    raw = with_changes()
+    raw["garo:groups"][0]["runnerGroupId"] = 3
+    raw["garo:groups"][1]["repositories"] = ["acme/ledger"]
+    found = problems(raw)
+    assert any(p.startswith("garo:groups[0].runnerGroupId: repository-scoped runners join") for p in found), found
+    assert (
+        "garo:groups[1].repositories: runners registered in 'acme/payments' take that repository's jobs only" in found
+    )
+
+
+def test_departments_sharing_a_runner_app_are_rejected_unless_both_declare_it() -> None:
+    a = department("payments", "10.20.0.0/20", own_app(500, "acme/payments", scope="organization"))
+    b = department("research", "10.30.0.0/20", own_app(500, "acme/research", scope="organization", installationId=77))
+    assert any(
+        "'payments' and 'research' share runner App 500: a thief of either acts for both" in i for i in across(a, b)
+    )
+    a["garo:github"]["runnerApp"]["sharedWith"] = ["research"]
+    (issue,) = across(a, b)  # one side is not enough
+    assert "missing in 'research'" in issue
+    b["garo:github"]["runnerApp"]["sharedWith"] = ["payments"]
+    assert across(a, b) == []
+    b["garo:github"] = own_app(501, "acme/research")
+    a["garo:github"]["runnerApp"]["sharedWith"] = []
+    assert across(a, b) == []  # an App each: nothing shared
+
+
+def test_a_department_never_uses_the_webhook_app() -> None:
+    a = department("payments", "10.20.0.0/20", own_app(900, "acme/payments", sharedWith=["hub"]))
+    (issue,) = across(HUB, a)
+    assert issue.startswith("garo:github.runnerApp.appId: 'payments' uses App 900, the webhook App of stack 'hub'")
+
+
+def test_credential_errors_never_echo_a_secret() -> None:
+    pem = "-----BEGIN RSA PRIVATE KEY----- LEAK-7731"
+    for github in (
+        {"org": "acme", "privateKey": pem},
+        own_app(1, "acme/payments", privateKey=pem),
+        {**own_app(1, "acme/payments"), "webhookApp": {"appId": 2, "privateKey": pem}},
+    ):
+        with pytest.raises(ConfigError) as caught:
+            parse_stack_config(with_changes(**{"garo:github": github}))
+        assert "LEAK-7731" not in str(caught.value)

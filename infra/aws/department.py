@@ -21,8 +21,9 @@ from infra.aws.network import AwsNetwork, AwsNetworkArgs
 from infra.aws.permissions import assume_role_policy, runner_policy, secret_policy
 from infra.aws.runner_pool import AwsRunnerPool, AwsRunnerPoolArgs, image_source
 from infra.aws.scaler import AwsScaler, AwsScalerArgs
-from infra.stack import LoadedStack, for_scaler
-from infra.subscription import JobSubscription, job_filter
+from infra.secrets import github_portal
+from infra.stack import PORTAL_VERSION, LoadedStack, for_scaler
+from infra.subscription import JobSubscription, JobSubscriptionArgs, job_filter
 from scaler.config.routing import routing_document
 
 
@@ -71,8 +72,9 @@ class AwsDepartment(pulumi.ComponentResource):
             f"{name}-runner-profile", name=f"garo-{dept}-runner", role=runner_role.name, tags=tags, opts=child
         )
         github = config.github
+        # The department's own runner App (docs/security.md), or a development token.
         credential = github.private_key or github.token
-        value = loaded.secret("garo:github.privateKey" if github.private_key else "garo:github.token")
+        value = loaded.secret("garo:github.runnerApp.privateKey" if github.private_key else "garo:github.token")
         self.github_secret: aws.secretsmanager.Secret | None = None
         if credential is not None and credential.kind == "secret-manager":
             github_secret_arn: pulumi.Output[str] = self.account.apply(lambda a: secret_arn(credential.ref, region, a))
@@ -97,7 +99,7 @@ class AwsDepartment(pulumi.ComponentResource):
                 "garo:github: an AWS department needs its GitHub credential as a Pulumi secret or "
                 "{secretManager: <Secrets Manager name or ARN>}"
             )
-        self.jobs = JobSubscription(f"{name}-jobs", config, opts=child)
+        self.jobs = JobSubscription(f"{name}-jobs", JobSubscriptionArgs(config), opts=child)
         self.pools = [
             AwsRunnerPool(
                 f"{name}-{g.name}",
@@ -194,9 +196,10 @@ class AwsDepartment(pulumi.ComponentResource):
         ]
         return pulumi.Output.from_input(
             {
-                "version": 1,
+                "version": PORTAL_VERSION,
                 "kind": "department",
                 "stack": self.stack,
+                "github": github_portal(c),
                 "department": c.department,
                 "cloud": c.cloud,
                 "region": c.region,

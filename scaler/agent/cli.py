@@ -54,11 +54,18 @@ def open_github(settings: AgentSettings, registry: Any = None) -> GitHubApi:
         key = Path(settings.github_key_file).read_text()
     if key is not None and gh.app_id is not None:
         app = AppCredentials(gh.app_id, key)
-        return GitHubClient(gh.org, app=app, installation_id=gh.installation_id, api_url=gh.api_url, registry=registry)
+        return GitHubClient(
+            gh.org,
+            app=app,
+            installation_id=gh.installation_id,
+            repo=gh.runner_repository,
+            api_url=gh.api_url,
+            registry=registry,
+        )
     if token:
-        return GitHubClient(gh.org, token=token, api_url=gh.api_url, registry=registry)
+        return GitHubClient(gh.org, token=token, repo=gh.runner_repository, api_url=gh.api_url, registry=registry)
     raise click.ClickException(
-        "set GARO_GITHUB_SECRET, GARO_GITHUB_TOKEN, or GARO_GITHUB_APP_KEY_FILE with github.appId in the stack"
+        "set GARO_GITHUB_SECRET, GARO_GITHUB_TOKEN, or GARO_GITHUB_APP_KEY_FILE with github.runnerApp in the stack"
     )
 
 

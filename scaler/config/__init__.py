@@ -23,11 +23,13 @@ from scaler.config.model import (
     HubSettings,
     Issue,
     NetworkSettings,
+    RunnerApp,
     RunnerGroup,
     Secret,
     StackConfig,
     StandbyPool,
     WarmPool,
+    WebhookApp,
 )
 from scaler.config.stack import load_stack_file, parse_stack_config
 
@@ -40,11 +42,13 @@ __all__ = [
     "HubSettings",
     "Issue",
     "NetworkSettings",
+    "RunnerApp",
     "RunnerGroup",
     "Secret",
     "StackConfig",
     "StandbyPool",
     "WarmPool",
+    "WebhookApp",
     "check_across_departments",
     "load_stack_file",
     "parse_stack_config",

@@ -1,16 +1,17 @@
-"""Problems only visible across stacks: overlapping networks, ambiguous labels, name prefixes."""
+"""Problems only visible across stacks: overlapping networks, ambiguous labels, name prefixes, shared credentials."""
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
 
+from scaler.config.credentials import check_shared_credentials
 from scaler.config.model import Issue, StackConfig, labels_collide
 
 
 def check_across_departments(configs: Sequence[StackConfig]) -> list[Issue]:
-    """Problems only visible across stacks: overlapping CIDRs, shared labels."""
-    issues: list[Issue] = []
+    """Problems only visible across stacks: overlapping CIDRs, shared labels and credentials."""
+    issues: list[Issue] = check_shared_credentials(configs)
     departments = [c for c in configs if c.kind == "department" and c.network]
     for i, a in enumerate(departments):
         for b in departments[i + 1 :]:

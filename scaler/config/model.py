@@ -10,6 +10,7 @@ from typing import Any, Literal
 NAMESPACE = "garo"
 Cloud = Literal["gcp", "aws", "local"]
 StackKind = Literal["hub", "department"]
+RunnerScope = Literal["organization", "repository"]
 
 # GCP and AWS machine families Garo knows how to size runners for. An unknown
 # family is almost always a typo ("n2-standrad-4") that would only fail at
@@ -30,6 +31,7 @@ NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 CLOUD_LABEL_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 TOPIC_RE = re.compile(r"^projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/topics/[A-Za-z][-A-Za-z0-9_.~+%]{2,254}$")
+REPOSITORY_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 STACK_REF_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
 # Keys whose value must never be plaintext in a stack file.
 SECRET_KEYS = ("privateKey", "webhookSecret", "token")
@@ -155,14 +157,71 @@ class RunnerGroup:
 
 
 @dataclass(frozen=True)
+class RunnerApp:
+    """A department's own GitHub App: the credential its scaler registers and removes runners with.
+
+    ``scope`` says where runners live and so what a thief of the key reaches
+    (docs/security.md): ``organization`` runners go in runner groups and need
+    the org-wide "Self-hosted runners" permission, which GitHub does not scope
+    to a group; ``repository`` runners live in the department's repository
+    and need only that repository's "Administration" permission, on an App
+    installed there alone. ``shared_with`` names departments that knowingly
+    use the same App (both sides must say so; `garo validate` checks).
+    """
+
+    app_id: int
+    private_key: Secret | None
+    installation_id: int | None = None
+    scope: RunnerScope = "repository"
+    repositories: tuple[str, ...] = ()
+    shared_with: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WebhookApp:
+    """The hub's GitHub App: owns the webhook and its delivery log, holds no runner permission.
+
+    Only the redelivery sweeper uses its key (``GET /app/hook/deliveries`` and
+    redelivery need the App's JWT); the webhook service itself needs only the
+    webhook secret. No department may hold it.
+    """
+
+    app_id: int
+    private_key: Secret | None
+    installation_id: int | None = None
+
+
+@dataclass(frozen=True)
 class GitHubSettings:
     org: str
     api_url: str = "https://api.github.com"
-    app_id: int | None = None
-    installation_id: int | None = None
-    private_key: Secret | None = None
+    #: Departments only: the runner credential (a GitHub App), or ``token`` in development.
+    runner_app: RunnerApp | None = None
+    #: The hub only: the App that owns the webhook (for redelivery).
+    webhook_app: WebhookApp | None = None
+    #: The hub only: the webhook's HMAC secret.
     webhook_secret: Secret | None = None
+    #: Departments, development only: a plain token instead of a runner App.
     token: Secret | None = None
+
+    # The agent authenticates with the runner App; these name its parts.
+    @property
+    def app_id(self) -> int | None:
+        return self.runner_app.app_id if self.runner_app else None
+
+    @property
+    def installation_id(self) -> int | None:
+        return self.runner_app.installation_id if self.runner_app else None
+
+    @property
+    def private_key(self) -> Secret | None:
+        return self.runner_app.private_key if self.runner_app else None
+
+    @property
+    def runner_repository(self) -> str | None:
+        """The repository runners register in, for a repository-scoped runner App."""
+        app = self.runner_app
+        return app.repositories[0] if app and app.scope == "repository" and app.repositories else None
 
 
 @dataclass(frozen=True)

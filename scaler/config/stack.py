@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from scaler.config import aws
+from scaler.config.credentials import apply_repository_scope, check_secret_projects, read_github
 from scaler.config.groups import check_label_collisions, read_group
 from scaler.config.model import (
     CLOUD_LABEL_RE,
@@ -15,7 +16,6 @@ from scaler.config.model import (
     STACK_REF_RE,
     TOPIC_RE,
     ConfigError,
-    GitHubSettings,
     HubSettings,
     Issue,
     NetworkSettings,
@@ -58,12 +58,14 @@ def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> 
         r.fail("garo:costCenter", f"expected a string, got {cost_center!r}")
         cost_center = ""
     labels = _read_labels(r, own)
-    github = _read_github(r, own)
+    github = read_github(r, own, str(kind))
+    check_secret_projects(r, github, project if isinstance(project, str) else None)
     network: NetworkSettings | None = None
     groups: tuple[RunnerGroup, ...] = ()
     hub: HubSettings | None = None
     if kind == "department":
         network, groups = _read_department(r, own, str(cloud))
+        groups = apply_repository_scope(r, github, groups)
     else:
         hub = _read_hub(r, own)
     if kind == "department" and cloud == "aws" and not (isinstance(project, str) and project):
@@ -104,34 +106,6 @@ def _read_labels(r: Reader, own: Mapping[str, Any]) -> dict[str, str]:
         else:
             labels[str(key)] = value
     return labels
-
-
-def _read_github(r: Reader, own: Mapping[str, Any]) -> GitHubSettings:
-    gh = r.mapping(own.get("github"), "garo:github")
-    r.unknown(gh, {"org", "apiUrl", "appId", "installationId", "privateKey", "webhookSecret", "token"}, "garo:github")
-    if not gh:
-        r.fail("garo:github", "is required (at least github.org)")
-    app_id = gh.get("appId")
-    installation_id = gh.get("installationId")
-    for key, value in (("appId", app_id), ("installationId", installation_id)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            r.fail(f"garo:github.{key}", f"expected an integer, got {value!r}")
-    api_url = gh.get("apiUrl", "https://api.github.com")
-    if not isinstance(api_url, str) or not api_url.startswith(("https://", "http://")):
-        r.fail("garo:github.apiUrl", f"expected an http(s) URL, got {api_url!r}")
-        api_url = "https://api.github.com"
-    github = GitHubSettings(
-        org=r.string(gh, "org", "garo:github") if gh else "",
-        api_url=api_url.rstrip("/"),
-        app_id=app_id if isinstance(app_id, int) else None,
-        installation_id=installation_id if isinstance(installation_id, int) else None,
-        private_key=r.secret(gh, "privateKey", "garo:github"),
-        webhook_secret=r.secret(gh, "webhookSecret", "garo:github"),
-        token=r.secret(gh, "token", "garo:github"),
-    )
-    if github.app_id is not None and github.private_key is None and "privateKey" not in gh:
-        r.fail("garo:github.privateKey", "is required when github.appId is set")
-    return github
 
 
 def _read_department(r: Reader, own: Mapping[str, Any], cloud: str) -> tuple[NetworkSettings, tuple[RunnerGroup, ...]]:

@@ -84,7 +84,8 @@ def test_agent_once_turns_a_queued_message_into_a_vm_with_its_config(prism_githu
 def deployed_env(api_url: str, **extra: str) -> dict[str, str]:
     """The container's env exactly as infra/department.py builds it."""
     raw = raw_config(api_url, cloud="gcp")
-    raw["garo:github"] = {**raw["garo:github"], "appId": 42, "privateKey": {"secure": "[secret]"}}
+    app = {"appId": 42, "privateKey": {"secure": "[secret]"}, "scope": "organization"}
+    raw["garo:github"] = {**raw["garo:github"], "runnerApp": app}
     pools = [{"name": GROUP, "mig": "garo-eng-linux", "fallbackMig": None, "zones": ["europe-west4-a"]}]
     env = {
         "GARO_DEPARTMENT": DEPARTMENT,
@@ -94,7 +95,7 @@ def deployed_env(api_url: str, **extra: str) -> dict[str, str]:
         "GARO_SUBSCRIPTION": "projects/garo-test/subscriptions/garo-eng-jobs",
         "GARO_POOLS": json.dumps(pools, sort_keys=True),
         "GARO_STACK_CONFIG": json.dumps({"config": raw}, sort_keys=True),
-        "GARO_GITHUB_SECRET": "projects/garo-test/secrets/garo-eng-github",
+        "GARO_GITHUB_SECRET": "projects/garo-test/secrets/garo-eng-runner-app-key",
     }
     env.update(extra)
     return env
@@ -105,7 +106,7 @@ def test_the_deployed_environment_is_understood() -> None:
     assert settings.config.department == DEPARTMENT and settings.config.cloud == "gcp"
     assert settings.bus == "pubsub://garo-test/garo-eng-jobs"
     assert settings.pools[GROUP].mig == "garo-eng-linux" and settings.pools[GROUP].fallback is None
-    assert settings.github_secret == "projects/garo-test/secrets/garo-eng-github"
+    assert settings.github_secret == "projects/garo-test/secrets/garo-eng-runner-app-key"
 
 
 @pytest.mark.parametrize(
@@ -142,3 +143,40 @@ def test_the_app_key_is_read_from_secret_manager(scripted_github: ScriptedGitHub
     assert "403" in str(excinfo.value) and "pem" not in str(excinfo.value)
     with pytest.raises(SettingsError):
         read_secret("garo-eng-github", requests.Session(), base)
+
+
+@pytest.mark.parametrize(
+    ("scope", "endpoint"),
+    [
+        ("repository", "/repos/{owner}/{repo}/actions/runners/generate-jitconfig"),
+        ("organization", "/orgs/{org}/actions/runners/generate-jitconfig"),
+    ],
+)
+def test_a_department_registers_runners_where_its_runner_app_reaches(
+    prism_github: str, github_app_key: str, tmp_path: Path, scope: str, endpoint: str
+) -> None:
+    """A repository-scoped runner App registers repository runners (valid per GitHub's OpenAPI, via Prism)."""
+    from prometheus_client import CollectorRegistry
+
+    from scaler.agent.cli import open_github
+
+    key_file = tmp_path / "runner-app.pem"
+    key_file.write_text(github_app_key)
+    raw = raw_config(prism_github)
+    app = {"appId": 42, "installationId": 7, "privateKey": {"secure": "[secret]"}, "scope": scope}
+    raw["garo:github"] = {**raw["garo:github"], "runnerApp": {**app, "repositories": ["octo-org/payments"]}}
+    path = tmp_path / f"Pulumi.{DEPARTMENT}.yaml"
+    path.write_text(yaml.safe_dump({"config": raw}))
+    registry = CollectorRegistry()
+    github = open_github(load({"GARO_GITHUB_APP_KEY_FILE": str(key_file)}, str(path)), registry)
+
+    jit = github.generate_jit_config(naming.instance_name(DEPARTMENT, GROUP, 1), 1, LABELS)
+
+    assert jit.encoded
+    calls = {
+        sample.labels["endpoint"]: sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+        if sample.name == "garo_github_api_calls_total"
+    }
+    assert calls == {"/app/installations/{installation_id}/access_tokens": 1, endpoint: 1}

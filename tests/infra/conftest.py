@@ -25,7 +25,8 @@ ALL_STACKS = STACKS + AWS_STACKS
 # Stand-ins for decrypted secure values; they must reach Secret Manager and nothing else.
 SENTINELS = {
     "garo:github.webhookSecret": "whsec-SENTINEL-7f3a9c0e",
-    "garo:github.privateKey": "-----BEGIN RSA PRIVATE KEY----- SENTINEL-b81d44 -----END RSA PRIVATE KEY-----",
+    "garo:github.runnerApp.privateKey": "-----BEGIN RSA PRIVATE KEY----- SENTINEL-b81d44 -----END RSA PRIVATE KEY-----",
+    "garo:github.webhookApp.privateKey": "-----BEGIN RSA PRIVATE KEY----- SENTINEL-webhook-app-93c2 -----END RSA PRIVATE KEY-----",
     "gcp:credentials": '{"type": "service_account", "private_key": "SENTINEL-gcp-credentials-5e1f"}',
 }
 # What to look for: each sentinel's token, which survives being re-encoded (a JSON value inside JSON is escaped).

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from infra.stack import PORTAL_VERSION
 from scaler.cli import main
 from tests.infra.conftest import ALL_STACKS
 
@@ -21,7 +22,7 @@ def test_garo_outputs_accepts_each_stack_portal(captures: dict[str, Any], stack:
     result = CliRunner().invoke(main, ["outputs", "--from-file", str(saved)])
     assert result.exit_code == 0, result.stderr
     portal = json.loads(result.stdout)
-    assert portal["version"] == 1 and portal["costLabels"]["garo-department"] == ("hub" if stack == "hub" else stack)
+    assert portal["version"] == PORTAL_VERSION == 2 and portal["costLabels"]["garo-department"] == ("hub" if stack == "hub" else stack)
 
 
 def test_garo_outputs_names_each_broken_field(captures: dict[str, Any], tmp_path: Path) -> None:

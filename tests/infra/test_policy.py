@@ -94,8 +94,9 @@ def test_runner_migs_leave_their_size_to_the_scaler(captures: dict[str, Any], st
 @pytest.mark.parametrize("stack", ("payments", "research"))
 def test_subscription_filter_matches_the_department(captures: dict[str, Any], stack: str) -> None:
     subscriptions = of_type(captures[stack], "pubsub/subscription:Subscription")
-    assert subscriptions
-    for sub in subscriptions:
+    jobs = [s for s in subscriptions if s["inputs"]["name"] == f"garo-{stack}-jobs"]
+    assert jobs and all(s["inputs"]["name"] == f"garo-{stack}-jobs-dlq" for s in subscriptions if s not in jobs)
+    for sub in jobs:
         assert sub["inputs"]["filter"] == f'attributes.department = "{stack}"'
         assert sub["inputs"]["deadLetterPolicy"]["maxDeliveryAttempts"] >= 5
 
@@ -112,6 +113,9 @@ def test_secrets_reach_secret_manager_and_nowhere_else(captures: dict[str, Any],
         assert sentinel not in json.dumps(elsewhere)
     versions = of_type(capture, "SecretVersion", raw=True)
     stored = json.dumps([v["inputs"].get("secretData") for v in versions])
-    expected = {"hub": "garo:github.webhookSecret", "payments": "garo:github.privateKey"}.get(stack)
-    if expected:  # the value did arrive where it belongs (so the checks above can fail)
-        assert SENTINELS[expected] in stored
+    expected = {
+        "hub": ["garo:github.webhookSecret", "garo:github.webhookApp.privateKey"],
+        "payments": ["garo:github.runnerApp.privateKey"],
+    }.get(stack, [])
+    for path in expected:  # the value did arrive where it belongs (so the checks above can fail)
+        assert SENTINELS[path] in stored

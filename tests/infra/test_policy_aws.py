@@ -291,7 +291,7 @@ def test_github_credential_reaches_secrets_manager_only_readable_by_the_scaler(
         elsewhere = [r for r in capture["raw_resources"] if not r["type"].endswith("SecretVersion")]
         assert token not in json.dumps(elsewhere)
     [version] = of_type(capture, "secretsmanager/secretVersion:SecretVersion", raw=True)
-    assert version["inputs"]["secretString"] == SENTINELS["garo:github.privateKey"]
+    assert version["inputs"]["secretString"] == SENTINELS["garo:github.runnerApp.privateKey"]
     [policy] = of_type(capture, "secretsmanager/secretPolicy:SecretPolicy")
     document = json.loads(policy["inputs"]["policy"])
     secret = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:garo/{stack}/github-abcdef"

@@ -24,12 +24,11 @@ def roles_of(capture: dict[str, Any], member_suffix: str) -> set[str]:
     return {r["inputs"]["role"] for r in members if str(r["inputs"].get("member", "")).startswith(member_suffix)}
 
 
-def test_hub_topic_dead_letters_and_public_webhook(captures: dict[str, Any]) -> None:
+def test_hub_topic_and_public_webhook(captures: dict[str, Any]) -> None:
     hub = captures["hub"]
     topics = {r["inputs"]["name"] for r in of_type(hub, "pubsub/topic:Topic")}
-    assert topics == {"garo-workflow-jobs", "garo-workflow-jobs-dlq"}
-    dlq_sub = named(hub, "subscription:Subscription", "hub-dlq-subscription")
-    assert dlq_sub["topic"].endswith("/topics/garo-workflow-jobs-dlq")
+    assert topics == {"garo-workflow-jobs"}  # dead letters live in each department's own project
+    assert of_type(hub, "pubsub/subscription:Subscription") == []
     service = named(hub, "cloudrunv2/service:Service", "hub-webhook")
     assert service["ingress"] == "INGRESS_TRAFFIC_ALL"
     assert service["template"]["serviceAccount"].startswith("garo-webhook@")
@@ -122,7 +121,10 @@ def test_subscription_topic_comes_from_the_hub(captures: dict[str, Any]) -> None
     # payments: StackReference to the hub (whose project the sibling Pulumi.hub.yaml names).
     payments = named(captures["payments"], "subscription:Subscription", "payments-jobs-subscription")
     assert payments["topic"] == "projects/acme-ci-hub/topics/garo-workflow-jobs"
-    assert payments["deadLetterPolicy"]["deadLetterTopic"] == "projects/acme-ci-hub/topics/garo-workflow-jobs-dlq"
+    # Dead letters stay in the department's own project, kept by its own subscription.
+    assert payments["deadLetterPolicy"]["deadLetterTopic"] == "projects/acme-ci-payments/topics/garo-payments-jobs-dlq"
+    dlq = named(captures["payments"], "subscription:Subscription", "payments-jobs-dlq-subscription")
+    assert dlq["topic"] == "projects/acme-ci-payments/topics/garo-payments-jobs-dlq" and "filter" not in dlq
     # research: garo:hubTopic.
     research = named(captures["research"], "subscription:Subscription", "research-jobs-subscription")
     assert research["topic"] == "projects/acme-ci-hub/topics/garo-workflow-jobs"
@@ -143,7 +145,7 @@ def test_scaler_is_scoped_to_its_department(captures: dict[str, Any]) -> None:
     )
     secret_grants = [r["inputs"] for r in of_type(payments, "SecretIamMember")]
     assert [(g["secretId"], g["member"].split("@")[0]) for g in secret_grants] == [
-        ("projects/acme-ci-payments/secrets/garo-payments-github", "serviceAccount:garo-payments-scaler")
+        ("projects/acme-ci-payments/secrets/garo-payments-runner-app-key", "serviceAccount:garo-payments-scaler")
     ]
     subscriber = [
         r["inputs"] for r in of_type(payments, "SubscriptionIAMMember") if r["inputs"]["member"].startswith(scaler)
@@ -153,7 +155,7 @@ def test_scaler_is_scoped_to_its_department(captures: dict[str, Any]) -> None:
     research = captures["research"]
     assert of_type(research, "secretmanager/secret:Secret") == []
     assert [r["inputs"]["secretId"] for r in of_type(research, "SecretIamMember")] == [
-        "projects/acme-ci-research/secrets/garo-github-app-key"
+        "projects/acme-ci-research/secrets/garo-research-runner-app-key"
     ]
     template = named(payments, "compute/instanceTemplate:InstanceTemplate", "payments-scaler-template")
     assert template["disks"][0]["sourceImage"] == "projects/cos-cloud/global/images/family/cos-stable"

@@ -92,7 +92,7 @@ def test_scaler_registers_its_identity_and_mig() -> pulumi.Output[None]:
             subnet="subnet-link",
             runner_service_account="projects/acme-ci-research/serviceAccounts/runner@example",
             subscription="garo-research-jobs",
-            github_secret=None,
+            runner_credential_secret=None,
             env={"GARO_DEPARTMENT": "research"},
         ),
     )

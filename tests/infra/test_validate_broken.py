@@ -52,7 +52,7 @@ def test_plaintext_secret_is_never_echoed() -> None:
     path = BROKEN / "plaintext-secret.yaml"
     result = CliRunner().invoke(main, ["validate", str(path)])
     assert "PLAINTEXT-LEAK-4417" not in result.output + result.stderr
-    assert result.stderr.count("garo:github.privateKey") == 1
+    assert result.stderr.count("garo:github.runnerApp.privateKey") == 1
 
 
 def test_plan_refuses_a_broken_stack_before_running_the_program() -> None:

@@ -1,0 +1,254 @@
+"""Who holds which GitHub credential: a department's runner App, the hub's webhook App.
+
+A department's credential must reach only that department (docs/security.md):
+the hub's webhook App and secret never sit in a department stack, the hub holds
+no runner credential, and two departments never share a runner App unless
+both declare it (checked across stack files by :func:`check_shared_credentials`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from scaler.config.model import (
+    NAME_RE,
+    REPOSITORY_RE,
+    GitHubSettings,
+    Issue,
+    RunnerApp,
+    RunnerGroup,
+    RunnerScope,
+    StackConfig,
+    WebhookApp,
+)
+from scaler.config.reader import Reader
+
+RUNNER_APP_KEYS = {"appId", "installationId", "privateKey", "scope", "repositories", "sharedWith"}
+WEBHOOK_APP_KEYS = {"appId", "installationId", "privateKey"}
+# Before per-department credentials, one App's keys sat directly under garo:github.
+MOVED_KEYS = ("appId", "installationId", "privateKey")
+
+
+def read_github(r: Reader, own: Mapping[str, Any], kind: str) -> GitHubSettings:
+    gh = r.mapping(own.get("github"), "garo:github")
+    moved = [key for key in MOVED_KEYS if key in gh]
+    for key in moved:
+        # Never echo the value: it may be the key itself.
+        r.fail(
+            f"garo:github.{key}",
+            "moved: a department's own GitHub App goes under garo:github.runnerApp, "
+            "the hub's webhook App under garo:github.webhookApp (docs/security.md)",
+        )
+    allowed = {"org", "apiUrl", "runnerApp", "webhookApp", "webhookSecret", "token"}
+    r.unknown({k: v for k, v in gh.items() if k not in moved}, allowed, "garo:github")
+    if not gh:
+        r.fail("garo:github", "is required (at least github.org)")
+    api_url = gh.get("apiUrl", "https://api.github.com")
+    if not isinstance(api_url, str) or not api_url.startswith(("https://", "http://")):
+        r.fail("garo:github.apiUrl", f"expected an http(s) URL, got {api_url!r}")
+        api_url = "https://api.github.com"
+    org = r.string(gh, "org", "garo:github") if gh else ""
+    github = GitHubSettings(
+        org=org,
+        api_url=api_url.rstrip("/"),
+        runner_app=_read_runner_app(r, gh.get("runnerApp"), org) if "runnerApp" in gh else None,
+        webhook_app=_read_webhook_app(r, gh.get("webhookApp")) if "webhookApp" in gh else None,
+        webhook_secret=r.secret(gh, "webhookSecret", "garo:github"),
+        token=r.secret(gh, "token", "garo:github"),
+    )
+    if kind == "hub":
+        for key in ("runnerApp", "token"):
+            if key in gh:
+                r.fail(
+                    f"garo:github.{key}",
+                    "the hub holds no runner credential: each department stack has its own runnerApp",
+                )
+    else:
+        for key in ("webhookApp", "webhookSecret"):
+            if key in gh:
+                r.fail(
+                    f"garo:github.{key}",
+                    "belongs to the hub stack only: a department holding it could forge or redirect "
+                    "every department's events",
+                )
+        if "runnerApp" in gh and "token" in gh:
+            r.fail("garo:github.token", "give garo:github.runnerApp or a development token, not both")
+    return github
+
+
+def _app_id(r: Reader, data: Mapping[str, Any], key: str, path: str, required: bool) -> int | None:
+    value = data.get(key)
+    if value is None:
+        if required:
+            r.fail(f"{path}.{key}", "is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        r.fail(f"{path}.{key}", f"expected a positive integer, got {value!r}")
+        return None
+    return value
+
+
+def _read_runner_app(r: Reader, raw: Any, org: str) -> RunnerApp | None:
+    path = "garo:github.runnerApp"
+    if not isinstance(raw, Mapping):
+        r.fail(path, "expected a mapping {appId, installationId, privateKey, scope, repositories}")
+        return None
+    r.unknown(raw, RUNNER_APP_KEYS, path)
+    app_id = _app_id(r, raw, "appId", path, required=True)
+    installation_id = _app_id(r, raw, "installationId", path, required=False)
+    private_key = r.secret(raw, "privateKey", path)
+    if "privateKey" not in raw:
+        r.fail(f"{path}.privateKey", "is required")
+    given = raw.get("scope")
+    scope: RunnerScope = "organization" if given == "organization" else "repository"
+    if given not in ("organization", "repository"):
+        r.fail(
+            f"{path}.scope",
+            f"expected 'repository' (isolated: runners in the department's repository) or 'organization' "
+            f"(runner groups; the key can register runners in any group of the org), got {given!r}",
+        )
+    repositories = r.strings(raw, "repositories", path, required=scope == "repository")
+    for i, repo in enumerate(repositories):
+        owner = repo.split("/", 1)[0]
+        if not REPOSITORY_RE.match(repo):
+            r.fail(f"{path}.repositories[{i}]", f"expected 'owner/name', got {repo!r}")
+        elif org and owner.lower() != org.lower():
+            r.fail(f"{path}.repositories[{i}]", f"{repo!r} is not in the organisation {org!r}")
+    if scope == "repository" and len(repositories) > 1:
+        r.fail(
+            f"{path}.repositories",
+            "a repository-scoped department registers its runners in one repository; "
+            "give each repository its own department, or use scope: organization",
+        )
+    shared_with = r.strings(raw, "sharedWith", path)
+    for i, name in enumerate(shared_with):
+        if not NAME_RE.match(name):
+            r.fail(f"{path}.sharedWith[{i}]", f"expected a department name, got {name!r}")
+    if app_id is None:
+        return None
+    return RunnerApp(
+        app_id=app_id,
+        private_key=private_key,
+        installation_id=installation_id,
+        scope=scope,
+        repositories=repositories,
+        shared_with=shared_with,
+    )
+
+
+def _read_webhook_app(r: Reader, raw: Any) -> WebhookApp | None:
+    path = "garo:github.webhookApp"
+    if not isinstance(raw, Mapping):
+        r.fail(path, "expected a mapping {appId, installationId, privateKey}")
+        return None
+    r.unknown(raw, WEBHOOK_APP_KEYS, path)
+    app_id = _app_id(r, raw, "appId", path, required=True)
+    installation_id = _app_id(r, raw, "installationId", path, required=False)
+    private_key = r.secret(raw, "privateKey", path)
+    if "privateKey" not in raw:
+        r.fail(f"{path}.privateKey", "is required (the redelivery sweeper signs with it)")
+    if app_id is None:
+        return None
+    return WebhookApp(app_id=app_id, private_key=private_key, installation_id=installation_id)
+
+
+def apply_repository_scope(r: Reader, github: GitHubSettings, groups: Sequence[RunnerGroup]) -> tuple[RunnerGroup, ...]:
+    """Repository runners have no runner groups and take jobs of their own repository only.
+
+    So each group of a repository-scoped department routes that repository's
+    jobs only (its ``repositories`` default to it): a job from elsewhere with
+    the same labels would otherwise start a VM no runner of ours could serve.
+    """
+    repo = github.runner_repository
+    if repo is None:
+        return tuple(groups)
+    scoped: list[RunnerGroup] = []
+    for i, group in enumerate(groups):
+        if group.runner_group_id != 1:
+            r.fail(
+                f"garo:groups[{i}].runnerGroupId",
+                "repository-scoped runners join the repository's default group (id 1); runner groups are org-level",
+            )
+        if group.repositories and {x.lower() for x in group.repositories} != {repo.lower()}:
+            r.fail(
+                f"garo:groups[{i}].repositories",
+                f"runners registered in {repo!r} take that repository's jobs only",
+            )
+        scoped.append(replace(group, repositories=(repo,)))
+    return tuple(scoped)
+
+
+def check_shared_credentials(configs: Sequence[StackConfig]) -> list[Issue]:
+    """Runner Apps that reach more than one department, and departments holding the hub's App.
+
+    An App's private key signs JWTs for every installation of that App, so two
+    departments with the same ``appId`` share one credential whatever their
+    installation ids: a thief of either acts for both. That is refused unless
+    each names the other in ``sharedWith`` (then it shows in both stacks'
+    outputs). A department using the webhook App's id would hold the key that
+    can redirect the org's webhook: always refused.
+    """
+    issues: list[Issue] = []
+    webhook_apps = {
+        c.github.webhook_app.app_id: c.department for c in configs if c.kind == "hub" and c.github.webhook_app
+    }
+    departments = [c for c in configs if c.kind == "department" and c.github.runner_app]
+    for c in departments:
+        app = c.github.runner_app
+        assert app is not None
+        if app.app_id in webhook_apps:
+            issues.append(
+                Issue(
+                    "garo:github.runnerApp.appId",
+                    f"{c.department!r} uses App {app.app_id}, the webhook App of stack {webhook_apps[app.app_id]!r}: "
+                    "a department must never hold the App that owns the webhook",
+                )
+            )
+    for i, a in enumerate(departments):
+        for b in departments[i + 1 :]:
+            app_a, app_b = a.github.runner_app, b.github.runner_app
+            assert app_a is not None and app_b is not None
+            if app_a.app_id != app_b.app_id or a.department == b.department:
+                continue
+            undeclared = [x.department for x, y in ((a, b), (b, a)) if y.department not in _shared(x)]
+            if undeclared:
+                issues.append(
+                    Issue(
+                        "garo:github.runnerApp",
+                        f"{a.department!r} and {b.department!r} share runner App {app_a.app_id}: a thief of either "
+                        f"acts for both; give each department its own App, or declare it with sharedWith on both "
+                        f"sides (missing in {', '.join(repr(d) for d in undeclared)})",
+                    )
+                )
+    return issues
+
+
+def _shared(config: StackConfig) -> tuple[str, ...]:
+    return config.github.runner_app.shared_with if config.github.runner_app else ()
+
+
+def check_secret_projects(r: Reader, github: GitHubSettings, project: str | None) -> None:
+    """A Secret Manager reference must name a secret in the stack's own project.
+
+    The stack grants its service (scaler or webhook) read access to the secret
+    it names: a reference into the hub's or another department's project would
+    hand this stack's identity someone else's credential.
+    """
+    refs = {
+        "garo:github.runnerApp.privateKey": github.runner_app.private_key if github.runner_app else None,
+        "garo:github.webhookApp.privateKey": github.webhook_app.private_key if github.webhook_app else None,
+        "garo:github.webhookSecret": github.webhook_secret,
+        "garo:github.token": github.token,
+    }
+    for path, ref in refs.items():
+        if ref is None or ref.kind != "secret-manager" or not ref.ref.startswith("projects/"):
+            continue
+        owner = ref.ref.split("/")[1]
+        if owner != project:
+            r.fail(
+                path,
+                f"names a secret in project {owner!r}, not this stack's {project!r}: "
+                "a stack may only read credentials kept in its own project",
+            )
