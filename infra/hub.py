@@ -16,13 +16,20 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.monitoring import WebhookMetricsCollector
 from infra.secrets import secret_manager_secret
 from infra.stack import LoadedStack
 from infra.subscription import DEFAULT_TOPIC
+from infra.sweeper import Sweeper, SweeperArgs
 from scaler.config import ConfigError
 from scaler.routing import parse_routing_table
+from scaler.webhook.metrics import METRICS_PATH
+from scaler.webhook.settings import ServerSettings
 
 ROUTES_DIR = "/etc/garo"
+#: The port gunicorn binds by default ($PORT on Cloud Run): the service's ingress and its metrics.
+WEBHOOK_PORT = int(ServerSettings().bind.rsplit(":", 1)[1])
+WEBHOOK_CONTAINER = "webhook"
 
 
 def routes_document(static: list[Any], from_stacks: list[Any]) -> str:
@@ -129,6 +136,16 @@ class Hub(pulumi.ComponentResource):
             )
             for short, secret in (("secret", webhook_secret), ("routes", routes_secret.id))
         ]
+        collector = WebhookMetricsCollector(
+            f"{name}-webhook-metrics",
+            project=project,
+            labels=labels,
+            member=sa.member,
+            port=WEBHOOK_PORT,
+            path=METRICS_PATH,
+            depends_on_container=WEBHOOK_CONTAINER,
+            opts=child,
+        )
         self.service = gcp.cloudrunv2.Service(
             f"{name}-webhook",
             name="garo-webhook",
@@ -144,7 +161,11 @@ class Hub(pulumi.ComponentResource):
                 "scaling": {"min_instance_count": 1, "max_instance_count": 10},
                 "containers": [
                     {
+                        "name": WEBHOOK_CONTAINER,
                         "image": config.hub.webhook_image,
+                        "ports": {"container_port": WEBHOOK_PORT},
+                        # CPU between requests too, so the metrics sidecar's scrapes are not throttled.
+                        "resources": {"cpu_idle": False},
                         "args": ["webhook"],
                         "envs": [
                             {"name": "GARO_BUS", "value": self.topic.name.apply(lambda t: f"pubsub://{project}/{t}")},
@@ -155,7 +176,8 @@ class Hub(pulumi.ComponentResource):
                             },
                         ],
                         "volume_mounts": [{"name": "routes", "mount_path": ROUTES_DIR}],
-                    }
+                    },
+                    collector.container,
                 ],
                 "volumes": [
                     {
@@ -164,10 +186,11 @@ class Hub(pulumi.ComponentResource):
                             "secret": routes_secret.secret_id,
                             "items": [{"path": "routes.json", "version": routes_version.version}],
                         },
-                    }
+                    },
+                    collector.volume,
                 ],
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=grants),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*grants, *collector.grants]),
         )
         gcp.cloudrunv2.ServiceIamMember(
             f"{name}-webhook-public",
@@ -182,6 +205,7 @@ class Hub(pulumi.ComponentResource):
         self.routes = routes
         # What GitHub posts to: the service's path, not its bare URI.
         webhook_url = self.service.uri.apply(lambda uri: f"{uri}/webhook")
+        self.sweeper = self._sweeper(name, loaded)
         self.outputs = {
             "portal": pulumi.Output.from_input(
                 {
@@ -204,4 +228,36 @@ class Hub(pulumi.ComponentResource):
             # The routing table the webhook mounts, readable in `garo plan` and by on-call.
             "routes": routes.apply(json.loads),
         }
+        if self.sweeper is not None:
+            self.outputs["redeliverySweeper"] = self.sweeper.outputs
         self.register_outputs(self.outputs)
+
+    def _sweeper(self, name: str, loaded: LoadedStack) -> Sweeper | None:
+        """The scheduled `garo redeliver`, when the hub stack names its GitHub App (appId + privateKey)."""
+        config = loaded.config
+        assert config.hub is not None
+        github = config.github
+        if github.app_id is None:
+            return None
+        key_secret = secret_manager_secret(
+            f"{name}-app-key",
+            "garo-hub-app-key",
+            github.private_key,
+            loaded.secret("garo:github.privateKey"),
+            config.project,
+            dict(config.resource_labels),
+            self,
+        )
+        if key_secret is None:
+            raise pulumi.RunError("garo:github.privateKey is required with garo:github.appId on the hub")
+        args = SweeperArgs(
+            project=config.project,
+            region=config.region,
+            image=config.hub.webhook_image,
+            app_id=github.app_id,
+            key_secret=key_secret,
+            webhook_url=self.service.uri,
+            api_url=github.api_url,
+            labels=dict(config.resource_labels),
+        )
+        return Sweeper(f"{name}-redeliver", args, opts=pulumi.ResourceOptions(parent=self))

@@ -42,6 +42,10 @@ KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
     "Subnetwork": ("name", "ipCidrRange", "privateIpGoogleAccess"),
     "Service": ("name", "ingress", "template.serviceAccount"),
     "SecretVersion": ("secret", "secretData"),
+    # Cloud Run jobs and Cloud Scheduler jobs (the redelivery sweeper): what runs, as whom, when.
+    "Job": ("name", "schedule", "template.template.serviceAccount", "template.template.containers[0].args"),
+    "JobIamMember": ("name", "role", "member"),
+    "AlertPolicy": ("displayName",),
 }
 DEFAULT_KEYS = ("name", "accountId", "secretId")
 

@@ -8,9 +8,16 @@ those would grow the series without bound.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from scaler.backends.base import InstanceState
+
+#: Where a deployed agent serves its metrics (GARO_METRICS_PORT; infra/department.py sets it and
+#: infra/monitoring.py's collector scrapes it). prometheus_client answers on any path; this is the one scraped.
+DEFAULT_METRICS_PORT = 9464
+METRICS_PATH = "/metrics"
 
 
 class AgentMetrics:
@@ -36,7 +43,37 @@ class AgentMetrics:
         self.events = Counter("garo_events_total", "Bus messages handled", ["action", "outcome"], registry=r)
         self.actions = Counter("garo_actions_total", "Fleet changes made", ["group", "action"], registry=r)
         self.reconcile_passes = Counter("garo_reconcile_passes_total", "Reconcile passes run", registry=r)
+        # For the alerts in deploy/prometheus/garo-alerts.yaml (docs/operations.md).
+        self.reconcile_failures = Counter(
+            "garo_reconcile_failures_total", "Reconcile passes, or one group's part of a pass, that failed", registry=r
+        )
+        self.reconcile_success = Gauge(
+            "garo_reconcile_last_success_timestamp_seconds", "When the last reconcile pass completed", registry=r
+        )
+        self.oldest_waiting = Gauge(
+            "garo_oldest_waiting_job_seconds",
+            "Age of the oldest job still waiting for a runner (since the agent first heard of it); 0 if none",
+            ["group"],
+            registry=r,
+        )
+        self.oldest_vm = Gauge(
+            "garo_oldest_vm_age_seconds", "Age of the oldest active VM of a group; 0 if none", ["group"], registry=r
+        )
+        self.time_to_live = Gauge(
+            "garo_vm_time_to_live_seconds",
+            "The group's time-to-live, for comparing with VM ages",
+            ["group"],
+            registry=r,
+        )
 
     def set_vms(self, group: str, counts: dict[str, int]) -> None:
         for state in InstanceState:
             self.vms.labels(group, state.value).set(counts.get(state.value, 0))
+
+    def set_ages(
+        self, group: str, now: float, vm_created: Iterable[float], waiting_since: Iterable[float], time_to_live: int
+    ) -> None:
+        """The oldest active VM and the oldest waiting job of a group, as ages in seconds."""
+        self.oldest_vm.labels(group).set(max((now - t for t in vm_created), default=0.0))
+        self.oldest_waiting.labels(group).set(max((now - t for t in waiting_since), default=0.0))
+        self.time_to_live.labels(group).set(time_to_live)

@@ -67,6 +67,7 @@ class Reconciler:
                 try:
                     self._group(group, snap, plan, seen, now, dry_run)
                 except Exception as exc:
+                    fleet.metrics.reconcile_failures.inc()
                     log.warning("reconcile of a group failed", extra={"group": group, "error": api_error_kind(exc)})
         if snap.runners is not None:
             self._orphan_runners(snap, plan, seen, dry_run)
@@ -94,6 +95,15 @@ class Reconciler:
             for inst in snap.instances[group].values():
                 counts[inst.state.value] = counts.get(inst.state.value, 0) + 1
             fleet.metrics.set_vms(group, counts)
+            waiting = [
+                j.first_seen or j.seen_at
+                for j in book.jobs.values()
+                if j.group == group and j.status in ("queued", "covered")
+            ]
+            active = [i.created_at for i in fleet.view(group, snap).active]
+            fleet.metrics.set_ages(group, now, active, waiting, fleet.config.group(group).time_to_live)
+        if not dry_run:
+            fleet.metrics.reconcile_success.set(fleet.clock())
         return plan
 
     def _candidate(self, key: str, seen: set[str], dry_run: bool) -> bool:
