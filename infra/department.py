@@ -13,12 +13,14 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.monitoring import agent_collector_user_data
 from infra.network import DepartmentNetwork
 from infra.runner_pool import RunnerPool, RunnerPoolArgs, image_path
 from infra.scaler_component import Scaler, ScalerArgs
 from infra.secrets import github_portal, runner_credential_secret
 from infra.stack import PORTAL_VERSION, LoadedStack, for_scaler, name_for
 from infra.subscription import JobSubscription, JobSubscriptionArgs, job_filter
+from scaler.agent.metrics import DEFAULT_METRICS_PORT, METRICS_PATH
 from scaler.config.routing import routing_document
 
 RUNNER_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter")
@@ -80,6 +82,7 @@ class Department(pulumi.ComponentResource):
                 lambda v: json.dumps(v, sort_keys=True)
             ),
             "GARO_STACK_CONFIG": json.dumps({"config": for_scaler(loaded.raw)}, sort_keys=True),
+            "GARO_METRICS_PORT": str(DEFAULT_METRICS_PORT),
         }
         if self.runner_credential is not None:
             env["GARO_GITHUB_SECRET"] = self.runner_credential
@@ -92,6 +95,7 @@ class Department(pulumi.ComponentResource):
                 subscription=self.jobs.subscription.name,
                 runner_credential_secret=self.runner_credential,
                 env=pulumi.Output.from_input(env),
+                metadata={"user-data": agent_collector_user_data(DEFAULT_METRICS_PORT, METRICS_PATH)},
             ),
             opts=child,
         )

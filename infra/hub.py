@@ -18,13 +18,20 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.monitoring import WebhookMetricsCollector
 from infra.secrets import github_portal, secret_manager_secret, webhook_app_key_secret
 from infra.stack import PORTAL_VERSION, LoadedStack
 from infra.subscription import DEFAULT_TOPIC
+from infra.sweeper import Sweeper, SweeperArgs
 from scaler.config import ConfigError
 from scaler.config.routing import parse_routing_table
+from scaler.webhook.metrics import METRICS_PATH
+from scaler.webhook.settings import ServerSettings
 
 ROUTES_DIR = "/etc/garo"
+#: The port gunicorn binds by default ($PORT on Cloud Run): the service's ingress and its metrics.
+WEBHOOK_PORT = int(ServerSettings().bind.rsplit(":", 1)[1])
+WEBHOOK_CONTAINER = "webhook"
 
 
 def routes_document(static: list[Any], from_stacks: list[Any]) -> str:
@@ -120,6 +127,16 @@ class Hub(pulumi.ComponentResource):
             )
             for short, secret in (("secret", webhook_secret), ("routes", routes_secret.id))
         ]
+        collector = WebhookMetricsCollector(
+            f"{name}-webhook-metrics",
+            project=project,
+            labels=labels,
+            member=sa.member,
+            port=WEBHOOK_PORT,
+            path=METRICS_PATH,
+            depends_on_container=WEBHOOK_CONTAINER,
+            opts=child,
+        )
         self.service = gcp.cloudrunv2.Service(
             f"{name}-webhook",
             name="garo-webhook",
@@ -135,7 +152,11 @@ class Hub(pulumi.ComponentResource):
                 "scaling": {"min_instance_count": 1, "max_instance_count": 10},
                 "containers": [
                     {
+                        "name": WEBHOOK_CONTAINER,
                         "image": config.hub.webhook_image,
+                        "ports": {"container_port": WEBHOOK_PORT},
+                        # CPU between requests too, so the metrics sidecar's scrapes are not throttled.
+                        "resources": {"cpu_idle": False},
                         "args": ["webhook"],
                         "envs": [
                             {"name": "GARO_BUS", "value": self.topic.name.apply(lambda t: f"pubsub://{project}/{t}")},
@@ -146,7 +167,8 @@ class Hub(pulumi.ComponentResource):
                             },
                         ],
                         "volume_mounts": [{"name": "routes", "mount_path": ROUTES_DIR}],
-                    }
+                    },
+                    collector.container,
                 ],
                 "volumes": [
                     {
@@ -155,10 +177,11 @@ class Hub(pulumi.ComponentResource):
                             "secret": routes_secret.secret_id,
                             "items": [{"path": "routes.json", "version": routes_version.version}],
                         },
-                    }
+                    },
+                    collector.volume,
                 ],
             },
-            opts=pulumi.ResourceOptions(parent=self, depends_on=grants),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*grants, *collector.grants]),
         )
         gcp.cloudrunv2.ServiceIamMember(
             f"{name}-webhook-public",
@@ -173,6 +196,7 @@ class Hub(pulumi.ComponentResource):
         self.routes = routes
         # What GitHub posts to: the service's path, not its bare URI.
         webhook_url = self.service.uri.apply(lambda uri: f"{uri}/webhook")
+        self.sweeper = self._sweeper(name, loaded)
         self.outputs = {
             "portal": pulumi.Output.from_input(
                 {
@@ -197,4 +221,25 @@ class Hub(pulumi.ComponentResource):
         if self.webhook_app_key_secret is not None:
             # Secret Manager name of the webhook App's key (no value): what the redelivery sweeper is granted.
             self.outputs["webhookAppKeySecret"] = self.webhook_app_key_secret
+        if self.sweeper is not None:
+            self.outputs["redeliverySweeper"] = self.sweeper.outputs
         self.register_outputs(self.outputs)
+
+    def _sweeper(self, name: str, loaded: LoadedStack) -> Sweeper | None:
+        """The scheduled `garo redeliver`, when the hub stack names its webhook App (its key is the one secret)."""
+        config = loaded.config
+        assert config.hub is not None
+        app = config.github.webhook_app
+        if app is None or self.webhook_app_key_secret is None:
+            return None
+        args = SweeperArgs(
+            project=config.project,
+            region=config.region,
+            image=config.hub.webhook_image,
+            app_id=app.app_id,
+            key_secret=self.webhook_app_key_secret,
+            webhook_url=self.service.uri,
+            api_url=config.github.api_url,
+            labels=dict(config.resource_labels),
+        )
+        return Sweeper(f"{name}-redeliver", args, opts=pulumi.ResourceOptions(parent=self))

@@ -19,7 +19,8 @@ is the least privilege the agent needs:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_gcp as gcp
@@ -87,6 +88,8 @@ class ScalerArgs:
     runner_credential_secret: pulumi.Input[str] | None
     #: The agent's environment (no secret values: secrets are referenced by name).
     env: pulumi.Input[dict[str, str]]
+    #: More VM metadata, e.g. cloud-init ``user-data`` starting the metrics collector (infra/monitoring.py).
+    metadata: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 class Scaler(pulumi.ComponentResource):
@@ -189,6 +192,7 @@ class Scaler(pulumi.ComponentResource):
                 "google-monitoring-enabled": "true",
                 "enable-oslogin": "TRUE",
                 "block-project-ssh-keys": "TRUE",
+                **args.metadata,
             },
             disks=[
                 {"boot": True, "auto_delete": True, "source_image": COS_IMAGE, "disk_size_gb": 20, "labels": labels}

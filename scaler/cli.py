@@ -64,13 +64,16 @@ def webhook(gunicorn_args: tuple[str, ...]) -> None:
 @main.command()
 @click.option("--since", default="2h", show_default=True, help="How far back to look (30m, 2h, 1d).")
 @click.option("--dry-run", is_flag=True, help="List what would be redelivered; change nothing.")
-def redeliver(since: str, dry_run: bool) -> None:
+@click.option("--again", is_flag=True, help="Also redeliver GUIDs GitHub already holds a failed redelivery of.")
+def redeliver(since: str, dry_run: bool, again: bool) -> None:
     """Redeliver App webhooks that never got through (settings: GARO_GITHUB_* env, docs/github.md)."""
     import os
 
     from scaler.github.deliveries import run
+    from scaler.logs import configure
 
-    code, lines = run(since, dry_run, os.environ)
+    configure("INFO", "scaler.github.deliveries")  # JSON lines on stderr; alerts key on the summary
+    code, lines = run(since, dry_run, os.environ, again=again)
     for line in lines:
         click.echo(line, err=line.startswith(("error:", "failed")))
     sys.exit(code)
@@ -117,7 +120,7 @@ def outputs(stack: str | None, from_file: Path | None) -> None:
 @main.command()
 @click.option("--stack", help="Department stack file (default: $GARO_STACK_FILE).")
 @click.option("--bus", help="sqlite:///path or pubsub://project/subscription (default: $GARO_BUS).")
-@click.option("--metrics-port", type=int, help="Serve Prometheus metrics on this port.")
+@click.option("--metrics-port", type=int, envvar="GARO_METRICS_PORT", help="Serve Prometheus metrics on this port.")
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--once", is_flag=True, help="Reconcile, handle one batch until it is durable (max 2 min), then exit.")
 def agent(stack: str | None, bus: str | None, metrics_port: int | None, log_level: str, once: bool) -> None:

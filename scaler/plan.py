@@ -52,6 +52,10 @@ KEY_PROPERTIES: dict[str, tuple[str, ...]] = {
     "LaunchTemplate": ("name", "instanceType", "imageId", "metadataOptions.httpTokens"),
     "Group": ("name", "minSize", "maxSize", "warmPool.poolState", "mixedInstancesPolicy.instancesDistribution"),
     "FlowLog": ("trafficType", "logDestinationType"),
+    # Cloud Run jobs and Cloud Scheduler jobs (the redelivery sweeper): what runs, as whom, when.
+    "Job": ("name", "schedule", "template.template.serviceAccount", "template.template.containers[0].args"),
+    "JobIamMember": ("name", "role", "member"),
+    "AlertPolicy": ("displayName",),
 }
 DEFAULT_KEYS = ("name", "accountId", "secretId")
 

@@ -161,6 +161,8 @@ class Plan:
     desired: dict[str, int] = field(default_factory=dict)
     demand: dict[str, int] = field(default_factory=dict)
     vm_states: dict[str, dict[str, int]] = field(default_factory=dict)
+    # group -> (age of the oldest active VM, age of the oldest waiting job), seconds: for alerts.
+    ages: dict[str, tuple[float, float]] = field(default_factory=dict)
     questions: dict[int, Question] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
     registered: frozenset[str] = frozenset()

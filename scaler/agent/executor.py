@@ -94,10 +94,13 @@ class Executor:
             self.metrics.queued_jobs.labels(group).set(demand)
         for group, states in plan.vm_states.items():
             self.metrics.set_vms(group, states)
+        for group, (vm_age, job_age) in plan.ages.items():
+            self.metrics.set_ages(group, vm_age, job_age, self.config.group(group).time_to_live)
         if plan.reconcile:
             self.book.end_pass(plan.seen)
             self.book.prune(self.clock())
             self.metrics.reconcile_passes.inc()
+            self.metrics.reconcile_success.set(self.clock())
         return out
 
     def _run(self, run: Sequence[Action], out: Outcome) -> None:

@@ -164,6 +164,7 @@ class Agent:
             try:
                 plan = self.reconcile()
             except Exception as exc:  # a dependency is down: try again soon, keep handling events
+                self.metrics.reconcile_failures.inc()
                 log.warning("reconcile failed; retrying soon", extra={"error": api_error_kind(exc)})
                 self._next_reconcile = now + confirm_soon
             else:

@@ -33,6 +33,12 @@ def runner_version_counts(runners: Iterable[Runner]) -> dict[str, int]:
     return dict(tally)
 
 
+#: Where a deployed agent serves its metrics (GARO_METRICS_PORT; infra/department.py sets it and
+#: infra/monitoring.py's collector scrapes it). prometheus_client answers on any path; this is the one scraped.
+DEFAULT_METRICS_PORT = 9464
+METRICS_PATH = "/metrics"
+
+
 class AgentMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -64,6 +70,29 @@ class AgentMetrics:
         )
         self._versions_seen: set[str] = set()
 
+        # For the alerts in deploy/prometheus/garo-alerts.yaml (docs/operations.md).
+        self.reconcile_failures = Counter(
+            "garo_reconcile_failures_total", "Reconcile passes, or one group's part of a pass, that failed", registry=r
+        )
+        self.reconcile_success = Gauge(
+            "garo_reconcile_last_success_timestamp_seconds", "When the last reconcile pass completed", registry=r
+        )
+        self.oldest_waiting = Gauge(
+            "garo_oldest_waiting_job_seconds",
+            "Age of the oldest job still waiting for a runner (since the agent first heard of it); 0 if none",
+            ["group"],
+            registry=r,
+        )
+        self.oldest_vm = Gauge(
+            "garo_oldest_vm_age_seconds", "Age of the oldest active VM of a group; 0 if none", ["group"], registry=r
+        )
+        self.time_to_live = Gauge(
+            "garo_vm_time_to_live_seconds",
+            "The group's time-to-live, for comparing with VM ages",
+            ["group"],
+            registry=r,
+        )
+
     def set_runner_versions(self, runners: Iterable[Runner]) -> None:
         counts = runner_version_counts(runners)
         # Versions no longer seen drop to 0 rather than vanish: an alert over a window still sees them go.
@@ -74,3 +103,9 @@ class AgentMetrics:
     def set_vms(self, group: str, counts: dict[str, int]) -> None:
         for state in InstanceState:
             self.vms.labels(group, state.value).set(counts.get(state.value, 0))
+
+    def set_ages(self, group: str, oldest_vm: float, oldest_waiting: float, time_to_live: int) -> None:
+        """The ages, in seconds, of a group's oldest active VM and oldest waiting job (0: none)."""
+        self.oldest_vm.labels(group).set(oldest_vm)
+        self.oldest_waiting.labels(group).set(oldest_waiting)
+        self.time_to_live.labels(group).set(time_to_live)

@@ -38,7 +38,12 @@ from scaler.backends.base import JOB_KEY, STATE_LABEL, Instance, InstanceState
 from scaler.config import StackConfig
 
 NO_ANSWERS: Mapping[int, Answer] = {}
-READY = (InstanceState.RUNNING, InstanceState.RESUMING)  # a VM that exists: its metadata can be written
+READY = (InstanceState.RUNNING, InstanceState.RESUMING)
+ACTIVE_STATES = (
+    InstanceState.CREATING,
+    InstanceState.RUNNING,
+    InstanceState.RESUMING,
+)  # a VM that exists: its metadata can be written
 MAX_GENERATION = 99
 
 
@@ -66,8 +71,18 @@ def plan_reconcile(
             for inst in snap.instances[group].values():
                 states[inst.state.value] = states.get(inst.state.value, 0) + 1
             draft.plan.vm_states[group] = states
+            draft.plan.ages[group] = _oldest(book, snap, group, now)
     deliver(draft, jit_limit, jit_budget)
     return draft.plan
+
+
+def _oldest(book: Book, snap: Snapshot, group: str, now: float) -> tuple[float, float]:
+    """Ages of the group's oldest active VM and of its oldest job still waiting for a runner."""
+    active = [i.created_at for i in snap.instances[group].values() if i.state in ACTIVE_STATES]
+    waiting = [
+        j.first_seen or j.seen_at for j in book.jobs.values() if j.group == group and j.status in ("queued", "covered")
+    ]
+    return max((now - t for t in active), default=0.0), max((now - t for t in waiting), default=0.0)
 
 
 def plan_settle(

@@ -32,6 +32,7 @@ class JobRecord:
     status: str
     seen_at: float
     runner_name: str | None = None
+    first_seen: float = 0.0  # when this agent first heard of the job (seen_at moves on each event)
 
 
 @dataclass
@@ -75,7 +76,7 @@ class Book:
         """Record an event's view of a job; older views never overwrite newer ones."""
         record = self.jobs.get(job_id)
         if record is None:
-            record = JobRecord(job_id, group, repo, status, now, runner_name)
+            record = JobRecord(job_id, group, repo, status, now, runner_name, first_seen=now)
             self.jobs[job_id] = record
             return record
         if _ORDER.get(status, 0) >= _ORDER.get(record.status, 0):

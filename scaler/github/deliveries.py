@@ -7,13 +7,26 @@ App's delivery log (App JWT, not an installation token), groups attempts by
 GUID (a redelivery keeps its GUID), and redelivers the latest attempt of each
 GUID that never succeeded. Redeliveries are safe: the webhook de-duplicates on GUID.
 
-Settings come from the environment, so it runs from a laptop or a CronJob:
+At most one redelivery per GUID, decided from what GitHub records rather than
+local state (there is no database): GitHub lists every redelivery as a new
+attempt with ``redelivery: true``, so a GUID that already has one (asked by an
+earlier sweep or by a person) is left alone. Runs every 5 minutes over the
+whole 3-day window therefore never redeliver a GUID twice; ``--again`` lifts
+the rule for an operator after a long outage. With ``GARO_WEBHOOK_URL`` set,
+the one redelivery is not spent while the webhook cannot publish: a sweep
+whose ``/readyz`` probe fails redelivers nothing and reports
+``webhook_not_ready``. Each run ends with one structured log line
+(``redeliver: sweep finished``, with ``outcome`` and the counts) for alerts.
+
+Settings come from the environment, so it runs from a laptop or a scheduled job:
 
 * ``GARO_GITHUB_APP_ID`` - the App's numeric id (required)
 * ``GARO_GITHUB_PRIVATE_KEY`` - the App's PEM private key, or
   ``GARO_GITHUB_PRIVATE_KEY_FILE`` - a path to it (one of the two is required)
 * ``GARO_GITHUB_API_URL`` - API base URL (default https://api.github.com;
   GHES: https://<host>/api/v3)
+* ``GARO_WEBHOOK_URL`` - the webhook service's base URL; when set, a sweep
+  first asks its ``/readyz`` (optional)
 """
 
 from __future__ import annotations
@@ -27,6 +40,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import requests
+
 from scaler.github.auth import AppCredentials
 from scaler.github.http import GitHubHttp, raise_for
 from scaler.github.models import GitHubError
@@ -35,6 +50,10 @@ log = logging.getLogger(__name__)
 
 PER_PAGE = 100
 MAX_PAGES = 200  # 20,000 deliveries; GitHub keeps three days of them
+#: GitHub.com lets deliveries of the past 3 days be redelivered (GHES: 7); the scheduled sweep looks this far back.
+REDELIVERY_WINDOW = "3d"
+READY_TIMEOUT = 10.0
+SUMMARY = "redeliver: sweep finished"
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
@@ -49,6 +68,7 @@ class Delivery:
     status: str
     event: str = ""
     action: str | None = None
+    redelivery: bool = False  # GitHub's flag: this attempt was asked for, not GitHub's own first try
 
     @property
     def ok(self) -> bool:
@@ -63,14 +83,36 @@ class SweepReport:
     scanned: int = 0
     redelivered: list[Delivery] = field(default_factory=list)
     skipped: int = 0  # GUIDs delivered successfully at least once
+    already_redelivered: int = 0  # GUIDs GitHub already holds a redelivery of: never asked for twice
     failed: list[tuple[Delivery, str]] = field(default_factory=list)
+    webhook_ready: bool = True
+
+    @property
+    def outcome(self) -> str:
+        """One word for alerts: ok, failed (a redelivery was refused) or webhook_not_ready."""
+        if not self.webhook_ready:
+            return "webhook_not_ready"
+        return "failed" if self.failed else "ok"
 
     def summary(self) -> str:
         verb = "would redeliver" if self.dry_run else "redelivered"
+        head = "webhook not ready: redelivered nothing; " if not self.webhook_ready else ""
         return (
-            f"{verb} {len(self.redelivered)}, skipped {self.skipped}, failed {len(self.failed)} "
+            f"{head}{verb} {len(self.redelivered)}, skipped {self.skipped}, "
+            f"already redelivered {self.already_redelivered}, failed {len(self.failed)} "
             f"({self.scanned} deliveries since {self.since.isoformat(timespec='seconds')})"
         )
+
+    def log_fields(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "dry_run": self.dry_run,
+            "scanned": self.scanned,
+            "redelivered": len(self.redelivered),
+            "skipped": self.skipped,
+            "already_redelivered": self.already_redelivered,
+            "failed": len(self.failed),
+        }
 
 
 def parse_duration(text: str) -> timedelta:
@@ -94,6 +136,7 @@ def _parse(item: Mapping[str, Any]) -> Delivery | None:
             status=str(item.get("status") or ""),
             event=str(item.get("event") or ""),
             action=item.get("action"),
+            redelivery=item.get("redelivery") is True,
         )
     except (KeyError, TypeError, ValueError):
         log.warning("redeliver: skipping an unreadable delivery record (id %r)", item.get("id"))
@@ -103,9 +146,10 @@ def _parse(item: Mapping[str, Any]) -> Delivery | None:
 class DeliverySweeper:
     """Finds and redelivers failed App webhook deliveries."""
 
-    def __init__(self, app: AppCredentials, http: GitHubHttp) -> None:
+    def __init__(self, app: AppCredentials, http: GitHubHttp, webhook_url: str = "") -> None:
         self.app = app
         self.http = http
+        self.webhook_url = webhook_url.rstrip("/")
 
     def __repr__(self) -> str:
         return f"DeliverySweeper({self.app!r}, {self.http!r})"
@@ -139,22 +183,46 @@ class DeliverySweeper:
         )
         raise_for(response, "POST", path)
 
-    def sweep(self, since: datetime, dry_run: bool = False) -> SweepReport:
+    def webhook_is_ready(self) -> bool:
+        """The webhook's ``/readyz`` answers 200 (its bus accepts events); True when no URL is set."""
+        if not self.webhook_url:
+            return True
+        try:
+            response = requests.get(f"{self.webhook_url}/readyz", timeout=READY_TIMEOUT)
+        except requests.RequestException as exc:
+            log.warning("redeliver: webhook readiness probe failed", extra={"error": type(exc).__name__})
+            return False
+        return response.status_code == 200
+
+    def sweep(self, since: datetime, dry_run: bool = False, again: bool = False) -> SweepReport:
+        """Redeliver each GUID in the window that never succeeded, once (``again``: also a second time)."""
         deliveries = self.deliveries_since(since)
         report = SweepReport(since=since, dry_run=dry_run, scanned=len(deliveries))
         latest: dict[str, Delivery] = {}
         delivered: set[str] = set()
+        redelivered: set[str] = set()
         for d in deliveries:
             current = latest.get(d.guid)
             if current is None or (d.delivered_at, d.id) > (current.delivered_at, current.id):
                 latest[d.guid] = d
             if d.ok:
                 delivered.add(d.guid)
+            if d.redelivery:
+                redelivered.add(d.guid)
+        todo: list[Delivery] = []
         for guid, last in sorted(latest.items(), key=lambda kv: kv[1].delivered_at):
             # One success is enough: a failed manual redelivery after it changes nothing.
             if guid in delivered:
                 report.skipped += 1
-                continue
+            elif guid in redelivered and not again:
+                report.already_redelivered += 1
+            else:
+                todo.append(last)
+        if todo and not dry_run and not self.webhook_is_ready():
+            report.webhook_ready = False
+            return report
+        for last in todo:
+            guid = last.guid
             if not dry_run:
                 try:
                     self.redeliver(last.id)
@@ -167,6 +235,7 @@ class DeliverySweeper:
                 guid,
                 last.event,
                 last.status_code,
+                extra={"delivery": guid, "delivery_id": last.id},
             )
             report.redelivered.append(last)
         return report
@@ -187,17 +256,27 @@ def sweeper_from_env(env: Mapping[str, str]) -> DeliverySweeper:
     if not key:
         raise ValueError("set GARO_GITHUB_PRIVATE_KEY (PEM) or GARO_GITHUB_PRIVATE_KEY_FILE (path)")
     api_url = env.get("GARO_GITHUB_API_URL", "") or "https://api.github.com"
-    return DeliverySweeper(AppCredentials(int(app_id), key), GitHubHttp(api_url))
+    webhook_url = env.get("GARO_WEBHOOK_URL", "").strip()
+    if webhook_url and urlparse(webhook_url).scheme not in ("http", "https"):
+        raise ValueError("GARO_WEBHOOK_URL must be the webhook's http(s) base URL")
+    return DeliverySweeper(AppCredentials(int(app_id), key), GitHubHttp(api_url), webhook_url)
 
 
-def run(since: str, dry_run: bool, env: Mapping[str, str]) -> tuple[int, list[str]]:
-    """The `garo redeliver` command: returns the exit code and the lines to print."""
+def run(since: str, dry_run: bool, env: Mapping[str, str], again: bool = False) -> tuple[int, list[str]]:
+    """The `garo redeliver` command: returns the exit code and the lines to print.
+
+    Every run, whatever its end, logs one ``redeliver: sweep finished`` line
+    whose ``outcome`` (ok, failed, webhook_not_ready, error) alerts key on;
+    the exit code is 0 only for ``ok``, so a scheduled job's execution fails too.
+    """
     try:
         window = parse_duration(since)
         sweeper = sweeper_from_env(env)
-        report = sweeper.sweep(datetime.now(UTC) - window, dry_run=dry_run)
+        report = sweeper.sweep(datetime.now(UTC) - window, dry_run=dry_run, again=again)
     except (ValueError, GitHubError) as exc:
+        log.error(SUMMARY, extra={"outcome": "error", "error": type(exc).__name__})
         return 1, [f"error: {exc}"]
+    log.log(logging.INFO if report.outcome == "ok" else logging.ERROR, SUMMARY, extra=report.log_fields())
     verb = "would redeliver" if dry_run else "redelivered"
     lines = [
         f"{verb} {d.guid} ({d.event}{'.' + d.action if d.action else ''}, last status {d.status_code})"
@@ -205,4 +284,4 @@ def run(since: str, dry_run: bool, env: Mapping[str, str]) -> tuple[int, list[st
     ]
     lines += [f"failed {d.guid}: {error}" for d, error in report.failed]
     lines.append(report.summary())
-    return (1 if report.failed else 0), lines
+    return (0 if report.outcome == "ok" else 1), lines

@@ -34,7 +34,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from scaler import logs
 from scaler.bus.base import BusUnavailable, Publisher
 from scaler.bus.url import open_publisher
-from scaler.webhook.metrics import CONTENT_TYPE, WebhookMetrics
+from scaler.webhook.metrics import CONTENT_TYPE, METRICS_PATH, WebhookMetrics
 from scaler.webhook.settings import WebhookSettings, settings_from_env
 from scaler.webhook.signature import verify
 
@@ -221,7 +221,7 @@ def readyz() -> tuple[Response, int]:
     return Response(body, mimetype="application/json"), 200 if ready else 503
 
 
-@bp.get("/metrics")
+@bp.get(METRICS_PATH)
 def metrics() -> Response:
     return Response(_intake().metrics.render(), mimetype=CONTENT_TYPE)
 

@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.multiprocess import MultiProcessCollector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Where the app serves the metrics (app.py's route), on the port gunicorn binds; collectors scrape it.
+METRICS_PATH = "/metrics"
 
 
 class WebhookMetrics:

@@ -85,14 +85,23 @@ def test_a_department_declares_no_hub_credential(captures: dict[str, Any], stack
     assert secrets <= {f"garo-{stack}-runner-app-key"}
 
 
-def test_the_hub_holds_no_runner_credential_and_grants_its_app_key_to_no_one(captures: dict[str, Any]) -> None:
+def test_the_hub_holds_no_runner_credential_and_grants_its_app_key_to_the_sweeper_alone(
+    captures: dict[str, Any],
+) -> None:
     hub = captures["hub"]
     secrets = {s["inputs"]["secretId"] for s in of_type(hub, "secretmanager/secret:Secret")}
-    assert secrets == {"garo-webhook-secret", "garo-webhook-app-key", "garo-routes"}
+    assert secrets == {"garo-webhook-secret", "garo-webhook-app-key", "garo-routes", "garo-webhook-run-monitoring"}
     grants = [b["inputs"] for b in of_type(hub, "SecretIamMember")]
-    read = {g["secretId"].rsplit("/", 1)[-1] for g in grants}
-    assert read == {"garo-webhook-secret", "garo-routes"}, "the webhook service needs no App key"
-    assert {g["member"].split("@")[0] for g in grants} == {"serviceAccount:garo-webhook"}
+    readers: dict[str, set[str]] = {}
+    for g in grants:
+        readers.setdefault(g["secretId"].rsplit("/", 1)[-1], set()).add(g["member"].split("@")[0])
+    # The webhook service needs no App key; the scheduled redelivery sweeper needs nothing else.
+    assert readers == {
+        "garo-webhook-secret": {"serviceAccount:garo-webhook"},
+        "garo-routes": {"serviceAccount:garo-webhook"},
+        "garo-webhook-run-monitoring": {"serviceAccount:garo-webhook"},
+        "garo-webhook-app-key": {"serviceAccount:garo-redeliver"},
+    }
     assert hub["outputs"]["webhookAppKeySecret"] == "projects/acme-ci-hub/secrets/garo-webhook-app-key"
     assert "runner" not in json.dumps(hub["resources"]).lower()
 

@@ -22,7 +22,9 @@ def test_garo_outputs_accepts_each_stack_portal(captures: dict[str, Any], stack:
     result = CliRunner().invoke(main, ["outputs", "--from-file", str(saved)])
     assert result.exit_code == 0, result.stderr
     portal = json.loads(result.stdout)
-    assert portal["version"] == PORTAL_VERSION == 2 and portal["costLabels"]["garo-department"] == ("hub" if stack == "hub" else stack)
+    assert portal["version"] == PORTAL_VERSION == 2 and portal["costLabels"]["garo-department"] == (
+        "hub" if stack == "hub" else stack
+    )
 
 
 def test_garo_outputs_names_each_broken_field(captures: dict[str, Any], tmp_path: Path) -> None:

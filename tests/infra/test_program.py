@@ -36,10 +36,12 @@ def test_hub_topic_and_public_webhook(captures: dict[str, Any]) -> None:
     assert env["GARO_WEBHOOK_SECRET"]["valueSource"]["secretKeyRef"]["secret"].endswith("/secrets/garo-webhook-secret")
     assert "value" not in env["GARO_WEBHOOK_SECRET"]
     assert env["GARO_BUS"]["value"] == "pubsub://acme-ci-hub/garo-workflow-jobs"
-    # The webhook's identity: publish to its topic, read its two secrets, nothing else.
+    # The webhook's identity: publish to its topic, read its secrets (and the metrics sidecar's
+    # RunMonitoring file), write its metrics; nothing else.
     assert roles_of(hub, "serviceAccount:garo-webhook@") == {
         "roles/pubsub.publisher",
         "roles/secretmanager.secretAccessor",
+        "roles/monitoring.metricWriter",
     }
     publisher = of_type(hub, "pubsub/topicIAMMember:TopicIAMMember")
     assert [p["inputs"]["topic"] for p in publisher] == ["garo-workflow-jobs"]
