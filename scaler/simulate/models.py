@@ -139,7 +139,8 @@ def _override(base: dict[str, Any], path: Path, mark: bool) -> dict[str, Any]:
         raise ModelError(str(path), [f"not YAML: {exc}"]) from None
     if not isinstance(override, dict):
         raise ModelError(str(path), ["expected a mapping at the top level"])
-    return _merge(base, override, str(path), mark)
+    merged: dict[str, Any] = _merge(base, override, str(path), mark)
+    return merged
 
 
 def _merge(base: Any, override: Any, source: str, mark: bool) -> Any:
@@ -250,11 +251,12 @@ def _latency(data: dict[str, Any], problems: list[str]) -> LatencyModels | None:
         return None
     for name, model in data["clouds"].items():
         path = f"clouds.{name}"
-        if not _keys(model, path, set(PHASES) | set(RATES), set(), problems):
+        if not _keys(model, path, set(PHASES) | set(RATES), set(), problems) and not isinstance(model, dict):
             continue
-        phases = {p: _distribution(model[p], f"{path}.{p}", problems) for p in PHASES}
-        rates = {r: _rate(model[r], f"{path}.{r}", problems) for r in RATES}
-        if all(v is not None for v in (*phases.values(), *rates.values())):
+        phases = {p: _distribution(model[p], f"{path}.{p}", problems) for p in PHASES if p in model}
+        rates = {r: _rate(model[r], f"{path}.{r}", problems) for r in RATES if r in model}
+        complete = len(phases) + len(rates) == len(PHASES) + len(RATES)
+        if complete and all(v is not None for v in (*phases.values(), *rates.values())):
             clouds[str(name)] = CloudModel(str(name), **phases, **rates)  # type: ignore[arg-type]
     if startup is None:
         return None
