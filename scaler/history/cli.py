@@ -78,12 +78,12 @@ def export(org: str, since: str, repos: tuple[str, ...], out: Path, reserve: flo
 
 
 @history.command(name="import")
-@click.option("--bus", "bus", type=click.Path(path_type=Path), help="An embedded bus file (sqlite:///path or path).")
+@click.option("--bus", "bus", help="The embedded bus: sqlite://<path> (as GARO_BUS) or a file path.")
 @click.option("--log", "logs", multiple=True, type=click.Path(path_type=Path), help="A webhook JSON log file; repeat.")
 @click.option("--department", help="Only this department's jobs.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="The JSONL file to write (new).")
 @click.option("--skip-bad", is_flag=True, help="Write the good jobs and exit 0 even if some events were rejected.")
-def import_(bus: Path | None, logs: tuple[Path, ...], department: str | None, out: Path, skip_bad: bool) -> None:
+def import_(bus: str | None, logs: tuple[Path, ...], department: str | None, out: Path, skip_bad: bool) -> None:
     """Rebuild job history from the embedded bus or the webhook's JSON logs."""
     from scaler.history.importer import HistoryImportError, ImportReport, import_bus, import_logs
 
@@ -94,12 +94,14 @@ def import_(bus: Path | None, logs: tuple[Path, ...], department: str | None, ou
     reports: list[ImportReport] = []
     try:
         if bus is not None:
-            path = Path(str(bus).removeprefix("sqlite:///").removeprefix("sqlite://"))
-            reports.append(import_bus(path, department))
+            from scaler.bus.url import parse_bus_url
+
+            path = parse_bus_url(bus).path if bus.startswith("sqlite://") else bus
+            reports.append(import_bus(Path(path), department))
         for log in logs:
             with open(log, encoding="utf-8", errors="replace") as stream:
                 reports.append(import_logs(stream, str(log), department))
-    except (HistoryImportError, OSError) as exc:
+    except (HistoryImportError, OSError, ValueError) as exc:
         _fail(str(exc))
     records = {r.id: r for report in reports for r in report.records}
     rejected = [reason for report in reports for reason in report.rejected]

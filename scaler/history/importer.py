@@ -184,7 +184,7 @@ def import_bus(path: Path, department: str | None = None) -> ImportReport:
     if not path.is_file():
         raise HistoryImportError(f"{path}: no such file")
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
         try:
             rows = db.execute("SELECT id, data, attributes, published_at FROM messages ORDER BY id").fetchall()
         finally:
