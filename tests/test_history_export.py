@@ -50,7 +50,7 @@ class RecordingSession(requests.Session):
         super().__init__()
         self.answers: list[tuple[str, int, Any]] = []
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         if re.search(r"/actions/runs/\d+/jobs$", urlsplit(str(url)).path):
             kwargs["headers"] = {**(kwargs.get("headers") or {}), "Prefer": "dynamic=true"}
         response = super().request(method, url, *args, **kwargs)
@@ -135,7 +135,9 @@ class FakeOrg:
             raise LookupError
         return self.jobs[run_id]
 
-    def answer(self, items: Callable[[str], list[dict[str, Any]]], key: str | None = None) -> Callable[[Recorded], Reply]:
+    def answer(
+        self, items: Callable[[str], list[dict[str, Any]]], key: str | None = None
+    ) -> Callable[[Recorded], Reply]:
         def reply(rec: Recorded) -> Reply:
             path, query = rec.path.split("?")[0], parse_qs(urlsplit(rec.path).query)
             if self.prism is not None:  # the same request, checked against GitHub's OpenAPI
@@ -152,7 +154,9 @@ class FakeOrg:
             chunk = everything[(page - 1) * per_page : page * per_page]
             headers = self.headers()
             if page * per_page < len(everything):  # GitHub's next links name another path (and host) form
-                headers["Link"] = f'<https://api.github.com/repositories/1/x?per_page={per_page}&page={page + 1}>; rel="next"'
+                headers["Link"] = (
+                    f'<https://api.github.com/repositories/1/x?per_page={per_page}&page={page + 1}>; rel="next"'
+                )
             return Reply(200, {"total_count": len(everything), key: chunk} if key else chunk, headers)
 
         return reply

@@ -169,7 +169,10 @@ def test_a_published_log_line_without_what_a_job_needs_is_rejected_by_line() -> 
     lines = [json.dumps(line | {"action": "queued", "job_id": "x1", "repository": "a/b", "group": "g"}) + "\n"]
     lines.append(json.dumps(line | {"action": "queued", "job_id": "5", "repository": "a/b"}) + "\n")
     report = import_logs(lines, "w.log")
-    assert report.rejected == ["w.log line 1: job_id 'x1' is not a number", "w.log line 2: a published line without a group"]
+    assert report.rejected == [
+        "w.log line 1: job_id 'x1' is not a number",
+        "w.log line 2: a published line without a group",
+    ]
 
 
 def test_a_file_that_is_not_a_bus_is_refused(tmp_path: Path) -> None:

@@ -80,7 +80,9 @@ def test_each_bad_record_is_named_by_its_line(tmp_path: Path, bad: dict[str, Any
 
 def test_a_repeated_job_and_a_truncated_last_line_are_errors(tmp_path: Path) -> None:
     path = tmp_path / "h.jsonl"
-    path.write_text(json.dumps(job()) + "\n\n" + json.dumps(job()) + "\n" + json.dumps(job(id=2))[:40], encoding="utf-8")
+    path.write_text(
+        json.dumps(job()) + "\n\n" + json.dumps(job()) + "\n" + json.dumps(job(id=2))[:40], encoding="utf-8"
+    )
     report = read_history(path, skip_bad=True)
     assert [str(e) for e in report.errors] == [
         "line 3: job 1 again (first on line 1)",

@@ -64,7 +64,10 @@ def test_a_price_override_adds_a_spot_price(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "problems"),
     [
-        ("clouds:\n  gce:\n    create: {median: 20, p95: 10}\n", ["clouds.gce.create.p95: must be above the median (20)"]),
+        (
+            "clouds:\n  gce:\n    create: {median: 20, p95: 10}\n",
+            ["clouds.gce.create.p95: must be above the median (20)"],
+        ),
         ("clouds:\n  gce:\n    boot: {median: -1}\n", ["clouds.gce.boot.median: expected a number in [0, 86400]"]),
         ("clouds:\n  gce:\n    create: {speed: 3}\n", ["clouds.gce.create.speed: unknown key"]),
         (
@@ -94,7 +97,9 @@ def test_a_bad_override_is_refused_with_every_problem_and_its_key_path(
 
 def test_a_bad_price_override_is_refused(tmp_path: Path) -> None:
     override = tmp_path / "prices.yaml"
-    override.write_text("clouds:\n  gce:\n    regions:\n      us-central1:\n        e2-standard-4: {on_demand: 0.1, spot: 0.2}\n")
+    override.write_text(
+        "clouds:\n  gce:\n    regions:\n      us-central1:\n        e2-standard-4: {on_demand: 0.1, spot: 0.2}\n"
+    )
     with pytest.raises(ModelError, match="e2-standard-4.spot: 0.2 is above the on-demand price 0.1"):
         load_prices(override)
     with pytest.raises(ModelError, match="cannot read it"):
