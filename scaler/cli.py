@@ -170,5 +170,14 @@ def demo() -> None:
     sys.exit(run_demo())
 
 
+def _add_history() -> None:
+    from scaler.history.cli import history
+
+    main.add_command(history)
+
+
+_add_history()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
