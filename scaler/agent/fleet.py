@@ -136,7 +136,7 @@ class Fleet:
             log.warning("cannot list runners; acting on what the book knows", extra={"error": api_error_kind(exc)})
             self.last_runners = None
             return None
-        self.last_runners = {r.name: r for r in runners if naming.is_ours(self.department, r.name)}
+        self.last_runners = {r.name: r for r in runners if naming.is_ours(self.department, r.name, self.group_names)}
         self._runners_at = now
         self.book.registered.update(self.last_runners)
         return self.last_runners

@@ -181,7 +181,7 @@ class Agent:
         if event.action == "queued":
             return record.status != "queued"  # already running or done: nothing to add
         runner = event.runner_name
-        if not naming.is_ours(department, runner):
+        if not naming.is_ours(department, runner, self.fleet.group_names):
             self.metrics.events.labels(event.action, "not-ours").inc()
             return True
         assert runner is not None

@@ -41,6 +41,11 @@ One extra the webhook relies on: the ``delivery`` attribute (GitHub's
 X-GitHub-Delivery GUID) is UNIQUE, so a redelivered webhook publishes nothing
 new across all gunicorn workers. Rows are kept after ack for that reason and
 purged after ``retention`` seconds.
+
+The file holds raw webhook payloads: it (with its ``-wal``, ``-shm`` and
+``.lock`` companions) is created readable by its owner only (0600), and a
+directory we create for it 0700. ``synchronous=OFF`` is refused: with it a
+crash can lose events the webhook already answered 202 for.
 """
 
 from __future__ import annotations
@@ -107,6 +112,7 @@ WHERE NOT EXISTS (
 """
 PURGE_EVERY = 3600.0  # seconds between purges of settled messages past their retention
 _ATTRIBUTE_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
+SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")  # not OFF: see the module docstring
 _INSERT = (
     "INSERT OR IGNORE INTO messages (data, attributes, ordering_key, delivery, published_at) VALUES (?, ?, ?, ?, ?)"
 )
@@ -123,6 +129,39 @@ class _Pending:
     message_id: str = ""
     error: BaseException | None = None
     done: bool = False
+
+
+def department_subscription(department: str) -> tuple[str, dict[str, str]]:
+    """The name and filter of a department's subscription (the agent pulls it, the webhook creates it early)."""
+    return f"agent-{department}", {"department": department}
+
+
+def check_synchronous(value: str) -> str:
+    """The upper-cased SQLite ``synchronous`` level, or ValueError saying why OFF is not one."""
+    level = value.upper()
+    if level == "OFF":
+        raise ValueError(
+            "synchronous=OFF is refused: a crash could lose events the webhook already acknowledged; "
+            "use NORMAL (survives a process crash) or FULL (also power loss)"
+        )
+    if level not in SYNCHRONOUS:
+        raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}, got {value!r}")
+    return level
+
+
+def _private_file(path: str) -> None:
+    """Create ``path`` (and its directory, if missing) for the owner only, before SQLite opens it."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    directory = os.path.dirname(path)
+    if directory and not os.path.isdir(directory):
+        # One level (the agent's default .garo/bus.db), not a tree: a mistyped path still fails.
+        with suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+    # SQLite would create the file 0644 (under the usual umask 022), and gives the -wal and
+    # -shm files the database's mode: creating it 0600 first covers all three. An existing
+    # file keeps the mode its owner gave it.
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
 
 
 class _LockTimeout(Exception):
@@ -162,8 +201,7 @@ class SqliteBus:
         checkpoint_interval: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
+        synchronous = check_synchronous(synchronous)
         if max_delivery_attempts < 1 or ack_deadline <= 0:
             raise ValueError("max_delivery_attempts must be >= 1 and ack_deadline > 0")
         self.path = str(path)
@@ -198,6 +236,7 @@ class SqliteBus:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None or getattr(self._local, "pid", None) != os.getpid():
             try:
+                _private_file(self.path)
                 db = sqlite3.connect(
                     self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
                 )
@@ -208,6 +247,8 @@ class SqliteBus:
                     db.execute("PRAGMA wal_autocheckpoint=0")
                 # Lazily, so that a webhook starts (and says "not ready") while the file is unavailable.
                 db.executescript(_SCHEMA)
+            except OSError as exc:
+                raise BusUnavailable(f"cannot open sqlite bus {self.path}: {exc.strerror}") from exc
             except sqlite3.Error as exc:
                 raise BusUnavailable(f"cannot open sqlite bus {self.path}: {exc}") from exc
             self._local.db, self._local.pid = db, os.getpid()

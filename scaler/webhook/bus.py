@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from scaler.bus.base import Publisher
 
-SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")  # OFF is refused: it can lose events answered 202
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,8 @@ def parse_bus_url(url: str) -> BusUrl:
         if not path or unknown:
             raise ValueError(f"expected sqlite://<path>[?synchronous=&timeout=&checkpoint=], got {url!r}")
         synchronous = params.get("synchronous", "NORMAL").upper()
+        if synchronous == "OFF":
+            raise ValueError("synchronous=OFF is refused: a crash could lose events already answered 202; use NORMAL")
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous= must be one of {', '.join(SYNCHRONOUS)} in {url!r}")
         timeout = _number(params, "timeout", 5.0, url)

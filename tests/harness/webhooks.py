@@ -3,7 +3,9 @@
 ``webhook_examples`` are the ``workflow_job`` and ``ping`` examples of
 ``@octokit/webhooks-examples`` (api.github.com), serialised once to the bytes
 GitHub sends (compact UTF-8 JSON) and signed with :func:`sign` exactly as
-GitHub signs them. Any payload a test changes goes through
+GitHub signs them. Their job timestamps are moved to the test run (the
+newest one a minute ago, the gaps between them kept): GitHub sends events as
+they happen, and the webhook refuses events older than its redelivery window. Any payload a test changes goes through
 :func:`conforming`, which validates it against ``@octokit/webhooks-schemas``,
 so a test never relies on a payload GitHub could not send.
 
@@ -17,9 +19,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -104,13 +108,29 @@ class Example:
         return json.loads(self.body)
 
 
+JOB_TIMES = ("created_at", "started_at", "completed_at")
+
+
+def as_if_now(payload: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """The payload with its job's timestamps shifted so that the newest is a minute before ``now``."""
+    job = payload.get("workflow_job")
+    if not isinstance(job, dict):
+        return payload
+    times = {k: datetime.fromisoformat(job[k]) for k in JOB_TIMES if isinstance(job.get(k), str)}
+    if times:
+        shift = datetime.fromtimestamp((now or time.time()) - 60, UTC) - max(times.values())
+        for key, value in times.items():
+            job[key] = (value + shift).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return payload
+
+
 @cache
 def load_examples() -> tuple[Example, ...]:
     examples: list[Example] = []
     for entry in json.loads(EXAMPLES.read_text(encoding="utf-8")):
         if entry["name"] in ("workflow_job", "ping"):
             for i, payload in enumerate(entry["examples"]):
-                examples.append(Example(entry["name"], payload.get("action"), i, to_bytes(payload)))
+                examples.append(Example(entry["name"], payload.get("action"), i, to_bytes(as_if_now(payload))))
     assert {e.event for e in examples} == {"workflow_job", "ping"}, "webhook examples missing: run `npm ci`"
     return tuple(examples)
 
