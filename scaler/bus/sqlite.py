@@ -149,19 +149,29 @@ def check_synchronous(value: str) -> str:
     return level
 
 
-def _private_file(path: str) -> None:
-    """Create ``path`` (and its directory, if missing) for the owner only, before SQLite opens it."""
-    if path == ":memory:" or path.startswith("file:"):
-        return
+def _new_private_file(path: str) -> bool:
+    """Before SQLite opens ``path``: True if it does not exist yet (then :func:`_make_private` it at once).
+
+    A missing directory is created 0700 (one level, the agent's default
+    ``.garo/bus.db``; a mistyped deeper path still fails).
+    """
+    if path == ":memory:" or path.startswith("file:") or os.path.exists(path):
+        return False
     directory = os.path.dirname(path)
     if directory and not os.path.isdir(directory):
-        # One level (the agent's default .garo/bus.db), not a tree: a mistyped path still fails.
         with suppress(FileExistsError):
             os.mkdir(directory, 0o700)
-    # SQLite would create the file 0644 (under the usual umask 022), and gives the -wal and
-    # -shm files the database's mode: creating it 0600 first covers all three. An existing
-    # file keeps the mode its owner gave it.
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    return True
+
+
+def _make_private(path: str) -> None:
+    """chmod 0600 a database SQLite just created (0644 under the usual umask), before it holds anything.
+
+    SQLite gives the -wal and -shm files the database's mode, so this covers
+    them too. chmod, not open-and-close: closing any descriptor of the file
+    would drop the POSIX locks this process's SQLite connections hold on it.
+    """
+    os.chmod(path, 0o600)
 
 
 class _LockTimeout(Exception):
@@ -236,10 +246,12 @@ class SqliteBus:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None or getattr(self._local, "pid", None) != os.getpid():
             try:
-                _private_file(self.path)
+                new = _new_private_file(self.path)
                 db = sqlite3.connect(
                     self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
                 )
+                if new:
+                    _make_private(self.path)
                 db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(f"PRAGMA synchronous={self._synchronous}")
