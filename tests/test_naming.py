@@ -58,7 +58,8 @@ def test_a_name_two_groups_could_have_made_belongs_to_neither() -> None:
 def test_valid_job_id_is_what_github_can_send(job_id: object, valid: bool) -> None:
     assert naming.valid_job_id(job_id) is valid
     if valid:
-        assert naming.job_of("d", "g", naming.instance_name("d", "g", job_id)) == int(job_id)  # type: ignore[arg-type]
+        assert isinstance(job_id, int | str)
+        assert naming.job_of("d", "g", naming.instance_name("d", "g", job_id)) == int(job_id)
     elif isinstance(job_id, int | str):
         with pytest.raises(ValueError):
             naming.instance_name("d", "g", job_id)

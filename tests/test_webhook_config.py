@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -192,7 +193,9 @@ def test_a_bad_bus_url_is_refused_before_any_worker_starts(tmp_path: Path, bus: 
     [(" ", "only whitespace"), ("\n", "only whitespace"), ("hunter2-secret", "shorter than 16")],
 )
 @pytest.mark.parametrize("variant", ["env", "file"])
-def test_weak_secrets_are_refused_without_being_echoed(tmp_path: Path, variant: str, value: str, complaint: str) -> None:
+def test_weak_secrets_are_refused_without_being_echoed(
+    tmp_path: Path, variant: str, value: str, complaint: str
+) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text(value)
     source = {"GARO_WEBHOOK_SECRET": value} if variant == "env" else {"GARO_WEBHOOK_SECRET_FILE": str(secret_file)}
@@ -213,7 +216,7 @@ def test_the_secret_reads_the_same_from_env_and_file(tmp_path: Path) -> None:
 
 def test_department_names_that_extend_one_another_are_refused() -> None:
     """`data`'s names garo-data-<group>-… include `data-eng`'s garo-data-eng-…: one table cannot hold both."""
-    document = {
+    document: dict[str, Any] = {
         "version": 1,
         "departments": [
             {"name": "data", "org": "o", "groups": [{"name": "eng-gpu", "labels": ["self-hosted", "a"]}]},

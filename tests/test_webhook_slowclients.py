@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import socket
-from http.client import HTTPConnection
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from http.client import HTTPConnection
 from pathlib import Path
 
 import pytest
@@ -32,7 +32,7 @@ HEAD = b"POST /webhook HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r
 PARTIAL = {
     "no bytes at all": b"",
     "unfinished headers": HEAD,
-    "unfinished body": HEAD + b"Content-Length: 5000\r\nX-GitHub-Event: workflow_job\r\n\r\n{\"action\":",
+    "unfinished body": HEAD + b'Content-Length: 5000\r\nX-GitHub-Event: workflow_job\r\n\r\n{"action":',
     "unfinished request line": b"POST /webho",
 }
 

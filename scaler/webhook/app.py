@@ -129,7 +129,7 @@ class Intake:
             if department not in self._subscribed:
                 name, filter = department_subscription(department)
                 try:
-                    self.publisher.create_subscription(name, filter)  # type: ignore[attr-defined]
+                    self.publisher.create_subscription(name, filter)
                 except (BusUnavailable, ValueError) as exc:
                     self.log.warning(
                         "cannot create the department's subscription on the embedded bus",
@@ -229,7 +229,9 @@ def webhook() -> tuple[Response, int]:
     attributes |= {"job_id": job_id, "delivery": delivery}
     if not intake.subscribed(route.department):
         intake.publish_failed()
-        return _answer(503, "bus_unavailable", "the event bus has no subscription for it yet; retry later", intake, **fields)
+        return _answer(
+            503, "bus_unavailable", "the event bus has no subscription for it yet; retry later", intake, **fields
+        )
     started = time.perf_counter()
     try:
         # Ordering per job: the agent sees queued before completed for the same job.

@@ -59,7 +59,7 @@ def request_complete(buffer: bytes | bytearray, max_body: int) -> bool:
     return length > max_body or len(buffer) - (end + 4) >= length
 
 
-class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no type hints
+class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc,unused-ignore]  # gunicorn: no type hints
     """gunicorn's ``gthread`` worker with requests read in the event loop (see the module docstring)."""
 
     def init_process(self) -> None:

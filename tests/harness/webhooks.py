@@ -105,7 +105,8 @@ class Example:
 
     @property
     def payload(self) -> dict[str, Any]:
-        return json.loads(self.body)
+        payload: dict[str, Any] = json.loads(self.body)
+        return payload
 
 
 JOB_TIMES = ("created_at", "started_at", "completed_at")
