@@ -19,11 +19,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from werkzeug.test import TestResponse
 
 from scaler.bus.base import Message
 from scaler.bus.sqlite import SqliteBus
+from scaler.demo.examples import as_if_now
 from scaler.routing import load_routing_table
 from scaler.webhook import WebhookSettings, create_app
 
@@ -107,22 +106,6 @@ class Example:
     def payload(self) -> dict[str, Any]:
         payload: dict[str, Any] = json.loads(self.body)
         return payload
-
-
-JOB_TIMES = ("created_at", "started_at", "completed_at")
-
-
-def as_if_now(payload: dict[str, Any], now: float | None = None) -> dict[str, Any]:
-    """The payload with its job's timestamps shifted so that the newest is a minute before ``now``."""
-    job = payload.get("workflow_job")
-    if not isinstance(job, dict):
-        return payload
-    times = {k: datetime.fromisoformat(job[k]) for k in JOB_TIMES if isinstance(job.get(k), str)}
-    if times:
-        shift = datetime.fromtimestamp((now or time.time()) - 60, UTC) - max(times.values())
-        for key, value in times.items():
-            job[key] = (value + shift).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return payload
 
 
 @cache
