@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from scaler.bus.sqlite import SqliteBus
+from scaler.webhook.worker import READY, WAIT, request_state
 from tests.test_webhook_config import _delivery, _env, _free_port
 
 SLOW = 24  # three times the default 2 workers x 4 threads
@@ -125,3 +126,33 @@ def test_kept_alive_connections_serve_one_request_after_another(server: str) -> 
             assert (response.status, response.read()[:1]) == (202, b"{")
     finally:
         connection.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (HEAD + b"Content-Length: 50000000\r\n\r\n{", b"413"),  # announced, then trickled: never waited for
+        (HEAD + b"X-Padding: " + b"a" * 70_000, b"431"),  # headers without end
+    ],
+    ids=["oversized body", "endless headers"],
+)
+def test_oversized_requests_are_refused_at_once(server: str, request_bytes: bytes, status: bytes) -> None:
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=GITHUB_TIMEOUT) as connection:
+        connection.sendall(request_bytes)
+        answer = connection.recv(4096)
+        assert answer.split(b" ")[1] == status, answer
+        assert b"Connection: close" in answer
+
+
+def test_request_state_waits_for_the_whole_request() -> None:
+    body = b'{"action":"queued"}'
+    whole = HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    assert [request_state(whole[:n], 1024) for n in (0, len(HEAD), len(whole) - 1)] == [WAIT, WAIT, WAIT]
+    assert request_state(whole, 1024) == READY
+    assert request_state(whole + b"GET / HTTP/1.1\r\n", 1024) == READY  # pipelined: the first request counts
+    assert request_state(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 1024) == READY
+    chunked = HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    assert request_state(chunked, 1024) == WAIT
+    assert request_state(chunked + b"0\r\n\r\n", 1024) == READY
+    assert request_state(HEAD + b"Content-Length: 2048\r\n\r\n", 1024) == 413

@@ -11,8 +11,9 @@ blocking: bytes are buffered until the headers and the ``Content-Length``
 body have arrived, and only then does a thread run the app on them. A slow
 client costs a buffer and a poller slot, never a thread, and is dropped once
 ``GARO_WEBHOOK_READ_TIMEOUT`` seconds pass without a complete request. The
-buffer is bounded by ``GARO_WEBHOOK_MAX_BODY`` (larger bodies are handed over
-at once: the app answers 413 without reading them). Keep-alive connections
+buffer is bounded: a body announced larger than ``GARO_WEBHOOK_MAX_BODY`` gets
+413 and headers over 64 KiB get 431, answered from the event loop and the
+connection closed, so no thread ever waits for the rest. Keep-alive connections
 come back through the same gate for their next request; idle ones close after
 gunicorn's ``keepalive``, and ``worker_connections`` bounds how many one
 worker holds.
@@ -40,23 +41,35 @@ _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,12})[ \t]*\r",
 _CHUNKED = re.compile(rb"\r\ntransfer-encoding:", re.IGNORECASE)
 
 
-def request_complete(buffer: bytes | bytearray, max_body: int) -> bool:
-    """Enough of a request has arrived for a thread to handle it without waiting on the client.
+WAIT, READY = "wait", "ready"
+TOO_LARGE = {  # answered from the event loop: a thread would wait for bytes we will not read
+    413: b'{"status": "too_large", "error": "Request Entity Too Large"}',
+    431: b'{"status": "bad_request", "error": "Request Header Fields Too Large"}',
+}
 
-    True once the headers and the whole ``Content-Length`` body are in; also
-    when waiting longer cannot help: headers too long, a body the app will
-    refuse (413) unread, or a chunked body that ended. Pipelined requests:
-    the first one is what counts.
+
+def request_state(buffer: bytes | bytearray, max_body: int) -> str | int:
+    """WAIT for more bytes, READY for a thread, or the status (413/431) to refuse it with.
+
+    READY once the headers and the whole ``Content-Length`` body are in (a
+    chunked body: once its last chunk is). Pipelined requests: the first one
+    is what counts.
     """
     end = buffer.find(b"\r\n\r\n")
     if end < 0:
-        return len(buffer) > MAX_HEAD
+        return 431 if len(buffer) > MAX_HEAD else WAIT
+    if end > MAX_HEAD:
+        return 431
     head = bytes(buffer[: end + 2])
     if _CHUNKED.search(head):
-        return buffer.endswith(b"0\r\n\r\n") or len(buffer) > MAX_HEAD + max_body
+        if len(buffer) - (end + 4) > max_body:
+            return 413
+        return READY if buffer.endswith(b"0\r\n\r\n") else WAIT
     match = _CONTENT_LENGTH.search(head)
     length = int(match.group(1)) if match else 0
-    return length > max_body or len(buffer) - (end + 4) >= length
+    if length > max_body:
+        return 413
+    return READY if len(buffer) - (end + 4) >= length else WAIT
 
 
 class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc,unused-ignore]  # gunicorn: no type hints
@@ -76,10 +89,11 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc,unused-ignore] 
             return
         buffered = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
         conn.garo_buffer = bytearray(buffered or b"")
-        if request_complete(conn.garo_buffer, self.max_body):
-            self._hand_over(conn)
-            return
         conn.sock.setblocking(False)
+        state = request_state(conn.garo_buffer, self.max_body)
+        if state != WAIT:
+            self._settle(conn, state)
+            return
         conn.timeout = time.monotonic() + self.read_timeout  # gunicorn's murder_pending closes it then
         self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, conn))
@@ -91,9 +105,11 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc,unused-ignore] 
             return
         except OSError:
             data = b""
+        state: str | int = WAIT
         if data:
             conn.garo_buffer += data
-            if not request_complete(conn.garo_buffer, self.max_body):
+            state = request_state(conn.garo_buffer, self.max_body)
+            if state == WAIT:
                 return
         self.poller.unregister(client)
         self.pending_conns.remove(conn)
@@ -101,7 +117,24 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc,unused-ignore] 
             self.nr_conns -= 1
             conn.close()
             return
-        self._hand_over(conn)
+        self._settle(conn, state)
+
+    def _settle(self, conn: Any, state: str | int) -> None:
+        """A thread for a complete request; a short refusal and a closed connection for an oversized one."""
+        if state == READY:
+            self._hand_over(conn)
+            return
+        assert isinstance(state, int)
+        body = TOO_LARGE[state]
+        head = f"HTTP/1.1 {state} {'Content Too Large' if state == 413 else 'Request Header Fields Too Large'}\r\n"
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        try:
+            conn.sock.send(head.encode() + body)  # a few hundred bytes: fits the socket buffer
+        except OSError:
+            pass  # the client is gone or not reading: closing is all that is left
+        self.log.info("refused an oversized request from the event loop with %s", state)
+        self.nr_conns -= 1
+        conn.close()
 
     def _hand_over(self, conn: Any) -> None:
         """Give the buffered bytes to the connection's parser and the connection to a thread."""
