@@ -42,7 +42,9 @@ TABLE = parse_routing_table(ROUTES)
         ("octo-org", "octo-org/x", [], ("unmatched", None, None)),  # fits every group, asks for none
     ],
 )
-def test_matching_follows_github_label_semantics(org: str, repo: str, labels: list[str], expected: tuple) -> None:
+def test_matching_follows_github_label_semantics(
+    org: str, repo: str, labels: list[str], expected: tuple[str, str | None, str | None]
+) -> None:
     decision = TABLE.match(org, repo, labels)
     route = decision.route
     assert (decision.outcome, route and route.department, route and route.group) == expected
