@@ -105,7 +105,7 @@ def test_locked_file_raises_bus_unavailable(tmp_path: Path) -> None:
         bus.publish(b"x", _attrs("d", 1))
     blocker.execute("ROLLBACK")
     assert bus.publish(b"x", _attrs("d", 1))
-    assert not SqliteBus(tmp_path / "missing" / "bus.db").ready()
+    assert not SqliteBus(tmp_path / "missing" / "deeper" / "bus.db").ready()  # one missing level is created
 
 
 @pytest.mark.timeout(30)
@@ -190,3 +190,25 @@ def test_two_processes_lease_redeliver_and_ack(tmp_path: Path) -> None:
     rest = agent.pull(max_messages=100, timeout=0)
     assert len(rest) == 10 and {m.message_id for m in rest}.isdisjoint(m for m, _ in acked)
     assert all(m.attributes["department"] == "data" for m in rest)
+
+
+def test_the_bus_file_is_private_to_its_owner(tmp_path: Path) -> None:
+    """It holds raw webhook payloads: no other local user may read them."""
+    old = os.umask(0o022)  # the usual umask, under which SQLite creates files 0644
+    try:
+        path = tmp_path / "state" / "bus.db"
+        bus = SqliteBus(path, subscription="data", filter={"department": "data"})
+        SqliteBus(path).publish(b"payload", _attrs("data", 1))
+        assert [m.data for m in bus.pull(timeout=0)] == [b"payload"]
+    finally:
+        os.umask(old)
+    assert (path.parent.stat().st_mode & 0o777) == 0o700
+    files = [path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}.lock")]
+    assert {f.name: f.stat().st_mode & 0o777 for f in files} == {f.name: 0o600 for f in files}
+
+
+def test_synchronous_off_is_refused(tmp_path: Path) -> None:
+    """OFF lets a crash lose messages whose publish already returned (the webhook's 202)."""
+    with pytest.raises(ValueError, match="synchronous=OFF is refused"):
+        SqliteBus(tmp_path / "bus.db", synchronous="off")
+    assert not (tmp_path / "bus.db").exists()

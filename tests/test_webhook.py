@@ -7,12 +7,15 @@ import io
 import json
 import logging
 import sqlite3
+import time
 import urllib.parse
 import uuid
 from pathlib import Path
 
 import pytest
 
+from scaler import naming
+from scaler.agent.cli import open_subscriber
 from scaler.bus.sqlite import SqliteBus
 from scaler.logs import JsonFormatter
 from scaler.webhook.app import LOGGER_NAME
@@ -22,6 +25,7 @@ from tests.harness.webhooks import (
     SECRET,
     Example,
     WebhookIntake,
+    as_if_now,
     conforming,
     load_examples,
     make_intake,
@@ -144,9 +148,130 @@ def test_redelivery_of_the_same_guid_publishes_nothing_new(webhook_intake: Webho
     other = make_intake(tmp_path)
     assert other.post(example.body, delivery=delivery).status_code == 202
     assert len(webhook_intake.published()) == 1
-    # A new delivery of the same job (GitHub sends one per state change) is a new event.
-    assert webhook_intake.post(example.body).json["status"] == "published"
+    # The next state of the same job (GitHub sends one delivery per state change) is a new event.
+    queued = next(e for e in JOBS if e.action == "queued" and e.payload["workflow_job"]["id"] == _job_id(example))
+    assert webhook_intake.post(queued.body).json["status"] == "published"
     assert len(webhook_intake.published()) == 1
+
+
+def _job_id(example: Example) -> int:
+    return int(example.payload["workflow_job"]["id"])
+
+
+def test_a_replay_with_a_fresh_guid_is_a_duplicate(webhook_intake: WebhookIntake) -> None:
+    """The signature covers the body, not X-GitHub-Delivery: a captured delivery resent with a new GUID."""
+    example = JOBS[-1]
+    assert webhook_intake.post(example.body).json["status"] == "published"
+    replay = webhook_intake.post(example.body, delivery=str(uuid.uuid4()))
+    assert (replay.status_code, replay.json["status"]) == (202, "duplicate")
+    assert len(webhook_intake.published()) == 1
+    # A re-run of the workflow (run_attempt 2) is a new event, even with every other field equal.
+    payload = copy.deepcopy(example.payload)
+    payload["workflow_job"]["run_attempt"] = 2
+    assert webhook_intake.post(conforming("workflow_job", payload, base=example.payload)).json["status"] == "published"
+    assert len(webhook_intake.published()) == 1
+
+
+def test_an_event_that_got_503_is_not_remembered(tmp_path: Path) -> None:
+    """GitHub's redelivery of a failed delivery (or a new delivery of the same event) is published."""
+    bus_path = tmp_path / "bus.db"
+    intake = make_intake(tmp_path, publisher=SqliteBus(bus_path, busy_timeout=0.1))
+    blocker = sqlite3.connect(bus_path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        assert intake.post(JOBS[-1].body).status_code == 503
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert intake.post(JOBS[-1].body, delivery=str(uuid.uuid4())).json["status"] == "published"
+    assert len(intake.published()) == 1
+
+
+@pytest.mark.parametrize(("age_days", "status"), [(2.9, 202), (3.2, 400), (400, 400)])
+def test_events_older_than_githubs_redelivery_window_are_refused(
+    webhook_intake: WebhookIntake, age_days: float, status: int
+) -> None:
+    example = JOBS[-1]
+    payload = as_if_now(copy.deepcopy(example.payload), now=time.time() - age_days * 86400)
+    response = webhook_intake.post(conforming("workflow_job", payload, base=example.payload))
+    assert response.status_code == status, response.json
+    if status == 400:
+        assert response.json["status"] == "stale_event"
+        assert "redelivery window" in response.json["error"]
+        assert webhook_intake.published() == []
+    else:
+        assert len(webhook_intake.published()) == 1
+
+
+def test_a_job_without_any_timestamp_is_400(webhook_intake: WebhookIntake) -> None:
+    payload = copy.deepcopy(JOBS[-1].payload)
+    for key in ("created_at", "started_at", "completed_at"):
+        payload["workflow_job"][key] = None
+    response = webhook_intake.post(json.dumps(payload).encode())
+    assert response.status_code == 400 and "timestamp" in response.json["error"]
+    assert webhook_intake.published() == []
+
+
+@pytest.mark.parametrize(("job_id", "status"), [(10**20, 400), (2**63, 400), (0, 400), (-5, 400), (2**63 - 1, 202)])
+def test_job_ids_github_cannot_send_are_refused(webhook_intake: WebhookIntake, job_id: int, status: int) -> None:
+    """A queued id of 10^20 would make the agent's instance_name raise on every pass."""
+    example = JOBS[-1]
+    payload = copy.deepcopy(example.payload)
+    payload["workflow_job"]["id"] = job_id
+    response = webhook_intake.post(conforming("workflow_job", payload, base=example.payload))
+    assert response.status_code == status, response.json
+    if status == 400:
+        assert "64-bit" in response.json["error"]
+        assert webhook_intake.published() == []
+    else:
+        [message] = webhook_intake.published()
+        assert naming.instance_name("platform", "k8s", message.attributes["job_id"])
+
+
+def test_an_event_published_before_the_agent_ever_ran_reaches_it(tmp_path: Path) -> None:
+    """Embedded bus: the webhook creates the departments' subscriptions from the routing table."""
+    bus = tmp_path / "bus.db"
+    intake = make_intake(tmp_path, publisher=SqliteBus(bus))
+    assert intake.post(JOBS[-1].body).json["status"] == "published"  # routed to "platform"
+    agent = open_subscriber(f"sqlite://{bus}", "platform")  # the agent's first start, afterwards
+    [message] = agent.pull(max_messages=10, timeout=0)
+    assert message.data == JOBS[-1].body
+
+
+def test_without_a_subscription_the_answer_is_503_not_202(tmp_path: Path) -> None:
+    """If the subscriptions cannot be created at start, events are refused (GitHub can redeliver), not lost."""
+    unavailable = tmp_path / "bus"
+    unavailable.write_text("a file where the bus's directory should be")
+    bus = unavailable / "bus.db"
+    intake = make_intake(tmp_path, publisher=SqliteBus(bus, busy_timeout=0.1))
+    delivery = str(uuid.uuid4())
+    response = intake.post(JOBS[-1].body, delivery=delivery)
+    assert (response.status_code, response.json["status"]) == (503, "bus_unavailable")
+    unavailable.unlink()  # the volume is back
+    assert intake.post(JOBS[-1].body, delivery=delivery).json["status"] == "published"  # the redelivery
+    [message] = open_subscriber(f"sqlite://{bus}", "platform").pull(max_messages=10, timeout=0)
+    assert message.attributes["delivery"] == delivery
+
+
+def test_readyz_reflects_failed_publishes(tmp_path: Path) -> None:
+    """A full disk: reads still work, every publish fails; /readyz must say so."""
+    now = [time.time()]
+    publisher = SqliteBus(tmp_path / "bus.db")
+    intake = make_intake(tmp_path, publisher=publisher, clock=lambda: now[0])
+    assert intake.client.get("/readyz").status_code == 200
+    db = publisher._connection()  # the request thread's connection (the test client runs in this thread)
+    (pages,) = db.execute("PRAGMA page_count").fetchone()
+    db.execute(f"PRAGMA max_page_count = {pages}")  # SQLITE_FULL, as on a full disk
+    assert intake.post(JOBS[-1].body).status_code == 503
+    assert publisher.ready()  # the read probe alone says all is well
+    assert intake.client.get("/readyz").status_code == 503
+    now[0] += 31  # out of rotation for a while, then back to try again
+    assert intake.client.get("/readyz").status_code == 200
+    assert intake.post(JOBS[-1].body).status_code == 503
+    assert intake.client.get("/readyz").status_code == 503
+    db.execute("PRAGMA max_page_count = 1000000")  # space again
+    assert intake.post(JOBS[-1].body).json["status"] == "published"
+    assert intake.client.get("/readyz").status_code == 200
 
 
 def test_bus_down_answers_503_and_a_redelivery_is_published(tmp_path: Path) -> None:
@@ -276,7 +401,8 @@ def test_health_readiness_and_metrics(webhook_intake: WebhookIntake, tmp_path: P
     assert 'garo_webhook_requests_total{outcome="published"} 1.0' in metrics
     assert 'garo_webhook_requests_total{outcome="bad_signature"} 1.0' in metrics
     assert "garo_webhook_publish_seconds_count 1.0" in metrics
-    gone = make_intake(tmp_path / "x", publisher=SqliteBus(tmp_path / "never" / "bus.db", busy_timeout=0.1))
+    (tmp_path / "a-file").write_text("not a directory")
+    gone = make_intake(tmp_path / "x", publisher=SqliteBus(tmp_path / "a-file" / "bus.db", busy_timeout=0.1))
     assert gone.client.get("/readyz").status_code == 503
 
 

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -21,7 +22,7 @@ from scaler.cli import main
 from scaler.config import ConfigError, parse_stack_config
 from scaler.config.routing import load_routing_table, parse_routing_table, routing_document
 from scaler.webhook.settings import settings_from_env
-from tests.harness.webhooks import ROUTES, SECRET, load_examples, sign
+from tests.harness.webhooks import ROUTES, SECRET, load_examples, sign, to_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = parse_routing_table(ROUTES)
@@ -41,7 +42,9 @@ TABLE = parse_routing_table(ROUTES)
         ("octo-org", "octo-org/x", [], ("unmatched", None, None)),  # fits every group, asks for none
     ],
 )
-def test_matching_follows_github_label_semantics(org: str, repo: str, labels: list[str], expected: tuple) -> None:
+def test_matching_follows_github_label_semantics(
+    org: str, repo: str, labels: list[str], expected: tuple[str, str | None, str | None]
+) -> None:
     decision = TABLE.match(org, repo, labels)
     route = decision.route
     assert (decision.outcome, route and route.department, route and route.group) == expected
@@ -148,11 +151,11 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def test_settings_from_env(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
-    secret_file.write_text("from-a-file\n")
+    secret_file.write_text("from-a-file-0123456789\n")
     settings = settings_from_env(
-        _env(tmp_path, GARO_WEBHOOK_SECRET_FILE=str(secret_file), GARO_WEBHOOK_SECRET_PREVIOUS="old-one")
+        _env(tmp_path, GARO_WEBHOOK_SECRET_FILE=str(secret_file), GARO_WEBHOOK_SECRET_PREVIOUS="old-one-rotated-out")
     )
-    assert settings.secrets == (b"from-a-file", b"old-one")
+    assert settings.secrets == (b"from-a-file-0123456789", b"old-one-rotated-out")
     assert "from-a-file" not in repr(settings) and "old-one" not in repr(settings)
     with pytest.raises(ConfigError) as caught:
         settings_from_env(
@@ -175,6 +178,7 @@ def test_settings_from_env(tmp_path: Path) -> None:
     [
         ("sqlite://bus.db?timeout=abc", "timeout= must be a number"),
         ("sqlite://bus.db?synchronous=sometimes", "synchronous= must be one of"),
+        ("sqlite://bus.db?synchronous=off", "synchronous=OFF is refused"),
         ("sqlite://bus.db?fsync=1", "expected sqlite://<path>"),
         ("sqlite://", "expected sqlite://<path>"),
         ("pubsub://project-only", "expected pubsub://<project>/<topic or subscription>"),
@@ -184,7 +188,48 @@ def test_settings_from_env(tmp_path: Path) -> None:
 )
 def test_a_bad_bus_url_is_refused_before_any_worker_starts(tmp_path: Path, bus: str, complaint: str) -> None:
     with pytest.raises(ConfigError, match=complaint):
-        settings_from_env(_env(tmp_path, GARO_WEBHOOK_SECRET="s", GARO_BUS=bus))
+        settings_from_env(_env(tmp_path, GARO_WEBHOOK_SECRET=SECRET, GARO_BUS=bus))
+
+
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [(" ", "only whitespace"), ("\n", "only whitespace"), ("hunter2-secret", "shorter than 16")],
+)
+@pytest.mark.parametrize("variant", ["env", "file"])
+def test_weak_secrets_are_refused_without_being_echoed(
+    tmp_path: Path, variant: str, value: str, complaint: str
+) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(value)
+    source = {"GARO_WEBHOOK_SECRET": value} if variant == "env" else {"GARO_WEBHOOK_SECRET_FILE": str(secret_file)}
+    with pytest.raises(ConfigError, match=complaint) as caught:
+        settings_from_env(_env(tmp_path, **source))
+    assert "GARO_WEBHOOK_SECRET" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_the_secret_reads_the_same_from_env_and_file(tmp_path: Path) -> None:
+    """`export S="$(cat f)"` and `S=$(< f)` keep or drop the newline; GitHub signs with neither."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n")
+    from_file = settings_from_env(_env(tmp_path, GARO_WEBHOOK_SECRET_FILE=str(secret_file)))
+    from_env = settings_from_env(_env(tmp_path, GARO_WEBHOOK_SECRET=SECRET + "\n"))
+    assert from_file.secrets == from_env.secrets == (SECRET.encode(),)
+
+
+def test_department_names_that_extend_one_another_are_refused() -> None:
+    """`data`'s names garo-data-<group>-… include `data-eng`'s garo-data-eng-…: one table cannot hold both."""
+    document: dict[str, Any] = {
+        "version": 1,
+        "departments": [
+            {"name": "data", "org": "o", "groups": [{"name": "eng-gpu", "labels": ["self-hosted", "a"]}]},
+            {"name": "data-eng", "org": "o", "groups": [{"name": "gpu", "labels": ["self-hosted", "b"]}]},
+        ],
+    }
+    with pytest.raises(ConfigError, match="'data-eng' starts with 'data-'"):
+        parse_routing_table(document)
+    document["departments"][1]["name"] = "dataeng"  # no hyphen after the shorter name: fine
+    assert len(parse_routing_table(document).routes) == 2
 
 
 def test_garo_webhook_refuses_a_bad_environment(tmp_path: Path) -> None:
@@ -202,6 +247,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _delivery(base: str, job: int) -> urllib.request.Request:
+    """A signed ``waiting`` delivery of job ``job`` (distinct jobs: the same event twice is a duplicate)."""
+    example = [e for e in load_examples() if e.action == "waiting"][0]
+    payload = example.payload
+    payload["workflow_job"]["id"] += job
+    body = to_bytes(payload)
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "workflow_job",
+        "X-GitHub-Delivery": str(uuid.uuid4()),
+        "X-Hub-Signature-256": sign(body, SECRET),
+    }
+    return urllib.request.Request(f"{base}/webhook", data=body, headers=headers)
+
+
 def test_garo_webhook_serves_under_gunicorn(tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, **_env(tmp_path, GARO_WEBHOOK_SECRET=SECRET, GARO_WEBHOOK_BIND=f"127.0.0.1:{port}")}
@@ -216,19 +276,8 @@ def test_garo_webhook_serves_under_gunicorn(tmp_path: Path) -> None:
                 break
             except OSError:
                 time.sleep(0.1)
-        example = [e for e in load_examples() if e.action == "waiting"][0]
-        for _ in range(4):  # more than one worker gets some
-            request = urllib.request.Request(
-                f"{base}/webhook",
-                data=example.body,
-                headers={
-                    "Content-Type": "application/json",
-                    "X-GitHub-Event": "workflow_job",
-                    "X-GitHub-Delivery": str(uuid.uuid4()),
-                    "X-Hub-Signature-256": sign(example.body, SECRET),
-                },
-            )
-            assert urllib.request.urlopen(request, timeout=10).status == 202
+        for job in range(4):  # more than one worker gets some
+            assert urllib.request.urlopen(_delivery(base, job), timeout=10).status == 202
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(urllib.request.Request(f"{base}/webhook", data=b"{}"), timeout=10)
         assert caught.value.code == 401

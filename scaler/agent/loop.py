@@ -207,7 +207,7 @@ class Agent:
         if event.action == "queued":
             return record.status != "queued"  # already running or done: nothing to add
         runner = event.runner_name
-        if runner is None or not naming.is_ours(department, runner):
+        if runner is None or not naming.is_ours(department, runner, self.group_names):
             self.metrics.events.labels(event.action, "not-ours").inc()
             return True
         group = naming.group_of(department, list(self.group_names), runner) or event.group

@@ -75,7 +75,7 @@ class Observer:
             log.warning("cannot list runners; acting on what the book knows", extra={"error": api_error_kind(exc)})
             self._runners = None
             return None
-        self._runners = {r.name: r for r in listed if naming.is_ours(self.department, r.name)}
+        self._runners = {r.name: r for r in listed if naming.is_ours(self.department, r.name, self.group_names)}
         self._runners_at = now
         if self.on_runners is not None:
             self.on_runners(self._runners.values())

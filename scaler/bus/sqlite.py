@@ -41,6 +41,11 @@ One extra the webhook relies on: the ``delivery`` attribute (GitHub's
 X-GitHub-Delivery GUID) is UNIQUE, so a redelivered webhook publishes nothing
 new across all gunicorn workers. Rows are kept after ack for that reason and
 purged after ``retention`` seconds.
+
+The file holds raw webhook payloads: it (with its ``-wal``, ``-shm`` and
+``.lock`` companions) is created readable by its owner only (0600), and a
+directory we create for it 0700. ``synchronous=OFF`` is refused: with it a
+crash can lose events the webhook already answered 202 for.
 """
 
 from __future__ import annotations
@@ -107,6 +112,7 @@ WHERE NOT EXISTS (
 """
 PURGE_EVERY = 3600.0  # seconds between purges of settled messages past their retention
 _ATTRIBUTE_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
+SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")  # not OFF: see the module docstring
 _INSERT = (
     "INSERT OR IGNORE INTO messages (data, attributes, ordering_key, delivery, published_at) VALUES (?, ?, ?, ?, ?)"
 )
@@ -123,6 +129,49 @@ class _Pending:
     message_id: str = ""
     error: BaseException | None = None
     done: bool = False
+
+
+def department_subscription(department: str) -> tuple[str, dict[str, str]]:
+    """The name and filter of a department's subscription (the agent pulls it, the webhook creates it early)."""
+    return f"agent-{department}", {"department": department}
+
+
+def check_synchronous(value: str) -> str:
+    """The upper-cased SQLite ``synchronous`` level, or ValueError saying why OFF is not one."""
+    level = value.upper()
+    if level == "OFF":
+        raise ValueError(
+            "synchronous=OFF is refused: a crash could lose events the webhook already acknowledged; "
+            "use NORMAL (survives a process crash) or FULL (also power loss)"
+        )
+    if level not in SYNCHRONOUS:
+        raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS)}, got {value!r}")
+    return level
+
+
+def _new_private_file(path: str) -> bool:
+    """Before SQLite opens ``path``: True if it does not exist yet (then :func:`_make_private` it at once).
+
+    A missing directory is created 0700 (one level, the agent's default
+    ``.garo/bus.db``; a mistyped deeper path still fails).
+    """
+    if path == ":memory:" or path.startswith("file:") or os.path.exists(path):
+        return False
+    directory = os.path.dirname(path)
+    if directory and not os.path.isdir(directory):
+        with suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+    return True
+
+
+def _make_private(path: str) -> None:
+    """chmod 0600 a database SQLite just created (0644 under the usual umask), before it holds anything.
+
+    SQLite gives the -wal and -shm files the database's mode, so this covers
+    them too. chmod, not open-and-close: closing any descriptor of the file
+    would drop the POSIX locks this process's SQLite connections hold on it.
+    """
+    os.chmod(path, 0o600)
 
 
 class _LockTimeout(Exception):
@@ -162,8 +211,7 @@ class SqliteBus:
         checkpoint_interval: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-            raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}")
+        synchronous = check_synchronous(synchronous)
         if max_delivery_attempts < 1 or ack_deadline <= 0:
             raise ValueError("max_delivery_attempts must be >= 1 and ack_deadline > 0")
         self.path = str(path)
@@ -198,9 +246,12 @@ class SqliteBus:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None or getattr(self._local, "pid", None) != os.getpid():
             try:
+                new = _new_private_file(self.path)
                 db = sqlite3.connect(
                     self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
                 )
+                if new:
+                    _make_private(self.path)
                 db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute(f"PRAGMA synchronous={self._synchronous}")
@@ -208,6 +259,8 @@ class SqliteBus:
                     db.execute("PRAGMA wal_autocheckpoint=0")
                 # Lazily, so that a webhook starts (and says "not ready") while the file is unavailable.
                 db.executescript(_SCHEMA)
+            except OSError as exc:
+                raise BusUnavailable(f"cannot open sqlite bus {self.path}: {exc.strerror}") from exc
             except sqlite3.Error as exc:
                 raise BusUnavailable(f"cannot open sqlite bus {self.path}: {exc}") from exc
             self._local.db, self._local.pid = db, os.getpid()

@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 from scaler.bus.base import Publisher, Subscriber
 
 DEFAULT_BUS = "sqlite://.garo/bus.db"
-SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")  # OFF is refused: it can lose events answered 202
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ def parse_bus_url(url: str) -> BusUrl:
         if not path or unknown:
             raise ValueError(f"expected sqlite://<path>[?synchronous=&timeout=&checkpoint=], got {url!r}")
         synchronous = params.get("synchronous", "NORMAL").upper()
+        if synchronous == "OFF":
+            raise ValueError("synchronous=OFF is refused: a crash could lose events already answered 202; use NORMAL")
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous= must be one of {', '.join(SYNCHRONOUS)} in {url!r}")
         return BusUrl(

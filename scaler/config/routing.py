@@ -135,6 +135,7 @@ def parse_routing_table(document: Any, source: str = "routing table") -> Routing
                     fail(f"{path}.groups[{j}].name", f"duplicate group {route.group!r}")
                 seen_groups.add(route.group)
                 routes.append(route)
+    _check_prefixes(sorted(seen_departments - {""}), fail)
     _check_ambiguity(routes, fail)
     if issues:
         raise ConfigError(issues, source)
@@ -177,6 +178,18 @@ def _parse_group(group: Any, path: str, department: str, org: str, fail: Any) ->
         repositories=frozenset(x.lower() for x in repos),
         runner_group=str(runner_group),
     )
+
+
+def _check_prefixes(departments: Sequence[str], fail: Any) -> None:
+    """``data`` and ``data-eng`` cannot share a table: their VM and runner names overlap (``garo-data-eng-…``)."""
+    for name in departments:
+        for other in departments:
+            if other.startswith(f"{name}-"):
+                fail(
+                    "departments",
+                    f"department {other!r} starts with '{name}-': instance names garo-{other}-<group>-<job> "
+                    f"can also be garo-{name}-<group>-<job>, so {name!r} could manage {other!r}'s VMs; rename one",
+                )
 
 
 def _check_ambiguity(routes: Sequence[Route], fail: Any) -> None:

@@ -2,19 +2,37 @@
 
 The demo replays real payloads from ``@octokit/webhooks-examples`` (installed
 by ``npm ci``), changing only what identifies a job (ids, labels, repository,
-runner), so that the webhook sees the exact shape GitHub sends.
+runner) and when it happened (:func:`as_if_now`: the webhook refuses events
+older than GitHub's redelivery window), so that the webhook sees the exact
+shape GitHub sends.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 INDEX = Path("node_modules/@octokit/webhooks-examples/api.github.com/index.json")
+JOB_TIMES = ("created_at", "started_at", "completed_at")
+
+
+def as_if_now(payload: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+    """``payload`` with its job's timestamps moved (gaps kept) so that the newest is a minute before ``now``."""
+    job = payload.get("workflow_job")
+    if not isinstance(job, dict):
+        return payload
+    times = {k: datetime.fromisoformat(job[k]) for k in JOB_TIMES if isinstance(job.get(k), str)}
+    if times:
+        shift = datetime.fromtimestamp((time.time() if now is None else now) - 60, UTC) - max(times.values())
+        for key, value in times.items():
+            job[key] = (value + shift).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return payload
 
 
 class ExamplesMissing(RuntimeError):
@@ -45,7 +63,7 @@ class Examples:
         by_name = {entry["name"]: entry["examples"] for entry in entries}
         jobs: dict[str, list[dict[str, Any]]] = {}
         for example in by_name.get("workflow_job", []):
-            jobs.setdefault(example["action"], []).append(example)
+            jobs.setdefault(example["action"], []).append(as_if_now(example))
         if not by_name.get("ping") or not {"queued", "in_progress", "completed"} <= set(jobs):
             raise ExamplesMissing(f"{path}: no workflow_job/ping examples found")
         return cls({k: tuple(v) for k, v in jobs.items()}, by_name["ping"][0])

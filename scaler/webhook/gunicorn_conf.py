@@ -1,7 +1,10 @@
 """gunicorn settings for the webhook (the repository's gunicorn.conf.py re-exports these).
 
 gthread workers keep connections alive (load balancers reuse them) and let
-a slow publish wait without blocking the worker's other requests. The
+a slow publish wait without blocking the worker's other requests. Our
+subclass (scaler/webhook/worker.py) reads each request in the worker's event
+loop and hands a thread only complete requests, so clients that send half a
+request and stall (slowloris) cannot occupy the threads. The
 workers share one Prometheus directory so /metrics adds up all of them; it
 is emptied when the master starts, because samples of dead workers from an
 earlier run would otherwise be summed in forever.
@@ -25,9 +28,10 @@ _server = server_settings_from_env()
 
 bind = _server.bind
 workers = _server.workers
-worker_class = "gthread"
+worker_class = "scaler.webhook.worker.RequestBufferingWorker"  # gthread + requests read without a thread
 threads = _server.threads
-keepalive = 75  # longer than typical load balancer idle timeouts (60 s)
+keepalive = 75  # longer than typical load balancer idle timeouts (60 s); idle connections hold no thread
+worker_connections = 1000  # per worker: what bounds idle and slow connections (they cost a socket, not a thread)
 timeout = 30
 graceful_timeout = 20
 accesslog = None  # the app logs one JSON line per request, with delivery and job ids
@@ -50,4 +54,4 @@ def on_starting(server: Any) -> None:
 def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(worker.pid)
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call,unused-ignore]

@@ -8,7 +8,8 @@ Errors name the variable, never its value.
 =============================== ======================================================
 variable                        meaning (default)
 =============================== ======================================================
-GARO_WEBHOOK_SECRET(_FILE)      the GitHub webhook secret (required, one of the two)
+GARO_WEBHOOK_SECRET(_FILE)      the GitHub webhook secret (required, one of the two;
+                                at least 16 characters; a trailing newline is ignored)
 GARO_WEBHOOK_SECRET_PREVIOUS    the secret being rotated out, also accepted (optional;
 (_FILE)                         ``_FILE`` variant too)
 GARO_ROUTES                     path to the routing table, JSON or YAML (required)
@@ -16,7 +17,10 @@ GARO_BUS                        ``sqlite://<path>[?synchronous=FULL&timeout=S&ch
                                 or ``pubsub://<project>/<topic>`` (``sqlite://.garo/bus.db``,
                                 the agent's default too: see scaler.bus.url)
 GARO_WEBHOOK_MAX_BODY           largest accepted body in bytes (1048576)
-GARO_WEBHOOK_DEDUP_SIZE         recent delivery GUIDs remembered per worker (10000)
+GARO_WEBHOOK_DEDUP_SIZE         recent deliveries remembered per worker (10000)
+GARO_WEBHOOK_MAX_EVENT_AGE      seconds after which an event is refused (262800: GitHub's
+                                3-day redelivery window plus an hour)
+GARO_WEBHOOK_READ_TIMEOUT       seconds a client has to send a whole request (5)
 GARO_LOG_LEVEL                  DEBUG, INFO, WARNING or ERROR (INFO)
 GARO_WEBHOOK_BIND               gunicorn listen address (``0.0.0.0:$PORT``, PORT=8080)
 GARO_WEBHOOK_WORKERS            gunicorn worker processes (2)
@@ -29,7 +33,8 @@ PROMETHEUS_MULTIPROC_DIR        metrics directory shared by the workers (a fresh
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +44,12 @@ from scaler.config import ConfigError, Issue
 from scaler.config.routing import RoutingTable, load_routing_table
 
 DEFAULT_MAX_BODY = 1024 * 1024
+MIN_SECRET = 16  # characters (bytes); GitHub accepts any secret, a short one can be guessed offline
+# GitHub lets deliveries be redelivered for 3 days
+# (docs.github.com/webhooks/testing-and-troubleshooting-webhooks/redelivering-webhooks); an
+# event older than that (plus an hour for delivery delays) is not something GitHub sends.
+DEFAULT_MAX_EVENT_AGE = 3 * 24 * 3600 + 3600
+DEFAULT_READ_TIMEOUT = 5.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -52,11 +63,13 @@ class WebhookSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY
     dedup_size: int = 10_000
     log_level: str = "INFO"
+    max_event_age: float = DEFAULT_MAX_EVENT_AGE
     publisher: Publisher | None = field(default=None, repr=False, compare=False)
+    clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.secrets or not all(self.secrets):
-            raise ValueError("at least one non-empty webhook secret is required")
+        if not self.secrets or any(secret_problem(s) for s in self.secrets):
+            raise ValueError(f"every webhook secret must be at least {MIN_SECRET} characters, not only whitespace")
 
 
 @dataclass(frozen=True)
@@ -66,27 +79,45 @@ class ServerSettings:
     bind: str = "0.0.0.0:8080"
     workers: int = 2
     threads: int = 4
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    max_body_bytes: int = DEFAULT_MAX_BODY
+
+
+def secret_problem(secret: bytes) -> str | None:
+    """What is wrong with a webhook secret, in words that do not repeat it (None: fine)."""
+    if not secret.strip():
+        return "is empty or only whitespace"
+    if len(secret) < MIN_SECRET:
+        return f"is shorter than {MIN_SECRET} characters (use e.g. `openssl rand -hex 32`)"
+    return None
 
 
 def _secret(env: Mapping[str, str], name: str, issues: list[Issue], required: bool) -> bytes | None:
+    """The secret from ``name`` or ``name_FILE``, read the same way: one trailing newline is not part of it."""
     direct, file_name = env.get(name), env.get(f"{name}_FILE")
     if direct and file_name:
         issues.append(Issue(name, f"set either {name} or {name}_FILE, not both"))
         return None
+    source = f"{name}_FILE" if file_name else name
     if file_name:
         try:
-            value = Path(file_name).read_bytes().rstrip(b"\r\n")
+            value = Path(file_name).read_bytes()
         except OSError as exc:
-            issues.append(Issue(f"{name}_FILE", f"cannot read the secret file: {exc.strerror}"))
+            issues.append(Issue(source, f"cannot read the secret file: {exc.strerror}"))
             return None
-        if not value:
-            issues.append(Issue(f"{name}_FILE", "the secret file is empty"))
-        return value or None
-    if direct:
-        return direct.encode()
-    if required:
-        issues.append(Issue(name, f"is required (or {name}_FILE)"))
-    return None
+    elif direct is not None and direct != "":
+        value = direct.encode()
+    else:
+        if required:
+            issues.append(Issue(name, f"is required (or {name}_FILE)"))
+        return None
+    # `echo secret > file` and `export X="$(cat file)"` differ by a newline; GitHub signs with neither.
+    value = value.rstrip(b"\r\n")
+    wrong = secret_problem(value)
+    if wrong is not None:
+        issues.append(Issue(source, f"the secret {wrong}"))
+        return None
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int, issues: list[Issue]) -> int:
@@ -125,6 +156,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> WebhookSettings:
         issues.append(Issue("GARO_BUS", str(exc)))
     max_body = _int(env, "GARO_WEBHOOK_MAX_BODY", DEFAULT_MAX_BODY, 1024, issues)
     dedup_size = _int(env, "GARO_WEBHOOK_DEDUP_SIZE", 10_000, 0, issues)
+    max_event_age = _int(env, "GARO_WEBHOOK_MAX_EVENT_AGE", DEFAULT_MAX_EVENT_AGE, 60, issues)
     log_level = (env.get("GARO_LOG_LEVEL") or "INFO").upper()
     if log_level not in LOG_LEVELS:
         issues.append(Issue("GARO_LOG_LEVEL", f"expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}"))
@@ -137,6 +169,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> WebhookSettings:
         max_body_bytes=max_body,
         dedup_size=dedup_size,
         log_level=log_level,
+        max_event_age=max_event_age,
     )
 
 
@@ -146,6 +179,10 @@ def server_settings_from_env(env: Mapping[str, str] | None = None) -> ServerSett
     bind = env.get("GARO_WEBHOOK_BIND") or f"0.0.0.0:{env.get('PORT') or '8080'}"
     workers = _int(env, "GARO_WEBHOOK_WORKERS", 2, 1, issues)
     threads = _int(env, "GARO_WEBHOOK_THREADS", 4, 1, issues)
+    read_timeout = _int(env, "GARO_WEBHOOK_READ_TIMEOUT", int(DEFAULT_READ_TIMEOUT), 1, issues)
+    max_body = _int(env, "GARO_WEBHOOK_MAX_BODY", DEFAULT_MAX_BODY, 1024, issues)
     if issues:
         raise ConfigError(issues, "webhook environment")
-    return ServerSettings(bind=bind, workers=workers, threads=threads)
+    return ServerSettings(
+        bind=bind, workers=workers, threads=threads, read_timeout=float(read_timeout), max_body_bytes=max_body
+    )

@@ -3,7 +3,9 @@
 ``webhook_examples`` are the ``workflow_job`` and ``ping`` examples of
 ``@octokit/webhooks-examples`` (api.github.com), serialised once to the bytes
 GitHub sends (compact UTF-8 JSON) and signed with :func:`sign` exactly as
-GitHub signs them. Any payload a test changes goes through
+GitHub signs them. Their job timestamps are moved to the test run (the
+newest one a minute ago, the gaps between them kept): GitHub sends events as
+they happen, and the webhook refuses events older than its redelivery window. Any payload a test changes goes through
 :func:`conforming`, which validates it against ``@octokit/webhooks-schemas``,
 so a test never relies on a payload GitHub could not send.
 
@@ -33,6 +35,7 @@ from werkzeug.test import TestResponse
 from scaler.bus.base import Message
 from scaler.bus.sqlite import SqliteBus
 from scaler.config.routing import load_routing_table
+from scaler.demo.examples import as_if_now
 from scaler.webhook import WebhookSettings, create_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +114,7 @@ def load_examples() -> tuple[Example, ...]:
     for entry in json.loads(EXAMPLES.read_text(encoding="utf-8")):
         if entry["name"] in ("workflow_job", "ping"):
             for i, payload in enumerate(entry["examples"]):
-                examples.append(Example(entry["name"], payload.get("action"), i, to_bytes(payload)))
+                examples.append(Example(entry["name"], payload.get("action"), i, to_bytes(as_if_now(payload))))
     assert {e.event for e in examples} == {"workflow_job", "ping"}, "webhook examples missing: run `npm ci`"
     return tuple(examples)
 
