@@ -31,7 +31,7 @@ def test_the_webhook_and_the_agent_default_to_the_same_bus(tmp_path: Path) -> No
     assert load({}, str(stack)).bus == DEFAULT_BUS
     routes = tmp_path / "routes.json"
     routes.write_text(json.dumps(ROUTES))
-    assert settings_from_env({"GARO_WEBHOOK_SECRET": "s", "GARO_ROUTES": str(routes)}).bus_url == DEFAULT_BUS
+    assert settings_from_env({"GARO_WEBHOOK_SECRET": "s" * 32, "GARO_ROUTES": str(routes)}).bus_url == DEFAULT_BUS
     assert parse_bus_url(DEFAULT_BUS).path == ".garo/bus.db"
 
 

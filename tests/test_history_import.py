@@ -7,7 +7,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,11 @@ from scaler.history.record import read_history
 from scaler.logs import JsonFormatter
 from tests.harness.webhooks import Example, WebhookIntake, conforming
 
-T0 = "2023-04-19T21:12:12Z"  # the queued example's created_at
+# Recent times: the webhook refuses events older than GitHub's redelivery window.
+_BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+T0 = _BASE.strftime("%Y-%m-%dT%H:%M:%SZ")  # the job's created_at
+STARTED = (_BASE + timedelta(seconds=40)).strftime("%Y-%m-%dT%H:%M:%SZ")
+COMPLETED = (_BASE + timedelta(seconds=520)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def lifecycle(example: Example, job_id: int, runner: str, conclusion: str) -> dict[str, bytes]:
@@ -31,13 +35,13 @@ def lifecycle(example: Example, job_id: int, runner: str, conclusion: str) -> di
     for action in ("queued", "in_progress", "completed"):
         payload: dict[str, Any] = copy.deepcopy(base)
         job = payload["workflow_job"]
-        job.update(id=job_id, status=action, started_at=T0)
+        job.update(id=job_id, status=action, created_at=T0, started_at=T0)
         payload["action"] = action
         if action != "queued":
             job.update(runner_id=7, runner_name=runner, runner_group_id=1, runner_group_name="Default")
-            job.update(started_at="2023-04-19T21:12:52Z")
+            job.update(started_at=STARTED)
         if action == "completed":
-            job.update(completed_at="2023-04-19T21:20:52Z", conclusion=conclusion)
+            job.update(completed_at=COMPLETED, conclusion=conclusion)
         bodies[action] = conforming("workflow_job", payload, base)
     return bodies
 
@@ -85,8 +89,8 @@ def test_the_bus_gives_one_complete_record_per_job(webhook_intake: WebhookIntake
         "repository": "lineville/elastic-machines-testing",
         "labels": ["self-hosted", "k8s"],
         "created_at": T0,
-        "started_at": "2023-04-19T21:12:52Z",
-        "completed_at": "2023-04-19T21:20:52Z",
+        "started_at": STARTED,
+        "completed_at": COMPLETED,
         "run_attempt": 1,
         "runner_name": "garo-k8s-1",
         "conclusion": "success",
@@ -96,7 +100,7 @@ def test_the_bus_gives_one_complete_record_per_job(webhook_intake: WebhookIntake
         "group": "k8s",
     }
     assert (second.runner_name, second.conclusion) == ("garo-k8s-2", "failure")
-    assert second.started_at == datetime(2023, 4, 19, 21, 12, 52, tzinfo=UTC)  # from the completed payload
+    assert second.started_at == _BASE + timedelta(seconds=40)  # from the completed payload
 
 
 def test_forged_or_contradicting_bus_messages_are_rejected_by_message_id(

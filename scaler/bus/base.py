@@ -15,7 +15,17 @@ from typing import Protocol
 
 
 class BusUnavailable(RuntimeError):
-    """The bus did not accept or return messages; the caller should retry later."""
+    """The bus did not accept or return messages; the caller should retry later.
+
+    ``contended``: the bus is there but another writer holds it (a lock), which
+    passes in moments; the webhook then stays ready (leaving the load balancer
+    would turn GitHub's retryable 503 into connection errors). Anything else
+    (a full disk, an unreachable topic) marks the webhook not ready for a while.
+    """
+
+    def __init__(self, message: str, *, contended: bool = False) -> None:
+        super().__init__(message)
+        self.contended = contended
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,8 @@ WHERE NOT EXISTS (
     WHERE json_extract(:attributes, '$."' || f.key || '"') IS NOT f.value
 )
 """
+# SQLite result codes of another connection holding the database: contention, not a broken bus.
+_BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, 517, 261})  # + SQLITE_BUSY_SNAPSHOT, _RECOVERY
 PURGE_EVERY = 3600.0  # seconds between purges of settled messages past their retention
 _ATTRIBUTE_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
 SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")  # not OFF: see the module docstring
@@ -303,7 +305,8 @@ class SqliteBus:
             if db.in_transaction:  # a failed COMMIT leaves the transaction open
                 with suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
-            raise BusUnavailable(f"sqlite bus {self.path}: {exc}") from exc
+            busy = isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) in _BUSY
+            raise BusUnavailable(f"sqlite bus {self.path}: {exc}", contended=busy) from exc
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
@@ -321,7 +324,9 @@ class SqliteBus:
                     try:
                         raise _LockTimeout(f"{self.path}.lock held for over {self._busy_timeout:g} s")
                     except _LockTimeout as exc:
-                        raise BusUnavailable(f"sqlite bus {self.path}: locked by another process") from exc
+                        raise BusUnavailable(
+                            f"sqlite bus {self.path}: locked by another process", contended=True
+                        ) from exc
                 time.sleep(pause)
                 pause = min(pause * 2, 0.05)
 

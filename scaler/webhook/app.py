@@ -251,7 +251,8 @@ def webhook() -> tuple[Response, int]:
         # block that job's completed. The agent copes with any order (reconcile; docs/agent.md).
         message_id = intake.publisher.publish(body, attributes)
     except Exception as exc:  # a client library failing in a new way is still "bus down" to GitHub
-        intake.publish_failed()
+        if not (isinstance(exc, BusUnavailable) and exc.contended):
+            intake.publish_failed()  # readiness: a lock passes in moments, a full disk does not
         if not isinstance(exc, BusUnavailable):
             intake.log.exception("publish failed", extra=fields)
         return _answer(503, "bus_unavailable", "the event bus did not accept the event; retry later", intake, **fields)
