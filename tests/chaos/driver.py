@@ -69,6 +69,8 @@ class Options:
     warm: int = 2
     workers: int = 2
     chaos: Chaos = field(default_factory=Chaos)
+    calm: bool = False  # no faults and no transport chaos: the baseline the chaos is compared with
+    log_level: str = "WARNING"
     workdir: Path | None = None
 
 
@@ -128,7 +130,7 @@ class Run:
     def __init__(self, options: Options, workdir: Path, log: Callable[[str], None]) -> None:
         self.options, self.workdir, self.say = options, workdir, log
         self.rng = random.Random(options.seed)
-        self.faults = fault_schedule(options.seed, options.duration, options.replicas)
+        self.faults = [] if options.calm else fault_schedule(options.seed, options.duration, options.replicas)
         self.done_faults: list[Fault] = []
         self.kills = {"agent": 0, "webhook-worker": 0}
         self.restart_at: dict[int, float] = {}
@@ -148,10 +150,12 @@ class Run:
         bus_file = self.workdir / "bus.db"
         bus_url = f"sqlite://{bus_file}?timeout={BUS_TIMEOUT:g}"
         port = free_port()
-        self.deliveries = Deliveries(f"http://127.0.0.1:{port}/webhook", SECRET, self.rng, o.chaos)
+        chaos = Chaos(drop=0, duplicate=0, reorder_seconds=0) if o.calm else o.chaos
+        self.deliveries = Deliveries(f"http://127.0.0.1:{port}/webhook", SECRET, self.rng, chaos)
         self.blocker = BusBlocker(bus_file)
         self.agents = [
-            processes.agent(i, stack_file, bus_url, world.compute.base_url, self.workdir) for i in range(o.replicas)
+            processes.agent(i, stack_file, bus_url, world.compute.base_url, self.workdir, o.log_level)
+            for i in range(o.replicas)
         ]
         self.webhook = processes.webhook(port, routes, bus_url, SECRET, o.workers, self.workdir)
         try:
@@ -274,6 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--duration", type=float, default=150.0, help="seconds over which the jobs are queued")
     parser.add_argument("--drain", type=float, default=120.0, help="at most this long after the load to heal")
+    parser.add_argument("--calm", action="store_true", help="no faults, no dropped/duplicated/reordered events")
+    parser.add_argument("--log-level", default="WARNING", help="the agents' log level")
     parser.add_argument("--workdir", type=Path, help="keep the processes' logs and the bus here")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     parser.add_argument("--write-docs", type=Path, help="put the figures into this Markdown file (between markers)")
@@ -284,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         replicas=args.replicas,
         duration=args.duration,
         drain=args.drain,
+        calm=args.calm,
+        log_level=args.log_level,
         workdir=args.workdir,
     )
     report = run(options)

@@ -75,13 +75,13 @@ class Managed:
             self._log = None
 
 
-def agent(index: int, stack: Path, bus_url: str, compute_url: str, workdir: Path) -> Managed:
+def agent(index: int, stack: Path, bus_url: str, compute_url: str, workdir: Path, log_level: str) -> Managed:
     env = clean_env() | {
         "GARO_GITHUB_TOKEN": "chaos-dev-token",
         "GARO_BUS": bus_url,
         "CHAOS_COMPUTE_URL": compute_url,
     }
-    args = [sys.executable, "-m", "tests.chaos.agent_proc", "agent", "--stack", str(stack), "--log-level", "WARNING"]
+    args = [sys.executable, "-m", "tests.chaos.agent_proc", "agent", "--stack", str(stack), "--log-level", log_level]
     return Managed(f"agent-{index}", args, env, workdir / f"agent-{index}.log")
 
 
