@@ -51,6 +51,7 @@ class Answer:
     status: int  # 0: no answer (connection reset, timeout)
     action: str
     job: int
+    outcome: str = ""  # the webhook's "status": published, duplicate, unmatched ...
 
 
 @dataclass(order=True)
@@ -131,14 +132,19 @@ class Deliveries:
             "X-Hub-Signature-256": sign(due.body, self.secret),
         }
         sent = time.monotonic()
+        outcome = ""
         try:
-            status = self._session().post(self.url, data=due.body, headers=headers, timeout=10).status_code
+            response = self._session().post(self.url, data=due.body, headers=headers, timeout=10)
+            status = response.status_code
+            outcome = str(response.json().get("status", ""))
         except requests.RequestException:
             status = 0
             self._local.session = None  # a broken keep-alive connection: start afresh
+        except ValueError:  # an answer that is not JSON
+            outcome = "unreadable"
         answered = time.monotonic()
         with self._lock:
-            self.answers.append(Answer(sent, answered, status, due.action, due.job))
+            self.answers.append(Answer(sent, answered, status, due.action, due.job, outcome))
             if status == 0 or status >= 500:  # GitHub marks the delivery failed; it is sent again
                 self.redelivered += 1
                 again = _Due(

@@ -63,7 +63,7 @@ class Options:
     seed: int = 1
     replicas: int = 3
     duration: float = 150.0
-    drain: float = 120.0
+    drain: float = 90.0
     interval: int = 5  # garo:reconcileInterval (its minimum)
     max_vms: int = 40
     warm: int = 2
@@ -204,7 +204,6 @@ class Run:
                     not world.unfinished()
                     and self.deliveries.pending() == 0
                     and not any(vm.ran is not None for vm in world.live_vms())
-                    and len(world.live_vms()) <= o.warm
                 )
                 quiet_since = (quiet_since or now) if settled else None
                 # Quiet for two reconcile intervals: whatever reconcile would still do, it has done.
@@ -277,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--duration", type=float, default=150.0, help="seconds over which the jobs are queued")
-    parser.add_argument("--drain", type=float, default=120.0, help="at most this long after the load to heal")
+    parser.add_argument("--drain", type=float, default=90.0, help="at most this long after the load to heal")
     parser.add_argument("--calm", action="store_true", help="no faults, no dropped/duplicated/reordered events")
     parser.add_argument("--log-level", default="WARNING", help="the agents' log level")
     parser.add_argument("--workdir", type=Path, help="keep the processes' logs and the bus here")

@@ -40,6 +40,7 @@ class Report:
     leaked: list[str]
     doubled: list[int]
     unexpected_5xx: dict[str, int]
+    not_published: dict[str, int]  # 2xx answers that did not publish the event (unmatched, ignored ...)
     expected_503: int
     no_answer: int
     statuses: dict[str, int]
@@ -50,6 +51,8 @@ class Report:
     stolen: int
     vms_created: int
     vms_unused: int
+    vms_at_end: list[str]  # name: what it did (the warm pool stays)
+    idle_beyond_warm: int  # idle VMs at the end beyond the warm pool's size (cost, not a goal)
     vm_linger_s: dict[str, float]  # after its job: p50, p99, max
     faults: dict[str, int]
     kills: dict[str, int]
@@ -61,7 +64,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.leaked or self.doubled or self.unexpected_5xx)
+        return not (self.lost or self.leaked or self.doubled or self.unexpected_5xx or self.not_published)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self) | {"ok": self.ok}
@@ -92,7 +95,10 @@ def build_report(run: Run, started: float, ended: float, drained_at: float | Non
     statuses: Counter[str] = Counter()
     unexpected: Counter[str] = Counter()
     expected = no_answer = 0
+    not_published: Counter[str] = Counter()
     for a in deliveries.answers:
+        if 200 <= a.status < 300 and a.outcome not in ("published", "duplicate"):
+            not_published[f"{a.outcome} {a.action}"] += 1
         statuses[str(a.status or "no answer")] += 1
         if a.status == 0:
             no_answer += 1
@@ -118,6 +124,7 @@ def build_report(run: Run, started: float, ended: float, drained_at: float | Non
         leaked=leaked,
         doubled=sorted(world.doubled),
         unexpected_5xx=dict(unexpected),
+        not_published=dict(not_published),
         expected_503=expected,
         no_answer=no_answer,
         statuses=dict(sorted(statuses.items())),
@@ -128,6 +135,11 @@ def build_report(run: Run, started: float, ended: float, drained_at: float | Non
         stolen=stolen,
         vms_created=len(world.vms),
         vms_unused=sum(1 for vm in world.vms.values() if vm.ran is None),
+        idle_beyond_warm=max(0, sum(1 for vm in world.live_vms() if vm.ran is None) - o.warm),
+        vms_at_end=[
+            f"{vm.name}: " + (f"ran job {vm.ran}" if vm.ran else "booted, idle" if vm.booted_at else "never booted")
+            for vm in world.live_vms()
+        ],
         vm_linger_s={
             "p50": round(statistics.median(linger), 1) if linger else 0.0,
             "p99": round(linger[int(0.99 * (len(linger) - 1))], 1) if linger else 0.0,
@@ -152,6 +164,7 @@ def table(r: Report) -> str:
         (f"VMs alive > {r.interval_s} s (one reconcile interval) after their job (goal 0)", cell(r.leaked)),
         ("jobs that got two VMs (goal 0)", cell(r.doubled)),
         ("webhook 5xx other than bus-outage 503s (goal 0)", cell(r.unexpected_5xx)),
+        ("events answered 2xx but not published (goal 0)", cell(r.not_published)),
         ("webhook 503s during bus outages (redelivered)", str(r.expected_503)),
         ("deliveries with no answer (worker killed; redelivered)", str(r.no_answer)),
         ("jobs / events emitted", f"{r.jobs} / {sum(r.events.values())} {r.events}"),
@@ -159,6 +172,8 @@ def table(r: Report) -> str:
         ("deliveries duplicated / redelivered", f"{r.duplicated} / {r.redelivered}"),
         ("jobs stolen (ran on a VM made for another job)", str(r.stolen)),
         ("VMs created / never ran a job", f"{r.vms_created} / {r.vms_unused}"),
+        ("VMs alive at the end (warm pool included)", cell(r.vms_at_end)),
+        ("idle VMs beyond the warm pool at the end", str(r.idle_beyond_warm)),
         ("VM lifetime after its job: p50 / p99 / max", "{p50} / {p99} / {max} s".format(**r.vm_linger_s)),
         ("faults injected", str(r.faults)),
         ("processes killed (kill -9)", str(r.kills)),

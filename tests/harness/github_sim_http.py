@@ -90,7 +90,7 @@ class GitHubSimServer:
             try:
                 status, body = self._answer(endpoint, match, request)
             except GitHubError as exc:
-                status, body = exc.status, {"message": str(exc)}
+                status, body = exc.status or 500, {"message": str(exc)}
             self._count(endpoint, status)
             return status, body, {}
 
