@@ -53,6 +53,7 @@ class Report:
     vms_unused: int
     vms_at_end: list[str]  # name: what it did (the warm pool stays)
     idle_beyond_warm: int  # idle VMs at the end beyond the warm pool's size (cost, not a goal)
+    late_vms: list[str]  # VMs made for a job more than a second after that job had started elsewhere
     vm_linger_s: dict[str, float]  # after its job: p50, p99, max
     faults: dict[str, int]
     kills: dict[str, int]
@@ -135,6 +136,7 @@ def build_report(run: Run, started: float, ended: float, drained_at: float | Non
         stolen=stolen,
         vms_created=len(world.vms),
         vms_unused=sum(1 for vm in world.vms.values() if vm.ran is None),
+        late_vms=_late(run),
         idle_beyond_warm=max(0, sum(1 for vm in world.live_vms() if vm.ran is None) - o.warm),
         vms_at_end=[
             f"{vm.name}: " + (f"ran job {vm.ran}" if vm.ran else "booted, idle" if vm.booted_at else "never booted")
@@ -153,6 +155,15 @@ def build_report(run: Run, started: float, ended: float, drained_at: float | Non
         github_calls=dict(sorted(world.github.calls.items())),
         schedule=[str(f) for f in run.done_faults],
     )
+
+
+def _late(run: Run) -> list[str]:
+    late = []
+    for vm in run.world.vms.values():
+        job = run.world.jobs.get(naming.job_of(DEPARTMENT, GROUP, vm.name) or 0)
+        if job is not None and job.started_at is not None and vm.first_seen > job.started_at + 1.0:
+            late.append(f"{vm.name} ({vm.first_seen - job.started_at:.1f} s after job {job.id} started)")
+    return late
 
 
 def table(r: Report) -> str:
@@ -174,6 +185,7 @@ def table(r: Report) -> str:
         ("VMs created / never ran a job", f"{r.vms_created} / {r.vms_unused}"),
         ("VMs alive at the end (warm pool included)", cell(r.vms_at_end)),
         ("idle VMs beyond the warm pool at the end", str(r.idle_beyond_warm)),
+        ("VMs made for a job after it had started elsewhere", cell(r.late_vms)),
         ("VM lifetime after its job: p50 / p99 / max", "{p50} / {p99} / {max} s".format(**r.vm_linger_s)),
         ("faults injected", str(r.faults)),
         ("processes killed (kill -9)", str(r.kills)),
