@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: demo test lint typecheck pytest images-validate tools bench clean
+.PHONY: demo test lint typecheck pytest images-validate tools bench chaos clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ images-validate: $(STAMP) tools
 bench: $(STAMP) $(NPM_STAMP)
 	$(BIN)/python bench/webhook.py
 	$(BIN)/python bench/burst.py
+
+## chaos: 500 jobs through gunicorn, the bus and 3 agents while they are killed and their dependencies fail;
+## writes its figures into docs/reliability.md (the short variant runs in `make test`: tests/test_chaos.py)
+chaos: $(STAMP) $(NPM_STAMP)
+	$(BIN)/python -m tests.chaos.driver --jobs 500 --seed 1 --json chaos-report.json --write-docs docs/reliability.md
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

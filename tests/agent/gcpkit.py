@@ -109,6 +109,10 @@ def event(action: str, job_id: int, *, runner: str | None = None, runner_id: int
         job.update(runner_name=runner, runner_id=runner_id or 1, runner_group_id=1, runner_group_name="Default")
     payload["repository"]["full_name"] = REPO
     payload["repository"]["name"] = REPO.split("/")[1]
+    # The examples come from different orgs (the completed one from Octocoders): the job's org is REPO's.
+    payload["repository"]["owner"]["login"] = REPO.split("/")[0]
+    if "organization" in payload:
+        payload["organization"]["login"] = REPO.split("/")[0]
     return conforming("workflow_job", payload, base)
 
 
