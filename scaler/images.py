@@ -168,7 +168,7 @@ def fetch_runners(org: str, api_url: str, env: Mapping[str, str]) -> list[Runner
     """The organisation's runners, as a token (GARO_GITHUB_TOKEN) or App (GARO_GITHUB_APP_ID + key) sees them."""
     from scaler.github.auth import AppCredentials
     from scaler.github.client import GitHubClient
-    from scaler.github.http import GitHubError
+    from scaler.github.models import GitHubError
 
     token = env.get("GARO_GITHUB_TOKEN", "").strip()
     app_id = env.get("GARO_GITHUB_APP_ID", "").strip()
