@@ -68,7 +68,7 @@ from scaler.webhook import WebhookSettings, create_app as _create_app
 
 
 class NullPublisher:
-    def publish(self, data, attributes, ordering_key=""):
+    def publish(self, data, attributes):
         return "0"
 
     def ready(self):

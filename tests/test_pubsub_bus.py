@@ -36,12 +36,12 @@ def test_implements_the_bus_contract(bus):
     _s: Subscriber = subscriber
 
 
-def test_publish_returns_once_accepted_with_attributes_and_ordering_key(pubsub_emulator, bus):
+def test_publish_returns_once_accepted_with_attributes_and_no_ordering_key(pubsub_emulator, bus):
     publisher, subscriber = bus
-    message_id = publisher.publish(b'{"job": 42}', ATTRS, ordering_key="42")
+    message_id = publisher.publish(b'{"job": 42}', ATTRS)
     (stored,) = pubsub_emulator.published("jobs")
     assert stored.message_id == message_id
-    assert stored.attributes == ATTRS and stored.ordering_key == "42" and stored.data == b'{"job": 42}'
+    assert stored.attributes == ATTRS and stored.ordering_key == "" and stored.data == b'{"job": 42}'
     (msg,) = subscriber.pull(timeout=2)
     assert msg == Message(ack_id=msg.ack_id, message_id=message_id, data=b'{"job": 42}', attributes=ATTRS)
 
@@ -49,45 +49,45 @@ def test_publish_returns_once_accepted_with_attributes_and_ordering_key(pubsub_e
 def test_publish_to_missing_topic_raises_bus_unavailable(pubsub_emulator):
     publisher = PubSubPublisher(pubsub_emulator.project, "no-such-topic", timeout=2.0)
     with pytest.raises(BusUnavailable):
-        publisher.publish(b"x", ATTRS, ordering_key="42")
+        publisher.publish(b"x", ATTRS)
     publisher.close()
 
 
 @pytest.mark.timeout(30)  # publish must give up on its own; it never hangs until GitHub's timeout
-def test_server_down_raises_then_same_key_publishes_again(pubsub_emulator, bus):
+def test_server_down_raises_then_publishing_works_again(pubsub_emulator, bus):
     publisher, subscriber = bus
-    publisher.publish(b"queued", ATTRS, ordering_key="42")
+    publisher.publish(b"queued", ATTRS)
     pubsub_emulator.stop()
     with pytest.raises(BusUnavailable):
-        publisher.publish(b"in_progress", ATTRS, ordering_key="42")
+        publisher.publish(b"in_progress", ATTRS)
     assert publisher.ready() is False
     pubsub_emulator.start()
-    publisher.timeout = 10.0  # room for gRPC's reconnect backoff; the key itself must not be paused
-    publisher.publish(b"completed", ATTRS, ordering_key="42")
+    publisher.timeout = 10.0  # room for gRPC's reconnect backoff
+    publisher.publish(b"completed", ATTRS)
     assert [m.data for m in pubsub_emulator.published("jobs")][-1] == b"completed"
     assert publisher.ready() is True
 
 
-def test_rejected_publish_does_not_pause_the_job_key(pubsub_emulator, bus):
+def test_a_rejected_publish_does_not_stop_the_next(pubsub_emulator, bus):
     publisher, _ = bus
     pubsub_emulator.fail_next("Publish", grpc.StatusCode.PERMISSION_DENIED)
     with pytest.raises(BusUnavailable):
-        publisher.publish(b"queued", ATTRS, ordering_key="42")
-    publisher.publish(b"queued-again", ATTRS, ordering_key="42")
+        publisher.publish(b"queued", ATTRS)
+    publisher.publish(b"queued-again", ATTRS)
     assert [m.data for m in pubsub_emulator.published("jobs")] == [b"queued-again"]
 
 
 def test_attribute_names_that_clash_with_the_client_are_refused(pubsub_emulator, bus):
     publisher, _ = bus
     with pytest.raises(ValueError):
-        publisher.publish(b"x", {**ATTRS, "topic": "other"}, ordering_key="42")
+        publisher.publish(b"x", {**ATTRS, "topic": "other"})
     assert pubsub_emulator.published("jobs") == []
 
 
 def test_transient_failure_is_retried_within_the_timeout(pubsub_emulator, bus):
     publisher, _ = bus
     pubsub_emulator.fail_next("Publish", grpc.StatusCode.UNAVAILABLE, times=2)
-    publisher.publish(b"queued", ATTRS, ordering_key="42")
+    publisher.publish(b"queued", ATTRS)
     assert [m.data for m in pubsub_emulator.published("jobs")] == [b"queued"]
 
 
@@ -105,8 +105,8 @@ def test_ready_reflects_topic_reachability(pubsub_emulator, bus):
 
 def test_pull_ack_and_redelivery(pubsub_emulator, bus):
     publisher, subscriber = bus
-    publisher.publish(b"job", ATTRS, ordering_key="42")
-    publisher.publish(b"other-dept", {**ATTRS, "department": "web"}, ordering_key="43")
+    publisher.publish(b"job", ATTRS)
+    publisher.publish(b"other-dept", {**ATTRS, "department": "web"})
     (msg,) = subscriber.pull(max_messages=10, timeout=2)
     assert msg.data == b"job" and msg.delivery_attempt == 1
     assert subscriber.pull(timeout=0.3) == []  # leased, and the web message is not ours
@@ -121,7 +121,7 @@ def test_pull_ack_and_redelivery(pubsub_emulator, bus):
 
 def test_modify_ack_deadline_zero_hands_back_now(bus):
     publisher, subscriber = bus
-    publisher.publish(b"job", ATTRS, ordering_key="42")
+    publisher.publish(b"job", ATTRS)
     (msg,) = subscriber.pull(timeout=2)
     subscriber.modify_ack_deadline([msg.ack_id], 0)
     (again,) = subscriber.pull(timeout=2)
@@ -136,7 +136,7 @@ def test_delivery_attempt_counts_with_dead_lettering(pubsub_emulator, bus):
     pubsub_emulator.create_topic("jobs-dlq")
     pubsub_emulator.create_subscription("dept-dl", "jobs", dead_letter_topic_id="jobs-dlq", max_delivery_attempts=5)
     subscriber = PubSubSubscriber(pubsub_emulator.project, "dept-dl")
-    publisher.publish(b"job", ATTRS, ordering_key="42")
+    publisher.publish(b"job", ATTRS)
     seen = []
     for _ in range(5):
         (msg,) = subscriber.pull(timeout=2)

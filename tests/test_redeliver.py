@@ -230,10 +230,10 @@ class FlakyBus:
         self.down = False
         self.now[0] += 60  # past the webhook's not-ready window after a failed publish
 
-    def publish(self, data: bytes, attributes: Mapping[str, str], ordering_key: str = "") -> str:
+    def publish(self, data: bytes, attributes: Mapping[str, str]) -> str:
         if self.down:
             raise BusUnavailable("bus down (test)")
-        return self.bus.publish(data, attributes, ordering_key)
+        return self.bus.publish(data, attributes)
 
     def ready(self) -> bool:
         return not self.down

@@ -40,7 +40,7 @@ class Message:
 
 
 class Publisher(Protocol):
-    def publish(self, data: bytes, attributes: Mapping[str, str], ordering_key: str = "") -> str:
+    def publish(self, data: bytes, attributes: Mapping[str, str]) -> str:
         """Block until the bus accepted the message; return its id. Raise BusUnavailable."""
         ...
 

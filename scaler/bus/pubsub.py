@@ -1,14 +1,12 @@
 """Google Pub/Sub implementation of the bus contract (scaler/bus/base.py).
 
-The webhook publishes one message per ``workflow_job`` event, without an
-ordering key (scaler/webhook/app.py says why); a caller that passes one gets
-ordering, with its trap: after a failed publish it *pauses*
-the key and rejects every later message for it until ``resume_publish``; and
-with ordering on it retries transient errors forever unless told otherwise. A
-webhook must answer GitHub within seconds, so we publish with ``retry=None``,
-retry with tenacity (backoff with jitter) until a bounded deadline, and always
-resume the key after a failure: a blip in Pub/Sub must never leave a job's key
-stuck.
+The webhook publishes one message per ``workflow_job`` event, unordered:
+GitHub does not order its deliveries and several workers publish side by side,
+so an ordering key would order nothing that matters, and on an ordered
+subscription a ``queued`` message the agent holds for capacity would block its
+job's ``completed`` (scaler/webhook/app.py; the agent copes with any order).
+A webhook must answer GitHub within seconds, so we publish with ``retry=None``
+and retry with tenacity (backoff with jitter) until a bounded deadline.
 
 Clients are created lazily (constructing a publisher needs no credentials yet)
 and belong to the instance: no import-time side effects, no globals.
@@ -18,12 +16,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
-from google.cloud.pubsub_v1.publisher import exceptions as pub_exc
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_before_delay
 
 from scaler.bus.base import BusUnavailable, Message
@@ -37,12 +34,11 @@ _TRANSIENT = (
     gexc.InternalServerError,
     gexc.Aborted,
     gexc.TooManyRequests,
-    pub_exc.PublishToPausedOrderingKeyException,
     TimeoutError,
 )
 _ACK_CHUNK = 1000
 # PublisherClient.publish takes attributes as keyword arguments; these names would collide.
-_RESERVED_ATTRIBUTES = frozenset({"topic", "data", "ordering_key", "retry", "timeout"})
+_RESERVED_ATTRIBUTES = frozenset({"topic", "data", "ordering_key", "retry", "timeout"})  # the client's keywords
 
 
 class PubSubPublisher:
@@ -76,11 +72,10 @@ class PubSubPublisher:
                     batch_settings=pubsub_v1.types.BatchSettings(
                         max_messages=100, max_bytes=1_000_000, max_latency=self._max_latency
                     ),
-                    publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
                 )
             return self._client
 
-    def publish(self, data: bytes, attributes: Mapping[str, str], ordering_key: str = "") -> str:
+    def publish(self, data: bytes, attributes: Mapping[str, str]) -> str:
         """Return the message id once Pub/Sub accepted it; raise BusUnavailable after ``timeout``.
 
         ValueError (a programming error, not an outage) for attribute names the client reserves.
@@ -93,15 +88,8 @@ class PubSubPublisher:
         def attempt() -> str:
             remaining = max(deadline - time.monotonic(), 0.05)
             try:
-                future = self.client.publish(
-                    self.topic_path, data, ordering_key=ordering_key, retry=None, timeout=remaining, **attributes
-                )
-                # A failure that lands after we stopped waiting must still un-pause the key.
-                future.add_done_callback(self._resume_on_failure(ordering_key))
+                future = self.client.publish(self.topic_path, data, retry=None, timeout=remaining, **attributes)
                 return str(future.result(timeout=remaining + 0.5))
-            except (gexc.GoogleAPICallError, pub_exc.PublishToPausedOrderingKeyException, TimeoutError):
-                self._resume(ordering_key)
-                raise
             except (ValueError, RuntimeError) as exc:  # message too large, client stopped
                 raise BusUnavailable(f"Pub/Sub rejected the message for {self.topic_path}: {exc}") from exc
 
@@ -119,21 +107,6 @@ class PubSubPublisher:
             return retrying(attempt)
         except gexc.GoogleAPICallError as exc:  # NotFound, PermissionDenied...: will not heal within a request
             raise BusUnavailable(f"Pub/Sub did not accept the message for {self.topic_path}: {exc!r}") from exc
-
-    def _resume_on_failure(self, ordering_key: str) -> Callable[[Any], None]:
-        def callback(future: Any) -> None:
-            if future.exception() is not None:
-                self._resume(ordering_key)
-
-        return callback
-
-    def _resume(self, ordering_key: str) -> None:
-        if not ordering_key:
-            return
-        try:
-            self.client.resume_publish(self.topic_path, ordering_key)
-        except (ValueError, RuntimeError):
-            pass  # not paused (already resumed) or never used: nothing to undo
 
     def ready(self) -> bool:
         """True if the topic answered GetTopic recently (cached so /readyz stays cheap)."""

@@ -384,13 +384,13 @@ class SqliteBus:
         if existing != wanted:
             raise ValueError(f"subscription {name!r} exists with filter {existing}, not {wanted}")
 
-    def publish(self, data: bytes, attributes: Mapping[str, str], ordering_key: str = "") -> str:
+    def publish(self, data: bytes, attributes: Mapping[str, str]) -> str:
         """Store the message once per ``delivery`` attribute; fan it out to matching subscriptions.
 
         Returns after the transaction holding the message committed (see group commit above).
         """
         attrs = {str(k): str(v) for k, v in attributes.items()}
-        pending = _Pending(bytes(data), json.dumps(attrs, sort_keys=True), ordering_key, attrs.get("delivery") or None)
+        pending = _Pending(bytes(data), json.dumps(attrs, sort_keys=True), "", attrs.get("delivery") or None)
         with self._queue_lock:
             self._queue.append(pending)
         with self._write_lock:

@@ -124,7 +124,7 @@ def publish(bus: Publisher, action: str, job_id: int, **kwargs: Any) -> None:
         "job_id": str(job_id),
         "delivery": f"{job_id}-{action}",
     }
-    bus.publish(event(action, job_id, **kwargs), attrs, ordering_key=str(job_id))
+    bus.publish(event(action, job_id, **kwargs), attrs)
 
 
 def jit_reply(name: str = "runner", runner_id: int = 1) -> dict[str, Any]:

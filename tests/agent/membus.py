@@ -50,7 +50,7 @@ class MemoryBus:
         self._ids = itertools.count(1)
         self.published = 0
 
-    def publish(self, data: bytes, attributes: Mapping[str, str], ordering_key: str = "") -> str:
+    def publish(self, data: bytes, attributes: Mapping[str, str]) -> str:
         self.published += 1
         if attributes.get("action") in self.drop_actions and self.rng.random() < self.drop:
             self.dropped.append(dict(attributes))
