@@ -99,7 +99,14 @@ class Hub(pulumi.ComponentResource):
         # For the redelivery sweeper only: the webhook service signs nothing, so it is granted nothing here.
         self.webhook_app_key_secret = webhook_app_key_secret(f"{name}-webhook-app-key", loaded, self)
         references = [pulumi.StackReference(ref, opts=child) for ref in config.hub.department_stacks]
-        routes = pulumi.Output.all(*[ref.require_output("route") for ref in references]).apply(
+        # A department's route is taken together with its subscription: the department stack creates the
+        # subscription before it exports anything, and a route without one (a failed first `pulumi up`)
+        # fails the hub's update instead of publishing events that no subscription keeps.
+        department_routes = [
+            pulumi.Output.all(ref.require_output("route"), ref.require_output("subscription")).apply(lambda v: v[0])
+            for ref in references
+        ]
+        routes = pulumi.Output.all(*department_routes).apply(
             lambda found: routes_document([dict(r) for r in config.hub.routes] if config.hub else [], list(found))
         )
         routes_secret = gcp.secretmanager.Secret(

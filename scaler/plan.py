@@ -128,7 +128,8 @@ def referenced_outputs(path: Path, config: StackConfig) -> dict[str, dict[str, A
             route = routing_document([load_stack_file(sibling)])["departments"][0]
         else:
             route = {"name": ref.split("/")[-1], "org": config.github.org, "groups": []}
-        outputs[ref] = {"route": route}
+        name = ref.split("/")[-1]
+        outputs[ref] = {"route": route, "subscription": f"projects/{project}/subscriptions/garo-{name}-jobs"}
     return outputs
 
 
