@@ -77,7 +77,7 @@ class HeldLock:
 def _publish_in_threads(bus: SqliteBus, deliveries: list[str], results: dict[str, object]) -> list[threading.Thread]:
     def publish(delivery: str) -> None:
         try:
-            results[delivery] = bus.publish(delivery.encode(), _attrs(delivery), ordering_key=delivery)
+            results[delivery] = bus.publish(delivery.encode(), _attrs(delivery))
         except BusUnavailable as exc:
             results[delivery] = exc
 
@@ -113,7 +113,7 @@ def test_a_failing_message_fails_alone(tmp_path: Path) -> None:
     bus = SqliteBus(path, subscription="data", filter={"department": "data"})
     with sqlite3.connect(path) as db:  # stands in for any error particular to one message
         db.execute(
-            "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.ordering_key = 'poison' "
+            "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.delivery = 'poison' "
             "BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
         )
     held = HeldLock(path)
