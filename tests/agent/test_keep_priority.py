@@ -182,3 +182,36 @@ def test_contention_max_2_ten_jobs_deploys_first_and_nobody_starves() -> None:
     assert {1, 6} <= set(started)  # both background jobs started despite the stream of CI jobs
     waited = {job: i for i, job in enumerate(started)}
     assert waited[1] < waited[12]  # the first background job overtook normal jobs that came later
+
+
+# ---------------------------------------------------------------------- integration: the whole agent
+
+
+def test_a_kept_vm_survives_its_jobs_completion_and_reconcile_until_the_keep_expires() -> None:
+    """The operator keeps a VM while its job runs (`garo keep --for 30m`); nothing deletes it for 30 minutes."""
+    from tests.agent.world import World
+
+    world = World()
+    world.configure(**{"garo:keepFor": 3600})
+    job = world.queue()
+    world.step()
+    world.advance(25)
+    world.step()
+    world.advance(1)
+    assert job.status == "in_progress"
+    vm_name = job.runner.name  # type: ignore[union-attr]
+    world.backend.set_metadata("linux", vm_name, {KEEP_KEY: str(int(world.now + 1800))})  # what `garo keep` writes
+    world.advance(5)
+    world.finish(job)
+    world.step()  # the completed event: the VM stays
+    assert [i.name for i in world.instances("linux")] == [vm_name]
+    other = world.queue()  # a new job still gets a VM of its own: the kept one is no capacity
+    for _ in range(20):  # 20 minutes of reconcile passes
+        world.advance(60)
+        world.step()
+    assert vm_name in {i.name for i in world.instances("linux")}
+    assert other.status == "in_progress" and other.runner.name != vm_name  # type: ignore[union-attr]
+    for _ in range(15):  # the keep expires at 30 minutes; two passes confirm the deletion
+        world.advance(60)
+        world.step()
+    assert vm_name not in {i.name for i in world.instances("linux")}
