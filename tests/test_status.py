@@ -10,13 +10,12 @@ from click.testing import CliRunner
 from prometheus_client import CollectorRegistry, generate_latest
 
 from scaler.agent.metrics import AgentMetrics
-from scaler.github.client import GitHubClient
-
 from scaler.backends.base import KEEP_KEY, InstanceState
 from scaler.backends.local import LocalBackend
 from scaler.cli import main
 from scaler.demo.parts import DEMO_JOBS
 from scaler.demo.scenario import Demo
+from scaler.github.client import GitHubClient
 from scaler.github.models import Runner
 from scaler.status import FROM_CLOUD, from_cloud, from_metrics, render_table
 from tests.agent.world import make_config

@@ -80,9 +80,7 @@ def plan_reconcile(
 
 def _oldest(book: Book, snap: Snapshot, group: str, now: float, kept: Collection[str]) -> tuple[float, float]:
     """Ages of the group's oldest active VM (kept ones may outlive their time-to-live) and oldest waiting job."""
-    active = [
-        i.created_at for i in snap.instances[group].values() if i.state in ACTIVE_STATES and i.name not in kept
-    ]
+    active = [i.created_at for i in snap.instances[group].values() if i.state in ACTIVE_STATES and i.name not in kept]
     waiting = [
         j.first_seen or j.seen_at for j in book.jobs.values() if j.group == group and j.status in ("queued", "covered")
     ]

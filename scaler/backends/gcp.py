@@ -49,6 +49,7 @@ import requests
 
 from scaler.backends.base import (
     FALLBACK,
+    KEEP_KEY,
     SECRET_METADATA,
     BackendError,
     CreateFailure,
@@ -57,7 +58,6 @@ from scaler.backends.base import (
     Instance,
     InstanceState,
 )
-from scaler.backends.base import KEEP_KEY
 from scaler.backends.gcp_api import ComputeClient, ComputeHttpError, chunks, create_failure, zone_of
 from scaler.config import StackConfig
 from scaler.naming import INSTANCE_NAME_RE, mig_name
@@ -211,7 +211,12 @@ class GcpBackend:
 
     def set_metadata(self, group: str, name: str, items: Mapping[str, str]) -> None:
         found = next(
-            ((mig, r) for mig, rows in self._find(self._group(group), {name}).items() for r in rows if r["name"] == name),
+            (
+                (mig, r)
+                for mig, rows in self._find(self._group(group), {name}).items()
+                for r in rows
+                if r["name"] == name
+            ),
             None,
         )
         if found is None:

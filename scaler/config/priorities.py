@@ -27,7 +27,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from scaler.config.model import DEFAULT_KEEP_FOR, PriorityRule
+from scaler.config.model import PriorityRule
 from scaler.config.reader import Reader
 
 CLASSES = ("deploy", "normal", "background")  # highest first

@@ -75,7 +75,9 @@ class Demo:
         self.github = GitHubSim(time.time, self._deliver)
         self.vms = SimulatedVms(self.fleet, on_boot=lambda group, name, md: self._boot(name, md))
         registry = CollectorRegistry()
-        self.agent = Agent(self.config, self.backend, self.github, self.subscriber, registry=registry, pull_timeout=0.05)
+        self.agent = Agent(
+            self.config, self.backend, self.github, self.subscriber, registry=registry, pull_timeout=0.05
+        )
         # The agent's metrics, as `garo agent --metrics-port` serves them: `garo status` reads them.
         port = int(os.environ.get("GARO_METRICS_PORT") or free_port())
         self.metrics_server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)

@@ -8,7 +8,9 @@ lifts a waiting job one class per ``priorityAging``, so none waits forever.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -16,8 +18,9 @@ from scaler.agent import planner
 from scaler.agent.actions import Kind
 from scaler.agent.policy import by_priority, effective_rank, keep_until, priority_class
 from scaler.agent.state import Book
-from scaler.backends.base import KEEP_KEY
-from scaler.config import ConfigError
+from scaler.backends.base import KEEP_KEY, Instance
+from scaler.config import ConfigError, StackConfig
+from scaler.github.models import Runner
 from tests.agent.test_planner import NOW, REPO, Case, confirmed, name, queued, runner, vm
 from tests.agent.world import make_config
 
@@ -27,7 +30,13 @@ PRIORITIES = [
 ]
 
 
-def kept(inst, until: float | str = NOW + 3600):  # type: ignore[no-untyped-def]
+def stack(extra: dict[str, Any], **sizes: int) -> StackConfig:
+    """The test world's stack with extra ``garo:`` keys (priorities, keepFor)."""
+    return make_config(**sizes, **extra)
+
+
+def kept(inst: Instance, until: float | str = NOW + 3600) -> Instance:
+    """The VM with an operator's keep (a unix time, or "true")."""
     return replace(inst, metadata={**inst.metadata, KEEP_KEY: str(until)})
 
 
@@ -50,7 +59,9 @@ def deletes(case: Case) -> list[str]:
         ("idle beyond the warm pool", lambda: vm(None), lambda i: [runner(i)]),
     ],
 )
-def test_reconcile_deletes_no_kept_vm(why, inst, runners) -> None:  # type: ignore[no-untyped-def]
+def test_reconcile_deletes_no_kept_vm(
+    why: str, inst: Callable[[], Instance], runners: Callable[[Instance], list[Runner]]
+) -> None:
     plain = inst()
     book = confirmed(Book(), f"vm:linux:{plain.name}")
     assert deletes(Case(book=book, vms=[plain], runners=runners(plain))) == [plain.name], why
@@ -98,18 +109,18 @@ def test_a_completed_job_does_not_delete_its_kept_vm() -> None:
 
 
 def test_keep_for_is_validated() -> None:
-    assert make_config(**{"garo:keepFor": 7200}).group("linux").keep_for == 7200
+    assert stack({"garo:keepFor": 7200}).group("linux").keep_for == 7200
     with pytest.raises(ConfigError, match=r"garo.keepFor"):
-        make_config(**{"garo:keepFor": 30 * 24 * 3600})
+        stack({"garo:keepFor": 30 * 24 * 3600})
     with pytest.raises(ConfigError, match=r"keepFor"):
-        make_config(**{"garo:keepFor": 10})
+        stack({"garo:keepFor": 10})
 
 
 # ---------------------------------------------------------------------- priorities
 
 
 def test_classes_match_first_rule_with_every_list_matching() -> None:
-    config = make_config(**{"garo:priorities": PRIORITIES})
+    config = stack({"garo:priorities": PRIORITIES})
     assert priority_class(config.priorities, "octo-org/api", "Deploy prod") == "deploy"
     assert priority_class(config.priorities, "other/api", "Deploy prod") == "normal"
     assert priority_class(config.priorities, "other/api", "Nightly") == "background"
@@ -128,18 +139,18 @@ def test_classes_match_first_rule_with_every_list_matching() -> None:
 )
 def test_validate_refuses_bad_classes(rules: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        make_config(**{"garo:priorities": rules})
+        stack({"garo:priorities": rules})
 
 
 def test_aging_lifts_a_job_one_class_per_period() -> None:
-    config = make_config(**{"garo:priorities": PRIORITIES, "garo:priorityAging": 600})
+    config = stack({"garo:priorities": PRIORITIES, "garo:priorityAging": 600})
     book = Book()
     job = book.observe_job(1, "linux", "x/y", "queued", NOW, workflow="Nightly")
     assert [effective_rank(config, job, NOW + t) for t in (0, 599, 600, 1200, 99999)] == [2, 2, 1, 0, 0]
 
 
 def test_at_max_the_next_slot_goes_to_the_highest_class_first_come_first_served() -> None:
-    config = make_config(max_linux=2, **{"garo:priorities": PRIORITIES})
+    config = stack({"garo:priorities": PRIORITIES}, max_linux=2)
     book = Book()
     for job, workflow in ((1, "CI"), (2, "Nightly"), (3, "Deploy"), (4, "Deploy"), (5, "CI")):
         book.observe_job(job, "linux", REPO, "queued", NOW - 100 + job, workflow=workflow)
@@ -154,7 +165,7 @@ def test_contention_max_2_ten_jobs_deploys_first_and_nobody_starves() -> None:
     Deploy jobs get the first slots; a background job still starts, because
     aging lifts it past the normal jobs queued after it.
     """
-    config = make_config(max_linux=2, **{"garo:priorities": PRIORITIES, "garo:priorityAging": 600})
+    config = stack({"garo:priorities": PRIORITIES, "garo:priorityAging": 600}, max_linux=2)
     book = Book()
     workflows = ["Nightly", "CI", "CI", "Deploy", "CI", "Nightly", "Deploy", "CI", "CI", "Deploy"]
     for job, workflow in enumerate(workflows, start=1):
