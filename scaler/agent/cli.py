@@ -160,11 +160,16 @@ def run_status(stack: Path | None, metrics_url: str | None, as_json: bool) -> No
     except requests.RequestException as exc:
         why = f"{url}: {type(exc).__name__}"
         try:
-            backend = open_backend(settings)
-            github = open_github(settings)
-            result = st.from_cloud(settings.config, backend, github.list_runners, now, why)
+            github: GitHubApi | None = open_github(settings)
+        except click.ClickException as exc2:
+            github, why = None, f"{why}; GitHub not read ({exc2.message})"
+        try:
+            runners = github.list_runners if github is not None else list
+            result = st.from_cloud(settings.config, open_backend(settings), runners, now, why)
         except (click.ClickException, BackendError) as exc2:
-            raise click.ClickException(f"the agent is unreachable ({why}) and so is the cloud: {exc2}") from None
+            raise click.ClickException(
+                f"the agent is unreachable ({why}); cannot read the cloud and GitHub either: {exc2}"
+            ) from None
     click.echo(result.to_json() if as_json else st.render_table(result), nl=not as_json)
 
 
