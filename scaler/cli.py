@@ -141,6 +141,32 @@ def reconcile(stack: str | None, dry_run: bool) -> None:
 
 
 @main.command()
+@click.argument("stack_file", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--metrics-url",
+    help="The agent's metrics endpoint (default: http://127.0.0.1:$GARO_METRICS_PORT/metrics, port 9100).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(stack_file: Path | None, metrics_url: str | None, as_json: bool) -> None:
+    """Per group: queued jobs, oldest waiting job, VMs by state, kept VMs, JIT budget left."""
+    from scaler.agent.cli import run_status
+
+    run_status(stack_file, metrics_url, as_json)
+
+
+@main.command()
+@click.argument("vm")
+@click.option("--stack", help="Department stack file (default: $GARO_STACK_FILE).")
+@click.option("--for", "duration", default="2h", show_default=True, help="How long to keep it (at most keepFor).")
+@click.option("--release", is_flag=True, help="Remove the keep: the agent may delete the VM again.")
+def keep(vm: str, stack: str | None, duration: str, release: bool) -> None:
+    """Keep VM for debugging: no reconcile, time-to-live or completed job deletes it until the keep expires."""
+    from scaler.agent.cli import run_keep
+
+    run_keep(vm, stack, duration, release)
+
+
+@main.command()
 @click.option(
     "--variables",
     default="images/variables.pkr.hcl",

@@ -269,3 +269,15 @@ def test_when_the_fallback_also_fails_the_names_are_reported_failed(fake: Comput
     fake.restore()
     fake.settle()
     assert fake.members(MIG + "-spot") == {} and fake.members(MIG + "-od") == {}
+
+
+def test_a_keep_is_written_to_the_per_instance_config_so_the_listing_shows_it(fake: ComputeFake, clock: Clock) -> None:
+    """The MIG listing carries no instance labels: garo-keep must reach preservedStateFromConfig."""
+    backend = make(fake, clock, list_ttl=60, wall_clock=lambda: 1_700_000_000.0)
+    fake.seed(MIG, ["garo-a"], status="RUNNING")[0].preserved.update({"garo-job": "7", "garo-repo": "octo/app"})
+    backend.list("linux")  # cached for a minute: the keep must invalidate it
+    backend.set_metadata("linux", "garo-a", {"garo-keep": "1700007200", "garo-job": "8"})
+    listed = {i.name: i for i in backend.list("linux")}
+    assert listed["garo-a"].metadata == {"garo-job": "7", "garo-repo": "octo/app", "garo-keep": "1700007200"}
+    assert fake.calls["regionInstanceGroupManagers.patchPerInstanceConfigs"] == 1
+    assert fake.instance(MIG, "garo-a").metadata.get("garo-job") == "8"  # type: ignore[union-attr]

@@ -161,6 +161,7 @@ class Plan:
     desired: dict[str, int] = field(default_factory=dict)
     demand: dict[str, int] = field(default_factory=dict)
     vm_states: dict[str, dict[str, int]] = field(default_factory=dict)
+    kept: dict[str, int] = field(default_factory=dict)  # group -> VMs an operator keeps (garo-keep)
     # group -> (age of the oldest active VM, age of the oldest waiting job), seconds: for alerts.
     ages: dict[str, tuple[float, float]] = field(default_factory=dict)
     questions: dict[int, Question] = field(default_factory=dict)

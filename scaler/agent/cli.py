@@ -140,3 +140,66 @@ def run_reconcile(stack: str | None, dry_run: bool) -> None:
 
     agent = Agent(settings.config, open_backend(settings), open_github(settings), _NoBus())
     click.echo(str(agent.reconcile(dry_run=dry_run)))
+
+
+def _stack_settings(stack: str | Path | None) -> AgentSettings:
+    return _settings(str(stack) if stack is not None else None)
+
+
+def run_status(stack: Path | None, metrics_url: str | None, as_json: bool) -> None:
+    """The agent's metrics if it answers; else the cloud and GitHub directly, labelled as such."""
+    import requests
+
+    from scaler import status as st
+
+    settings = _stack_settings(stack)
+    url = metrics_url or f"http://127.0.0.1:{os.environ.get('GARO_METRICS_PORT', '9100')}/metrics"
+    now = time.time()
+    try:
+        result = st.from_metrics(settings.config, st.read_metrics(url), url, now)
+    except requests.RequestException as exc:
+        why = f"{url}: {type(exc).__name__}"
+        try:
+            github: GitHubApi | None = open_github(settings)
+        except click.ClickException as exc2:
+            github, why = None, f"{why}; GitHub not read ({exc2.message})"
+        try:
+            runners = github.list_runners if github is not None else list
+            result = st.from_cloud(settings.config, open_backend(settings), runners, now, why)
+        except (click.ClickException, BackendError) as exc2:
+            raise click.ClickException(
+                f"the agent is unreachable ({why}); cannot read the cloud and GitHub either: {exc2}"
+            ) from None
+    click.echo(result.to_json() if as_json else st.render_table(result), nl=not as_json)
+
+
+def run_keep(vm: str, stack: str | None, duration: str, release: bool) -> None:
+    """Write ``garo-keep`` (a unix time, or "" to release) through the backend; the listing shows it."""
+    from scaler import naming
+    from scaler.backends.base import KEEP_KEY
+    from scaler.github.deliveries import parse_duration
+
+    settings = _stack_settings(stack)
+    config = settings.config
+    group = naming.group_of(config.department, [g.name for g in config.groups], vm)
+    if group is None:
+        raise click.UsageError(f"{vm!r} is not a VM of department {config.department!r}")
+    spec = config.group(group)
+    value = ""
+    if not release:
+        try:
+            seconds = parse_duration(duration).total_seconds()
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        if seconds > spec.keep_for:
+            raise click.UsageError(f"--for {duration} is longer than group {group!r} allows (keepFor {spec.keep_for}s)")
+        value = str(int(time.time() + seconds))
+    try:
+        open_backend(settings).set_metadata(group, vm, {KEEP_KEY: value})
+    except BackendError as exc:
+        raise click.ClickException(f"cannot write the keep on {vm}: {exc}") from None
+    if release:
+        click.echo(f"{vm}: keep released; the agent may delete it again")
+    else:
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(value)))
+        click.echo(f"{vm}: kept until {until} (group {group}; at most timeToLive + keepFor after it was created)")

@@ -37,6 +37,7 @@ class JobEvent:
     created_at: float | None
     started_at: float | None
     delivery_attempt: int = 1
+    workflow: str = ""  # workflow_job.workflow_name: with the repository, what decides a job's priority class
 
     def log_fields(self) -> dict[str, Any]:
         return {"delivery": self.delivery, "job_id": self.job_id, "group": self.group, "action": self.action}
@@ -91,4 +92,10 @@ def parse(message: Message) -> JobEvent:
         created_at=_timestamp(job.get("created_at")),
         started_at=_timestamp(job.get("started_at")),
         delivery_attempt=message.delivery_attempt,
+        workflow=_workflow(job.get("workflow_name")),
     )
+
+
+def _workflow(value: Any) -> str:
+    """The workflow's name, bounded: it only selects a priority class, so a forged one can at most rank a job."""
+    return value[:200] if isinstance(value, str) else ""

@@ -94,6 +94,8 @@ class Executor:
             self.metrics.queued_jobs.labels(group).set(demand)
         for group, states in plan.vm_states.items():
             self.metrics.set_vms(group, states)
+        for group, count in plan.kept.items():
+            self.metrics.kept_vms.labels(group).set(count)
         for group, (vm_age, job_age) in plan.ages.items():
             self.metrics.set_ages(group, vm_age, job_age, self.config.group(group).time_to_live)
         if plan.reconcile:

@@ -200,7 +200,9 @@ class Agent:
         if event.department != department or event.group not in self.group_names:
             self.metrics.events.labels(event.action, "not-ours").inc()
             return True
-        record = self.book.observe_job(event.job_id, event.group, event.repo, event.action, now, event.runner_name)
+        record = self.book.observe_job(
+            event.job_id, event.group, event.repo, event.action, now, event.runner_name, event.workflow
+        )
         if event.action == "waiting":
             self.metrics.events.labels(event.action, "ok").inc()
             return True

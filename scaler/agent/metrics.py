@@ -45,6 +45,9 @@ class AgentMetrics:
         r = self.registry
         self.queued_jobs = Gauge("garo_queued_jobs", "Jobs waiting for a runner, per group", ["group"], registry=r)
         self.vms = Gauge("garo_vms", "VMs of a group by state", ["group", "state"], registry=r)
+        self.kept_vms = Gauge(
+            "garo_kept_vms", "VMs an operator keeps for debugging (garo-keep), per group", ["group"], registry=r
+        )
         self.desired = Gauge("garo_desired_vms", "Active VMs the capacity policy wants", ["group"], registry=r)
         self.pickup = Histogram(
             "garo_queue_to_assigned_seconds",

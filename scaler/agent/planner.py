@@ -30,7 +30,7 @@ from scaler.agent.actions import (
     Resume,
 )
 from scaler.agent.draft import Draft
-from scaler.agent.policy import plan_capacity
+from scaler.agent.policy import by_priority, kept_names, plan_capacity
 from scaler.agent.reconcile import orphan_runners, reconcile_group, remove_vm
 from scaler.agent.state import Book
 from scaler.agent.views import ACTIVE, REPORTED_OVER, GroupView, Snapshot, covered, spent_names, view
@@ -71,14 +71,16 @@ def plan_reconcile(
             for inst in snap.instances[group].values():
                 states[inst.state.value] = states.get(inst.state.value, 0) + 1
             draft.plan.vm_states[group] = states
-            draft.plan.ages[group] = _oldest(book, snap, group, now)
+            kept = kept_names(config.group(group), snap.instances[group].values(), now)
+            draft.plan.kept[group] = len(kept)
+            draft.plan.ages[group] = _oldest(book, snap, group, now, kept)
     deliver(draft, jit_limit, jit_budget)
     return draft.plan
 
 
-def _oldest(book: Book, snap: Snapshot, group: str, now: float) -> tuple[float, float]:
-    """Ages of the group's oldest active VM and of its oldest job still waiting for a runner."""
-    active = [i.created_at for i in snap.instances[group].values() if i.state in ACTIVE_STATES]
+def _oldest(book: Book, snap: Snapshot, group: str, now: float, kept: Collection[str]) -> tuple[float, float]:
+    """Ages of the group's oldest active VM (kept ones may outlive their time-to-live) and oldest waiting job."""
+    active = [i.created_at for i in snap.instances[group].values() if i.state in ACTIVE_STATES and i.name not in kept]
     waiting = [
         j.first_seen or j.seen_at for j in book.jobs.values() if j.group == group and j.status in ("queued", "covered")
     ]
@@ -143,10 +145,14 @@ def plan_deletes(
     names: Collection[str],
     reason: str,
     answers: Mapping[int, Answer] = NO_ANSWERS,
+    kept: Collection[str] = (),
 ) -> Plan:
-    """Delete VMs whose job completed (its runner deregisters itself), checking the jobs they were made for."""
+    """Delete VMs whose job completed (its runner deregisters itself), checking the jobs they were made for.
+
+    ``kept`` VMs (an operator's ``garo-keep``, see ``policy.kept_names``) stay; reconcile deletes them once the keep expires.
+    """
     draft = Draft(config, book, Snapshot(None, {group: {}}), now, answers)
-    for name in sorted(names):
+    for name in sorted(set(names) - set(kept)):
         remove_vm(draft, group, Instance(name, group, InstanceState.RUNNING, now), reason)
     return draft.plan
 
@@ -203,10 +209,13 @@ def add_capacity(draft: Draft, group: str) -> GroupView:
     """Resume standby VMs, then create named VMs, up to the policy's target."""
     spec = draft.config.group(group)
     current = view(draft.department, draft.book, group, draft.snap)
+    # Kept VMs not running a job hold quota (they count against max) but are no capacity.
+    held = kept_names(spec, draft.instances[group].values(), draft.now) - current.busy
+    held = frozenset(n for n in held if draft.instances[group][n].state is not InstanceState.DELETING)
     cap = plan_capacity(
         spec,
-        active=len(current.active),
-        finished=len(current.finished),
+        active=len([i for i in current.active if i.name not in held]),
+        finished=len(current.finished | held),
         busy=len(current.busy),
         queued=current.demand,
         standby=len(current.standby),
@@ -216,13 +225,17 @@ def add_capacity(draft: Draft, group: str) -> GroupView:
     draft.plan.demand[group] = current.demand
     if cap.resume:
         draft.add(Resume(group=group, name=f"{cap.resume} standby VM(s)", reason="capacity", count=cap.resume))
-    for action in _creates(draft, group, current, cap.create):
+    for action in _creates(draft, group, current, cap.create, held):
         draft.add(action)
     return current
 
 
-def _creates(draft: Draft, group: str, current: GroupView, count: int) -> list[Create]:
+def _creates(draft: Draft, group: str, current: GroupView, count: int, held: frozenset[str]) -> list[Create]:
     """Names every replica would choose (the cloud dedups them): queued jobs first, then warm slots.
+
+    Queued jobs are served in priority order (``policy.by_priority``: class, aging,
+    then first come first served), so at ``max`` the next free slot goes to the
+    highest class. A kept VM (``held``) is nobody's capacity.
 
     What the listing shows decides, not what this replica remembers: a job
     that has a VM the listing does not show as used (a busy runner, relabelled
@@ -238,12 +251,16 @@ def _creates(draft: Draft, group: str, current: GroupView, count: int) -> list[C
         parsed = _generation(draft.department, group, name)
         if parsed is not None:
             highest[parsed[0]] = max(parsed[1], highest.get(parsed[0], -1))
-    waited_on = {job for job in map(lambda i: _waits_for(draft, group, i), instances.values()) if job is not None}
+    waited_on = {
+        job
+        for job in (_waits_for(draft, group, i) for i in instances.values() if i.name not in held)
+        if job is not None
+    }
     chosen: list[Create] = []
-    for job in current.queued:
+    for job in by_priority(draft.config, current.queued, draft.now):
         if len(chosen) >= count:
             return chosen
-        if job.id in current.own:
+        if current.own.get(job.id) not in (None, *held):
             continue
         if job.id in waited_on:
             count -= 1  # its VM is on its way or idle for it, whatever this replica thinks of it

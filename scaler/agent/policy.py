@@ -13,11 +13,17 @@ is what makes two agents agree on the same instance names.
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from scaler.config import RunnerGroup, WarmPool
+from scaler.agent.state import JobRecord
+from scaler.backends.base import KEEP_KEY, Instance
+from scaler.config import RunnerGroup, StackConfig, WarmPool
+from scaler.config.model import PriorityRule
+from scaler.config.priorities import CLASSES, DEFAULT_CLASS
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _SCHEDULE_RE = re.compile(
@@ -95,3 +101,53 @@ def plan_capacity(
     missing = max(0, min(desired - active, group.max - active - finished))
     resume = min(missing, standby)
     return CapacityPlan(desired=desired, active=active, resume=resume, create=missing - resume)
+
+
+def priority_class(rules: Sequence[PriorityRule], repo: str, workflow: str) -> str:
+    """The class of the first rule whose every given list matches the job; ``normal`` if none does."""
+    for rule in rules:
+        repo_ok = not rule.repositories or any(fnmatch.fnmatchcase(repo, p) for p in rule.repositories)
+        workflow_ok = not rule.workflows or any(fnmatch.fnmatchcase(workflow, p) for p in rule.workflows)
+        if repo_ok and workflow_ok:
+            return rule.klass
+    return DEFAULT_CLASS
+
+
+def effective_rank(config: StackConfig, job: JobRecord, now: float) -> int:
+    """0 is served first. A job rises one class per ``priorityAging`` seconds it waits, so none starves."""
+    base = CLASSES.index(priority_class(config.priorities, job.repo, job.workflow))
+    waited = max(0.0, now - (job.first_seen or job.seen_at))
+    return max(0, base - int(waited // config.priority_aging))
+
+
+def by_priority(config: StackConfig, jobs: Sequence[JobRecord], now: float) -> list[JobRecord]:
+    """Waiting jobs in the order they get the next free VM: effective class, then first come first served.
+
+    Without ``garo:priorities`` the order is left as given (the book's: oldest first).
+    """
+    if not config.priorities:
+        return list(jobs)
+    return sorted(jobs, key=lambda j: (effective_rank(config, j, now), j.first_seen or j.seen_at, j.id))
+
+
+def keep_until(group: RunnerGroup, inst: Instance) -> float:
+    """Until when (unix seconds) the VM's ``garo-keep`` protects it; 0 if it is not kept.
+
+    ``true`` (an operator's hand-set label or tag) or a unix time (``garo keep --for``),
+    never past ``created_at + timeToLive + keepFor``: a forgotten label cannot keep a VM forever.
+    """
+    value = (inst.metadata.get(KEEP_KEY) or inst.labels.get(KEEP_KEY) or "").strip().lower()
+    if not value:
+        return 0.0
+    bound = inst.created_at + group.time_to_live + group.keep_for
+    if value == "true":
+        return bound
+    try:
+        return min(float(value), bound)
+    except ValueError:
+        return 0.0  # neither true nor a time: not a keep we understand
+
+
+def kept_names(group: RunnerGroup, instances: Iterable[Instance], now: float) -> frozenset[str]:
+    """VMs of the group whose keep is in force at ``now``: no reconcile, time-to-live or completion deletes them."""
+    return frozenset(i.name for i in instances if now < keep_until(group, i))

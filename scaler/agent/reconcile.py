@@ -16,7 +16,7 @@ from __future__ import annotations
 from scaler import naming
 from scaler.agent.actions import ClearJit, Delete, Deregister, Mark, Question, QueueJit, Requeue, Spend
 from scaler.agent.draft import Draft
-from scaler.agent.policy import desired_capacity
+from scaler.agent.policy import desired_capacity, kept_names
 from scaler.agent.state import WAITING_STATUSES
 from scaler.agent.views import REPORTED_OVER, view
 from scaler.backends.base import REPO_KEY, STATE_LABEL, Instance, InstanceState
@@ -31,6 +31,8 @@ def reconcile_group(draft: Draft, group: str) -> None:
     spec = draft.config.group(group)
     _ask_about_vanished_runners(draft, group)
     before = view(draft.department, book, group, snap)
+    # An operator keeps these for debugging (garo-keep): nothing below deletes them until the keep expires.
+    kept = kept_names(spec, draft.instances[group].values(), now)
     removals: list[tuple[Instance, str]] = []
     never_ran: set[str] = set()  # never registered: no job can have taken them
     idle: list[Instance] = []
@@ -56,7 +58,7 @@ def reconcile_group(draft: Draft, group: str) -> None:
                     draft.add(QueueJit(group=group, name=inst.name, reason="VM has no runner config"))
         elif runner is not None and runner.status != "online" and age > spec.time_to_start:
             removals.append((inst, "runner offline"))
-        elif runner is not None and runner.status == "online":
+        elif runner is not None and runner.status == "online" and inst.name not in kept:
             idle.append(inst)
     said: set[str] = set()
     for inst in draft.instances[group].values():
@@ -68,7 +70,9 @@ def reconcile_group(draft: Draft, group: str) -> None:
             removals.append((inst, "job over (VM reports it)" if inst.name in said else "runner came and went"))
     # Idle beyond the warm pool: the policy's target, minus what is already going away.
     target = desired_capacity(spec, busy=len(before.busy), queued=before.demand, now=now)
-    surplus = len(before.active) - len([r for r in removals if r[0].name not in before.finished]) - target
+    removals = [(inst, reason) for inst, reason in removals if inst.name not in kept]
+    held = len([i for i in before.active if i.name in kept and i.name not in before.busy])  # no capacity
+    surplus = len(before.active) - held - len([r for r in removals if r[0].name not in before.finished]) - target
     own_names = set(before.own.values())
     for inst in [i for i in idle if i.name not in own_names][: max(0, surplus)]:
         removals.append((inst, "idle beyond the warm pool"))

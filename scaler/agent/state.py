@@ -33,6 +33,7 @@ class JobRecord:
     seen_at: float
     runner_name: str | None = None
     first_seen: float = 0.0  # when this agent first heard of the job (seen_at moves on each event)
+    workflow: str = ""  # its workflow's name (from the event), for its priority class
 
 
 @dataclass
@@ -71,12 +72,19 @@ class Book:
         )
 
     def observe_job(
-        self, job_id: int, group: str, repo: str, status: str, now: float, runner_name: str | None = None
+        self,
+        job_id: int,
+        group: str,
+        repo: str,
+        status: str,
+        now: float,
+        runner_name: str | None = None,
+        workflow: str = "",
     ) -> JobRecord:
         """Record an event's view of a job; older views never overwrite newer ones."""
         record = self.jobs.get(job_id)
         if record is None:
-            record = JobRecord(job_id, group, repo, status, now, runner_name, first_seen=now)
+            record = JobRecord(job_id, group, repo, status, now, runner_name, first_seen=now, workflow=workflow)
             self.jobs[job_id] = record
             return record
         if _ORDER.get(status, 0) >= _ORDER.get(record.status, 0):
@@ -85,6 +93,8 @@ class Book:
             record.seen_at = now
         if repo and not record.repo:
             record.repo = repo
+        if workflow and not record.workflow:
+            record.workflow = workflow
         return record
 
     def learn(self, job_id: int, group: str, repo: str, status: str, now: float, runner_name: str | None) -> None:

@@ -19,6 +19,7 @@ from scaler.agent.events import JobEvent
 from scaler.agent.executor import Executor
 from scaler.agent.metrics import AgentMetrics
 from scaler.agent.observe import RUNNERS_MAX_AGE, Observer
+from scaler.agent.policy import kept_names
 from scaler.agent.state import Book
 from scaler.backends.base import BackendError
 from scaler.config import StackConfig
@@ -105,7 +106,8 @@ class VmEvents:
                 by_group.setdefault(done.group, []).append(done)
         for group, batch in by_group.items():
             names = sorted({d.runner for d in batch})
-            plan = self.observer.answered(partial(self._plan_deletes, group, names, self.observer.clock()))
+            now = self.observer.clock()
+            plan = self.observer.answered(partial(self._plan_deletes, group, names, now, self._kept(group, now)))
             failures = [exc for a, exc in self.executor.execute(plan).failed.items() if a.kind is Kind.DELETE]
             if failures:
                 exc = failures[0]
@@ -122,8 +124,15 @@ class VmEvents:
                     acks.append(done.event.ack_id)
         return acks
 
-    def _plan_deletes(self, group: str, names: list[str], now: float, answers: Mapping[int, Answer]) -> Plan:
-        return planner.plan_deletes(self.config, self.book, now, group, names, "job completed", answers)
+    def _plan_deletes(
+        self, group: str, names: list[str], now: float, kept: frozenset[str], answers: Mapping[int, Answer]
+    ) -> Plan:
+        return planner.plan_deletes(self.config, self.book, now, group, names, "job completed", answers, kept)
+
+    def _kept(self, group: str, now: float) -> frozenset[str]:
+        """VMs an operator keeps (garo-keep): a completed job does not delete them (unlisted group: none)."""
+        instances = self.observer.snapshot([group], runners_max_age=None).instances.get(group, {})
+        return kept_names(self.config.group(group), instances.values(), now)
 
     def _deregister_after_completion(self, done: VmEvent, last: dict[str, Runner] | None) -> bool:
         """An ephemeral runner deregisters itself; if it is still listed, remove it. False: retry later."""

@@ -18,6 +18,7 @@ from typing import Protocol
 JIT_KEY = "garo-jit-config"  # the single-use runner config: a secret, never listed back
 JOB_KEY = "garo-job"  # the job a VM was made for (or runs)
 REPO_KEY = "garo-repo"  # that job's repository, so an agent that restarted can ask GitHub about it
+KEEP_KEY = "garo-keep"  # set by an operator (`garo keep`): "true" or a unix time; the agent deletes nothing kept
 STATE_LABEL = "garo-state"  # what the boot agent reports: waiting, running, done, failed
 SECRET_METADATA = frozenset({JIT_KEY})
 

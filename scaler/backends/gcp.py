@@ -19,6 +19,9 @@ Choices worth knowing:
 * **Facts survive a restart.** ``list`` returns the per-instance config's
   metadata (``preservedStateFromConfig``: garo-job, garo-repo) as
   ``Instance.metadata``, so an agent that did not create a VM knows its job.
+  An operator's ``garo-keep`` (``garo keep``) is written there too, with
+  ``patchPerInstanceConfigs``: the MIG listing carries no instance labels, and
+  reading each VM's labels would cost one call per VM per pass.
 * **Quota.** ``listManagedInstances`` counts against the mutation quota, so
   results are cached for ``list_ttl`` seconds and invalidated by our own changes.
 * **Failures.** 429/5xx/timeouts are retried (tenacity, in ``gcp_api``: backoff
@@ -46,6 +49,7 @@ import requests
 
 from scaler.backends.base import (
     FALLBACK,
+    KEEP_KEY,
     SECRET_METADATA,
     BackendError,
     CreateFailure,
@@ -61,6 +65,8 @@ from scaler.naming import INSTANCE_NAME_RE, mig_name
 Rows = list[dict[str, Any]]  # listManagedInstances entries
 Names = list[str]
 CREATED_AT_KEY = "garo-created-at"
+# Keys written to the per-instance config rather than the instance, because the listing must show them.
+LISTED_METADATA = frozenset({KEEP_KEY})
 # deleteInstances/resumeInstances/startInstances document "a maximum of 1000 instances per request";
 # createInstances states no limit, so it gets the same one.
 BATCH_LIMIT = 1000
@@ -204,11 +210,24 @@ class GcpBackend:
         return picked
 
     def set_metadata(self, group: str, name: str, items: Mapping[str, str]) -> None:
-        row = next(
-            (r for rows in self._find(self._group(group), {name}).values() for r in rows if r["name"] == name), None
+        found = next(
+            (
+                (mig, r)
+                for mig, rows in self._find(self._group(group), {name}).items()
+                for r in rows
+                if r["name"] == name
+            ),
+            None,
         )
-        if row is None:
+        if found is None:
             raise BackendError(f"instance {name!r} is not in group {group!r}", reason=Failure.NOT_FOUND)
+        mig, row = found
+        listed = {k: v for k, v in items.items() if k in LISTED_METADATA}
+        if listed:
+            self._patch_preserved(mig, row, listed)
+        items = {k: v for k, v in items.items() if k not in LISTED_METADATA}
+        if not items:
+            return
         if "instanceStatus" not in row:
             raise BackendError(
                 f"instance {name!r} does not exist yet (the MIG is still creating it)",
@@ -231,6 +250,28 @@ class GcpBackend:
                 if exc.status != 412:  # someone else changed the metadata: read again and merge again
                     raise
         raise BackendError(f"metadata of {name!r} kept changing under us", reason=Failure.CONFLICT)
+
+    def _patch_preserved(self, mig: str, row: dict[str, Any], items: Mapping[str, str]) -> None:
+        """Write facts the listing must show (garo-keep) into the VM's per-instance config.
+
+        ``listManagedInstances`` returns neither instance labels nor instance
+        metadata, only ``preservedStateFromConfig``; ``patchPerInstanceConfigs``
+        is one MIG call and needs no restart (a metadata-only change). The whole
+        map is sent, so patch-or-replace semantics give the same result; an empty
+        value stays as "" (the agent reads it as absent).
+        """
+        current = {k: str(v) for k, v in ((row.get("preservedStateFromConfig") or {}).get("metadata") or {}).items()}
+        config = {"name": row["name"], "preservedState": {"metadata": {**current, **items}}}
+        self._cache.pop(mig, None)
+        self.api.wait(
+            self.api.call(
+                "POST",
+                f"{self._mig_path(mig)}/patchPerInstanceConfigs",
+                body={"perInstanceConfigs": [config]},
+                idempotent=True,
+            )
+        )
+        self._cache.pop(mig, None)
 
     # ------------------------------------------------------------------ internals
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from scaler.config import aws
 from scaler.config.model import (
+    DEFAULT_KEEP_FOR,
     GCP_MACHINE_FAMILIES,
     GCP_MACHINE_TYPE_RE,
     LABEL_RE,
@@ -17,6 +18,7 @@ from scaler.config.model import (
     WarmPool,
     labels_collide,
 )
+from scaler.config.priorities import read_keep_for
 from scaler.config.reader import Reader
 
 
@@ -29,7 +31,14 @@ def _read_schedule(r: Reader, schedule: Any, path: str) -> str | None:
     return schedule
 
 
-def read_group(r: Reader, raw: Any, path: str, cloud: str, network_zones: tuple[str, ...] = ()) -> RunnerGroup | None:
+def read_group(
+    r: Reader,
+    raw: Any,
+    path: str,
+    cloud: str,
+    network_zones: tuple[str, ...] = (),
+    keep_for: int = DEFAULT_KEEP_FOR,
+) -> RunnerGroup | None:
     data = r.mapping(raw, path)
     if not data:
         if raw is not None and not isinstance(raw, Mapping):
@@ -52,6 +61,7 @@ def read_group(r: Reader, raw: Any, path: str, cloud: str, network_zones: tuple[
         "standbyPool",
         "timeToStart",
         "timeToLive",
+        "keepFor",
         *aws.AWS_ONLY_GROUP_KEYS,
     }
     r.unknown(data, allowed, path)
@@ -124,6 +134,7 @@ def read_group(r: Reader, raw: Any, path: str, cloud: str, network_zones: tuple[
         standby_pool=standby,
         time_to_start=time_to_start,
         time_to_live=time_to_live,
+        keep_for=read_keep_for(r, data, path, keep_for),
         instance_types=instance_types,
         ami=aws.read_ami(r, data, path, image_family) if cloud == "aws" else None,
     )

@@ -122,6 +122,18 @@ class Ami:
     ssm_parameter: str | None = None
 
 
+DEFAULT_KEEP_FOR = 24 * 3600  # how long past its time-to-live a VM labelled garo-keep may live
+
+
+@dataclass(frozen=True)
+class PriorityRule:
+    """Jobs of these repositories and workflows belong to ``klass``; an empty tuple matches any."""
+
+    klass: str
+    repositories: tuple[str, ...] = ()
+    workflows: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class RunnerGroup:
     name: str
@@ -141,6 +153,7 @@ class RunnerGroup:
     standby_pool: StandbyPool = field(default_factory=StandbyPool)
     time_to_start: int = 600
     time_to_live: int = 12 * 3600
+    keep_for: int = DEFAULT_KEEP_FOR
     # AWS: instance types in fallback order (the first is ``machine_type``) and the AMI.
     instance_types: tuple[str, ...] = ()
     ami: Ami | None = None
@@ -261,6 +274,9 @@ class StackConfig:
     # this stack's project.
     hub_topic: str | None = None
     hub_stack: str | None = None
+    # Priority classes when a group is at its max (scaler/config/priorities.py).
+    priorities: tuple[PriorityRule, ...] = ()
+    priority_aging: int = 600
 
     def group(self, name: str) -> RunnerGroup:
         for group in self.groups:

@@ -12,6 +12,7 @@ from scaler.config.credentials import apply_repository_scope, check_secret_proje
 from scaler.config.groups import check_label_collisions, read_group
 from scaler.config.model import (
     CLOUD_LABEL_RE,
+    DEFAULT_KEEP_FOR,
     NAME_RE,
     STACK_REF_RE,
     TOPIC_RE,
@@ -22,12 +23,13 @@ from scaler.config.model import (
     RunnerGroup,
     StackConfig,
 )
+from scaler.config.priorities import read_keep_for, read_priorities
 from scaler.config.reader import Reader, namespaced, read_document
 from scaler.config.routing import parse_routing_table
 
 ALLOWED_KEYS = frozenset(
     "kind cloud region department costCenter labels network github groups hub scalerImage reconcileInterval "
-    "project hubTopic hubStack".split()
+    "project hubTopic hubStack keepFor priorities priorityAging".split()
 )
 
 
@@ -63,6 +65,7 @@ def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> 
     network: NetworkSettings | None = None
     groups: tuple[RunnerGroup, ...] = ()
     hub: HubSettings | None = None
+    priorities, priority_aging = read_priorities(r, own)
     if kind == "department":
         network, groups = _read_department(r, own, str(cloud))
         groups = apply_repository_scope(r, github, groups)
@@ -95,6 +98,8 @@ def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> 
         provider=provider,
         hub_topic=own.get("hubTopic") if isinstance(own.get("hubTopic"), str) else None,
         hub_stack=own.get("hubStack") if isinstance(own.get("hubStack"), str) else None,
+        priorities=priorities,
+        priority_aging=priority_aging,
     )
 
 
@@ -129,7 +134,10 @@ def _read_department(r: Reader, own: Mapping[str, Any], cloud: str) -> tuple[Net
     if not isinstance(raw_groups, list) or not raw_groups:
         r.fail("garo:groups", "a department needs a non-empty list of runner groups")
         raw_groups = []
-    groups = [g for i, raw in enumerate(raw_groups) if (g := read_group(r, raw, f"garo:groups[{i}]", cloud, zones))]
+    keep_for = read_keep_for(r, own, "garo", DEFAULT_KEEP_FOR)
+    groups = [
+        g for i, raw in enumerate(raw_groups) if (g := read_group(r, raw, f"garo:groups[{i}]", cloud, zones, keep_for))
+    ]
     seen: dict[str, int] = {}
     for i, group in enumerate(groups):
         if group.name in seen:

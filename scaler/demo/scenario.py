@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -10,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+import yaml
+from prometheus_client import CollectorRegistry, start_http_server
 
 from scaler import naming
 from scaler.agent import Agent
@@ -20,7 +22,17 @@ from scaler.backends.local_vm import SimulatedVms
 from scaler.bus.sqlite import SqliteBus
 from scaler.config.routing import routing_document
 from scaler.demo.examples import Examples
-from scaler.demo.parts import DEMO_JOBS, DEPARTMENT, CountingBackend, Narrator, Webhook, demo_config, log_tail
+from scaler.demo.parts import (
+    DEMO_JOBS,
+    DEMO_STACK,
+    DEPARTMENT,
+    CountingBackend,
+    Narrator,
+    Webhook,
+    demo_config,
+    free_port,
+    log_tail,
+)
 from scaler.github.sim import GitHubSim, SimJob
 
 TICK = 0.2
@@ -62,9 +74,16 @@ class Demo:
         self.backend = CountingBackend(self.fleet)
         self.github = GitHubSim(time.time, self._deliver)
         self.vms = SimulatedVms(self.fleet, on_boot=lambda group, name, md: self._boot(name, md))
+        registry = CollectorRegistry()
         self.agent = Agent(
-            self.config, self.backend, self.github, self.subscriber, registry=CollectorRegistry(), pull_timeout=0.05
+            self.config, self.backend, self.github, self.subscriber, registry=registry, pull_timeout=0.05
         )
+        # The agent's metrics, as `garo agent --metrics-port` serves them: `garo status` reads them.
+        port = int(os.environ.get("GARO_METRICS_PORT") or free_port())
+        self.metrics_server, _ = start_http_server(port, addr="127.0.0.1", registry=registry)
+        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        self.stack_file = self.workdir / f"Pulumi.{DEPARTMENT}.yaml"
+        self.stack_file.write_text(yaml.safe_dump({"config": DEMO_STACK}, sort_keys=False))
 
     # ------------------------------------------------------------------ GitHub's side
 
@@ -182,6 +201,7 @@ def run_demo(out: Callable[[str], None] = print, time_limit: float = TIME_LIMIT)
             out(f"garo demo: webhook {demo.webhook.url} (gunicorn), bus {tmp}/bus.sqlite3, department {DEPARTMENT!r}")
             for group in demo.config.groups:
                 out(f"  group {group.name}: runs-on {list(group.labels)}, max {group.max}")
+            out(f"  agent metrics {demo.metrics_url}: garo status {demo.stack_file} --metrics-url {demo.metrics_url}")
             demo.replay_examples()
             demo.queue_jobs()
             deadline = time.monotonic() + time_limit
@@ -198,5 +218,6 @@ def run_demo(out: Callable[[str], None] = print, time_limit: float = TIME_LIMIT)
                 return 1
             return 0
         finally:
+            demo.metrics_server.shutdown()
             demo.webhook.stop()
             demo.subscriber.close()

@@ -219,6 +219,23 @@ def _create(fake: ComputeFake, p: dict[str, str], q: dict[str, Any], body: Any) 
     )
 
 
+@handles(*_both("patchPerInstanceConfigs"))
+def _patch_configs(fake: ComputeFake, p: dict[str, str], q: dict[str, Any], body: Any) -> dict[str, Any]:
+    """Insert-or-patch per-instance configs; the fake merges ``preservedState.metadata`` into the member's."""
+    s, g = fake.state, fake.state.group(p)
+    for config in body.get("perInstanceConfigs") or []:
+        inst = g.members.get(config.get("name", ""))
+        if inst is None:
+            raise RequestRejected(404, f"The resource instance '{config.get('name')}' was not found", "notFound")
+        inst.preserved.update((config.get("preservedState") or {}).get("metadata") or {})
+    return s.operation(
+        g.scope,
+        g.location,
+        "compute.instanceGroupManagers.patchPerInstanceConfigs",
+        s.url(g.scope, g.location, "instanceGroupManagers", g.name),
+    )
+
+
 @handles(*_both("deleteInstances"))
 def _delete(fake: ComputeFake, p: dict[str, str], q: dict[str, Any], body: Any) -> dict[str, Any]:
     s, g = fake.state, fake.state.group(p)
