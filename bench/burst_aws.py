@@ -13,6 +13,7 @@ errors, so the figures are call counts and the agent's own pace, not AWS's.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import Counter
@@ -82,6 +83,7 @@ def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, li
     from moto.server import ThreadedMotoServer
 
     settings.EC2_ENABLE_INSTANCE_TYPE_VALIDATION = True
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server would log every request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
