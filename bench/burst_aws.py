@@ -2,7 +2,7 @@
 
 ``bench/burst.py --cloud aws`` runs this. EC2, Auto Scaling and S3 are a moto
 server over HTTP on loopback (in this process), with an ASG, a launch template
-and subnets in two AZs as ``tests/harness/aws.py`` declares them; GitHub is the
+and a /20 subnet in each of two AZs; GitHub is the
 same budgeted simulator as the GCP burst (the real :class:`JitBudget`, real
 time). Every AWS call the agent's boto3 session makes is counted by operation
 with botocore's ``after-call`` event, with its HTTP status; the time until all
@@ -29,7 +29,7 @@ from scaler.backends.aws import AwsBackend, AwsGroup
 from scaler.config import StackConfig, parse_stack_config
 from tests.agent.gcpkit import DEPARTMENT, GROUP, LABELS
 from tests.agent.membus import MemoryBus
-from tests.harness.aws import FAKE_CREDENTIALS, REGION, make_asg, make_bucket
+from tests.harness.aws import FAKE_CREDENTIALS, REGION, make_bucket
 
 ASG, BUCKET, ROLE = f"garo-{DEPARTMENT}-{GROUP}", f"garo-{DEPARTMENT}-jit", "AROAEXAMPLERUNNER"
 INSTANCE_TYPE = "m6i.large"
@@ -58,6 +58,31 @@ def aws_config(max_vms: int) -> StackConfig:
             ],
         }
     )
+
+
+def declare_group(clients: Any, max_size: int) -> None:
+    """A VPC with a /20 subnet in each of two AZs (room for thousands of instances), a launch template, an ASG."""
+    ec2 = clients("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{16 * i}.0/20", AvailabilityZone=f"{REGION}{zone}")["Subnet"][
+            "SubnetId"
+        ]
+        for i, zone in enumerate("ab")
+    ]
+    image = ec2.describe_images(Filters=[{"Name": "name", "Values": ["ubuntu/images/hvm-ssd/*"]}])["Images"][0]
+    template = ec2.create_launch_template(
+        LaunchTemplateName=ASG,
+        LaunchTemplateData={
+            "ImageId": image["ImageId"],
+            "InstanceType": INSTANCE_TYPE,
+            "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 1},
+        },
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    clients("autoscaling").create_auto_scaling_group(
+        AutoScalingGroupName=ASG, MinSize=0, MaxSize=max_size, DesiredCapacity=0,
+        VPCZoneIdentifier=",".join(subnets), LaunchTemplate={"LaunchTemplateId": template, "Version": "$Default"},
+    )  # fmt: skip
 
 
 class AwsCalls:
@@ -93,7 +118,7 @@ def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, li
         def clients(service: str) -> Any:
             return boto3.client(service, region_name=REGION, endpoint_url=endpoint, **FAKE_CREDENTIALS)
 
-        make_asg(clients, ASG, max_size=max(max_vms, 1))
+        declare_group(clients, max(max_vms, 1))
         make_bucket(clients, BUCKET)
         session = boto3.Session(region_name=REGION, **FAKE_CREDENTIALS)
         calls = AwsCalls()
@@ -161,7 +186,7 @@ def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, li
 
 INTRO = """`bench/burst.py --cloud aws` (bench/burst_aws.py) publishes `queued` messages evenly over a few seconds for
 one group and runs the real agent and AwsBackend against a moto server over HTTP on loopback (in the bench's own
-process): an Auto Scaling group with a launch template and a subnet in each of two AZs, and the JIT bucket. Every
+process): an Auto Scaling group with a launch template and a /20 subnet in each of two AZs, and the JIT bucket. Every
 call of the agent's boto3 session is counted by operation with botocore's `after-call` event. GitHub is the same
 simulator as above, behind the real `JitBudget`, in real time. moto adds no latency, no throttling and no capacity
 errors, so these entries measure how many AWS calls the agent makes per job and its own pace, not AWS's; each
