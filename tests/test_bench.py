@@ -105,7 +105,7 @@ def test_the_checker_catches_a_frozen_figure() -> None:
     assert unexplained_figures("### h\n\nratio **44%**\n", [0.44]) == []
 
 
-@pytest.mark.parametrize("section", ["Webhook intake", "Burst"])
+@pytest.mark.parametrize("section", ["Webhook intake", "Burst", "Burst on AWS"])
 def test_committed_benchmarks_keep_dated_entries_under_each_section(section: str) -> None:
     docs = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
     found = entries(docs, section)
