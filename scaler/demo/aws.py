@@ -27,6 +27,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+import requests
+
 from scaler.backends.aws import ASG_TAG, DEPARTMENT_TAG, AwsBackend, asg_name, jit_key
 from scaler.backends.base import STATE_LABEL, Backend
 from scaler.config import StackConfig, parse_stack_config
@@ -72,7 +74,10 @@ def start_moto() -> tuple[Any, str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    return server, f"http://{host}:{port}"
+    endpoint = f"http://{host}:{port}"
+    # moto keeps its state per process, not per server: start from an empty account (its reset API).
+    requests.post(f"{endpoint}/moto-api/reset", timeout=30).raise_for_status()
+    return server, endpoint
 
 
 class AwsFleet:
