@@ -9,6 +9,7 @@ time: the agent checks the budget rather than blocking on it, so a run for
 
     .venv/bin/python bench/burst.py [--jobs 1000] [--max 500] [--latency 0.15] [--op-seconds 2]
         [--github-latency 0.1] [--spread 10] [--write-docs]
+    .venv/bin/python bench/burst.py --cloud aws [--list-ttl 5] ...   (AwsBackend on moto: bench/burst_aws.py)
 
 With --write-docs it adds a dated entry to docs/benchmarks.md (bench/docs.py):
 every figure in it comes from this run or its arguments.
@@ -218,13 +219,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--op-seconds", type=float, default=2.0, help="seconds until an operation is done")
     parser.add_argument("--github-latency", type=float, default=0.1, help="seconds per GitHub call")
     parser.add_argument("--spread", type=float, default=10.0, help="seconds over which the jobs are queued")
+    parser.add_argument("--cloud", choices=("gcp", "aws"), default="gcp", help="aws: AwsBackend on moto")
+    parser.add_argument("--list-ttl", type=float, default=5.0, help="aws: seconds AwsBackend caches a listing")
     parser.add_argument("--write-docs", action="store_true", help="add a dated entry to docs/benchmarks.md")
     parser.add_argument("--docs", type=Path, default=DOCS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    result = run(args.jobs, args.max, args.latency, args.github_latency, args.op_seconds, args.spread)
     given = list(sys.argv[1:] if argv is None else argv)
     shown = [a for i, a in enumerate(given) if a != "--docs" and (i == 0 or given[i - 1] != "--docs")]
-    entry = markdown(result, shlex.join([".venv/bin/python", "bench/burst.py", *shown]))
+    command = shlex.join([".venv/bin/python", "bench/burst.py", *shown])
+    if args.cloud == "aws":
+        from bench import burst_aws
+
+        result = burst_aws.run(args.jobs, args.max, args.github_latency, args.spread, args.list_ttl)
+        entry = burst_aws.markdown(result, command)
+        print(entry)
+        if args.write_docs:
+            add_entry("Burst on AWS", burst_aws.INTRO, entry, args.docs)
+        return result
+    result = run(args.jobs, args.max, args.latency, args.github_latency, args.op_seconds, args.spread)
+    entry = markdown(result, command)
     print(entry)
     if args.write_docs:
         add_entry("Burst", INTRO, entry, args.docs)

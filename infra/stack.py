@@ -112,7 +112,7 @@ def load() -> LoadedStack:
 
 def for_scaler(raw: Mapping[str, Any]) -> dict[str, Any]:
     """What the scaler needs of the stack config: Garo's keys and where it runs, no provider credentials."""
-    return {k: v for k, v in raw.items() if k.startswith("garo:") or k in ("gcp:project", "gcp:region")}
+    return {k: v for k, v in raw.items() if k.startswith("garo:") or k in ("gcp:project", "gcp:region", "aws:region")}
 
 
 def name_for(base: str, limit: int) -> str:

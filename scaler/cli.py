@@ -189,10 +189,25 @@ def images(variables: Path, org: str | None, no_releases: bool) -> None:
 
 
 @main.command()
-def demo() -> None:
+@click.option(
+    "--cloud",
+    type=click.Choice(["local", "aws"]),
+    default="local",
+    show_default=True,
+    help="aws: the agent's AwsBackend against a moto server (needs moto[server]).",
+)
+def demo(cloud: str) -> None:
     """Run the whole loop locally: webhook, embedded bus, agent, simulated fleet and GitHub."""
     from scaler.demo import run_demo
 
+    if cloud == "aws":
+        from scaler.demo.aws import MotoMissing
+
+        try:
+            sys.exit(run_demo(cloud=cloud))
+        except MotoMissing as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
     sys.exit(run_demo())
 
 

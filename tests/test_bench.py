@@ -105,10 +105,27 @@ def test_the_checker_catches_a_frozen_figure() -> None:
     assert unexplained_figures("### h\n\nratio **44%**\n", [0.44]) == []
 
 
-@pytest.mark.parametrize("section", ["Webhook intake", "Burst"])
+@pytest.mark.parametrize("section", ["Webhook intake", "Burst", "Burst on AWS"])
 def test_committed_benchmarks_keep_dated_entries_under_each_section(section: str) -> None:
     docs = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
     found = entries(docs, section)
     assert found
     for entry in found:
         assert re.match(r"### \d{4}-\d{2}-\d{2}.* · `[^`]*bench/\w+\.py[^`]*`\n", entry), entry.splitlines()[0]
+
+
+def test_aws_burst_entries_count_every_aws_call_of_their_run(tmp_path: Path) -> None:
+    """``--cloud aws``: AwsBackend on moto; calls by method add up, one RunInstances and one PutObject per job."""
+    docs = tmp_path / "benchmarks.md"
+    argv = ["--cloud", "aws", "--jobs", "4", "--max", "3", "--github-latency", "0.01", "--spread", "0.2"]
+    argv += ["--list-ttl", "0.5", "--write-docs", "--docs", str(docs)]
+    result = burst.main(argv)
+
+    [entry] = entries(docs, "Burst on AWS")
+    assert entry.splitlines()[0].endswith(f"`.venv/bin/python bench/burst.py {' '.join(argv[:-2])}`")
+    assert unexplained_figures(entry, list(numbers(result))) == []
+    calls = result["aws_calls"]
+    assert calls["RunInstances"] == 3 and calls["PutObject"] == 3  # max 3: one instance and one config each
+    assert result["members"] == 3 and result["aws_errors"] == {}
+    assert result["aws_total"] == sum(calls.values())
+    assert f"| **total** | **{result['aws_total']}** | **{result['calls_per_job']:.2f}** |" in entry

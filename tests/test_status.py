@@ -30,7 +30,7 @@ def test_status_reads_the_demos_running_agent() -> None:
             for _ in range(3):  # a few passes: jobs queued, VMs being created, none finished yet
                 demo.tick()
             demo.agent.reconcile()  # VM counts are as of the last reconcile pass (status shows its age)
-            listed = {g.name: list(demo.fleet.list(g.name)) for g in demo.config.groups}
+            listed = {g.name: list(demo.fleet.backend.list(g.name)) for g in demo.config.groups}
             result = CliRunner().invoke(
                 main, ["status", str(demo.stack_file), "--metrics-url", demo.metrics_url, "--json"]
             )

@@ -19,7 +19,9 @@ On AWS (``garo:cloud: aws``, docs/aws-backend.md) the agent also reads
 ``GARO_JIT_BUCKET`` (the department's JIT bucket), ``GARO_RUNNER_ROLE_ID`` (the
 runner role's unique id, ``AROA...``: JIT objects are keyed by it) and,
 optionally, ``GARO_AWS_ASGS`` (JSON: group name -> ``asg``/``onDemandAsg``;
-default ``garo-<department>-<group>``). ``GARO_GITHUB_SECRET`` may then be a
+else ``GARO_POOLS``, where infra/aws writes each group's ASG as ``mig`` and
+its on-demand ASG as ``fallbackMig``; else ``garo-<department>-<group>`` and,
+for a spot group with on-demand fallback, ``garo-<department>-<group>-od``). ``GARO_GITHUB_SECRET`` may then be a
 Secrets Manager ARN. boto3 finds its own credentials (the task or instance
 role) and honours ``AWS_ENDPOINT_URL``; the Pub/Sub subscription is read with
 ``GOOGLE_APPLICATION_CREDENTIALS`` pointing at the ``external_account``

@@ -300,10 +300,16 @@ class AwsBackend:
         asgs: Mapping[str, tuple[str, str | None]] | None = None,
         **kwargs: Any,
     ) -> AwsBackend:
-        """One ASG per group (named by ``asgs``, else ``garo-<department>-<group>``), types in fallback order."""
+        """One ASG per group, types in fallback order.
+
+        Named by ``asgs`` (as deployed), else as infra/aws names them: ``garo-<department>-<group>``, and for a
+        spot group that falls back to on-demand, the on-demand ASG ``garo-<department>-<group>-od``.
+        """
         groups: dict[str, AwsGroup] = {}
         for g in config.groups:
-            asg, on_demand = (asgs or {}).get(g.name, (asg_name(config.department, g.name), None))
+            default = asg_name(config.department, g.name)
+            fallback = f"{default}-od" if g.spot and g.fallback_on_demand else None
+            asg, on_demand = (asgs or {}).get(g.name, (default, fallback))
             types = g.instance_types or (g.machine_type,)
             groups[g.name] = AwsGroup(asg, types, g.spot, g.fallback_on_demand, on_demand)
         return cls(

@@ -46,8 +46,10 @@ def _aws(config: StackConfig, settings: AgentSettings) -> Backend:
     aws = settings.aws
     if aws is None:
         raise BackendError("an AWS department needs GARO_JIT_BUCKET and GARO_RUNNER_ROLE_ID", reason=Failure.INVALID)
+    # As deployed: GARO_AWS_ASGS, else GARO_POOLS (infra/aws writes each group's ASG and on-demand ASG there).
+    asgs = dict(aws.asgs) or {name: (pool.mig, pool.fallback) for name, pool in settings.pools.items()}
     return AwsBackend.from_config(
-        config, jit_bucket=aws.jit_bucket, runner_role_id=aws.runner_role_id, asgs=aws.asgs or None
+        config, jit_bucket=aws.jit_bucket, runner_role_id=aws.runner_role_id, asgs=asgs or None
     )
 
 

@@ -127,8 +127,8 @@ class Webhook:
             try:
                 if requests.get(f"{webhook.url}/readyz", timeout=1).status_code == 200:
                     return webhook
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or slow to answer on a busy machine: ask again until the deadline
             time.sleep(0.1)
         webhook.stop()
         raise RuntimeError(f"the webhook did not become ready:\n{log_tail(workdir)}")

@@ -16,23 +16,11 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from scaler import naming
 from scaler.agent import Agent
-from scaler.backends.base import JIT_KEY
-from scaler.backends.local import LocalBackend
-from scaler.backends.local_vm import SimulatedVms
 from scaler.bus.sqlite import SqliteBus
 from scaler.config.routing import routing_document
 from scaler.demo.examples import Examples
-from scaler.demo.parts import (
-    DEMO_JOBS,
-    DEMO_STACK,
-    DEPARTMENT,
-    CountingBackend,
-    Narrator,
-    Webhook,
-    demo_config,
-    free_port,
-    log_tail,
-)
+from scaler.demo.fleet import Fleet, LocalFleet
+from scaler.demo.parts import DEMO_JOBS, DEMO_STACK, DEPARTMENT, Narrator, Webhook, free_port, log_tail
 from scaler.github.sim import GitHubSim, SimJob
 
 TICK = 0.2
@@ -57,26 +45,29 @@ class JobLog:
 class Demo:
     workdir: Path
     say: Callable[[str], None]
+    fleet: Fleet = field(default_factory=LocalFleet)
     examples: Examples = field(default_factory=Examples.load)
     jobs: dict[int, JobLog] = field(default_factory=dict)
     seen_vms: dict[str, str] = field(default_factory=dict)  # name -> last state
     deleted: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.config = demo_config()
+        self.config = self.fleet.config
         routes = self.workdir / "routes.json"
         routes.write_text(json.dumps(routing_document([self.config]), indent=2))
         bus_path = self.workdir / "bus.sqlite3"
         # The agent's subscription exists before anything is published, as in Pub/Sub.
         self.subscriber = SqliteBus(bus_path, subscription=f"agent-{DEPARTMENT}", filter={"department": DEPARTMENT})
         self.webhook = Webhook.start(self.workdir, routes, bus_path)
-        self.fleet = LocalBackend(None, boot_delay=1.5)
-        self.backend = CountingBackend(self.fleet)
         self.github = GitHubSim(time.time, self._deliver)
-        self.vms = SimulatedVms(self.fleet, on_boot=lambda group, name, md: self._boot(name, md))
         registry = CollectorRegistry()
         self.agent = Agent(
-            self.config, self.backend, self.github, self.subscriber, registry=registry, pull_timeout=0.05
+            self.config,
+            self.fleet.backend,
+            self.github,
+            self.subscriber,
+            registry=registry,
+            pull_timeout=0.05,
         )
         # The agent's metrics, as `garo agent --metrics-port` serves them: `garo status` reads them.
         port = int(os.environ.get("GARO_METRICS_PORT") or free_port())
@@ -102,8 +93,8 @@ class Demo:
         routed = f"{answer.get('department')}/{answer.get('group')}" if answer.get("group") else ""
         self.say(f"→ webhook  {action:<11} job {job['id']}{where}: {status} {answer.get('status')} {routed}")
 
-    def _boot(self, name: str, metadata: dict[str, str]) -> None:
-        if self.github.boot(metadata[JIT_KEY]):
+    def _boot(self, name: str, jit: str) -> None:
+        if self.github.boot(jit):
             self.say(f"  VM {name} booted; its runner registered with its single-use JIT config")
 
     def replay_examples(self) -> None:
@@ -127,7 +118,11 @@ class Demo:
 
     def tick(self) -> None:
         self.agent.step()
-        self.vms.step()
+        booted: list[tuple[str, str]] = []
+        for line in self.fleet.step(lambda name, jit: booted.append((name, jit))):
+            self.say(line)
+        for name, jit in booted:
+            self._boot(name, jit)
         self.github.assign()
         now = time.time()
         for log in self.jobs.values():
@@ -137,7 +132,7 @@ class Demo:
                 self.github.complete(job.id)
                 log.finished_at = now
                 if log.vm:
-                    self.vms.finish(log.group, log.vm)
+                    self.fleet.finish(log.group, log.vm)
         self._watch_fleet()
         self._explain_waiting(now)
 
@@ -153,10 +148,7 @@ class Demo:
                     self.say(f"  job {job.id} waits: group {log.group} is at its max of {limit} VMs")
 
     def _watch_fleet(self) -> None:
-        current: dict[str, str] = {}
-        for group in ("linux", "gpu"):
-            for instance in self.fleet.list(group):
-                current[instance.name] = instance.state.value
+        current = self.fleet.states()
         for name, state in current.items():
             if self.seen_vms.get(name) != state:
                 self.say(f"  VM {name}: {state}")
@@ -178,30 +170,49 @@ class Demo:
             if log.job.started_at is not None
         ]
         github_calls = ", ".join(f"{k} {v}" for k, v in sorted(self.github.calls.items()))
-        cloud_calls = ", ".join(f"{k} {v}" for k, v in sorted(self.backend.calls.items()))
+        cloud_calls = ", ".join(f"{k} {v}" for k, v in sorted(self.fleet.calls().items()))
         outcomes = ", ".join(f"{k} ×{v}" for k, v in sorted(self.webhook.outcomes.items()))
         completed = sum(log.job.status == "completed" for log in self.jobs.values())
         return [
             f"jobs:            {completed}/{len(self.jobs)} completed",
             f"VMs:             {len(self.seen_vms)} created, {len(self.deleted)} deleted, "
             f"{len(self.seen_vms) - len(self.deleted)} left",
-            f"wait per job:    {', '.join(waits)} (queued → running, boot delay 1.5 s)",
+            f"wait per job:    {', '.join(waits)} (queued → running, boot delay {self.fleet.boot_delay:g} s)",
             f"webhook answers: {outcomes}",
             f"GitHub API:      {github_calls}",
             f"cloud API:       {cloud_calls}",
+            *self.fleet.outro(),
         ]
 
 
-def run_demo(out: Callable[[str], None] = print, time_limit: float = TIME_LIMIT) -> int:
+def make_fleet(cloud: str) -> Fleet:
+    """The local simulated fleet, or moto behind AwsBackend (``--cloud aws``)."""
+    if cloud == "aws":
+        from scaler.demo.aws import AwsFleet
+
+        return AwsFleet()
+    if cloud != "local":
+        raise ValueError(f"unknown demo cloud {cloud!r} (local or aws)")
+    return LocalFleet()
+
+
+def run_demo(out: Callable[[str], None] = print, time_limit: float = TIME_LIMIT, cloud: str = "local") -> int:
     """Run the story; return 0 when every job ran and every VM was deleted."""
     narrator = Narrator(out)
+    fleet = make_fleet(cloud)
     with tempfile.TemporaryDirectory(prefix="garo-demo-") as tmp:
-        demo = Demo(Path(tmp), narrator.say)
+        try:
+            demo = Demo(Path(tmp), narrator.say, fleet=fleet)
+        except BaseException:
+            fleet.close()
+            raise
         try:
             out(f"garo demo: webhook {demo.webhook.url} (gunicorn), bus {tmp}/bus.sqlite3, department {DEPARTMENT!r}")
             for group in demo.config.groups:
                 out(f"  group {group.name}: runs-on {list(group.labels)}, max {group.max}")
             out(f"  agent metrics {demo.metrics_url}: garo status {demo.stack_file} --metrics-url {demo.metrics_url}")
+            for line in fleet.intro():
+                out(line)
             demo.replay_examples()
             demo.queue_jobs()
             deadline = time.monotonic() + time_limit
@@ -221,3 +232,4 @@ def run_demo(out: Callable[[str], None] = print, time_limit: float = TIME_LIMIT)
             demo.metrics_server.shutdown()
             demo.webhook.stop()
             demo.subscriber.close()
+            fleet.close()

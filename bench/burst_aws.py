@@ -1,0 +1,223 @@
+"""Burst on AWS: 1,000 queued jobs within 10 s for one group, through the real agent and AwsBackend on moto.
+
+``bench/burst.py --cloud aws`` runs this. EC2, Auto Scaling and S3 are a moto
+server over HTTP on loopback (in this process), with an ASG, a launch template
+and a /20 subnet in each of two AZs; GitHub is the
+same budgeted simulator as the GCP burst (the real :class:`JitBudget`, real
+time). Every AWS call the agent's boto3 session makes is counted by operation
+with botocore's ``after-call`` event, with its HTTP status; the time until all
+capacity is requested is when the last ``RunInstances`` needed for the target
+answered. moto adds no latency of its own and models no throttling or capacity
+errors, so the figures are call counts and the agent's own pace, not AWS's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from bench.burst import BudgetedGitHub
+from bench.docs import heading
+from scaler.agent import Agent
+from scaler.agent.executor import METADATA_WRITERS
+from scaler.backends.aws import AwsBackend, AwsGroup
+from scaler.config import StackConfig, parse_stack_config
+from tests.agent.gcpkit import DEPARTMENT, GROUP, LABELS
+from tests.agent.membus import MemoryBus
+from tests.harness.aws import FAKE_CREDENTIALS, REGION, make_bucket
+
+ASG, BUCKET, ROLE = f"garo-{DEPARTMENT}-{GROUP}", f"garo-{DEPARTMENT}-jit", "AROAEXAMPLERUNNER"
+INSTANCE_TYPE = "m6i.large"
+
+
+def aws_config(max_vms: int) -> StackConfig:
+    return parse_stack_config(
+        {
+            "gcp:project": "acme-ci-hub",
+            "garo:kind": "department",
+            "garo:cloud": "aws",
+            "garo:region": REGION,
+            "garo:department": DEPARTMENT,
+            "garo:github": {"org": "octo-org"},
+            "garo:network": {"cidr": "10.20.0.0/20"},
+            "garo:groups": [
+                {
+                    "name": GROUP,
+                    "labels": LABELS,
+                    "runnerGroupId": 1,
+                    "max": max_vms,
+                    "machineType": INSTANCE_TYPE,
+                    "timeToStart": 600,
+                    "timeToLive": 3600,
+                }
+            ],
+        }
+    )
+
+
+def declare_group(clients: Any, max_size: int) -> None:
+    """A VPC with a /20 subnet in each of two AZs (room for thousands of instances), a launch template, an ASG."""
+    ec2 = clients("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{16 * i}.0/20", AvailabilityZone=f"{REGION}{zone}")["Subnet"][
+            "SubnetId"
+        ]
+        for i, zone in enumerate("ab")
+    ]
+    image = ec2.describe_images(Filters=[{"Name": "name", "Values": ["ubuntu/images/hvm-ssd/*"]}])["Images"][0]
+    template = ec2.create_launch_template(
+        LaunchTemplateName=ASG,
+        LaunchTemplateData={
+            "ImageId": image["ImageId"],
+            "InstanceType": INSTANCE_TYPE,
+            "MetadataOptions": {"HttpTokens": "required", "HttpPutResponseHopLimit": 1},
+        },
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    clients("autoscaling").create_auto_scaling_group(
+        AutoScalingGroupName=ASG, MinSize=0, MaxSize=max_size, DesiredCapacity=0,
+        VPCZoneIdentifier=",".join(subnets), LaunchTemplate={"LaunchTemplateId": template, "Version": "$Default"},
+    )  # fmt: skip
+
+
+class AwsCalls:
+    """Every answer the agent's session got: by operation, with when each RunInstances succeeded."""
+
+    def __init__(self) -> None:
+        self.by_method: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.launched: list[float] = []
+        self.started = time.monotonic()
+
+    def __call__(self, http_response: Any, model: Any, **_: Any) -> None:
+        self.by_method[model.name] += 1
+        if http_response.status_code >= 400:
+            self.errors[f"{model.name} {http_response.status_code}"] += 1
+        elif model.name == "RunInstances":
+            self.launched.append(time.monotonic() - self.started)
+
+
+def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, list_ttl: float = 5.0) -> dict[str, Any]:
+    import boto3
+    import requests
+    from moto import settings
+    from moto.server import ThreadedMotoServer
+
+    settings.EC2_ENABLE_INSTANCE_TYPE_VALIDATION = True
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server would log every request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    # moto keeps its state per process, not per server: start from an empty account (its reset API).
+    requests.post(f"{endpoint}/moto-api/reset", timeout=30).raise_for_status()
+    try:
+
+        def clients(service: str) -> Any:
+            return boto3.client(service, region_name=REGION, endpoint_url=endpoint, **FAKE_CREDENTIALS)
+
+        declare_group(clients, max(max_vms, 1))
+        make_bucket(clients, BUCKET)
+        session = boto3.Session(region_name=REGION, **FAKE_CREDENTIALS)
+        calls = AwsCalls()
+        session.events.register("after-call", calls)
+        backend = AwsBackend(
+            DEPARTMENT, REGION, {GROUP: AwsGroup(ASG, (INSTANCE_TYPE,))}, jit_bucket=BUCKET,
+            runner_role_id=ROLE, session=session, endpoint_url=endpoint, list_ttl=list_ttl,
+        )  # fmt: skip
+        github = BudgetedGitHub(github_latency)
+        bus = MemoryBus(time.time)
+        agent = Agent(
+            aws_config(max_vms), backend, github, bus, registry=CollectorRegistry(), pull_timeout=0,
+            jit_budget=github.budget,
+        )  # fmt: skip
+        target = min(jobs, max_vms)
+        start = calls.started = time.monotonic()
+        published = 0
+        while True:
+            due = min(jobs, int((time.monotonic() - start) / spread * jobs) + 1) if spread > 0 else jobs
+            for job_id in range(published + 1, due + 1):
+                payload = {"workflow_job": {"id": 9_000_000 + job_id, "labels": ["self-hosted"]}}
+                payload["repository"] = {"full_name": "octo-org/app"}
+                bus.publish_event(DEPARTMENT, GROUP, "queued", payload)
+            published = due
+            agent.run_once()
+            if len(calls.launched) >= target and not agent.book.pending_jit:
+                break
+            if time.monotonic() - start > 900:
+                break
+        wall = time.monotonic() - start
+        group = clients("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[ASG])["AutoScalingGroups"]
+        members = len(group[0]["Instances"]) if group else 0
+        objects = clients("s3").list_objects_v2(Bucket=BUCKET).get("KeyCount", 0)
+    finally:
+        server.stop()
+    requested = calls.launched[target - 1] if target and len(calls.launched) >= target else None
+    jit_configs = github.calls.get("generate_jit_config", 0)
+    total = sum(calls.by_method.values())
+    return {
+        "cloud": "aws",
+        "jobs": jobs,
+        "max": max_vms,
+        "target": target,
+        "spread_s": spread,
+        "cores": os.cpu_count() or 0,
+        "list_ttl_s": list_ttl,
+        "github_latency_ms": github_latency * 1000,
+        "jit_per_minute": github.budget.per_minute,
+        "writers": METADATA_WRITERS,
+        "aws_calls": dict(sorted(calls.by_method.items())),
+        "aws_per_instance": {m: n / max(target, 1) for m, n in sorted(calls.by_method.items())},
+        "aws_errors": dict(sorted(calls.errors.items())),
+        "aws_total": total,
+        "calls_per_job": total / max(target, 1),
+        "github_calls": dict(sorted(github.calls.items())),
+        "requested_s": requested,
+        "launched": len(calls.launched),
+        "members": members,
+        "jit_objects": objects,
+        "jit_configs": jit_configs,
+        "wall_s": wall,
+        "held": len(agent.held),
+    }
+
+
+INTRO = """`bench/burst.py --cloud aws` (bench/burst_aws.py) publishes `queued` messages evenly over a few seconds for
+one group and runs the real agent and AwsBackend against a moto server over HTTP on loopback (in the bench's own
+process): an Auto Scaling group with a launch template and a /20 subnet in each of two AZs, and the JIT bucket. Every
+call of the agent's boto3 session is counted by operation with botocore's `after-call` event. GitHub is the same
+simulator as above, behind the real `JitBudget`, in real time. moto adds no latency, no throttling and no capacity
+errors, so these entries measure how many AWS calls the agent makes per job and its own pace, not AWS's; each
+instance is one `RunInstances` (a client token per name) and one share of an `AttachInstances` (up to 20), and
+its config one S3 `PutObject`."""
+
+
+def markdown(r: dict[str, Any], command: str, date: str | None = None) -> str:
+    """One dated entry; every figure in it is a value of ``r`` (the run and its arguments)."""
+    rows = "\n".join(f"| {m} | {n} | {r['aws_per_instance'][m]:.2f} |" for m, n in r["aws_calls"].items())
+    gh = ", ".join(f"{k} {v}" for k, v in r["github_calls"].items())
+    errors = ", ".join(f"{k} ×{v}" for k, v in r["aws_errors"].items()) or "none"
+    requested = "never" if r["requested_s"] is None else f"**{r['requested_s']:.1f} s** after the first message"
+    return f"""{heading(date or time.strftime("%Y-%m-%d"), command)}
+
+{r["jobs"]} jobs over {r["spread_s"]:g} s, max {r["max"]}; {r["cores"]} cores; moto over HTTP, listings cached \
+{r["list_ttl_s"]:g} s; GitHub {r["github_latency_ms"]:g} ms per call, JIT budget {r["jit_per_minute"]}/min; the \
+agent writes configs to up to {r["writers"]} instances at a time.
+
+| AWS method | calls | per instance |
+|---|---|---|
+{rows}
+| **total** | **{r["aws_total"]}** | **{r["calls_per_job"]:.2f}** |
+
+- AWS errors answered: {errors}. GitHub calls: {gh}.
+- All capacity requested ({r["target"]} successful RunInstances): {requested}; instances launched \
+{r["launched"]}, ASG members at the end {r["members"]}.
+- JIT configs generated: {r["jit_configs"]}; S3 objects still waiting to be read at the end: {r["jit_objects"]} (no \
+runner boots in this bench). Messages still held at the end: {r["held"]}.
+- Wall time of the run: {r["wall_s"]:.1f} s.
+"""
