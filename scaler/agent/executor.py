@@ -2,8 +2,8 @@
 
 The only part of the agent that changes anything. It batches what the APIs
 batch (one ``create`` or ``delete`` call per group and run of actions), writes
-metadata up to :data:`METADATA_WRITERS` at once (each write waits for its own
-zonal operation, ~2 s on GCE), counts every call for metrics, and changes the
+metadata up to :data:`METADATA_WRITERS` at once (on GCE each write reads and
+writes that VM's metadata: two calls), counts every call for metrics, and changes the
 book only for what succeeded. A failed action is logged and reported in the
 :class:`Outcome`; everything is retried from the truth on a later pass.
 """

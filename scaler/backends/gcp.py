@@ -16,6 +16,9 @@ Choices worth knowing:
   value removes the key, which is how a used JIT config is taken away. The JIT
   config only ever travels this way, never in ``preservedState``, so clearing
   the instance's metadata leaves no copy in the MIG's per-instance config.
+  A write is two calls (``instances.get`` for the fingerprint, then
+  ``setMetadata``, whose operation is not awaited). Per-instance configs
+  would batch it but put the config in a logged request body (docs/security.md).
 * **Facts survive a restart.** ``list`` returns the per-instance config's
   metadata (``preservedStateFromConfig``: garo-job, garo-repo) as
   ``Instance.metadata``, so an agent that did not create a VM knows its job.
@@ -225,7 +228,10 @@ class GcpBackend:
                 "items": [{"key": k, "value": v} for k, v in merged.items()],
             }
             try:
-                self.api.wait(self.api.call("POST", f"{path}/setMetadata", body=body, secrets=items.values()))
+                # Not awaited: Compute checks the fingerprint when it accepts the call (a 412 comes
+                # back here), and what could still go wrong later (the VM vanishing) the next listing
+                # shows. Waiting would be one more call and ~2 s per write (docs/security.md, "Calls").
+                self.api.call("POST", f"{path}/setMetadata", body=body, secrets=items.values())
                 return
             except ComputeHttpError as exc:
                 if exc.status != 412:  # someone else changed the metadata: read again and merge again
