@@ -39,12 +39,10 @@ MANAGE_PERMISSIONS = (
     "compute.instances.get",
     "compute.instances.setMetadata",
 )
-# Waiting for the operations those calls return: IAM checks these on the operation,
-# whose name no garo-<dept>- condition can match, so they are granted project-wide.
-READ_PERMISSIONS = (
-    "compute.regionOperations.get",
-    "compute.zoneOperations.get",
-)
+# Waiting for the MIG operations those calls return: IAM checks this on the operation,
+# whose name no garo-<dept>- condition can match, so it is granted project-wide. No
+# zoneOperations.get: the only zonal operation (setMetadata) is never awaited.
+READ_PERMISSIONS = ("compute.regionOperations.get",)
 
 
 def manage_condition(department: str) -> str:

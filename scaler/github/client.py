@@ -76,6 +76,11 @@ class GitHubClient:
         self._token = token
         self._tokens = InstallationTokenCache(self._fetch_installation_token, clock=self.clock)
 
+    @property
+    def app_id(self) -> str | None:
+        """The App this client acts as (None with a plain token)."""
+        return self._app.app_id if self._app else None
+
     def __repr__(self) -> str:
         mode = f"app={self._app.app_id}" if self._app else "token=<hidden>"
         return f"GitHubClient(org={self.org!r}, repo={self.repo!r}, {mode}, api_url={self.http.base_url!r})"
