@@ -22,6 +22,7 @@ App installed with the same scope.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -75,18 +76,52 @@ class RunnerApps:
         self.reserve = reserve
         self.jit_budget: JitBudget = PooledJitBudget(self)
         self.jit_counts: dict[str, int] = {slot.name: 0 for slot in self.slots}
+        # One JIT request in flight per App (GitHub asks for serial requests per installation),
+        # so the executor may run as many at once as there are Apps with room.
+        self._busy: set[str] = set()
+        self._idle = threading.Condition()
 
-    def _roomiest(self) -> RunnerAppSlot:
-        return max(self.slots, key=lambda slot: slot.jit_room(self.reserve))
+    @property
+    def jit_concurrency(self) -> int:
+        """JIT requests worth sending at once: one per App with room in both windows."""
+        return max(1, sum(1 for slot in self.slots if slot.jit_room(self.reserve) > 0))
+
+    def _take_roomiest(self) -> RunnerAppSlot:
+        """The idle App with the most JIT room, marked busy.
+
+        Waits while no idle App has room but a busy one does (it will be free
+        soon); if no App has room at all, the roomiest idle one is taken and its
+        own budget makes the caller wait, as with a single App.
+        """
+        with self._idle:
+            while True:
+                idle = [s for s in self.slots if s.name not in self._busy]
+                rooms = {s.name: s.jit_room(self.reserve) for s in self.slots}
+                if idle and (any(rooms[s.name] > 0 for s in idle) or not any(v > 0 for v in rooms.values())):
+                    break
+                self._idle.wait()
+            slot = max(idle, key=lambda s: rooms[s.name])
+            self._busy.add(slot.name)
+            return slot
+
+    def _release(self, slot: RunnerAppSlot, generated: bool) -> None:
+        with self._idle:
+            self._busy.discard(slot.name)
+            self.jit_counts[slot.name] += generated
+            self._idle.notify()
 
     def _readiest(self) -> RunnerAppSlot:
         return max(self.slots, key=lambda slot: slot.hourly_remaining() or 0)
 
     def generate_jit_config(self, name: str, runner_group_id: int, labels: Sequence[str]) -> JitConfig:
-        slot = self._roomiest()
-        jit = slot.api.generate_jit_config(name, runner_group_id, labels)
-        self.jit_counts[slot.name] += 1
-        return jit
+        slot = self._take_roomiest()
+        generated = False
+        try:
+            jit = slot.api.generate_jit_config(name, runner_group_id, labels)
+            generated = True
+            return jit
+        finally:
+            self._release(slot, generated)
 
     def list_runners(self) -> Sequence[Runner]:
         return self._readiest().api.list_runners()
