@@ -181,6 +181,8 @@ def run(
     backend.set_metadata = cpu.around(backend.set_metadata)  # type: ignore[method-assign]
     first = BudgetedGitHub(github_latency)
     members = [first] + [BudgetedGitHub(github_latency, sim=first.sim, calls=first.calls) for _ in range(apps - 1)]
+    for member in members:  # with several Apps, JIT requests run in the executor's threads
+        member.generate_jit_config = cpu.around(member.generate_jit_config)  # type: ignore[method-assign]
     pool = RunnerApps([RunnerAppSlot(f"app-{chr(97 + i)}", m, m.budget) for i, m in enumerate(members)])
     github: GitHubApi = first if apps == 1 else pool
     bus = MemoryBus(time.time)

@@ -129,6 +129,8 @@ class GcpBackend:
         self._list_lock = threading.Lock()
         self._list_started: dict[str, int] = {}  # mig -> listings started so far
         self._first_seen: dict[str, float] = {}
+        # The last listing of each (group, MIG) as Instances, for as long as that listing is cached.
+        self._converted: dict[tuple[str, str], tuple[Rows, list[Instance]]] = {}
 
     @classmethod
     def from_config(cls, config: StackConfig, **kwargs: Any) -> GcpBackend:
@@ -185,7 +187,15 @@ class GcpBackend:
 
     def list(self, group: str) -> Sequence[Instance]:
         where = self._group(group)
-        return [self._instance(group, row) for mig in where.migs for row in self._list_mig(mig)]
+        listed: list[Instance] = []
+        for mig in where.migs:
+            rows = self._list_mig(mig)
+            seen = self._converted.get((group, mig))
+            if seen is None or seen[0] is not rows:  # a new listing: convert it once, not per caller
+                seen = (rows, [self._instance(group, row) for row in rows])
+                self._converted[(group, mig)] = seen
+            listed += seen[1]
+        return listed
 
     def resume_standby(self, group: str, count: int) -> Sequence[str]:
         """Resume suspended members first (seconds), then start stopped ones (a boot)."""
