@@ -112,3 +112,17 @@ def test_committed_benchmarks_keep_dated_entries_under_each_section(section: str
     assert found
     for entry in found:
         assert re.match(r"### \d{4}-\d{2}-\d{2}.* · `[^`]*bench/\w+\.py[^`]*`\n", entry), entry.splitlines()[0]
+
+
+def test_fixed_rate_entries_carry_only_figures_of_their_run(tmp_path: Path) -> None:
+    from bench import webhook_rates
+
+    docs = tmp_path / "benchmarks.md"
+    argv = ["--rates", "50,80", "--duration", "1", "--warmup", "0.2", "--clients", "2"]
+    rows = webhook_rates.main([*argv, "--write-docs", "--docs", str(docs)])
+    (newest,) = entries(docs, "Webhook at fixed rates")
+    assert newest.splitlines()[0].endswith(f"`.venv/bin/python bench/webhook_rates.py {' '.join(argv)} --write-docs`")
+    assert [r["rate"] for r in rows] == [50, 80] and all(r["errors"] == 0 for r in rows)
+    assert all(r["requests"] > 0 and r["cpu_ms_per_request"] > 0 for r in rows)
+    allowed = [*numbers(rows), 1.0, 0.2, 2.0, float(os.cpu_count() or 0)]
+    assert unexplained_figures(newest, allowed) == []

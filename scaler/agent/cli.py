@@ -77,9 +77,7 @@ def open_github(settings: AgentSettings, registry: Any = None) -> GitHubApi:
             return clients[0]
         from scaler.github.apps import RunnerApps, RunnerAppSlot
 
-        return RunnerApps(
-            [RunnerAppSlot(f"app-{c.app_id}", c, c.jit_budget, c.hourly_remaining) for c in clients]
-        )
+        return RunnerApps([RunnerAppSlot(f"app-{c.app_id}", c, c.jit_budget, c.hourly_remaining) for c in clients])
     if token:
         return GitHubClient(
             gh.org, token=token, repo=gh.runner_repository, api_url=gh.api_url, registry=registry, runner_groups=groups

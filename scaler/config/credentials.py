@@ -14,8 +14,8 @@ from typing import Any
 
 from scaler.config.model import (
     NAME_RE,
-    AppKey,
     REPOSITORY_RE,
+    AppKey,
     GitHubSettings,
     Issue,
     RunnerApp,
@@ -135,8 +135,10 @@ def _read_runner_app(r: Reader, raw: Any, org: str) -> RunnerApp | None:
     additional = _read_additional(r, raw.get("additional"), path, app_id)
     # Departments sharing an App split its limit evenly unless they say otherwise.
     jit_per_minute = raw.get("jitPerMinute", JIT_PER_MINUTE_LIMIT // (1 + len(shared_with)))
-    if isinstance(jit_per_minute, bool) or not isinstance(jit_per_minute, int) or not (
-        1 <= jit_per_minute <= JIT_PER_MINUTE_LIMIT
+    if (
+        isinstance(jit_per_minute, bool)
+        or not isinstance(jit_per_minute, int)
+        or not (1 <= jit_per_minute <= JIT_PER_MINUTE_LIMIT)
     ):
         r.fail(f"{path}.jitPerMinute", f"expected an integer from 1 to {JIT_PER_MINUTE_LIMIT}, got {jit_per_minute!r}")
         jit_per_minute = JIT_PER_MINUTE_LIMIT

@@ -117,7 +117,10 @@ class GitHubSimServer:
             if endpoint == "jit" and status == 201:
                 self.jit_posts.append((credential, self.clock()))
             if endpoint in ("list", "group-list") and status == 200:
-                page, per_page = max(int(request.args.get("page", 1)), 1), min(int(request.args.get("per_page", 30)), 100)
+                page, per_page = (
+                    max(int(request.args.get("page", 1)), 1),
+                    min(int(request.args.get("per_page", 30)), 100),
+                )
                 if body["total_count"] > page * per_page:  # GitHub's pagination header
                     limits["Link"] = f'<{self.url}{request.path}?per_page={per_page}&page={page + 1}>; rel="next"'
             return status, body, limits
