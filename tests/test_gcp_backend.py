@@ -269,3 +269,16 @@ def test_when_the_fallback_also_fails_the_names_are_reported_failed(fake: Comput
     fake.restore()
     fake.settle()
     assert fake.members(MIG + "-spot") == {} and fake.members(MIG + "-od") == {}
+
+
+def test_a_metadata_write_is_two_calls_and_its_operation_is_not_awaited(fake: ComputeFake, clock: Clock) -> None:
+    fake.seed(MIG, [f"garo-w-{i}" for i in range(5)], status="RUNNING")
+    backend = make(fake, clock, list_ttl=60)
+    backend.list("linux")
+    before = dict(fake.calls)
+    for i in range(5):
+        backend.set_metadata("linux", f"garo-w-{i}", {"garo-jit-config": f"config-{i}"})
+    made = {k: v - before.get(k, 0) for k, v in fake.calls.items() if v != before.get(k, 0)}
+    # One read for the fingerprint and one write per VM; no zonal operation wait (~2 s and a call each).
+    assert made == {"instances.get": 5, "instances.setMetadata": 5}
+    assert all(fake.instance(MIG, f"garo-w-{i}").metadata == {"garo-jit-config": f"config-{i}"} for i in range(5))  # type: ignore[union-attr]
