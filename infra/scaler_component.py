@@ -19,7 +19,7 @@ is the least privilege the agent needs:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -86,6 +86,8 @@ class ScalerArgs:
     runner_credential_secret: pulumi.Input[str] | None
     #: The agent's environment (no secret values: secrets are referenced by name).
     env: pulumi.Input[dict[str, str]]
+    #: Secret Manager secrets of the department's additional runner Apps (``runnerApp.additional``).
+    additional_credential_secrets: Sequence[str] = ()
     #: More VM metadata, e.g. cloud-init ``user-data`` starting the metrics collector (infra/monitoring.py).
     metadata: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
@@ -170,6 +172,14 @@ class Scaler(pulumi.ComponentResource):
             gcp.secretmanager.SecretIamMember(
                 f"{name}-runner-credential",
                 secret_id=args.runner_credential_secret,
+                role="roles/secretmanager.secretAccessor",
+                member=sa.member,
+                opts=child,
+            )
+        for i, secret in enumerate(args.additional_credential_secrets):
+            gcp.secretmanager.SecretIamMember(
+                f"{name}-runner-credential-{i + 2}",
+                secret_id=secret,
                 role="roles/secretmanager.secretAccessor",
                 member=sa.member,
                 opts=child,

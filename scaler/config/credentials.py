@@ -176,6 +176,9 @@ def _read_additional(r: Reader, raw: Any, path: str, first: int | None) -> tuple
         if "privateKey" not in item:
             r.fail(f"{where}.privateKey", "is required")
         key = r.secret(item, "privateKey", where)
+        if key is not None and key.kind not in ("secret-manager", "env", "file"):
+            # The agent reads an additional key by its reference; the stack grants it access (infra).
+            r.fail(f"{where}.privateKey", "expected {secretManager: <name>} (or {env: ...}/{file: ...} in development)")
         if app_id in seen:
             r.fail(f"{where}.appId", f"App {app_id} is listed twice: a second entry adds no budget")
             continue
