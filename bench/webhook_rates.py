@@ -5,15 +5,20 @@ measures latency from the time a request was *due*, not from when it went out:
 a slow answer delays the requests behind it and that delay counts, so queueing
 cannot hide (no coordinated omission). The server is the real intake under the
 repository's gunicorn settings (bench/webhook.py starts it) publishing to the
-embedded SQLite bus. Server CPU is the user+system time of gunicorn's master and
+embedded SQLite bus, or (``--bus pubsub``) with the real Pub/Sub publisher to the
+gRPC Pub/Sub server of ``tests/harness/pubsub.py`` behind a TCP proxy that holds
+every chunk it forwards, each way, for half of ``--added-latency`` (so each RPC
+round trip takes that much longer, as in a real region). Server CPU is the user+system time of gunicorn's master and
 workers over the measured window (from /proc), divided by the requests answered.
 
-    .venv/bin/python bench/webhook_rates.py [--rates 500,800,1000] [--duration 10] [--clients 8] [--write-docs]
+    .venv/bin/python bench/webhook_rates.py [--rates 500,800,1000] [--duration 10] [--clients 8]
+        [--bus sqlite|pubsub] [--added-latency 0.002] [--write-docs]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import multiprocessing
 import os
@@ -21,6 +26,7 @@ import shlex
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from http.client import HTTPConnection
@@ -36,6 +42,37 @@ from scaler.bus.sqlite import SqliteBus  # noqa: E402
 from tests.harness.webhooks import ROUTES, SECRET, sign  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class DelayProxy:
+    """A TCP proxy on loopback that delays every chunk by ``delay`` seconds in each direction, order kept."""
+
+    def __init__(self, upstream: str, delay: float) -> None:
+        self.host, port = upstream.rsplit(":", 1)
+        self.upstream_port, self.delay = int(port), delay
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self.port = 0
+
+        async def serve() -> None:
+            server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            async with server:
+                await server.serve_forever()
+
+        threading.Thread(target=lambda: self.loop.run_until_complete(serve()), daemon=True).start()
+        ready.wait(10)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        while chunk := await reader.read(65536):
+            loop.call_later(self.delay, writer.write, chunk)  # same delay for all: order is kept
+        loop.call_later(self.delay, writer.close)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.upstream_port)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
 
 
 def server_cpu(pid: int) -> float:
@@ -118,7 +155,15 @@ INTRO = """`bench/webhook_rates.py` drives the real intake (gunicorn with the re
 SQLite bus) at fixed request rates with an open-loop client: each request is due at a fixed time and its latency
 counts from then, so a slow answer that delays later requests shows in their latency. Server CPU per request is
 the gunicorn master's and workers' user+system time over the measured window divided by the requests answered
-(steadier than throughput on a shared machine). The Pub/Sub publisher path is not measured by this bench."""
+(steadier than throughput on a shared machine). With `--bus pubsub` the intake publishes with the real Pub/Sub
+client to the gRPC Pub/Sub server of `tests/harness/pubsub.py` (in the bench's process) through a proxy adding
+latency to every round trip."""
+
+
+def bus_text(args: argparse.Namespace) -> str:
+    if args.bus == "sqlite":
+        return "SQLite bus"
+    return f"Pub/Sub publisher, gRPC server with {args.added_latency * 1000:g} ms added to every round trip"
 
 
 def markdown(rows: list[dict[str, float]], args: argparse.Namespace, command: str, date: str | None = None) -> str:
@@ -130,7 +175,7 @@ def markdown(rows: list[dict[str, float]], args: argparse.Namespace, command: st
     return f"""{heading(date or time.strftime("%Y-%m-%d"), command)}
 
 {os.cpu_count()} cores; {args.clients} client processes; {args.duration:g} s measured after {args.warmup:g} s \
-warm-up per rate; SQLite bus.
+warm-up per rate; {bus_text(args)}.
 
 | rate | requests | p50 ms | p99 ms | p99.9 ms | non-202 | server CPU ms per request |
 |---|---|---|---|---|---|---|
@@ -144,10 +189,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--bus", choices=("sqlite", "pubsub"), default="sqlite")
+    parser.add_argument("--added-latency", type=float, default=0.002, help="seconds per Pub/Sub round trip")
     parser.add_argument("--write-docs", action="store_true", help="add a dated entry to docs/benchmarks.md")
     parser.add_argument("--docs", type=Path, default=DOCS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     rows = []
+    emulator = None
     with tempfile.TemporaryDirectory(prefix="garo-bench-") as tmp:
         workdir = Path(tmp)
         (workdir / "routes.json").write_text(json.dumps(ROUTES))
@@ -157,6 +205,17 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
             "GARO_BUS": f"sqlite://{workdir}/bus.db",
         }
         SqliteBus(workdir / "bus.db", subscription="data", filter={"department": "data"})
+        if args.bus == "pubsub":
+            from tests.harness.pubsub import PubSubEmulator
+
+            emulator = PubSubEmulator()
+            emulator.start()
+            emulator.create_topic("jobs")
+            emulator.create_subscription("data", "jobs", filter='attributes.department = "data"')
+            proxy = DelayProxy(emulator.host, args.added_latency / 2)
+            env["GARO_BUS"] = f"pubsub://{emulator.project}/jobs"
+            env["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{proxy.port}"
+            env["PUBSUB_PROJECT_ID"] = emulator.project
         for rate in (float(r) for r in args.rates.split(",")):
             server, port = _start("scaler.webhook:create_app()", env, workdir)
             try:
@@ -165,6 +224,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
                 server.terminate()
                 server.wait(30)
             print(rows[-1], flush=True)
+    if emulator is not None:
+        emulator.stop()
     given = list(sys.argv[1:] if argv is None else argv)
     shown = [a for i, a in enumerate(given) if a != "--docs" and (i == 0 or given[i - 1] != "--docs")]
     entry = markdown(rows, args, shlex.join([".venv/bin/python", "bench/webhook_rates.py", *shown]))
