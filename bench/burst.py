@@ -8,8 +8,15 @@ time: the agent checks the budget rather than blocking on it, so a run for
 1,000 jobs lasts at least the ~5.5 minutes the budget needs.
 
     .venv/bin/python bench/burst.py [--jobs 1000] [--max 500] [--latency 0.15] [--op-seconds 2]
-        [--github-latency 0.1] [--spread 10] [--write-docs]
+        [--github-latency 0.1] [--spread 10] [--apps 1] [--write-docs]
     .venv/bin/python bench/burst.py --cloud aws [--list-ttl 5] ...   (AwsBackend on moto: bench/burst_aws.py)
+
+With ``--apps N`` the agent has N runner Apps (each with its own 180/min budget) behind
+:class:`scaler.github.apps.RunnerApps`. Agent CPU is the CPU time of the agent's own
+threads (``time.thread_time`` around ``run_once`` and around each metadata write in the
+writer threads), not of the Compute fake serving it. The runner-listing figures come from
+a separate measurement: a real :class:`GitHubClient` against the simulator over HTTP with
+10,000 runners in the organisation, 100 of them in the department's runner group.
 
 With --write-docs it adds a dated entry to docs/benchmarks.md (bench/docs.py):
 every figure in it comes from this run or its arguments.
@@ -25,7 +32,7 @@ import shlex
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +47,15 @@ from bench.docs import DOCS, add_entry, heading  # noqa: E402
 from scaler.agent import Agent  # noqa: E402
 from scaler.agent.executor import METADATA_WRITERS  # noqa: E402
 from scaler.backends.gcp import GcpBackend, GcpGroup  # noqa: E402
-from scaler.github.models import JitConfig, Job, Runner  # noqa: E402
+from scaler.github.apps import RunnerApps, RunnerAppSlot  # noqa: E402
+from scaler.github.client import GitHubClient  # noqa: E402
+from scaler.github.models import GitHubApi, JitConfig, Job, Runner  # noqa: E402
 from scaler.github.ratelimit import JitBudget  # noqa: E402
 from scaler.github.sim import GitHubSim  # noqa: E402
 from tests.agent.gcpkit import DEPARTMENT, GROUP, MIG, gcp_config  # noqa: E402
 from tests.agent.membus import MemoryBus  # noqa: E402
 from tests.harness.compute import ComputeFake, _QuietHandler  # noqa: E402
+from tests.harness.github_sim_http import GitHubSimServer  # noqa: E402
 
 logging.getLogger("garo.agent").setLevel(logging.ERROR)
 
@@ -69,12 +79,14 @@ class SlowCompute(ComputeFake):
 class BudgetedGitHub:
     """The simulator with network latency and the real JIT budget (180 a minute, real time)."""
 
-    def __init__(self, latency: float, per_minute: int = 180) -> None:
-        self.sim = GitHubSim(time.time, lambda action, payload: None, random.Random(0))
+    def __init__(
+        self, latency: float, per_minute: int = 180, sim: GitHubSim | None = None, calls: dict[str, int] | None = None
+    ) -> None:
+        self.sim = sim or GitHubSim(time.time, lambda action, payload: None, random.Random(0))
         self.latency = latency
         self.budget = JitBudget(per_minute)
         self.jit_budget = self.budget
-        self.calls: dict[str, int] = {}
+        self.calls: dict[str, int] = {} if calls is None else calls
 
     def _call(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -98,8 +110,65 @@ class BudgetedGitHub:
         return self.sim.get_job(repo_full_name, job_id)
 
 
+IDLE_WAIT = 0.5  # seconds a pass that changed nothing waits, as the agent's bus pull would
+
+
+class AgentCpu:
+    """CPU seconds of the agent's own threads: the loop's, plus each metadata write in the writer threads."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.lock = threading.Lock()
+        self.main = threading.get_ident()
+
+    def around(self, call: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == self.main:
+                return call(*args, **kwargs)  # already inside the loop's measured run_once
+            begun = time.thread_time()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.seconds += time.thread_time() - begun
+
+        return timed
+
+    def run(self, call: Callable[[], Any]) -> None:
+        begun = time.thread_time()
+        call()
+        self.seconds += time.thread_time() - begun
+
+
+def listing_cost(org_runners: int = 10_000, ours: int = 100) -> dict[str, int]:
+    """GitHub requests for one runner listing, per organisation and per runner group (real client, HTTP)."""
+    sim = GitHubSim(time.time, lambda action, payload: None, random.Random(0))
+    for i in range(org_runners - ours):
+        sim.generate_jit_config(f"other-{i}", 7, ["self-hosted"])
+    for i in range(ours):
+        sim.generate_jit_config(f"garo-{DEPARTMENT}-{GROUP}-{i}", 1, ["self-hosted"])
+    server = GitHubSimServer(sim)
+    try:
+        counts = {}
+        for how, groups in (("organisation", ()), ("runner group", (1,))):
+            before = sum(server.calls.values())
+            client = GitHubClient("octo-org", token="bench", api_url=server.url, runner_groups=groups)
+            listed = len(client.list_runners())
+            counts[how] = sum(server.calls.values()) - before
+            counts[f"{how} runners"] = listed
+        return counts
+    finally:
+        server.close()
+
+
 def run(
-    jobs: int, max_vms: int, latency: float, github_latency: float, op_seconds: float = 2.0, spread: float = 10.0
+    jobs: int,
+    max_vms: int,
+    latency: float,
+    github_latency: float,
+    op_seconds: float = 2.0,
+    spread: float = 10.0,
+    apps: int = 1,
 ) -> dict[str, Any]:
     fake = SlowCompute()
     fake.op_seconds = op_seconds
@@ -112,13 +181,21 @@ def run(
     backend = GcpBackend(
         fake.project, fake.region, {GROUP: GcpGroup(MIG)}, session=requests.Session(), base_url=fake.base_url
     )
-    github = BudgetedGitHub(github_latency)
+    cpu = AgentCpu()
+    backend.set_metadata = cpu.around(backend.set_metadata)  # type: ignore[method-assign]
+    first = BudgetedGitHub(github_latency)
+    members = [first] + [BudgetedGitHub(github_latency, sim=first.sim, calls=first.calls) for _ in range(apps - 1)]
+    for member in members:  # with several Apps, JIT requests run in the executor's threads
+        member.generate_jit_config = cpu.around(member.generate_jit_config)  # type: ignore[method-assign]
+    pool = RunnerApps([RunnerAppSlot(f"app-{chr(97 + i)}", m, m.budget) for i, m in enumerate(members)])
+    github: GitHubApi = first if apps == 1 else pool
     bus = MemoryBus(time.time)
     agent = Agent(
         gcp_config(max_vms=max_vms), backend, github, bus, registry=CollectorRegistry(), pull_timeout=0,
-        jit_budget=github.budget,
+        jit_budget=first.budget if apps == 1 else pool.jit_budget,
     )  # fmt: skip
     peak = 0
+    passes = 0
     start = fake.started = time.monotonic()
     requested_at = None
     published = 0
@@ -129,7 +206,13 @@ def run(
             payload["repository"] = {"full_name": "octo-org/app"}
             bus.publish_event(DEPARTMENT, GROUP, "queued", payload)
         published = due
-        agent.run_once()
+        waiting = len(agent.book.pending_jit), len(fake.members(MIG))
+        cpu.run(agent.run_once)
+        passes += 1
+        if published == jobs and (len(agent.book.pending_jit), len(fake.members(MIG))) == waiting:
+            # Nothing moved (the JIT budget is spent): the real agent would now block up to
+            # its pull timeout on the bus; this bench's bus answers at once, so wait here.
+            time.sleep(IDLE_WAIT)
         size = len(fake.members(MIG))
         peak = max(peak, size)
         if requested_at is None and size >= min(jobs, max_vms):
@@ -148,8 +231,8 @@ def run(
     calls = dict(sorted(fake.calls.items()))
     wall = time.monotonic() - start
     delivery = wall - (requested_at or 0.0)
-    jit_configs = github.calls.get("generate_jit_config", 0)
-    per_minute = github.budget.per_minute
+    jit_configs = first.calls.get("generate_jit_config", 0)
+    per_minute = first.budget.per_minute * apps
     return {
         "jobs": jobs,
         "max": max_vms,
@@ -159,11 +242,16 @@ def run(
         "latency_ms": latency * 1000,
         "op_s": op_seconds,
         "github_latency_ms": github_latency * 1000,
+        "apps": apps,
         "jit_per_minute": per_minute,
+        "per_app": dict(pool.jit_counts) if apps > 1 else {"app-a": jit_configs},
         "writers": METADATA_WRITERS,
         "compute_calls": calls,
+        "compute_per_job": {m: n / max(jobs, 1) for m, n in calls.items()},
         "compute_total": sum(calls.values()),
-        "github_calls": dict(sorted(github.calls.items())),
+        "compute_total_per_job": sum(calls.values()) / max(jobs, 1),
+        "github_calls": dict(sorted(first.calls.items())),
+        "github_per_job": {m: n / max(jobs, 1) for m, n in sorted(first.calls.items())},
         "requested_s": requested_at,
         "wall_s": wall,
         "jit_configs": jit_configs,
@@ -171,9 +259,15 @@ def run(
         "budget_s": max(0, -(-jit_configs // per_minute) - 1) * 60,
         "delivery_s": delivery,
         "per_vm_s": delivery / max(jit_configs, 1),
+        "configs_per_minute": jit_configs / max(wall, 1e-9) * 60,
+        "agent_cpu_s": cpu.seconds,
+        "agent_cpu_per_thousand_s": cpu.seconds / max(jobs, 1) * 1000,
+        "passes": passes,
+        "idle_wait_s": IDLE_WAIT,
         "peak": peak,
         "resize": len(fake.resize_calls),
         "held": len(agent.held),
+        "listing": listing_cost(),
     }
 
 
@@ -188,25 +282,38 @@ ran."""
 
 def markdown(r: dict[str, Any], command: str, date: str | None = None) -> str:
     """One dated entry; every figure in it is a value of ``r`` (the run and its arguments)."""
-    rows = "\n".join(f"| {m} | {n} |" for m, n in r["compute_calls"].items())
-    gh = ", ".join(f"{k} {v}" for k, v in r["github_calls"].items())
+    rows = "\n".join(f"| {m} | {n} | {r['compute_per_job'][m]:.3f} |" for m, n in r["compute_calls"].items())
+    gh = "\n".join(f"| {k} | {v} | {r['github_per_job'][k]:.3f} |" for k, v in r["github_calls"].items())
+    apps = ", ".join(f"{k} {v}" for k, v in r["per_app"].items())
+    listing = r["listing"]
     requested = "never" if r["requested_s"] is None else f"**{r['requested_s']:.1f} s** after the first message"
     return f"""{heading(date or time.strftime("%Y-%m-%d"), command)}
 
 {r["jobs"]} jobs over {r["spread_s"]:g} s, max {r["max"]}; {r["cores"]} cores; Compute {r["latency_ms"]:g} ms per \
-call, operations done after {r["op_s"]:g} s; GitHub {r["github_latency_ms"]:g} ms per call, JIT budget \
-{r["jit_per_minute"]}/min; the agent writes configs to up to {r["writers"]} VMs at a time.
+call, operations done after {r["op_s"]:g} s; GitHub {r["github_latency_ms"]:g} ms per call, {r["apps"]} runner \
+App(s), JIT budget {r["jit_per_minute"]}/min in all; the agent writes configs to up to {r["writers"]} VMs at a time.
 
-| Compute method | calls |
-|---|---|
+| Compute method | calls | per job |
+|---|---|---|
 {rows}
-| **total** | **{r["compute_total"]}** |
+| **total** | **{r["compute_total"]}** | **{r["compute_total_per_job"]:.2f}** |
 
-- GitHub calls: {gh}.
+| GitHub call | calls | per job |
+|---|---|---|
+{gh}
+
+- JIT configs per App: {apps}.
 - All capacity requested (createInstances for {r["target"]} names sent and done): {requested}; peak group \
 size **{r["peak"]}**; resize calls: {r["resize"]}.
-- JIT configs delivered: {r["jit_configs"]}, in {r["delivery_s"]:.1f} s ({r["per_vm_s"]:.2f} s per VM); the \
-budget alone needs {r["budget_s"]} s for that many. Messages still held at the end: {r["held"]}.
+- JIT configs delivered: {r["jit_configs"]}, in {r["delivery_s"]:.1f} s ({r["per_vm_s"]:.2f} s per VM); \
+**{r["configs_per_minute"]:.0f} configs a minute** over the whole run; the budget alone needs {r["budget_s"]} s \
+for that many. Messages still held at the end: {r["held"]}.
+- Agent CPU: **{r["agent_cpu_s"]:.2f} s** for {r["jobs"]} `queued` events and {r["passes"]} passes (a pass \
+that changed nothing waits {r["idle_wait_s"]:g} s, as the agent's bus pull would) \
+(**{r["agent_cpu_per_thousand_s"]:.2f} s per thousand events**).
+- Runner listing with {listing["organisation runners"]} runners answered per organisation and \
+{listing["runner group runners"]} in the department's runner group: **{listing["organisation"]}** GitHub requests \
+per listing of the organisation, **{listing["runner group"]}** per listing of the runner group.
 - Wall time of the run: {r["wall_s"]:.1f} s.
 """
 
@@ -219,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--op-seconds", type=float, default=2.0, help="seconds until an operation is done")
     parser.add_argument("--github-latency", type=float, default=0.1, help="seconds per GitHub call")
     parser.add_argument("--spread", type=float, default=10.0, help="seconds over which the jobs are queued")
+    parser.add_argument("--apps", type=int, default=1, help="runner Apps, each with its own JIT budget")
     parser.add_argument("--cloud", choices=("gcp", "aws"), default="gcp", help="aws: AwsBackend on moto")
     parser.add_argument("--list-ttl", type=float, default=5.0, help="aws: seconds AwsBackend caches a listing")
     parser.add_argument("--write-docs", action="store_true", help="add a dated entry to docs/benchmarks.md")
@@ -236,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if args.write_docs:
             add_entry("Burst on AWS", burst_aws.INTRO, entry, args.docs)
         return result
-    result = run(args.jobs, args.max, args.latency, args.github_latency, args.op_seconds, args.spread)
+    result = run(args.jobs, args.max, args.latency, args.github_latency, args.op_seconds, args.spread, args.apps)
     entry = markdown(result, command)
     print(entry)
     if args.write_docs:

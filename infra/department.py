@@ -17,7 +17,7 @@ from infra.monitoring import agent_collector_user_data
 from infra.network import DepartmentNetwork
 from infra.runner_pool import RunnerPool, RunnerPoolArgs, image_path
 from infra.scaler_component import Scaler, ScalerArgs
-from infra.secrets import github_portal, runner_credential_secret
+from infra.secrets import additional_runner_credential_secrets, github_portal, runner_credential_secret
 from infra.stack import PORTAL_VERSION, LoadedStack, for_scaler, name_for
 from infra.subscription import JobSubscription, JobSubscriptionArgs, job_filter
 from scaler.agent.metrics import DEFAULT_METRICS_PORT, METRICS_PATH
@@ -94,6 +94,7 @@ class Department(pulumi.ComponentResource):
                 runner_service_account=self.runner_sa.name,
                 subscription=self.jobs.subscription.name,
                 runner_credential_secret=self.runner_credential,
+                additional_credential_secrets=additional_runner_credential_secrets(loaded),
                 env=pulumi.Output.from_input(env),
                 metadata={"user-data": agent_collector_user_data(DEFAULT_METRICS_PORT, METRICS_PATH)},
             ),

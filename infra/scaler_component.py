@@ -19,7 +19,7 @@ is the least privilege the agent needs:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -39,12 +39,10 @@ MANAGE_PERMISSIONS = (
     "compute.instances.get",
     "compute.instances.setMetadata",
 )
-# Waiting for the operations those calls return: IAM checks these on the operation,
-# whose name no garo-<dept>- condition can match, so they are granted project-wide.
-READ_PERMISSIONS = (
-    "compute.regionOperations.get",
-    "compute.zoneOperations.get",
-)
+# Waiting for the MIG operations those calls return: IAM checks this on the operation,
+# whose name no garo-<dept>- condition can match, so it is granted project-wide. No
+# zoneOperations.get: the only zonal operation (setMetadata) is never awaited.
+READ_PERMISSIONS = ("compute.regionOperations.get",)
 
 
 def manage_condition(department: str) -> str:
@@ -88,6 +86,8 @@ class ScalerArgs:
     runner_credential_secret: pulumi.Input[str] | None
     #: The agent's environment (no secret values: secrets are referenced by name).
     env: pulumi.Input[dict[str, str]]
+    #: Secret Manager secrets of the department's additional runner Apps (``runnerApp.additional``).
+    additional_credential_secrets: Sequence[str] = ()
     #: More VM metadata, e.g. cloud-init ``user-data`` starting the metrics collector (infra/monitoring.py).
     metadata: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
@@ -172,6 +172,14 @@ class Scaler(pulumi.ComponentResource):
             gcp.secretmanager.SecretIamMember(
                 f"{name}-runner-credential",
                 secret_id=args.runner_credential_secret,
+                role="roles/secretmanager.secretAccessor",
+                member=sa.member,
+                opts=child,
+            )
+        for i, secret in enumerate(args.additional_credential_secrets):
+            gcp.secretmanager.SecretIamMember(
+                f"{name}-runner-credential-{i + 2}",
+                secret_id=secret,
                 role="roles/secretmanager.secretAccessor",
                 member=sa.member,
                 opts=child,

@@ -86,6 +86,18 @@ def runner_credential_secret(name: str, loaded: LoadedStack, parent: pulumi.Reso
     )
 
 
+def additional_runner_credential_secrets(loaded: LoadedStack) -> list[str]:
+    """Resource names of the department's additional runner App keys (Secret Manager references only)."""
+    config = loaded.config
+    app = config.github.runner_app
+    refs = [a.private_key for a in app.additional] if app is not None else []
+    return [
+        ref.ref if ref.ref.startswith("projects/") else f"projects/{config.project}/secrets/{ref.ref}"
+        for ref in refs
+        if ref is not None and ref.kind == "secret-manager"
+    ]
+
+
 def webhook_app_key_secret(name: str, loaded: LoadedStack, parent: pulumi.Resource) -> pulumi.Output[str] | None:
     """The hub's webhook App key, for the redelivery sweeper only (no grant here)."""
     config = loaded.config

@@ -21,7 +21,7 @@ import pytest
 from bench import burst, webhook
 
 # Words with digits that are names, not figures.
-LABELS = re.compile(r"p50|p99|non-202|Flask 202|Python \d+\.\d+\.\d+")
+LABELS = re.compile(r"p99\.9|p50|p99|non-202|Flask 202|Python \d+\.\d+\.\d+")
 
 
 def numbers(value: Any) -> Iterator[float]:
@@ -129,3 +129,17 @@ def test_aws_burst_entries_count_every_aws_call_of_their_run(tmp_path: Path) -> 
     assert result["members"] == 3 and result["aws_errors"] == {}
     assert result["aws_total"] == sum(calls.values())
     assert f"| **total** | **{result['aws_total']}** | **{result['calls_per_job']:.2f}** |" in entry
+
+
+def test_fixed_rate_entries_carry_only_figures_of_their_run(tmp_path: Path) -> None:
+    from bench import webhook_rates
+
+    docs = tmp_path / "benchmarks.md"
+    argv = ["--rates", "50,80", "--duration", "1", "--warmup", "0.2", "--clients", "2"]
+    rows = webhook_rates.main([*argv, "--write-docs", "--docs", str(docs)])
+    (newest,) = entries(docs, "Webhook at fixed rates")
+    assert newest.splitlines()[0].endswith(f"`.venv/bin/python bench/webhook_rates.py {' '.join(argv)} --write-docs`")
+    assert [r["rate"] for r in rows] == [50, 80] and all(r["errors"] == 0 for r in rows)
+    assert all(r["requests"] > 0 and r["cpu_ms_per_request"] > 0 for r in rows)
+    allowed = [*numbers(rows), 1.0, 0.2, 2.0, float(os.cpu_count() or 0)]
+    assert unexplained_figures(newest, allowed) == []

@@ -464,3 +464,34 @@ def test_credential_errors_never_echo_a_secret() -> None:
         with pytest.raises(ConfigError) as caught:
             parse_stack_config(with_changes(**{"garo:github": github}))
         assert "LEAK-7731" not in str(caught.value)
+
+
+def test_additional_runner_apps_are_read_and_checked() -> None:
+    extra = [
+        {"appId": 601, "installationId": 61, "privateKey": {"secretManager": "projects/acme-ci-payments/secrets/k2"}},
+        {"appId": 602, "privateKey": {"env": "GARO_APP_602_KEY"}},
+    ]
+    raw = department("payments", "10.20.0.0/20", own_app(600, "acme/payments", additional=extra))
+    app = parse_stack_config(raw).github.runner_app
+    assert app is not None and app.app_ids == (600, 601, 602) and app.jit_per_minute == 180
+    assert repr(app.additional[0].private_key) == "Secret(kind='secret-manager')"  # never the reference's value
+    bad = [{"appId": 600, "privateKey": {"env": "K"}}, {"appId": 603}, {"appId": 604, "privateKey": "-----BEGIN"}]
+    found = problems(department("payments", "10.20.0.0/20", own_app(600, "acme/payments", additional=bad)))
+    assert any("additional[0].appId: App 600 is listed twice" in p for p in found)
+    assert any("additional[1].privateKey: is required" in p for p in found)
+    assert any("additional[2].privateKey: is a plaintext secret" in p for p in found)
+    assert not any("-----BEGIN" in p for p in found)
+    other = department("payments", "10.20.0.0/20", own_app(600, "acme/payments", jitPerMinute=500))
+    assert any("jitPerMinute: expected an integer from 1 to 180, got 500" in p for p in problems(other))
+
+
+def test_departments_sharing_an_app_must_stay_under_its_jit_limit_together() -> None:
+    a = department("payments", "10.20.0.0/20", own_app(500, "acme/payments", sharedWith=["research"]))
+    b = department("research", "10.30.0.0/20", own_app(700, "acme/research", sharedWith=["payments"]))
+    b["garo:github"]["runnerApp"]["additional"] = [{"appId": 500, "privateKey": {"env": "K"}}]
+    assert across(a, b) == []  # shared through research's additional App; by default each takes half (90)
+    b["garo:github"]["runnerApp"]["jitPerMinute"] = 120
+    (issue,) = across(a, b)
+    assert "'payments', 'research' share runner App 500 and may create 210 JIT configs a minute" in issue
+    a["garo:github"]["runnerApp"]["jitPerMinute"] = 60
+    assert across(a, b) == []

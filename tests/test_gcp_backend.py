@@ -281,3 +281,16 @@ def test_a_keep_is_written_to_the_per_instance_config_so_the_listing_shows_it(fa
     assert listed["garo-a"].metadata == {"garo-job": "7", "garo-repo": "octo/app", "garo-keep": "1700007200"}
     assert fake.calls["regionInstanceGroupManagers.patchPerInstanceConfigs"] == 1
     assert fake.instance(MIG, "garo-a").metadata.get("garo-job") == "8"  # type: ignore[union-attr]
+
+
+def test_a_metadata_write_is_two_calls_and_its_operation_is_not_awaited(fake: ComputeFake, clock: Clock) -> None:
+    fake.seed(MIG, [f"garo-w-{i}" for i in range(5)], status="RUNNING")
+    backend = make(fake, clock, list_ttl=60)
+    backend.list("linux")
+    before = dict(fake.calls)
+    for i in range(5):
+        backend.set_metadata("linux", f"garo-w-{i}", {"garo-jit-config": f"config-{i}"})
+    made = {k: v - before.get(k, 0) for k, v in fake.calls.items() if v != before.get(k, 0)}
+    # One read for the fingerprint and one write per VM; no zonal operation wait (~2 s and a call each).
+    assert made == {"instances.get": 5, "instances.setMetadata": 5}
+    assert all(fake.instance(MIG, f"garo-w-{i}").metadata == {"garo-jit-config": f"config-{i}"} for i in range(5))  # type: ignore[union-attr]

@@ -360,3 +360,23 @@ def test_secrets_never_in_reprs_errors_or_logs(
         for secret in (TOKEN, ENCODED, key_body, "SECRETPART"):
             assert secret not in text
     assert "Bearer" not in caplog.text
+
+
+def test_runner_group_listing_and_rate_limit_conform(prism_github: str) -> None:
+    session = requests.Session()
+    answered: list[tuple[str, str, int]] = []
+    session.hooks["response"].append(
+        lambda r, *args, **kwargs: answered.append((r.request.method, urlsplit(r.url).path, r.status_code))
+    )
+    client = GitHubClient("acme", token="dev", api_url=prism_github, session=session, runner_groups=(3, 9))
+    runners = client.list_runners()
+    # One listing per runner group of the department, each accepted by GitHub's spec; never the org's list.
+    assert answered == [
+        ("GET", "/orgs/acme/actions/runner-groups/3/runners", 200),
+        ("GET", "/orgs/acme/actions/runner-groups/9/runners", 200),
+    ]
+    assert runners and all(r.name for r in runners)
+    answered.clear()
+    remaining = client.hourly_remaining()  # no headers seen yet: asks GET /rate_limit, which costs nothing
+    assert answered == [("GET", "/rate_limit", 200)]
+    assert isinstance(remaining, int)

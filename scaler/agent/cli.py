@@ -23,6 +23,7 @@ from scaler.backends import registry as backends
 from scaler.backends.base import Backend, BackendError
 from scaler.bus.url import open_subscriber
 from scaler.config import ConfigError
+from scaler.config.model import Secret
 from scaler.github.models import GitHubApi
 
 if TYPE_CHECKING:
@@ -52,21 +53,54 @@ def open_github(settings: AgentSettings, registry: Any = None) -> GitHubApi:
             token = value
     elif gh.app_id is not None and settings.github_key_file:
         key = Path(settings.github_key_file).read_text()
-    if key is not None and gh.app_id is not None:
-        app = AppCredentials(gh.app_id, key)
-        return GitHubClient(
-            gh.org,
-            app=app,
-            installation_id=gh.installation_id,
-            repo=gh.runner_repository,
-            api_url=gh.api_url,
-            registry=registry,
-        )
+    # Organisation-scoped runners are listed per runner group: the department's own, not the org's.
+    groups = () if gh.runner_repository else tuple(g.runner_group_id for g in settings.config.groups)
+    if key is not None and gh.app_id is not None and gh.runner_app is not None:
+        per_minute = gh.runner_app.jit_per_minute
+        clients = [
+            GitHubClient(
+                gh.org,
+                app=AppCredentials(app_id, app_key),
+                installation_id=installation_id,
+                repo=gh.runner_repository,
+                api_url=gh.api_url,
+                registry=registry if app_id == gh.app_id else None,
+                jit_per_minute=per_minute,
+                runner_groups=groups,
+            )
+            for app_id, installation_id, app_key in [
+                (gh.app_id, gh.installation_id, key),
+                *((a.app_id, a.installation_id, _additional_key(a.private_key)) for a in gh.runner_app.additional),
+            ]
+        ]
+        if len(clients) == 1:
+            return clients[0]
+        from scaler.github.apps import RunnerApps, RunnerAppSlot
+
+        return RunnerApps([RunnerAppSlot(f"app-{c.app_id}", c, c.jit_budget, c.hourly_remaining) for c in clients])
     if token:
-        return GitHubClient(gh.org, token=token, repo=gh.runner_repository, api_url=gh.api_url, registry=registry)
+        return GitHubClient(
+            gh.org, token=token, repo=gh.runner_repository, api_url=gh.api_url, registry=registry, runner_groups=groups
+        )
     raise click.ClickException(
         "set GARO_GITHUB_SECRET, GARO_GITHUB_TOKEN, or GARO_GITHUB_APP_KEY_FILE with github.runnerApp in the stack"
     )
+
+
+def _additional_key(secret: Secret | None) -> str:
+    """An additional runner App's key, from where its reference points (never logged)."""
+    if secret is None or secret.kind == "pulumi":
+        raise click.ClickException(
+            "an additional runner App's privateKey must be {secretManager: ...}, {env: ...} or {file: ...}"
+        )
+    if secret.kind == "secret-manager":
+        return read_secret(secret.ref)
+    if secret.kind == "env":
+        value = os.environ.get(secret.ref)
+        if not value:
+            raise click.ClickException(f"{secret.ref} (an additional runner App's key) is not set")
+        return value
+    return Path(secret.ref).read_text()
 
 
 def _settings(stack: str | None, bus: str | None = None) -> AgentSettings:

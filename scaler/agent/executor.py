@@ -2,8 +2,8 @@
 
 The only part of the agent that changes anything. It batches what the APIs
 batch (one ``create`` or ``delete`` call per group and run of actions), writes
-metadata up to :data:`METADATA_WRITERS` at once (each write waits for its own
-zonal operation, ~2 s on GCE), counts every call for metrics, and changes the
+metadata up to :data:`METADATA_WRITERS` at once (on GCE each write reads and
+writes that VM's metadata: two calls), counts every call for metrics, and changes the
 book only for what succeeded. A failed action is logged and reported in the
 :class:`Outcome`; everything is retried from the truth on a later pass.
 """
@@ -196,42 +196,47 @@ class Executor:
         log.info("capacity requested", extra={"group": group, "count": len(created), "names": sorted(created)[:20]})
 
     def _deliver(self, run: list[DeliverJit], out: Outcome) -> None:
-        """Generate configs one by one (GitHub's budget is the limit), then write them concurrently.
+        """Generate configs (GitHub's budget is the limit), then write them concurrently.
 
-        The config is generated only for a VM that exists, named after it, and
-        written to that VM's metadata only. If writing fails the runner is
-        deregistered again, so the unused config is dead and the name is free.
+        Generation is serial per App, as GitHub asks of one installation; with
+        several runner Apps (:class:`~scaler.github.apps.RunnerApps`) one
+        request per App is in flight at a time. The config is generated only
+        for a VM that exists, named after it, and written to that VM's metadata
+        only. If writing fails the runner is deregistered again, so the unused
+        config is dead and the name is free.
         """
         generated: list[tuple[DeliverJit, JitConfig]] = []
         refused_groups: set[str] = set()
-        for action in run:
-            if self.budget is not None and self.budget.remaining() <= 0:
+        width = max(1, int(getattr(self.github, "jit_concurrency", 1)))
+        pending = list(run)
+        stop = False
+        while pending and not stop:
+            room = width if self.budget is None else min(width, self.budget.remaining())
+            if room <= 0:
                 break  # generating now would block the loop until the budget refills
-            if action.group in refused_groups:
-                continue
-            spec = self.config.group(action.group)
-            try:
-                jit = self.calls(
-                    "github", "generate_jit_config", self.github.generate_jit_config, action.name,
-                    spec.runner_group_id, list(spec.labels),
-                )  # fmt: skip
-            except Exception as exc:
-                out.failed[action] = exc
+            batch: list[DeliverJit] = []
+            while pending and len(batch) < room:
+                action = pending.pop(0)
+                if action.group not in refused_groups:
+                    batch.append(action)
+            for action, result in zip(batch, self._generate(batch, width), strict=True):
+                if isinstance(result, JitConfig):
+                    generated.append((action, result))
+                    continue
+                out.failed[action] = result
                 log.warning(
                     "JIT config not available yet",
-                    extra={"instance": action.name, "group": action.group, "error": api_error_kind(exc)},
+                    extra={"instance": action.name, "group": action.group, "error": api_error_kind(result)},
                 )
-                status = github_status(exc)
+                status = github_status(result)
                 if status == 409:
                     # The name is registered already: another replica configured this VM (or our
                     # retried POST did). Not ours to redo; reconcile replaces it if it never registers.
                     self.book.pending_jit.pop(action.name, None)
-                    continue
-                if status == 422:
+                elif status == 422:
                     refused_groups.add(action.group)  # the group's runner group or labels: the others may work
-                    continue
-                break  # budget, secondary rate limit or 5xx: keep everything pending, do not drop
-            generated.append((action, jit))
+                else:
+                    stop = True  # budget, secondary rate limit or 5xx: keep everything pending, do not drop
         writes = [(a.group, a.name, {JIT_KEY: jit.encoded}) for a, jit in generated]
         for (action, jit), failure in zip(generated, self.write_metadata(writes), strict=True):
             if failure is None:
@@ -247,6 +252,25 @@ class Executor:
                 self.book.pending_jit.pop(action.name, None)  # the VM is gone; reconcile decides what next
         generated.clear()  # drop the secrets as soon as they are written
         writes.clear()
+
+    def _generate(self, batch: Sequence[DeliverJit], width: int) -> list[JitConfig | Exception]:
+        """One JIT config per action, up to ``width`` requests at once; the config or the error of each."""
+
+        def generate(action: DeliverJit) -> JitConfig | Exception:
+            spec = self.config.group(action.group)
+            try:
+                jit: JitConfig = self.calls(
+                    "github", "generate_jit_config", self.github.generate_jit_config, action.name,
+                    spec.runner_group_id, list(spec.labels),
+                )  # fmt: skip
+            except Exception as exc:
+                return exc
+            return jit
+
+        if width <= 1 or len(batch) <= 1:
+            return [generate(action) for action in batch]
+        with ThreadPoolExecutor(min(width, len(batch)), thread_name_prefix="garo-jit") as pool:
+            return list(pool.map(generate, batch))
 
     def _clear_jits(self, run: list[ClearJit], out: Outcome) -> None:
         """Take used JIT configs out of VMs' metadata (and label a stolen VM with the job it runs).

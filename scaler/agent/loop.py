@@ -48,9 +48,10 @@ class Held:
 
 
 def _budget_of(github: GitHubApi) -> JitBudget | None:
+    from scaler.github.apps import RunnerApps
     from scaler.github.client import GitHubClient
 
-    return github.jit_budget if isinstance(github, GitHubClient) else None
+    return github.jit_budget if isinstance(github, GitHubClient | RunnerApps) else None
 
 
 class Agent:

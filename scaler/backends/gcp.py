@@ -16,6 +16,9 @@ Choices worth knowing:
   value removes the key, which is how a used JIT config is taken away. The JIT
   config only ever travels this way, never in ``preservedState``, so clearing
   the instance's metadata leaves no copy in the MIG's per-instance config.
+  A write is two calls (``instances.get`` for the fingerprint, then
+  ``setMetadata``, whose operation is not awaited). Per-instance configs
+  would batch it but put the config in a logged request body (docs/security.md).
 * **Facts survive a restart.** ``list`` returns the per-instance config's
   metadata (``preservedStateFromConfig``: garo-job, garo-repo) as
   ``Instance.metadata``, so an agent that did not create a VM knows its job.
@@ -132,6 +135,8 @@ class GcpBackend:
         self._list_lock = threading.Lock()
         self._list_started: dict[str, int] = {}  # mig -> listings started so far
         self._first_seen: dict[str, float] = {}
+        # The last listing of each (group, MIG) as Instances, for as long as that listing is cached.
+        self._converted: dict[tuple[str, str], tuple[Rows, list[Instance]]] = {}
 
     @classmethod
     def from_config(cls, config: StackConfig, **kwargs: Any) -> GcpBackend:
@@ -188,7 +193,15 @@ class GcpBackend:
 
     def list(self, group: str) -> Sequence[Instance]:
         where = self._group(group)
-        return [self._instance(group, row) for mig in where.migs for row in self._list_mig(mig)]
+        listed: list[Instance] = []
+        for mig in where.migs:
+            rows = self._list_mig(mig)
+            seen = self._converted.get((group, mig))
+            if seen is None or seen[0] is not rows:  # a new listing: convert it once, not per caller
+                seen = (rows, [self._instance(group, row) for row in rows])
+                self._converted[(group, mig)] = seen
+            listed += seen[1]
+        return listed
 
     def resume_standby(self, group: str, count: int) -> Sequence[str]:
         """Resume suspended members first (seconds), then start stopped ones (a boot)."""
@@ -244,7 +257,10 @@ class GcpBackend:
                 "items": [{"key": k, "value": v} for k, v in merged.items()],
             }
             try:
-                self.api.wait(self.api.call("POST", f"{path}/setMetadata", body=body, secrets=items.values()))
+                # Not awaited: Compute checks the fingerprint when it accepts the call (a 412 comes
+                # back here), and what could still go wrong later (the VM vanishing) the next listing
+                # shows. Waiting would be one more call and ~2 s per write (docs/security.md, "Calls").
+                self.api.call("POST", f"{path}/setMetadata", body=body, secrets=items.values())
                 return
             except ComputeHttpError as exc:
                 if exc.status != 412:  # someone else changed the metadata: read again and merge again

@@ -15,6 +15,7 @@ from typing import Any
 from scaler.config.model import (
     NAME_RE,
     REPOSITORY_RE,
+    AppKey,
     GitHubSettings,
     Issue,
     RunnerApp,
@@ -25,7 +26,12 @@ from scaler.config.model import (
 )
 from scaler.config.reader import Reader
 
-RUNNER_APP_KEYS = {"appId", "installationId", "privateKey", "scope", "repositories", "sharedWith"}
+RUNNER_APP_KEYS = {
+    "appId", "installationId", "privateKey", "scope", "repositories", "sharedWith", "additional", "jitPerMinute",
+}  # fmt: skip
+ADDITIONAL_APP_KEYS = {"appId", "installationId", "privateKey"}
+# GitHub's secondary limit: about 900 points a minute per endpoint, 5 per POST (scaler.github.ratelimit).
+JIT_PER_MINUTE_LIMIT = 180
 WEBHOOK_APP_KEYS = {"appId", "installationId", "privateKey"}
 # Before per-department credentials, one App's keys sat directly under garo:github.
 MOVED_KEYS = ("appId", "installationId", "privateKey")
@@ -126,9 +132,21 @@ def _read_runner_app(r: Reader, raw: Any, org: str) -> RunnerApp | None:
     for i, name in enumerate(shared_with):
         if not NAME_RE.match(name):
             r.fail(f"{path}.sharedWith[{i}]", f"expected a department name, got {name!r}")
+    additional = _read_additional(r, raw.get("additional"), path, app_id)
+    # Departments sharing an App split its limit evenly unless they say otherwise.
+    jit_per_minute = raw.get("jitPerMinute", JIT_PER_MINUTE_LIMIT // (1 + len(shared_with)))
+    if (
+        isinstance(jit_per_minute, bool)
+        or not isinstance(jit_per_minute, int)
+        or not (1 <= jit_per_minute <= JIT_PER_MINUTE_LIMIT)
+    ):
+        r.fail(f"{path}.jitPerMinute", f"expected an integer from 1 to {JIT_PER_MINUTE_LIMIT}, got {jit_per_minute!r}")
+        jit_per_minute = JIT_PER_MINUTE_LIMIT
     if app_id is None:
         return None
     return RunnerApp(
+        additional=additional,
+        jit_per_minute=jit_per_minute,
         app_id=app_id,
         private_key=private_key,
         installation_id=installation_id,
@@ -136,6 +154,38 @@ def _read_runner_app(r: Reader, raw: Any, org: str) -> RunnerApp | None:
         repositories=repositories,
         shared_with=shared_with,
     )
+
+
+def _read_additional(r: Reader, raw: Any, path: str, first: int | None) -> tuple[AppKey, ...]:
+    """``additional``: more Apps installed with the same scope, each with its own key."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        r.fail(f"{path}.additional", "expected a list of {appId, installationId, privateKey}")
+        return ()
+    apps: list[AppKey] = []
+    seen = {first}
+    for i, item in enumerate(raw):
+        where = f"{path}.additional[{i}]"
+        if not isinstance(item, Mapping):
+            r.fail(where, "expected a mapping {appId, installationId, privateKey}")
+            continue
+        r.unknown(item, ADDITIONAL_APP_KEYS, where)
+        app_id = _app_id(r, item, "appId", where, required=True)
+        installation_id = _app_id(r, item, "installationId", where, required=False)
+        if "privateKey" not in item:
+            r.fail(f"{where}.privateKey", "is required")
+        key = r.secret(item, "privateKey", where)
+        if key is not None and key.kind not in ("secret-manager", "env", "file"):
+            # The agent reads an additional key by its reference; the stack grants it access (infra).
+            r.fail(f"{where}.privateKey", "expected {secretManager: <name>} (or {env: ...}/{file: ...} in development)")
+        if app_id in seen:
+            r.fail(f"{where}.appId", f"App {app_id} is listed twice: a second entry adds no budget")
+            continue
+        seen.add(app_id)
+        if app_id is not None:
+            apps.append(AppKey(app_id, key, installation_id))
+    return tuple(apps)
 
 
 def _read_webhook_app(r: Reader, raw: Any) -> WebhookApp | None:
@@ -198,30 +248,60 @@ def check_shared_credentials(configs: Sequence[StackConfig]) -> list[Issue]:
     for c in departments:
         app = c.github.runner_app
         assert app is not None
-        if app.app_id in webhook_apps:
-            issues.append(
-                Issue(
-                    "garo:github.runnerApp.appId",
-                    f"{c.department!r} uses App {app.app_id}, the webhook App of stack {webhook_apps[app.app_id]!r}: "
-                    "a department must never hold the App that owns the webhook",
+        for app_id in app.app_ids:
+            if app_id in webhook_apps:
+                issues.append(
+                    Issue(
+                        "garo:github.runnerApp.appId",
+                        f"{c.department!r} uses App {app_id}, the webhook App of stack {webhook_apps[app_id]!r}: "
+                        "a department must never hold the App that owns the webhook",
+                    )
                 )
-            )
+    undeclared_apps: set[int] = set()  # shared without both sides saying so: that issue comes first
     for i, a in enumerate(departments):
         for b in departments[i + 1 :]:
             app_a, app_b = a.github.runner_app, b.github.runner_app
             assert app_a is not None and app_b is not None
-            if app_a.app_id != app_b.app_id or a.department == b.department:
+            common = sorted(set(app_a.app_ids) & set(app_b.app_ids))
+            if not common or a.department == b.department:
                 continue
             undeclared = [x.department for x, y in ((a, b), (b, a)) if y.department not in _shared(x)]
             if undeclared:
+                undeclared_apps.update(common)
                 issues.append(
                     Issue(
                         "garo:github.runnerApp",
-                        f"{a.department!r} and {b.department!r} share runner App {app_a.app_id}: a thief of either "
+                        f"{a.department!r} and {b.department!r} share runner App {common[0]}: a thief of either "
                         f"acts for both; give each department its own App, or declare it with sharedWith on both "
                         f"sides (missing in {', '.join(repr(d) for d in undeclared)})",
                     )
                 )
+    issues += _over_budget(departments, undeclared_apps)
+    return issues
+
+
+def _over_budget(departments: Sequence[StackConfig], skip: set[int]) -> list[Issue]:
+    """Departments sharing an App must together stay under its JIT limit (``jitPerMinute`` summed)."""
+    users: dict[int, list[StackConfig]] = {}
+    for c in departments:
+        assert c.github.runner_app is not None
+        for app_id in c.github.runner_app.app_ids:
+            users.setdefault(app_id, []).append(c)
+    issues = []
+    for app_id, sharing in sorted(users.items()):
+        if app_id in skip:
+            continue
+        names = sorted({c.department for c in sharing})
+        total = sum(c.github.runner_app.jit_per_minute for c in sharing if c.github.runner_app)
+        if len(names) > 1 and total > JIT_PER_MINUTE_LIMIT:
+            issues.append(
+                Issue(
+                    "garo:github.runnerApp.jitPerMinute",
+                    f"{', '.join(repr(n) for n in names)} share runner App {app_id} and may create {total} JIT "
+                    f"configs a minute through it together; GitHub allows about {JIT_PER_MINUTE_LIMIT}: lower "
+                    "their jitPerMinute so the sum fits, or give them Apps of their own",
+                )
+            )
     return issues
 
 
@@ -242,6 +322,8 @@ def check_secret_projects(r: Reader, github: GitHubSettings, project: str | None
         "garo:github.webhookSecret": github.webhook_secret,
         "garo:github.token": github.token,
     }
+    for i, extra in enumerate(github.runner_app.additional if github.runner_app else ()):
+        refs[f"garo:github.runnerApp.additional[{i}].privateKey"] = extra.private_key
     for path, ref in refs.items():
         if ref is None or ref.kind != "secret-manager" or not ref.ref.startswith("projects/"):
             continue

@@ -188,6 +188,25 @@ class RunnerApp:
     scope: RunnerScope = "repository"
     repositories: tuple[str, ...] = ()
     shared_with: tuple[str, ...] = ()
+    #: More Apps with the same scope and installation target: JIT configs are spread over all of them.
+    additional: tuple[AppKey, ...] = ()
+    #: JIT configs a minute this department may create through each of its Apps (GitHub allows ~180
+    #: per App; departments sharing an App must stay under that together: `garo validate` checks;
+    #: by default they split it evenly).
+    jit_per_minute: int = 180
+
+    @property
+    def app_ids(self) -> tuple[int, ...]:
+        return (self.app_id, *(a.app_id for a in self.additional))
+
+
+@dataclass(frozen=True)
+class AppKey:
+    """One more runner App of a department: its id, key and (optionally) installation."""
+
+    app_id: int
+    private_key: Secret | None
+    installation_id: int | None = None
 
 
 @dataclass(frozen=True)

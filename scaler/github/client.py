@@ -1,7 +1,10 @@
 """`GitHubClient`: the agent's GitHub, over REST, as a GitHub App or with a plain token.
 
 Org-level runners by default (one App installation serves every department's
-repositories); repo-level when `repo="owner/name"` is given. Retries, rate
+repositories); repo-level when `repo="owner/name"` is given. With
+`runner_groups`, org-level runners are listed per runner group
+(`/orgs/{org}/actions/runner-groups/{id}/runners`), so a reconcile costs pages of
+the department's own runners, not of the whole organisation's. Retries, rate
 limits and metrics live in `scaler.github.http`; this module only knows the
 endpoints and how to turn their JSON into `scaler.github.models`.
 """
@@ -25,6 +28,7 @@ log = logging.getLogger(__name__)
 
 PER_PAGE = 100
 _MAX_PAGES = 1000  # 100,000 runners: a loop guard, not a real limit
+RATE_LIMIT_RECHECK = 60.0  # seconds between GET /rate_limit when the headers say nothing current
 _REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 
@@ -51,6 +55,7 @@ class GitHubClient:
         session: requests.Session | None = None,
         jit_per_minute: int = 180,
         jit_budget: JitBudget | None = None,
+        runner_groups: Sequence[int] = (),
         **http_options: Any,
     ) -> None:
         if (app is None) == (token is None):
@@ -59,6 +64,8 @@ class GitHubClient:
             raise ValueError(f"repo must look like 'owner/name', got {repo!r}")
         self.org = org
         self.repo = repo
+        self.runner_groups = tuple(dict.fromkeys(int(g) for g in runner_groups))
+        self._rate_asked_at = float("-inf")
         self.clock = clock or SystemClock()
         self.metrics = GitHubMetrics(registry)
         self.http = GitHubHttp(api_url, session=session, clock=self.clock, metrics=self.metrics, **http_options)
@@ -68,6 +75,11 @@ class GitHubClient:
         self._installation_id = installation_id
         self._token = token
         self._tokens = InstallationTokenCache(self._fetch_installation_token, clock=self.clock)
+
+    @property
+    def app_id(self) -> str | None:
+        """The App this client acts as (None with a plain token)."""
+        return self._app.app_id if self._app else None
 
     def __repr__(self) -> str:
         mode = f"app={self._app.app_id}" if self._app else "token=<hidden>"
@@ -141,8 +153,17 @@ class GitHubClient:
         )
 
     def list_runners(self) -> Sequence[Runner]:
-        """Every runner of the org (or repo), following pages of 100."""
-        prefix, template = self._scope()
+        """The runners of our runner groups (or of the repo, or of the whole org), in pages of 100."""
+        if self.repo or not self.runner_groups:
+            return self._list_pages(*self._scope())
+        template = "/orgs/{org}/actions/runner-groups/{runner_group_id}/runners"
+        return [
+            runner
+            for group in self.runner_groups
+            for runner in self._list_pages(f"/orgs/{self.org}/actions/runner-groups/{group}/runners", template)
+        ]
+
+    def _list_pages(self, prefix: str, template: str) -> list[Runner]:
         runners: list[Runner] = []
         for page in range(1, _MAX_PAGES + 1):
             response = self._call("GET", prefix, template, params={"per_page": PER_PAGE, "page": page})
@@ -168,6 +189,37 @@ class GitHubClient:
             log.info("github: runner %s already gone", runner_id)
             return
         raise_for(response, "DELETE", path)
+
+    def rate_limit(self) -> tuple[int, int, float] | None:
+        """The installation's core (hourly) limit: (remaining, limit, reset epoch seconds); None if unknown.
+
+        ``GET /rate_limit`` does not count against the limit it reports, so the
+        agent may ask whenever the last headers are stale.
+        """
+        response = self._call("GET", "/rate_limit", "/rate_limit")
+        raise_for(response, "GET", "/rate_limit")
+        core = (response.json().get("resources") or {}).get("core") or {}
+        try:
+            state = (int(core["remaining"]), int(core["limit"]), float(core["reset"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+        self.http.rate_limit.remaining, self.http.rate_limit.limit, self.http.rate_limit.reset = state
+        return state
+
+    def hourly_remaining(self) -> int | None:
+        """Requests left in the installation's hourly window, from the last headers (GET /rate_limit if stale)."""
+        known = self.http.rate_limit
+        stale = known.remaining is None or (known.reset is not None and known.reset <= self.clock.time())
+        if stale and self.clock.monotonic() - self._rate_asked_at >= RATE_LIMIT_RECHECK:
+            self._rate_asked_at = self.clock.monotonic()
+            try:
+                fresh = self.rate_limit()
+            except GitHubError:
+                return None
+            return fresh[0] if fresh else None
+        if known.reset is not None and known.reset <= self.clock.time() and known.limit is not None:
+            return known.limit  # the window has turned over since the last answer
+        return known.remaining
 
     # ------------------------------------------------------------------ jobs
 

@@ -68,6 +68,15 @@ class JitBudget:
             self._expire(self._clock.monotonic())
             return self.per_minute - len(self._spent)
 
+    def wait_time(self) -> float:
+        """Seconds until a token is free (0.0: one is free now); spends nothing."""
+        with self._lock:
+            now = self._clock.monotonic()
+            self._expire(now)
+            if len(self._spent) < self.per_minute:
+                return 0.0
+            return max(self._spent[0] + self.window - now, 0.001)
+
     def try_acquire(self) -> float:
         """Spend a token if one is free and return 0.0; otherwise return the seconds to wait."""
         with self._lock:

@@ -35,6 +35,7 @@ class SimRunner:
     secret: str
     online: bool = False
     job: int | None = None
+    group_id: int = 1  # the runner group it was registered in
 
 
 @dataclass
@@ -84,15 +85,17 @@ class GitHubSim:
             raise GitHubError(422, "Validation failed")
         if any(r.name == name for r in self.runners.values()):
             raise GitHubError(409, "Already exists - A runner with the name already exists.")
-        runner = SimRunner(next(self._ids), name, tuple(labels), secrets.token_urlsafe(24))
+        runner = SimRunner(next(self._ids), name, tuple(labels), secrets.token_urlsafe(24), group_id=runner_group_id)
         self.runners[runner.id] = runner
         return JitConfig(runner.id, name, runner.secret)
 
-    def list_runners(self) -> list[Runner]:
+    def list_runners(self, runner_group_id: int | None = None) -> list[Runner]:
+        """Every runner of the org, or of one runner group (GitHub's per-group listing)."""
         self._enter("list_runners")
         return [
             Runner(r.id, r.name, "online" if r.online else "offline", r.job is not None, r.labels)
             for r in self.runners.values()
+            if runner_group_id is None or r.group_id == runner_group_id
         ]
 
     def delete_runner(self, runner_id: int) -> None:

@@ -8,6 +8,12 @@ body shapes of GitHub's description (``generate-jitconfig`` 201, runner lists
 with ``total_count`` and pages, ``DELETE`` 204, 404/409/422 with a
 ``message``). Requests without a bearer token get 401, as on GitHub.
 
+Each credential (the bearer token: one per App installation) has its own
+hourly core limit (``hourly_limit``), reported in ``x-ratelimit-*`` headers and
+by ``GET /rate_limit`` (which, as on GitHub, does not count against it); every
+JIT POST is recorded with its credential and time in ``jit_posts``, so a test
+can check what each App was sent per minute.
+
 Faults: :meth:`GitHubSimServer.fail_next` makes the next requests (to one
 endpoint or any) answer a 5xx, or a 429 with ``Retry-After`` (a secondary rate
 limit), before they reach the simulator.
@@ -22,6 +28,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +39,8 @@ from scaler.github.models import GitHubError
 from scaler.github.sim import GitHubSim
 
 _RUNNERS = re.compile(r"^/orgs/(?P<org>[^/]+)/actions/runners$")
+_GROUP_RUNNERS = re.compile(r"^/orgs/(?P<org>[^/]+)/actions/runner-groups/(?P<group>\d+)/runners$")
+_RATE_LIMIT = re.compile(r"^/rate_limit$")
 _JIT = re.compile(r"^/orgs/(?P<org>[^/]+)/actions/runners/generate-jitconfig$")
 _RUNNER = re.compile(r"^/orgs/(?P<org>[^/]+)/actions/runners/(?P<id>\d+)$")
 _JOB = re.compile(r"^/repos/(?P<owner>[^/]+)/(?P<repo>[^/]+)/actions/jobs/(?P<id>\d+)$")
@@ -45,8 +54,13 @@ class _Quiet(WSGIRequestHandler):
 class GitHubSimServer:
     """``url`` is what a stack's ``garo:github.apiUrl`` names; ``calls`` counts answers by endpoint and status."""
 
-    def __init__(self, sim: GitHubSim, org: str = "octo-org") -> None:
+    def __init__(
+        self, sim: GitHubSim, org: str = "octo-org", hourly_limit: int = 15_000, clock: Callable[[], float] = time.time
+    ) -> None:
         self.sim, self.org = sim, org
+        self.hourly_limit, self.clock = hourly_limit, clock
+        self.used: dict[str, tuple[float, int]] = {}  # credential -> (window start, requests in it)
+        self.jit_posts: list[tuple[str, float]] = []  # (credential, time) per JIT config generated
         self.lock = threading.RLock()
         self.calls: dict[str, int] = {}
         self._faults: list[list[Any]] = []  # [status, remaining, endpoint or None]
@@ -76,10 +90,18 @@ class GitHubSimServer:
     def handle(self, request: Request) -> tuple[int, Any, dict[str, str]]:
         if not request.headers.get("Authorization", "").startswith(("Bearer ", "token ")):
             return 401, {"message": "Requires authentication"}, {}
+        credential = request.headers["Authorization"].split(" ", 1)[1]
         endpoint, match = self._route(request.method, request.path)
         if endpoint is None or match is None:
             return 404, {"message": "Not Found"}, {}
         with self.lock:
+            if endpoint == "rate_limit":
+                core = self._core(credential, spend=False)
+                return 200, {"resources": {"core": core}, "rate": core}, {}
+            core = self._core(credential, spend=True)
+            limits = {f"x-ratelimit-{k}": str(max(v, 0)) for k, v in core.items()}
+            if core["remaining"] < 0:
+                return 403, {"message": "API rate limit exceeded for installation."}, limits
             fault = next((f for f in self._faults if f[1] > 0 and f[2] in (None, endpoint)), None)
             if fault is not None:
                 fault[1] -= 1
@@ -92,7 +114,27 @@ class GitHubSimServer:
             except GitHubError as exc:
                 status, body = exc.status or 500, {"message": str(exc)}
             self._count(endpoint, status)
-            return status, body, {}
+            if endpoint == "jit" and status == 201:
+                self.jit_posts.append((credential, self.clock()))
+            if endpoint in ("list", "group-list") and status == 200:
+                page, per_page = (
+                    max(int(request.args.get("page", 1)), 1),
+                    min(int(request.args.get("per_page", 30)), 100),
+                )
+                if body["total_count"] > page * per_page:  # GitHub's pagination header
+                    limits["Link"] = f'<{self.url}{request.path}?per_page={per_page}&page={page + 1}>; rel="next"'
+            return status, body, limits
+
+    def _core(self, credential: str, spend: bool) -> dict[str, int]:
+        """The credential's hourly window (fixed, from its first request), after spending one if ``spend``."""
+        now = self.clock()
+        start, used = self.used.get(credential, (now, 0))
+        if now >= start + 3600:
+            start, used = now, 0
+        used += 1 if spend else 0
+        self.used[credential] = (start, used)
+        limit = self.hourly_limit
+        return {"limit": limit, "remaining": limit - used, "reset": int(start + 3600), "used": used}
 
     def _count(self, endpoint: str, status: int) -> None:
         key = f"{endpoint} {status}"
@@ -102,6 +144,8 @@ class GitHubSimServer:
         for name, verb, pattern in (
             ("jit", "POST", _JIT),
             ("list", "GET", _RUNNERS),
+            ("group-list", "GET", _GROUP_RUNNERS),
+            ("rate_limit", "GET", _RATE_LIMIT),
             ("delete", "DELETE", _RUNNER),
             ("job", "GET", _JOB),
         ):
@@ -122,8 +166,9 @@ class GitHubSimServer:
             runner = {"id": jit.runner_id, "name": jit.runner_name, "os": "linux", "status": "offline", "busy": False}
             runner["labels"] = [{"id": i + 1, "name": n, "type": "custom"} for i, n in enumerate(body["labels"])]
             return 201, {"runner": runner, "encoded_jit_config": jit.encoded}
-        if endpoint == "list":
-            everyone = sorted(sim.list_runners(), key=lambda r: r.id)
+        if endpoint in ("list", "group-list"):
+            group = int(match["group"]) if endpoint == "group-list" else None
+            everyone = sorted(sim.list_runners(group), key=lambda r: r.id)
             per_page = min(int(request.args.get("per_page", 30)), 100)
             page = max(int(request.args.get("page", 1)), 1)
             chosen = everyone[(page - 1) * per_page : page * per_page]

@@ -156,3 +156,22 @@ def test_a_declared_shared_app_shows_in_the_plan(tmp_path: Path) -> None:
     capture = run_captures([tmp_path / "Pulumi.payments.yaml"])["payments"]
     assert capture["outputs"]["portal"]["github"]["runnerApp"]["sharedWith"] == ["research"]
     assert '"sharedWith": ["research"]' in capture["table"]
+
+
+def test_additional_runner_apps_keys_are_granted_to_the_scaler_alone(tmp_path: Path) -> None:
+    for stack in STACKS:
+        document = yaml.safe_load((EXAMPLES / f"Pulumi.{stack}.yaml").read_text())
+        if stack == "payments":
+            document["config"]["garo:github"]["runnerApp"]["additional"] = [
+                {"appId": 100102, "installationId": 2000102, "privateKey": {"secretManager": "payments-app-2"}},
+                {"appId": 100103, "privateKey": {"secretManager": "projects/acme-ci-payments/secrets/payments-app-3"}},
+            ]
+        (tmp_path / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(document))
+    capture = run_captures([tmp_path / "Pulumi.payments.yaml"])["payments"]
+    grants = {(g["inputs"]["secretId"], g["inputs"]["member"]) for g in of_type(capture, "SecretIamMember")}
+    scaler = "serviceAccount:garo-payments-scaler@acme-ci-payments.iam.gserviceaccount.com"
+    assert grants == {
+        ("projects/acme-ci-payments/secrets/garo-payments-runner-app-key", scaler),
+        ("projects/acme-ci-payments/secrets/payments-app-2", scaler),
+        ("projects/acme-ci-payments/secrets/payments-app-3", scaler),
+    }

@@ -40,6 +40,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "compute.instances.get": ("compute.instances.get",),
     "compute.instances.setMetadata": ("compute.instances.setMetadata",),
     "compute.regionOperations.wait": ("compute.regionOperations.get",),
+    # Not called: setMetadata's zonal operation is not awaited (a later listing shows its outcome).
     "compute.zoneOperations.wait": ("compute.zoneOperations.get",),
 }
 # IAM checks these on the operation, whose name no condition on garo-<dept>- can match.

@@ -1,0 +1,239 @@
+"""Webhook latency at fixed rates (open loop): p50, p99, p99.9 and server CPU per request.
+
+Each client process sends at fixed times (start + k / its share of the rate) and
+measures latency from the time a request was *due*, not from when it went out:
+a slow answer delays the requests behind it and that delay counts, so queueing
+cannot hide (no coordinated omission). The server is the real intake under the
+repository's gunicorn settings (bench/webhook.py starts it) publishing to the
+embedded SQLite bus, or (``--bus pubsub``) with the real Pub/Sub publisher to the
+gRPC Pub/Sub server of ``tests/harness/pubsub.py`` behind a TCP proxy that holds
+every chunk it forwards, each way, for half of ``--added-latency`` (so each RPC
+round trip takes that much longer, as in a real region). Server CPU is the user+system time of gunicorn's master and
+workers over the measured window (from /proc), divided by the requests answered.
+
+    .venv/bin/python bench/webhook_rates.py [--rates 500,800,1000] [--duration 10] [--clients 8]
+        [--bus sqlite|pubsub] [--added-latency 0.002] [--write-docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from http.client import HTTPConnection
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.docs import DOCS, add_entry, heading  # noqa: E402
+from bench.webhook import JOB_ID_MARK, _payloads, _start  # noqa: E402
+from scaler.bus.sqlite import SqliteBus  # noqa: E402
+from tests.harness.webhooks import ROUTES, SECRET, sign  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class DelayProxy:
+    """A TCP proxy on loopback that delays every chunk by ``delay`` seconds in each direction, order kept."""
+
+    def __init__(self, upstream: str, delay: float) -> None:
+        self.host, port = upstream.rsplit(":", 1)
+        self.upstream_port, self.delay = int(port), delay
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self.port = 0
+
+        async def serve() -> None:
+            server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            async with server:
+                await server.serve_forever()
+
+        threading.Thread(target=lambda: self.loop.run_until_complete(serve()), daemon=True).start()
+        ready.wait(10)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        while chunk := await reader.read(65536):
+            loop.call_later(self.delay, writer.write, chunk)  # same delay for all: order is kept
+        loop.call_later(self.delay, writer.close)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.upstream_port)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+
+
+def server_cpu(pid: int) -> float:
+    """User+system CPU seconds of a process and its children (gunicorn's workers), from /proc."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1] is the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / TICKS
+    return total
+
+
+def _client(
+    port: int, bodies: list[bytes], rate: float, start: float, until: float, measure_from: float, out: Any
+) -> None:
+    connection = HTTPConnection("127.0.0.1", port, timeout=30)
+    latencies: list[float] = []
+    errors, k = 0, 0
+    while (due := start + k / rate) < until:
+        k += 1
+        job_id = str(JOB_ID_MARK + os.getpid() * 10**6 + k).encode()
+        body = bodies[k % len(bodies)].replace(str(JOB_ID_MARK).encode(), job_id)
+        headers = {
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "workflow_job",
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+            "X-Hub-Signature-256": sign(body, SECRET),
+        }
+        if (wait := due - time.perf_counter()) > 0:
+            time.sleep(wait)
+        if k % 100 == 0:  # like a load balancer recycling its connections (spreads them over workers)
+            connection.close()
+            connection = HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("POST", "/webhook", body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        if due >= measure_from:
+            latencies.append(time.perf_counter() - due)
+            errors += response.status != 202
+    out.put((latencies, errors))
+
+
+def measure(port: int, pid: int, rate: float, clients: int, duration: float, warmup: float) -> dict[str, float]:
+    bodies = _payloads()
+    ctx = multiprocessing.get_context("fork")
+    queue: Any = ctx.Queue()
+    start = time.perf_counter() + 0.3
+    measure_from, until = start + warmup, start + warmup + duration
+    procs = [
+        ctx.Process(target=_client, args=(port, bodies, rate / clients, start + i / rate, until, measure_from, queue))
+        for i in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    time.sleep(max(measure_from - time.perf_counter(), 0))
+    cpu_before = server_cpu(pid)
+    results = [queue.get(timeout=duration + warmup + 120) for _ in procs]
+    cpu = server_cpu(pid) - cpu_before
+    for p in procs:
+        p.join()
+    latencies = sorted(x for lat, _ in results for x in lat)
+    q = statistics.quantiles(latencies, n=1000)
+    return {
+        "rate": rate,
+        "requests": len(latencies),
+        "p50_ms": q[499] * 1000,
+        "p99_ms": q[989] * 1000,
+        "p999_ms": q[998] * 1000,
+        "errors": sum(e for _, e in results),
+        "cpu_ms_per_request": cpu / max(len(latencies), 1) * 1000,
+    }
+
+
+INTRO = """`bench/webhook_rates.py` drives the real intake (gunicorn with the repository's settings, the embedded
+SQLite bus) at fixed request rates with an open-loop client: each request is due at a fixed time and its latency
+counts from then, so a slow answer that delays later requests shows in their latency. Server CPU per request is
+the gunicorn master's and workers' user+system time over the measured window divided by the requests answered
+(steadier than throughput on a shared machine). With `--bus pubsub` the intake publishes with the real Pub/Sub
+client to the gRPC Pub/Sub server of `tests/harness/pubsub.py` (in the bench's process) through a proxy adding
+latency to every round trip."""
+
+
+def bus_text(args: argparse.Namespace) -> str:
+    if args.bus == "sqlite":
+        return "SQLite bus"
+    return f"Pub/Sub publisher, gRPC server with {args.added_latency * 1000:g} ms added to every round trip"
+
+
+def markdown(rows: list[dict[str, float]], args: argparse.Namespace, command: str, date: str | None = None) -> str:
+    table = "\n".join(
+        f"| {r['rate']:.0f}/s | {r['requests']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | "
+        f"{r['errors']:.0f} | {r['cpu_ms_per_request']:.2f} |"
+        for r in rows
+    )
+    return f"""{heading(date or time.strftime("%Y-%m-%d"), command)}
+
+{os.cpu_count()} cores; {args.clients} client processes; {args.duration:g} s measured after {args.warmup:g} s \
+warm-up per rate; {bus_text(args)}.
+
+| rate | requests | p50 ms | p99 ms | p99.9 ms | non-202 | server CPU ms per request |
+|---|---|---|---|---|---|---|
+{table}
+"""
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, float]]:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--rates", default="500,800,1000", help="requests a second, comma-separated")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--bus", choices=("sqlite", "pubsub"), default="sqlite")
+    parser.add_argument("--added-latency", type=float, default=0.002, help="seconds per Pub/Sub round trip")
+    parser.add_argument("--write-docs", action="store_true", help="add a dated entry to docs/benchmarks.md")
+    parser.add_argument("--docs", type=Path, default=DOCS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    rows = []
+    emulator = None
+    with tempfile.TemporaryDirectory(prefix="garo-bench-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "routes.json").write_text(json.dumps(ROUTES))
+        env = {
+            "GARO_WEBHOOK_SECRET": SECRET,
+            "GARO_ROUTES": str(workdir / "routes.json"),
+            "GARO_BUS": f"sqlite://{workdir}/bus.db",
+        }
+        SqliteBus(workdir / "bus.db", subscription="data", filter={"department": "data"})
+        if args.bus == "pubsub":
+            from tests.harness.pubsub import PubSubEmulator
+
+            emulator = PubSubEmulator()
+            emulator.start()
+            emulator.create_topic("jobs")
+            emulator.create_subscription("data", "jobs", filter='attributes.department = "data"')
+            proxy = DelayProxy(emulator.host, args.added_latency / 2)
+            env["GARO_BUS"] = f"pubsub://{emulator.project}/jobs"
+            env["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{proxy.port}"
+            env["PUBSUB_PROJECT_ID"] = emulator.project
+        for rate in (float(r) for r in args.rates.split(",")):
+            server, port = _start("scaler.webhook:create_app()", env, workdir)
+            try:
+                rows.append(measure(port, server.pid, rate, args.clients, args.duration, args.warmup))
+            finally:
+                server.terminate()
+                server.wait(30)
+            print(rows[-1], flush=True)
+    if emulator is not None:
+        emulator.stop()
+    given = list(sys.argv[1:] if argv is None else argv)
+    shown = [a for i, a in enumerate(given) if a != "--docs" and (i == 0 or given[i - 1] != "--docs")]
+    entry = markdown(rows, args, shlex.join([".venv/bin/python", "bench/webhook_rates.py", *shown]))
+    print(entry)
+    if args.write_docs:
+        add_entry("Webhook at fixed rates", INTRO, entry, args.docs)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
