@@ -25,6 +25,7 @@ only case a department's own groups cannot rule out.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable
@@ -53,6 +54,7 @@ def department_prefix(department: str) -> str:
     return f"garo-{department}-"
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and called for every name the agent lists
 def group_prefix(department: str, group: str) -> str:
     """Every instance of one runner group starts with this (at most 40 characters)."""
     _check_part("group", group)
