@@ -81,6 +81,7 @@ class RunResult:
     warm_seconds: dict[str, float]
     steps: int
     vm_log: list[tuple[float, str, str]] = field(default_factory=list)
+    events: list[tuple[float, str, int]] = field(default_factory=list)  # (time, action, job id) GitHub sent
 
 
 def route(groups: Sequence[RunnerGroup], record: JobRecord) -> RunnerGroup | None:
@@ -135,6 +136,7 @@ class Simulation:
         self.group_of_job: dict[int, str] = {}
         self.duration: dict[int, float] = {}
         self.failed: set[int] = set()
+        self.events: list[tuple[float, str, int]] = []
         self.steps = 0
         self._dirty = True
 
@@ -144,6 +146,7 @@ class Simulation:
         job = payload["workflow_job"]
         assert isinstance(job, dict)
         self.bus.publish_event(self.config.department, self.group_of_job[int(job["id"])], action, dict(payload))
+        self.events.append((self.clock.now, action, int(job["id"])))
         self._dirty = True
 
     def _runner_start(self, secret: str) -> None:
@@ -286,6 +289,7 @@ class Simulation:
             warm_seconds=warm,
             steps=self.steps,
             vm_log=list(self.cloud.usage.log),
+            events=self.events,
         )
 
 
