@@ -153,10 +153,15 @@ def parse_name(department: str, groups: Iterable[str], name: str | None) -> Pars
     """The one group of ``department`` whose names include ``name``, or None (foreign, malformed or ambiguous).
 
     Pure: the agent calls it on every VM and runner name it lists, and acts
-    only on names it returns something for.
+    only on names it returns something for (so its answers are cached).
     """
     if not name:
         return None
+    return _parse_name(department, tuple(groups), name)
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_name(department: str, groups: tuple[str, ...], name: str) -> ParsedName | None:
     found: list[ParsedName] = []
     for group in groups:
         prefix = group_prefix(department, group)

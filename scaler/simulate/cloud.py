@@ -102,6 +102,7 @@ class SimCloud:
         self.usage = Usage()
         self._serial = 0
         self._standby_slots: dict[str, int] = {g.name: 0 for g in config.groups}
+        self._listed: dict[str, list[Instance]] = {}  # group -> its listing, until something in it changes
 
     def begin(self) -> None:
         """The simulation starts now: the standby pools are there already, as in a running department."""
@@ -120,7 +121,11 @@ class SimCloud:
             raise BackendError(f"no instance group {group!r}", reason=Failure.NOT_FOUND)
         return self.vms[group]
 
+    def _touch(self, group: str) -> None:
+        self._listed.pop(group, None)
+
     def _count_active(self, group: str) -> None:
+        self._touch(group)
         active = sum(1 for v in self.vms[group].values() if v.state is not InstanceState.STANDBY)
         self.usage.active_series.append((self.clock.now, group, active))
 
@@ -139,6 +144,7 @@ class SimCloud:
         vm = SimVm(name, group, state, now, dict(metadata), serial=self._serial, billed_from=now)
         self.vms[group][name] = vm
         self.usage.created[group] += 1
+        self._touch(group)
         return vm
 
     def _add_standby(self, group: str, ready: bool = False) -> None:
@@ -179,6 +185,7 @@ class SimCloud:
         """The VM is listed running now; its boot agent is up ``boot`` seconds later."""
         vm.state = InstanceState.RUNNING
         vm.boot_done = self.clock.now + boot
+        self._touch(vm.group)
         self.on_change(True)
         self._note("running", vm.name)
         self._maybe_start_runner(vm)
@@ -201,6 +208,7 @@ class SimCloud:
         def start() -> None:
             if self._alive(group, name, serial) and vm.state is InstanceState.RUNNING:
                 vm.labels[STATE_LABEL] = "running"
+                self._touch(group)
                 self._note("runner-online", name)
                 self.on_runner_start(secret)
 
@@ -222,6 +230,7 @@ class SimCloud:
         vm = self.vms.get(group, {}).get(name)
         if vm is not None:
             vm.labels[STATE_LABEL] = "done"
+            self._touch(group)
 
     def close(self) -> None:
         """End of the simulation: bill every VM still there up to now."""
@@ -268,6 +277,7 @@ class SimCloud:
                 continue
             self._bill(vm)
             vm.state = InstanceState.DELETING
+            self._touch(group)
             self._note("delete", name)
             self.on_vm_lost(name)
             serial = vm.serial
@@ -283,18 +293,22 @@ class SimCloud:
 
     def list(self, group: str) -> Sequence[Instance]:
         self.usage.calls["list"] += 1
-        return [
-            Instance(
-                name=vm.name,
-                group=group,
-                state=vm.state,
-                created_at=vm.created_at,
-                labels=dict(vm.labels),
-                zone="sim-a",
-                metadata={k: v for k, v in vm.metadata.items() if k not in SECRET_METADATA},
-            )
-            for vm in sorted(self._records(group).values(), key=lambda v: v.name)
-        ]
+        listed = self._listed.get(group)
+        if listed is None:
+            listed = [
+                Instance(
+                    name=vm.name,
+                    group=group,
+                    state=vm.state,
+                    created_at=vm.created_at,
+                    labels=dict(vm.labels),
+                    zone="sim-a",
+                    metadata={k: v for k, v in vm.metadata.items() if k not in SECRET_METADATA},
+                )
+                for vm in sorted(self._records(group).values(), key=lambda v: v.name)
+            ]
+            self._listed[group] = listed
+        return list(listed)
 
     def resume_standby(self, group: str, count: int) -> Sequence[str]:
         self.usage.calls["resume_standby"] += 1
@@ -325,6 +339,7 @@ class SimCloud:
         vm = self._records(group).get(name)
         if vm is None or vm.state is InstanceState.DELETING:
             raise BackendError(f"instance {name!r} not found in group {group!r}", reason=Failure.NOT_FOUND)
+        self._touch(group)
         for key, value in items.items():
             if value == "":
                 vm.metadata.pop(key, None)
