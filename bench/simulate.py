@@ -50,6 +50,7 @@ GROUPS = [  # the generator's default label mix: small 60 %, medium 25 %, large 
 ]
 OFFICE = "Mon-Fri 07:00-19:00 UTC"  # the generator's office hours (a bell around 13:00 UTC)
 
+
 def stack(small_warm: int = 0, small_standby: int = 0) -> dict[str, Any]:
     groups: list[dict[str, Any]] = []
     for name, machine, maximum in GROUPS:
@@ -71,14 +72,17 @@ def stack(small_warm: int = 0, small_standby: int = 0) -> dict[str, Any]:
         "garo:groups": groups,
     }
 
+
 def generate(directory: Path, days: int, per_day: int) -> tuple[Path, str]:
     out = directory / f"history-{days}d-{per_day}.jsonl"
     args = ["garo", "history", "generate", "--days", str(days), "--jobs-per-day", str(per_day), "--seed", "1"]
     subprocess.run([str(Path(sys.executable).parent / "garo"), *args[1:], "--out", str(out)], check=True)
     return out, " ".join(args)
 
+
 def mean(d: Distribution) -> float:
     return d.median * math.exp(d.sigma**2 / 2) if d.kind == "lognormal" else d.median
+
 
 def speed(directory: Path) -> dict[str, Any]:
     history, command = generate(directory, 30, 3334)
@@ -89,6 +93,7 @@ def speed(directory: Path) -> dict[str, Any]:
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     f = figures(result, load_prices())
     return {"generate": command, "jobs": len(records), "wall": wall, "cpu": cpu, "steps": result.steps, "figures": f}
+
 
 def policy(directory: Path) -> dict[str, Any]:
     history, command = generate(directory, 30, 1700)
@@ -106,6 +111,7 @@ def policy(directory: Path) -> dict[str, Any]:
         rows.append({"label": o.label, "figures": o.figures, "bound": bound, "seconds": o.seconds})
     return {"generate": command, "rows": rows, "per_vm": per_vm, "wall": wall, "jobs": outcomes[0].figures.total.jobs}
 
+
 def _speed_text(s: dict[str, Any]) -> str:
     f: Figures = s["figures"]
     t = f.total
@@ -118,6 +124,7 @@ def _speed_text(s: dict[str, Any]) -> str:
         f"{t.wait_p50:.0f}/{t.wait_p95:.0f}/{t.wait_p99:.0f} s, VM/job minutes {t.ratio:.2f}, cost "
         f"{t.cost:,.0f} {f.currency}."
     )
+
 
 def _policy_text(p: dict[str, Any]) -> str:
     lines = [
@@ -138,6 +145,7 @@ def _policy_text(p: dict[str, Any]) -> str:
         )
     lines += ["", "*bound = 1.05 × (job-minutes + VMs created × boot and teardown) + configured warm-pool minutes."]
     return "\n".join(lines)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -163,6 +171,7 @@ def main() -> None:
         )
         add_entry("Simulation", intro, entry)
         print("wrote an entry to docs/benchmarks.md")
+
 
 if __name__ == "__main__":
     main()

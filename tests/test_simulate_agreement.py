@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -41,14 +42,18 @@ def _real_run() -> tuple[list[tuple[str, int]], list[str], dict[int, float]]:
     events: list[tuple[str, int]] = []
     bus = SimBus(time.time)
 
-    def emit(action: str, payload: dict) -> None:
+    def emit(action: str, payload: dict[str, Any]) -> None:
         job_id = int(payload["workflow_job"]["id"])
         bus.publish_event(config.department, "small", action, payload)
         events.append((action, job_id))
 
     github = GitHubSim(time.time, emit, random.Random(0))
     backend = LocalBackend(None, boot_delay=BOOT, clock=time.time)
-    vms = SimulatedVms(backend, on_boot=lambda group, name, metadata: github.boot(metadata[JIT_KEY]) and None)
+
+    def boot(group: str, name: str, metadata: dict[str, str]) -> None:
+        github.boot(metadata[JIT_KEY])
+
+    vms = SimulatedVms(backend, on_boot=boot)
     agent = Agent(config, backend, github, bus, registry=CollectorRegistry(), pull_timeout=0.0)
     start = time.time()
     to_queue = list(enumerate(SCENARIO))
@@ -93,7 +98,14 @@ def test_the_simulator_and_the_real_loop_agree(tmp_path: Path) -> None:
     sim_waits = {j.id: (j.started or 0.0) - j.created for j in result.jobs}
 
     assert sim_events == real_events
-    assert [a for a, _ in sim_events] == ["queued", "queued", "in_progress", "in_progress", "completed", "completed"] + [
+    assert [a for a, _ in sim_events] == [
+        "queued",
+        "queued",
+        "in_progress",
+        "in_progress",
+        "completed",
+        "completed",
+    ] + [
         "queued",
         "in_progress",
         "completed",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from scaler.history.record import JobRecord
 from scaler.simulate.engine import Options, simulate
 from scaler.simulate.figures import figures
 from scaler.simulate.models import load_latency, load_prices
@@ -15,7 +16,7 @@ from tests.simkit import LABELS, job, latency_override, stack
 LARGE = ("self-hosted", "linux", "x64", "large")
 
 
-def _history(n: int = 150, seed: int = 3) -> list:
+def _history(n: int = 150, seed: int = 3) -> list[JobRecord]:
     rng = random.Random(seed)
     records, t = [], 0.0
     for i in range(n):

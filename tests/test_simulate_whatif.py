@@ -11,9 +11,9 @@ import yaml
 from scaler.simulate.whatif import (
     SetError,
     cheapest_meeting,
+    pareto,
     parse_duration,
     parse_set,
-    pareto,
     stack_diff,
     variants,
 )
@@ -113,7 +113,7 @@ def test_the_diff_changes_only_the_chosen_lines_and_applies_as_a_patch(tmp_path:
     assert sorted(added) == sorted(["+        size: 4", "+        offHoursSize: 1", "+      warmPool: {size: 1}"])
     patched = _apply_patch(tmp_path, EXAMPLE.name, text, diff)
     assert yaml.safe_load(patched)["config"] == variant.raw
-    assert "# Department \"payments\"" in patched  # comments stay
+    assert '# Department "payments"' in patched  # comments stay
 
 
 def test_the_diff_edits_flow_mappings_in_place(tmp_path: Path) -> None:

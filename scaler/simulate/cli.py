@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import yaml
@@ -26,10 +26,19 @@ from scaler.simulate.figures import PRICE_CLOUDS, duration_text, table
 from scaler.simulate.models import ModelError, PriceTable, load_latency, load_prices
 from scaler.simulate.report import plot_cost_vs_p95, plot_wait_vs_vms, write_json
 from scaler.simulate.sweep import Inputs, Outcome, run_many, run_one
-from scaler.simulate.whatif import SetError, Variant, cheapest_meeting, parse_duration, parse_set, pareto, stack_diff, variants
+from scaler.simulate.whatif import (
+    SetError,
+    Variant,
+    cheapest_meeting,
+    pareto,
+    parse_duration,
+    parse_set,
+    stack_diff,
+    variants,
+)
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(message, err=True)
     sys.exit(code)
 
@@ -53,21 +62,46 @@ def _summary_line(o: Outcome, mark: str = " ") -> str:
 
 @click.command()
 @click.argument("stack_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--history", "history", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Job history (garo history export|import|generate).")
-@click.option("--set", "sets", multiple=True, metavar="KEY=V1,V2",
-              help="Sweep a setting, e.g. 'garo:groups[0].warmPool.size=0,1,2,4' (repeatable: cartesian product).")
+@click.option(
+    "--history",
+    "history",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Job history (garo history export|import|generate).",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=V1,V2",
+    help="Sweep a setting, e.g. 'garo:groups[0].warmPool.size=0,1,2,4' (repeatable: cartesian product).",
+)
 @click.option("--target-p95", "target", help="Pick the cheapest configuration whose p95 wait is within this (45s, 2m).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON instead of a table.")
-@click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write figures.json, plots and the stack diff here.")
-@click.option("--latency", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Latency model override (scaler/simulate/data/latency.yaml's shape).")
-@click.option("--prices", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Price table override (scaler/simulate/data/prices.yaml's shape).")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write figures.json, plots and the stack diff here.",
+)
+@click.option(
+    "--latency",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Latency model override (scaler/simulate/data/latency.yaml's shape).",
+)
+@click.option(
+    "--prices",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Price table override (scaler/simulate/data/prices.yaml's shape).",
+)
 @click.option("--cloud-model", type=click.Choice(["gce", "ec2"]), help="Latency model (default: from garo:cloud).")
-@click.option("--jit-per-minute", default=180, show_default=True, type=click.IntRange(1, 10_000),
-              help="GitHub's JIT config budget.")
+@click.option(
+    "--jit-per-minute",
+    default=180,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="GitHub's JIT config budget.",
+)
 @click.option("--seed", default=1, show_default=True, type=int, help="Random seed for latencies and GitHub's choices.")
 @click.option("--workers", type=click.IntRange(1, 256), help="Processes for a sweep (default: one per core).")
 @click.option("--skip-bad", is_flag=True, help="Simulate the good lines of a history with bad ones (still listed).")
@@ -178,7 +212,9 @@ def _output(
         if diff:
             (report_dir / "stack.diff").write_text(diff, encoding="utf-8")
         if not as_json:
-            click.echo(f"\nreport: {report_dir}/ (figures.json, wait-vs-vms.png, cost-vs-p95.png{', stack.diff' if diff else ''})")
+            click.echo(
+                f"\nreport: {report_dir}/ (figures.json, wait-vs-vms.png, cost-vs-p95.png{', stack.diff' if diff else ''})"
+            )
     if target_s is None:
         return
     if chosen is None:

@@ -17,7 +17,7 @@ so the simulation wakes the agent exactly when something happened.
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -59,8 +59,8 @@ class SimVm:
 class Usage:
     """What the cloud did, for the report."""
 
-    vm_seconds: Counter[str] = field(default_factory=Counter)  # group -> billed VM-seconds
-    standby_seconds: Counter[str] = field(default_factory=Counter)
+    vm_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))  # group -> billed s
+    standby_seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     calls: Counter[str] = field(default_factory=Counter)  # Backend method -> calls
     capacity_errors: int = 0
     preemptions: int = 0

@@ -16,6 +16,7 @@ therefore costs a few steps per job, not 2.6 million iterations.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 from collections.abc import Sequence
@@ -214,7 +215,7 @@ class Simulation:
             assert record.started_at is not None and record.completed_at is not None
             self.group_of_job[record.id] = group.name
             self.duration[record.id] = max(0.0, (record.completed_at - record.started_at).total_seconds())
-            self.timeline.at(_ts(record.created_at), lambda r=record, g=group: self._queue(r, g))
+            self.timeline.at(_ts(record.created_at), functools.partial(self._queue, record, group))
         last_end = max(_ts(r.created_at) + self.duration[r.id] for r, _ in routed)
         agent_log = logging.getLogger("garo.agent")
         level = agent_log.level
@@ -253,7 +254,9 @@ class Simulation:
 
     # ------------------------------------------------------------------ result
 
-    def _result(self, routed: list[tuple[JobRecord, RunnerGroup]], start: float, end: float, unrouted: int) -> RunResult:
+    def _result(
+        self, routed: list[tuple[JobRecord, RunnerGroup]], start: float, end: float, unrouted: int
+    ) -> RunResult:
         department = self.config.department
         names = [g.name for g in self.config.groups]
         outcomes: list[JobOutcome] = []

@@ -75,7 +75,9 @@ class Figures:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         for entry in [data["total"], *data["groups"]]:
-            entry["vm_to_job_ratio"] = round(entry["vm_minutes"] / entry["job_minutes"], 4) if entry["job_minutes"] else None
+            entry["vm_to_job_ratio"] = (
+                round(entry["vm_minutes"] / entry["job_minutes"], 4) if entry["job_minutes"] else None
+            )
         return data
 
 

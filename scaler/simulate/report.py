@@ -40,7 +40,9 @@ def series(result: RunResult) -> Series:
     waits: list[list[float]] = [[] for _ in range(count)]
     for job in result.jobs:
         if job.started is not None:
-            waits[min(count - 1, int((job.created - result.start) // bucket))].append(max(0.0, job.started - job.created))
+            waits[min(count - 1, int((job.created - result.start) // bucket))].append(
+                max(0.0, job.started - job.created)
+            )
     vms = [0] * count
     current: dict[str, int] = {}
     for when, group, active in result.usage.active_series:
@@ -109,7 +111,9 @@ def plot_cost_vs_p95(
     if target is not None:
         ax.axvline(target, color="#d62728", linestyle="--", linewidth=1, label=f"target p95 {target:.0f}s")
     if chosen is not None:
-        ax.scatter([points[chosen][1]], [points[chosen][0]], color="#d62728", s=80, marker="*", label="chosen", zorder=3)
+        ax.scatter(
+            [points[chosen][1]], [points[chosen][0]], color="#d62728", s=80, marker="*", label="chosen", zorder=3
+        )
     ax.set_xlabel("p95 wait, queued → started (s)")
     ax.set_ylabel(f"cost ({currency})")
     ax.grid(alpha=0.3)

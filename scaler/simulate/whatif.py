@@ -202,12 +202,15 @@ def _find(node: yaml.Node, token: Token) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         return next((v for k, v in node.value if getattr(k, "value", None) == token), None)
     if isinstance(node, yaml.SequenceNode) and isinstance(token, int) and token < len(node.value):
-        return node.value[token]  # type: ignore[no-any-return]
+        child: yaml.Node = node.value[token]
+        return child
     return None
 
 
 def _edit_one(text: str, path: Sequence[Token], value: Any) -> str:
     node = yaml.compose(text)
+    if node is None:
+        raise LookupError(path)
     for i, token in enumerate(path):
         child = _find(node, token)
         if child is None:
