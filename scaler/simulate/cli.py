@@ -207,8 +207,18 @@ def _output(
         write_json(report_dir / "figures.json", data)
         shown = outcomes[chosen if chosen is not None else 0]
         plot_wait_vs_vms(shown.series, f"{stack_file.name}: {shown.label}", report_dir / "wait-vs-vms.png")
-        plot_cost_vs_p95(points, [o.label for o in outcomes], front, chosen, outcomes[0].figures.currency,
-                         report_dir / "cost-vs-p95.png", target_s)  # fmt: skip
+        short = [", ".join(str(value) for _, value in v.changes) or "as is" for v in chosen_variants]
+        keys = ", ".join(dict.fromkeys(label.rsplit("=", 1)[0] for label in chosen_variants[0].label.split(", ")))
+        plot_cost_vs_p95(
+            points,
+            short,
+            front,
+            chosen,
+            outcomes[0].figures.currency,
+            report_dir / "cost-vs-p95.png",
+            target_s,
+            f"{stack_file.name}: cost against p95 wait" + (f" (points: {keys})" if swept else ""),
+        )
         if diff:
             (report_dir / "stack.diff").write_text(diff, encoding="utf-8")
         if not as_json:

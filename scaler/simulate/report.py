@@ -99,7 +99,9 @@ def plot_cost_vs_p95(
     currency: str,
     path: Path,
     target: float | None = None,
+    title: str = "",
 ) -> None:
+    """``labels`` annotate the Pareto front's points (keep them short: the values); ``title`` names the keys."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 6))
     ax.scatter([p[1] for p in points], [p[0] for p in points], color="#999999", s=18, label="configurations")
@@ -117,7 +119,9 @@ def plot_cost_vs_p95(
     ax.set_xlabel("p95 wait, queued → started (s)")
     ax.set_ylabel(f"cost ({currency})")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right")
+    ax.legend(loc="best")
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
