@@ -12,6 +12,7 @@ matplotlib runs on its Agg backend: no display is needed (CI, containers).
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -121,7 +122,7 @@ def plot_cost_vs_p95(
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(textwrap.fill(title, 100), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
