@@ -217,7 +217,14 @@ def _add_history() -> None:
     main.add_command(history)
 
 
+def _add_simulate() -> None:
+    from scaler.simulate.cli import simulate
+
+    main.add_command(simulate)
+
+
 _add_history()
+_add_simulate()
 
 
 if __name__ == "__main__":  # pragma: no cover

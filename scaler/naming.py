@@ -25,6 +25,7 @@ only case a department's own groups cannot rule out.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable
@@ -53,6 +54,7 @@ def department_prefix(department: str) -> str:
     return f"garo-{department}-"
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and called for every name the agent lists
 def group_prefix(department: str, group: str) -> str:
     """Every instance of one runner group starts with this (at most 40 characters)."""
     _check_part("group", group)
@@ -151,10 +153,15 @@ def parse_name(department: str, groups: Iterable[str], name: str | None) -> Pars
     """The one group of ``department`` whose names include ``name``, or None (foreign, malformed or ambiguous).
 
     Pure: the agent calls it on every VM and runner name it lists, and acts
-    only on names it returns something for.
+    only on names it returns something for (so its answers are cached).
     """
     if not name:
         return None
+    return _parse_name(department, tuple(groups), name)
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_name(department: str, groups: tuple[str, ...], name: str) -> ParsedName | None:
     found: list[ParsedName] = []
     for group in groups:
         prefix = group_prefix(department, group)

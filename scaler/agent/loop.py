@@ -106,6 +106,11 @@ class Agent:
 
     # ------------------------------------------------------------------ public API
 
+    @property
+    def next_reconcile(self) -> float:
+        """When :meth:`step` reconciles next; a virtual-time driver (`garo simulate`) wakes the agent then."""
+        return self._next_reconcile
+
     def plan_reconcile(self) -> Plan:
         """Observe (GitHub: GETs only) and plan one reconcile pass; nothing changes, not even the book."""
         snap = self.observer.snapshot()

@@ -188,10 +188,11 @@ def plan_verify(
     (learnt from a stolen VM's name) cannot be asked about and is given up
     after its group's time-to-start.
     """
+    stale = [j for j in book.jobs.values() if j.status in ("queued", "covered") and now - j.seen_at >= verify_after]
+    if not stale:
+        return Plan()  # the common case, on every batch: no draft (a copy of the book) needed
     draft = Draft(config, book, Snapshot(None), now, answers)
-    for record in sorted(book.jobs.values(), key=lambda j: (j.seen_at, j.id)):
-        if record.status not in ("queued", "covered") or now - record.seen_at < verify_after:
-            continue
+    for record in sorted(stale, key=lambda j: (j.seen_at, j.id)):
         if not record.repo:
             if record.status == "queued" and now - record.seen_at > config.group(record.group).time_to_start:
                 reason = "no repository to ask GitHub about it; given up"

@@ -13,7 +13,7 @@ only after the cloud or GitHub confirmed the change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 # A job's status only moves forward, so a reordered or duplicated event can
 # never bring a finished job back. "covered" is ours: its queued message was
@@ -36,6 +36,14 @@ class JobRecord:
     workflow: str = ""  # its workflow's name (from the event), for its priority class
 
 
+def _clone(record: JobRecord) -> JobRecord:
+    """A copy of a record (its fields are immutable values): planning copies the book on every pass,
+    and ``dataclasses.replace`` made that the agent's hottest line (`garo simulate` profiles)."""
+    clone = object.__new__(JobRecord)
+    clone.__dict__.update(record.__dict__)
+    return clone
+
+
 @dataclass
 class Book:
     jobs: dict[int, JobRecord] = field(default_factory=dict)
@@ -56,11 +64,16 @@ class Book:
     passes: int = 0
     # VM names that ran a job other than their own -> when we learnt it (never reused)
     spent: dict[str, float] = field(default_factory=dict)
+    # Job ids whose records this book shares with a copy of it (or with the book it was copied from):
+    # copy-on-write, so planning, which copies the book on every pass, does not copy an hour of jobs.
+    shared: set[int] = field(default_factory=set, repr=False, compare=False)
 
     def copy(self) -> Book:
         """An independent copy: the planner's scratch book, so planning never changes this one."""
+        self.shared = set(self.jobs)
         return Book(
-            jobs={job_id: replace(record) for job_id, record in self.jobs.items()},
+            jobs=dict(self.jobs),
+            shared=set(self.jobs),
             pending_jit=dict(self.pending_jit),
             delivered=dict(self.delivered),
             registered=dict(self.registered),
@@ -82,7 +95,7 @@ class Book:
         workflow: str = "",
     ) -> JobRecord:
         """Record an event's view of a job; older views never overwrite newer ones."""
-        record = self.jobs.get(job_id)
+        record = self._own(job_id)
         if record is None:
             record = JobRecord(job_id, group, repo, status, now, runner_name, first_seen=now, workflow=workflow)
             self.jobs[job_id] = record
@@ -117,13 +130,13 @@ class Book:
         return sorted(jobs, key=lambda j: (j.seen_at, j.id))
 
     def cover(self, job_id: int) -> None:
-        record = self.jobs.get(job_id)
+        record = self._own(job_id)
         if record is not None and record.status == "queued":
             record.status = "covered"
 
     def requeue(self, job_id: int, now: float) -> None:
         """GitHub says the job still waits although its capacity is gone (replaced VM)."""
-        record = self.jobs.get(job_id)
+        record = self._own(job_id)
         if record is not None and record.status in ("queued", "covered"):
             record.status, record.seen_at = "queued", now
         elif record is not None and record.status == "in_progress" and record.runner_name is None:
@@ -153,9 +166,18 @@ class Book:
         self.registered.pop(name, None)
         self.stolen_checked.discard(name)
         self.jit_cleared.discard(name)
-        for record in self.jobs.values():
-            if record.status == "in_progress" and record.runner_name == name:
-                record.status = "completed"
+        for job_id in [j.id for j in self.jobs.values() if j.status == "in_progress" and j.runner_name == name]:
+            record = self._own(job_id)
+            assert record is not None
+            record.status = "completed"
+
+    def _own(self, job_id: int) -> JobRecord | None:
+        """The job's record, made this book's own before it is changed (see ``shared``)."""
+        record = self.jobs.get(job_id)
+        if record is not None and job_id in self.shared:
+            self.shared.discard(job_id)
+            record = self.jobs[job_id] = _clone(record)
+        return record
 
     def confirmed(self, key: str) -> bool:
         """Was this deletion candidate already seen by an earlier pass (the one before this)?"""

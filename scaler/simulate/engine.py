@@ -1,0 +1,314 @@
+"""Run the real agent over a job history on a virtual clock.
+
+The agent is :class:`scaler.agent.Agent`, the same object `garo agent` runs,
+with the same planner, policy and executor. Only its surroundings are
+simulated: the cloud (:mod:`scaler.simulate.cloud`, timed by the latency
+model), GitHub (:mod:`scaler.simulate.github`) and the subscription
+(:mod:`scaler.simulate.bus`). Each history job is queued at its ``created_at``
+and, once a runner takes it, runs for its recorded duration.
+
+Instead of polling once a second as the deployed loop does, the agent is
+stepped when something happens (an event on the bus, a VM or runner changing
+state) and at the moments it would act on its own (its next reconcile, held
+messages' re-check, JIT configs still to deliver, leases running out). A month
+therefore costs a few steps per job, not 2.6 million iterations.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry
+
+from scaler import naming
+from scaler.agent import Agent
+from scaler.agent.policy import warm_target
+from scaler.config import RunnerGroup, StackConfig
+from scaler.github.ratelimit import JitBudget
+from scaler.github.sim import SimJob
+from scaler.history.record import JobRecord
+from scaler.simulate.bus import SimBus
+from scaler.simulate.clock import Timeline, VirtualClock
+from scaler.simulate.cloud import SimCloud, Usage
+from scaler.simulate.github import HistoryGitHub
+from scaler.simulate.models import LatencyModels
+
+log = logging.getLogger("garo.simulate")
+WARM_UP = 600.0  # seconds before the first job: pools fill, the first reconcile runs
+STEPS_PER_INSTANT = 8  # agent steps at one virtual instant at most (a step can set off zero-latency events)
+CLOUD_MODELS = {"gcp": "gce", "aws": "ec2", "local": "gce"}
+
+
+@dataclass(frozen=True)
+class Options:
+    seed: int = 1
+    jit_per_minute: int = 180  # GitHub's JIT config budget
+    cloud_model: str | None = None  # latency model name; default from garo:cloud
+    keep_log: bool = False  # keep the (time, event, name) log (agreement tests)
+    drain: float = 1800.0  # seconds simulated after the last job ends (teardown, pool trims)
+
+
+@dataclass
+class JobOutcome:
+    id: int
+    group: str
+    created: float
+    started: float | None
+    duration: float
+    ran_on: str | None
+    stolen: bool
+    failed: bool  # its VM went away under it (spot preemption)
+
+
+@dataclass
+class RunResult:
+    """Everything one simulation measured; :mod:`scaler.simulate.report` turns it into figures."""
+
+    config: StackConfig
+    start: float
+    end: float
+    jobs: list[JobOutcome]
+    usage: Usage
+    github_calls: dict[str, int]
+    jit_times: list[float]
+    jit_per_minute: int
+    jit_refused: int
+    unrouted: int
+    warm_seconds: dict[str, float]
+    steps: int
+    vm_log: list[tuple[float, str, str]] = field(default_factory=list)
+    events: list[tuple[float, str, int]] = field(default_factory=list)  # (time, action, job id) GitHub sent
+
+
+def route(groups: Sequence[RunnerGroup], record: JobRecord) -> RunnerGroup | None:
+    """The group whose runners can take the job: GitHub's rule (the runner's labels cover ``runs-on``)."""
+    if record.group is not None and not record.labels:
+        return next((g for g in groups if g.name == record.group), None)
+    wanted = {label.lower() for label in record.labels}
+    fits = [g for g in groups if wanted <= {label.lower() for label in g.labels}]
+    return min(fits, key=lambda g: len(g.labels)) if fits else None
+
+
+def _ts(value: datetime) -> float:
+    return value.timestamp()
+
+
+class Simulation:
+    def __init__(self, config: StackConfig, models: LatencyModels, options: Options = Options()) -> None:
+        if config.kind != "department":
+            raise ValueError("simulate a department stack, not the hub")
+        self.config = config
+        self.options = options
+        self.rng = random.Random(options.seed)
+        self.clock = VirtualClock(0.0)
+        self.timeline = Timeline(self.clock)
+        self.bus = SimBus(self.clock)
+        self.budget = JitBudget(options.jit_per_minute, clock=self.clock)
+        self.github = HistoryGitHub(
+            self.clock, self._emit, random.Random(self.rng.random()), self.budget, on_start=self._job_started
+        )
+        cloud_name = options.cloud_model or CLOUD_MODELS.get(config.cloud, config.cloud)
+        self.cloud = SimCloud(
+            config,
+            models.cloud(cloud_name),
+            models.runner_startup,
+            self.clock,
+            self.timeline,
+            random.Random(self.rng.random()),
+            on_runner_start=self._runner_start,
+            on_vm_lost=self._vm_lost,
+            on_change=self._cloud_changed,
+            keep_log=options.keep_log,
+        )
+        self.agent = Agent(
+            config,
+            self.cloud,
+            self.github,
+            self.bus,
+            clock=self.clock,
+            registry=CollectorRegistry(),
+            jit_budget=self.budget,
+        )
+        self.group_of_job: dict[int, str] = {}
+        self.duration: dict[int, float] = {}
+        self.failed: set[int] = set()
+        self.events: list[tuple[float, str, int]] = []
+        self.steps = 0
+        self._dirty = True
+
+    # ------------------------------------------------------------------ the world's reactions
+
+    def _emit(self, action: str, payload: dict[str, object]) -> None:
+        job = payload["workflow_job"]
+        assert isinstance(job, dict)
+        self.bus.publish_event(self.config.department, self.group_of_job[int(job["id"])], action, dict(payload))
+        self.events.append((self.clock.now, action, int(job["id"])))
+        self._dirty = True
+
+    def _runner_start(self, secret: str) -> None:
+        self.github.boot(secret)
+        self._dirty = True
+
+    def _cloud_changed(self, ready: bool) -> None:
+        # A VM that became usable gets its JIT config; freed quota matters only to jobs still held.
+        if ready or self.agent.held:
+            self._dirty = True
+
+    def _vm_lost(self, name: str) -> None:
+        job = self.github.lose_runner(name)
+        if job is not None:
+            self.failed.add(job.id)
+        self._dirty = True
+
+    def _job_started(self, job: SimJob) -> None:
+        runner = job.runner
+        assert runner is not None
+        name, group = runner.name, self.group_of_job[job.id]
+
+        def done() -> None:
+            if self.github.jobs[job.id].status == "in_progress":
+                self.github.complete(job.id)
+                self.cloud.finish(group, name)
+
+        self.timeline.at(self.clock.now + self.duration[job.id], done)
+
+    def _queue(self, record: JobRecord, group: RunnerGroup) -> None:
+        labels = record.labels or group.labels
+        self.github.queue_history_job(record.id, record.repository, labels)
+
+    # ------------------------------------------------------------------ running
+
+    def _agent_due(self, last_step: float) -> float:
+        agent = self.agent
+        due = agent.next_reconcile
+        if agent.held:
+            due = min(due, last_step + agent.hold_refresh)
+        if agent.book.pending_jit and self.cloud.ready_without_jit(agent.book.pending_jit):
+            due = min(due, last_step + 1.0)  # not delivered (budget): the deployed loop comes round each second
+        lease = self.bus.next_lease_end()
+        if lease is not None:
+            due = min(due, lease)
+        return max(due, self.clock.now)
+
+    def run(self, records: Sequence[JobRecord]) -> RunResult:
+        groups = self.config.groups
+        routed: list[tuple[JobRecord, RunnerGroup]] = []
+        unrouted = 0
+        for record in records:
+            group = route(groups, record)
+            if group is None or record.started_at is None or record.completed_at is None:
+                unrouted += 1
+                continue
+            routed.append((record, group))
+        routed.sort(key=lambda rg: (rg[0].created_at, rg[0].id))
+        if not routed:
+            raise ValueError("no job in the history can be simulated: none ran, or none fits a group's labels")
+        start = _ts(routed[0][0].created_at) - WARM_UP
+        self.clock.now = start
+        self.cloud.begin()
+        for record, group in routed:
+            assert record.started_at is not None and record.completed_at is not None
+            self.group_of_job[record.id] = group.name
+            self.duration[record.id] = max(0.0, (record.completed_at - record.started_at).total_seconds())
+            self.timeline.at(_ts(record.created_at), functools.partial(self._queue, record, group))
+        last_end = max(_ts(r.created_at) + self.duration[r.id] for r, _ in routed)
+        agent_log = logging.getLogger("garo.agent")
+        level = agent_log.level
+        agent_log.setLevel(logging.ERROR)  # a month of "capacity requested" lines helps nobody
+        try:
+            self._loop(last_end)
+        finally:
+            agent_log.setLevel(level)
+        end = self.clock.now
+        self.cloud.close()
+        return self._result(routed, start, end, unrouted)
+
+    def _loop(self, last_end: float) -> None:
+        last_step = self.clock.now
+        stop_after = last_end + self.options.drain
+        while True:
+            next_event = self.timeline.next_time()
+            due = self._agent_due(last_step)
+            now = min(due, next_event) if next_event is not None else due
+            if now > stop_after and (next_event is None or next_event > stop_after):
+                self.clock.now = max(self.clock.now, stop_after)
+                break
+            self.clock.now = now
+            for _ in range(STEPS_PER_INSTANT):
+                self.timeline.run_due()
+                self.github.assign()
+                if not self._dirty and now < due:
+                    break
+                self._dirty = False
+                self.agent.step()
+                self.steps += 1
+                last_step, due = now, float("inf")
+                nxt = self.timeline.next_time()
+                if not self._dirty and (nxt is None or nxt > now):
+                    break
+
+    # ------------------------------------------------------------------ result
+
+    def _result(
+        self, routed: list[tuple[JobRecord, RunnerGroup]], start: float, end: float, unrouted: int
+    ) -> RunResult:
+        department = self.config.department
+        names = [g.name for g in self.config.groups]
+        outcomes: list[JobOutcome] = []
+        for record, group in routed:
+            job = self.github.jobs.get(record.id)
+            ran_on = job.ran_on[0] if job is not None and job.ran_on else None
+            parsed = naming.parse_name(department, names, ran_on) if ran_on else None
+            stolen = parsed is not None and parsed.job_id is not None and parsed.job_id != record.id
+            outcomes.append(
+                JobOutcome(
+                    record.id,
+                    group.name,
+                    _ts(record.created_at),
+                    job.started_at if job is not None else None,
+                    self.duration[record.id],
+                    ran_on,
+                    stolen,
+                    record.id in self.failed,
+                )
+            )
+        warm = {g.name: _warm_seconds(g, start, end) for g in self.config.groups}
+        return RunResult(
+            config=self.config,
+            start=start,
+            end=end,
+            jobs=outcomes,
+            usage=self.cloud.usage,
+            github_calls=dict(self.github.calls),
+            jit_times=list(self.github.jit_times),
+            jit_per_minute=self.options.jit_per_minute,
+            jit_refused=self.github.jit_refused,
+            unrouted=unrouted,
+            warm_seconds=warm,
+            steps=self.steps,
+            vm_log=list(self.cloud.usage.log),
+            events=self.events,
+        )
+
+
+def _warm_seconds(group: RunnerGroup, start: float, end: float) -> float:
+    """The configured warm pool integrated over the run (minute by minute when it follows a schedule)."""
+    if group.warm_pool.schedule is None:
+        return group.warm_pool.size * (end - start)
+    total, t = 0.0, start
+    while t < end:
+        step = min(60.0, end - t)
+        total += warm_target(group.warm_pool, t) * step
+        t += step
+    return total
+
+
+def simulate(
+    config: StackConfig, records: Sequence[JobRecord], models: LatencyModels, options: Options = Options()
+) -> RunResult:
+    return Simulation(config, models, options).run(records)

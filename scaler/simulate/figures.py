@@ -1,0 +1,244 @@
+"""From one run to the figures a platform team decides on: waits, VM-minutes, cost, API calls.
+
+Per group and in total: the wait from queued to started (p50, p95, p99, max),
+VM-minutes against job-minutes, cost from the price table, cloud and GitHub
+API calls, how close the JIT budget came to its limit, stolen jobs and
+replacement VMs. Plain data (``to_json``) so sweeps can send it between
+processes and ``--json`` can print it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from scaler import naming
+from scaler.simulate.engine import RunResult
+from scaler.simulate.models import PriceTable
+
+PRICE_CLOUDS = {"gcp": "gce", "aws": "ec2", "local": "gce"}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of sorted values; 0 for none."""
+    if not values:
+        return 0.0
+    rank = max(1, math.ceil(q / 100 * len(values)))
+    return values[min(rank, len(values)) - 1]
+
+
+@dataclass(frozen=True)
+class GroupFigures:
+    group: str
+    jobs: int
+    wait_p50: float
+    wait_p95: float
+    wait_p99: float
+    wait_max: float
+    never_started: int
+    vm_minutes: float
+    job_minutes: float
+    standby_minutes: float
+    warm_pool_minutes: float
+    cost: float
+    stolen: int
+    replacements: int
+    failed_jobs: int
+    vms_created: int
+
+    @property
+    def ratio(self) -> float:
+        return self.vm_minutes / self.job_minutes if self.job_minutes else math.inf
+
+
+@dataclass(frozen=True)
+class Figures:
+    groups: tuple[GroupFigures, ...]
+    total: GroupFigures
+    currency: str
+    price_dated: str
+    days: float
+    cloud_calls: dict[str, int]
+    github_calls: dict[str, int]
+    jit_peak_per_minute: int
+    jit_per_minute: int
+    jit_minutes_at_limit: int
+    jit_refused: int
+    capacity_errors: int
+    preemptions: int
+    unrouted: int
+    steps: int
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for entry in [data["total"], *data["groups"]]:
+            entry["vm_to_job_ratio"] = (
+                round(entry["vm_minutes"] / entry["job_minutes"], 4) if entry["job_minutes"] else None
+            )
+        return data
+
+
+def _group(
+    name: str,
+    waits: list[float],
+    never: int,
+    vm_s: float,
+    job_s: float,
+    standby_s: float,
+    warm_s: float,
+    cost: float,
+    stolen: int,
+    replacements: int,
+    failed: int,
+    created: int,
+) -> GroupFigures:
+    waits.sort()
+    return GroupFigures(
+        name,
+        len(waits) + never,
+        percentile(waits, 50),
+        percentile(waits, 95),
+        percentile(waits, 99),
+        waits[-1] if waits else 0.0,
+        never,
+        vm_s / 60,
+        job_s / 60,
+        standby_s / 60,
+        warm_s / 60,
+        cost,
+        stolen,
+        replacements,
+        failed,
+        created,
+    )
+
+
+def figures(result: RunResult, prices: PriceTable) -> Figures:
+    config = result.config
+    price_cloud = PRICE_CLOUDS.get(config.cloud, config.cloud)
+    usage = result.usage
+    names = [g.name for g in config.groups]
+    replacements: dict[str, int] = dict.fromkeys(names, 0)
+    for _, event, vm in result.vm_log:
+        parsed = naming.parse_name(config.department, names, vm) if event == "create" else None
+        if parsed is not None and parsed.generation > 0:
+            replacements[parsed.group] += 1
+    per_group: list[GroupFigures] = []
+    all_waits: list[float] = []
+    totals = dict(never=0, job=0.0, stolen=0, failed=0, cost=0.0)
+    for group in config.groups:
+        jobs = [j for j in result.jobs if j.group == group.name]
+        waits = [max(0.0, j.started - j.created) for j in jobs if j.started is not None]
+        never = sum(1 for j in jobs if j.started is None)
+        job_s = sum(j.duration for j in jobs if j.started is not None)
+        hourly = prices.hourly(price_cloud, config.region, group.machine_type, group.spot)
+        cost = usage.vm_seconds[group.name] / 3600 * hourly
+        stolen = sum(1 for j in jobs if j.stolen)
+        failed = sum(1 for j in jobs if j.failed)
+        all_waits += waits
+        totals["never"] += never
+        totals["job"] += job_s
+        totals["stolen"] += stolen
+        totals["failed"] += failed
+        totals["cost"] += cost
+        per_group.append(
+            _group(
+                group.name,
+                waits,
+                never,
+                usage.vm_seconds[group.name],
+                job_s,
+                usage.standby_seconds[group.name],
+                result.warm_seconds[group.name],
+                cost,
+                stolen,
+                replacements[group.name],
+                failed,
+                usage.created[group.name],
+            )
+        )
+    total = _group(
+        "total",
+        all_waits,
+        int(totals["never"]),
+        sum(usage.vm_seconds.values()),
+        totals["job"],
+        sum(usage.standby_seconds.values()),
+        sum(result.warm_seconds.values()),
+        totals["cost"],
+        int(totals["stolen"]),
+        sum(replacements.values()),
+        int(totals["failed"]),
+        sum(usage.created.values()),
+    )
+    peak, at_limit = _jit_windows(result.jit_times, result.jit_per_minute)
+    return Figures(
+        groups=tuple(per_group),
+        total=total,
+        currency=prices.currency,
+        price_dated=prices.dated,
+        days=(result.end - result.start) / 86400,
+        cloud_calls=dict(sorted(usage.calls.items())),
+        github_calls=dict(sorted(result.github_calls.items())),
+        jit_peak_per_minute=peak,
+        jit_per_minute=result.jit_per_minute,
+        jit_minutes_at_limit=at_limit,
+        jit_refused=result.jit_refused,
+        capacity_errors=usage.capacity_errors,
+        preemptions=usage.preemptions,
+        unrouted=result.unrouted,
+        steps=result.steps,
+    )
+
+
+def _jit_windows(times: list[float], limit: int) -> tuple[int, int]:
+    """The most JIT configs in any 60 s window, and in how many distinct minutes a window reached the limit."""
+    peak, minutes = 0, set()
+    for i, t in enumerate(times):
+        j = bisect.bisect_right(times, t + 60.0 - 1e-9)
+        count = j - i
+        peak = max(peak, count)
+        if count >= limit:
+            minutes.add(int(t // 60))
+    return peak, len(minutes)
+
+
+def duration_text(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def table(f: Figures) -> str:
+    """The terminal table: one row per group and a total."""
+    head = (
+        f"{'group':<12} {'jobs':>7} {'p50':>6} {'p95':>6} {'p99':>6} {'max':>6} {'VM-min':>10} {'job-min':>10} "
+        f"{'ratio':>6} {'cost':>10} {'stolen':>6} {'repl':>5}"
+    )
+    lines = [head, "-" * len(head)]
+    for g in (*f.groups, f.total):
+        ratio = f"{g.ratio:.2f}" if math.isfinite(g.ratio) else "-"
+        lines.append(
+            f"{g.group:<12} {g.jobs:>7} {duration_text(g.wait_p50):>6} {duration_text(g.wait_p95):>6} "
+            f"{duration_text(g.wait_p99):>6} {duration_text(g.wait_max):>6} {g.vm_minutes:>10.0f} "
+            f"{g.job_minutes:>10.0f} {ratio:>6} {g.cost:>10.2f} {g.stolen:>6} {g.replacements:>5}"
+        )
+    calls = ", ".join(f"{k} {v}" for k, v in f.cloud_calls.items())
+    gh = ", ".join(f"{k} {v}" for k, v in f.github_calls.items())
+    lines += [
+        "",
+        f"{f.days:.1f} days simulated; cost in {f.currency} (price table dated {f.price_dated}); "
+        f"warm-pool minutes configured: {f.total.warm_pool_minutes:.0f}; standby minutes: {f.total.standby_minutes:.0f}",
+        f"cloud calls: {calls}",
+        f"GitHub calls: {gh}",
+        f"JIT budget: peak {f.jit_peak_per_minute}/{f.jit_per_minute} per minute, "
+        f"{f.jit_minutes_at_limit} minute(s) at the limit, {f.jit_refused} refused",
+        f"capacity errors {f.capacity_errors}, spot preemptions {f.preemptions}, failed jobs {f.total.failed_jobs}, "
+        f"never started {f.total.never_started}, not simulated (no group fits, or never ran) {f.unrouted}",
+    ]
+    return "\n".join(lines)

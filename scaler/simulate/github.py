@@ -1,0 +1,87 @@
+"""The simulated GitHub for `garo simulate`: scaler/github/sim.py's behaviour, indexed for a month of jobs.
+
+:class:`~scaler.github.sim.GitHubSim` already behaves like GitHub for the
+agent (single-use JIT configs, 409 on a taken name, any idle runner whose
+labels fit takes a queued job, so jobs get stolen). Its dispatcher looks at
+every job ever queued; here only the queued ones are looked at, jobs keep
+their history ids and run for their recorded durations, and every JIT config
+generated is timed for the budget report.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from scaler.github.models import GitHubError, JitConfig
+from scaler.github.ratelimit import JitBudget
+from scaler.github.sim import GitHubSim, SimJob
+
+
+class HistoryGitHub(GitHubSim):
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        emit: Callable[[str, dict[str, Any]], None],
+        rng: random.Random,
+        budget: JitBudget,
+        on_start: Callable[[SimJob], None],
+    ) -> None:
+        super().__init__(clock, emit, rng)
+        self.budget = budget
+        self.on_start = on_start
+        self.waiting: dict[int, SimJob] = {}  # queued jobs by id (ids grow with time, so dict order is queue order)
+        self.jit_times: list[float] = []
+        self.jit_refused = 0  # generate calls beyond the budget (GitHub's 429); the agent should never make any
+
+    def queue_history_job(self, job_id: int, repo: str, labels: Sequence[str]) -> SimJob:
+        job = SimJob(job_id, repo, tuple(labels), created_at=self.clock())
+        self.jobs[job.id] = job
+        self.waiting[job.id] = job
+        self.emit("queued", self.payload(job))
+        return job
+
+    def generate_jit_config(self, name: str, runner_group_id: int, labels: Sequence[str]) -> JitConfig:
+        if self.budget.try_acquire() > 0:
+            self.calls["generate_jit_config"] = self.calls.get("generate_jit_config", 0) + 1
+            self.jit_refused += 1
+            raise GitHubError(429, "simulated: JIT config rate limit")
+        config = super().generate_jit_config(name, runner_group_id, labels)
+        self.jit_times.append(self.clock())
+        return config
+
+    def assign(self) -> list[SimJob]:
+        """GitHub's dispatcher over the queued jobs only: each to a random idle online runner that fits."""
+        if not self.waiting:
+            return []
+        idle = sorted((r for r in self.runners.values() if r.online and r.job is None), key=lambda r: r.id)
+        started: list[SimJob] = []
+        for job in list(self.waiting.values()):
+            if not idle:
+                break
+            wanted = {label.lower() for label in job.labels}
+            fits = [r for r in idle if wanted <= {label.lower() for label in r.labels}]
+            if not fits:
+                continue
+            runner = self.rng.choice(fits)
+            idle.remove(runner)
+            del self.waiting[job.id]
+            runner.job, job.runner, job.status, job.started_at = job.id, runner, "in_progress", self.clock()
+            job.ran_on.append(runner.name)
+            self.emit("in_progress", self.payload(job))
+            started.append(job)
+            self.on_start(job)
+        return started
+
+    def lose_runner(self, name: str) -> SimJob | None:
+        """The runner's VM is gone: it goes offline, and the job it ran fails (GitHub: lost communication)."""
+        for runner in list(self.runners.values()):
+            if runner.name != name:
+                continue
+            runner.online = False
+            if runner.job is not None:
+                job = self.jobs[runner.job]
+                self.complete(job.id, "failure")
+                return job
+        return None

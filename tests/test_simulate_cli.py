@@ -1,0 +1,84 @@
+"""`garo simulate` end to end: table, --json, a sweep in processes, --target-p95's diff, --report's files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from scaler.cli import main
+from scaler.history.record import write_records
+from tests.simkit import STACK_TEXT, job, latency_override
+
+
+def _inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    stack = tmp_path / "Pulumi.eng.yaml"
+    stack.write_text(STACK_TEXT)
+    history = tmp_path / "jobs.jsonl"
+    with history.open("w") as out:
+        # Every 5 minutes a job of 2 minutes: without a warm VM each waits for a create and a boot.
+        write_records(out, [job(70_000 + i, 300.0 * i, 120.0) for i in range(24)])
+    return stack, history, latency_override(tmp_path, create=20.0, boot=10.0)
+
+
+def test_one_configuration_prints_the_table_and_json(tmp_path: Path) -> None:
+    stack, history, latency = _inputs(tmp_path)
+    runner = CliRunner()
+    shown = runner.invoke(main, ["simulate", "--history", str(history), "--latency", str(latency), str(stack)])
+    assert shown.exit_code == 0, shown.output
+    assert "small" in shown.output and "total" in shown.output and "JIT budget" in shown.output
+    out = runner.invoke(main, ["simulate", "--history", str(history), "--latency", str(latency), "--json", str(stack)])
+    data = json.loads(out.output)
+    (config,) = data["configurations"]
+    assert config["total"]["jobs"] == 24
+    assert config["total"]["wait_p50"] == 30.0  # create 20 s + boot 10 s, start-up 0
+    assert config["total"]["vm_minutes"] > config["total"]["job_minutes"] == 48.0
+    assert config["cloud_calls"]["create"] >= 24 and config["github_calls"]["generate_jit_config"] == 24
+
+
+def test_a_sweep_finds_the_cheapest_pool_meeting_the_target_and_prints_the_diff(tmp_path: Path) -> None:
+    stack, history, latency = _inputs(tmp_path)
+    report = tmp_path / "report"
+    args = ["simulate", "--history", str(history), "--latency", str(latency), str(stack), "--workers", "2"]
+    args += ["--set", "garo:groups[small].warmPool.size=0,1,2", "--target-p95", "5s", "--report", str(report)]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    assert "Pareto front" in out.output
+    assert "cheapest configuration with p95 <= 5s: garo:groups[small].warmPool.size=1" in out.output
+    assert "-        size: 0   # none yet\n+        size: 1   # none yet" in out.output
+    assert {p.name for p in report.iterdir()} == {"figures.json", "wait-vs-vms.png", "cost-vs-p95.png", "stack.diff"}
+    data = json.loads((report / "figures.json").read_text())
+    assert data["chosen"] == "garo:groups[small].warmPool.size=1"
+    costs = [c["total"]["cost"] for c in data["configurations"]]
+    assert costs == sorted(costs)  # a bigger pool costs more
+    assert (report / "wait-vs-vms.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_unreachable_target_exits_1_and_says_the_best(tmp_path: Path) -> None:
+    stack, history, latency = _inputs(tmp_path)
+    args = ["simulate", "--history", str(history), "--latency", str(latency), str(stack), "--target-p95", "5s"]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 1
+    assert "no configuration meets p95 <= 5s; the lowest p95 is 30s" in out.output
+
+
+def test_bad_set_and_bad_target_exit_2_before_simulating(tmp_path: Path) -> None:
+    stack, history, _ = _inputs(tmp_path)
+    runner = CliRunner()
+    bad = runner.invoke(main, ["simulate", "--history", str(history), str(stack), "--set", "garo:groups[9].max=3"])
+    assert bad.exit_code == 2
+    assert "garo:groups[9]: the list has 2 entries" in bad.output
+    invalid = runner.invoke(main, ["simulate", "--history", str(history), str(stack), "--set", "garo:groups[0].max=0"])
+    assert invalid.exit_code == 2 and "garo:groups[0].max" in invalid.output
+    target = runner.invoke(main, ["simulate", "--history", str(history), str(stack), "--target-p95", "soon"])
+    assert target.exit_code == 2 and "--target-p95" in target.output
+    assert stack.read_text() == STACK_TEXT
+
+
+def test_a_region_without_prices_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    stack, history, _ = _inputs(tmp_path)
+    stack.write_text(STACK_TEXT.replace("us-central1", "asia-east1"))
+    out = CliRunner().invoke(main, ["simulate", "--history", str(history), str(stack)])
+    assert out.exit_code == 2
+    assert "no gce price for e2-standard-4 in asia-east1" in out.output and "--prices FILE" in out.output
