@@ -63,6 +63,7 @@ class JobOutcome:
     ran_on: str | None
     stolen: bool
     failed: bool  # its VM went away under it (spot preemption)
+    repository: str = ""  # for the priority class (garo:priorities)
 
 
 @dataclass
@@ -275,6 +276,7 @@ class Simulation:
                     ran_on,
                     stolen,
                     record.id in self.failed,
+                    record.repository,
                 )
             )
         warm = {g.name: _warm_seconds(g, start, end) for g in self.config.groups}

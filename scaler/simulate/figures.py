@@ -12,10 +12,12 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from scaler import naming
+from scaler.agent.policy import priority_class
+from scaler.config.priorities import CLASSES
 from scaler.simulate.engine import RunResult
 from scaler.simulate.models import PriceTable
 
@@ -71,6 +73,9 @@ class Figures:
     preemptions: int
     unrouted: int
     steps: int
+    # With garo:priorities: per priority class, (jobs, p50, p95, max wait in s). Histories carry no
+    # workflow names, so classes come from repository rules only.
+    waits_by_class: dict[str, tuple[int, float, float, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -175,6 +180,17 @@ def figures(result: RunResult, prices: PriceTable) -> Figures:
         sum(usage.created.values()),
     )
     peak, at_limit = _jit_windows(result.jit_times, result.jit_per_minute)
+    by_class: dict[str, list[float]] = {}
+    if config.priorities:
+        for job in result.jobs:
+            if job.started is not None:
+                klass = priority_class(config.priorities, job.repository, "")
+                by_class.setdefault(klass, []).append(max(0.0, job.started - job.created))
+    waits_by_class = {
+        k: (len(w), percentile(sorted(w), 50), percentile(sorted(w), 95), max(w))
+        for k in CLASSES
+        if (w := by_class.get(k))
+    }
     return Figures(
         groups=tuple(per_group),
         total=total,
@@ -191,6 +207,7 @@ def figures(result: RunResult, prices: PriceTable) -> Figures:
         preemptions=usage.preemptions,
         unrouted=result.unrouted,
         steps=result.steps,
+        waits_by_class=waits_by_class,
     )
 
 
@@ -227,6 +244,11 @@ def table(f: Figures) -> str:
             f"{g.group:<12} {g.jobs:>7} {duration_text(g.wait_p50):>6} {duration_text(g.wait_p95):>6} "
             f"{duration_text(g.wait_p99):>6} {duration_text(g.wait_max):>6} {g.vm_minutes:>10.0f} "
             f"{g.job_minutes:>10.0f} {ratio:>6} {g.cost:>10.2f} {g.stolen:>6} {g.replacements:>5}"
+        )
+    for klass, (jobs, p50, p95, longest) in f.waits_by_class.items():
+        lines.append(
+            f"  class {klass:<10} jobs {jobs:>7} p50 {duration_text(p50):>6} p95 {duration_text(p95):>6} "
+            f"max {duration_text(longest):>6}"
         )
     calls = ", ".join(f"{k} {v}" for k, v in f.cloud_calls.items())
     gh = ", ".join(f"{k} {v}" for k, v in f.github_calls.items())
