@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from scaler import naming
 from scaler.agent.actions import Answer, Plan, Question
-from scaler.agent.calls import Calls, api_error_kind
+from scaler.agent.calls import Calls, api_error_kind, github_status
 from scaler.agent.views import Snapshot
 from scaler.backends.base import Backend, Instance
 from scaler.config import StackConfig
@@ -81,14 +81,22 @@ class Observer:
             self.on_runners(self._runners.values())
         return self._runners
 
-    def ask(self, questions: Iterable[Question], *, stop_at_failure: bool = False) -> dict[int, Answer]:
-        """GitHub's answers (GET only); a question GitHub could not answer has none."""
+    def ask(
+        self, questions: Iterable[Question], *, stop_at_failure: bool = False, not_found: set[int] | None = None
+    ) -> dict[int, Answer]:
+        """GitHub's answers (GET only); a question GitHub could not answer has none.
+
+        ``not_found`` collects the jobs GitHub answered 404 for (no such job in that repository).
+        """
         answers: dict[int, Answer] = {}
         for q in questions:
             try:
                 job = self.calls("github", "get_job", self.github.get_job, q.repo, q.job_id)
             except Exception as exc:
                 log.warning("cannot check job", extra={"job_id": q.job_id, "error": api_error_kind(exc)})
+                if not_found is not None and github_status(exc) == 404:
+                    not_found.add(q.job_id)
+                    continue
                 if stop_at_failure:
                     break
                 continue

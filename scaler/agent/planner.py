@@ -161,6 +161,10 @@ def start_actions(config: StackConfig, book: Book, group: str, runner: str, job_
             Requeue(group=group, name=str(made_for), reason=f"job {job_id} took its VM", job_id=made_for, repo=repo),
             ClearJit(group=group, name=runner, reason="runner took another job", job_label=job_id),
         ]
+    if made_for is None:
+        # A warm VM: label it with the job it runs, so that any replica can believe that job's
+        # completed event from the VM's own metadata (scaler/agent/trust.py) without asking GitHub.
+        return [ClearJit(group=group, name=runner, reason="warm runner took a job", job_label=job_id)]
     if runner in book.jit_cleared:
         return []
     return [ClearJit(group=group, name=runner, reason="runner started; its JIT config is spent")]
