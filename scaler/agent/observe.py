@@ -107,7 +107,7 @@ class Observer:
         """JIT configs GitHub would generate right now; None when unknown (no budget given)."""
         return self.budget.remaining() if self.budget is not None else None
 
-    def answered(self, make_plan: Callable[[Mapping[int, Answer]], Plan], **ask: bool) -> Plan:
+    def answered(self, make_plan: Callable[[Mapping[int, Answer]], Plan], *, stop_at_failure: bool = False) -> Plan:
         """Plan, ask GitHub what the plan wants to know, plan again with the answers (a few rounds)."""
         answers: dict[int, Answer] = {}
         asked: set[int] = set()
@@ -117,7 +117,7 @@ class Observer:
             if not new:
                 break
             asked.update(q.job_id for q in new)
-            got = self.ask(new, **ask)
+            got = self.ask(new, stop_at_failure=stop_at_failure)
             if not got:
                 break
             answers |= got

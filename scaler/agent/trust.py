@@ -12,7 +12,8 @@ trusts more than the message says that VM ran that job:
    a replica that did not see the start still acts without asking GitHub;
 3. GitHub, read-only: the job is completed and its runner was that VM. A warm
    slot's name is reused by later VMs, so for such a name GitHub's "yes" holds
-   only while the runner listed under it is not busy with another job.
+   only while the runner listed under it is not busy (else: judged again on a
+   fresh listing when the message comes back).
 
 Anything else is rejected: the message is acknowledged (it can never become
 true), counted (``garo_events_total{action="completed",outcome="rejected"}``)
@@ -37,6 +38,7 @@ from scaler.github.models import Runner
 class Verdict(StrEnum):
     ACCEPT = "accept"  # delete the VM, deregister its runner
     ASK = "ask"  # nothing the agent holds says so: ask GitHub
+    LATER = "later"  # GitHub says yes, but a runner of that (reused) name looks busy: judge again shortly
     REJECT = "reject"  # not believed: acknowledge, count, delete nothing
 
 
@@ -64,8 +66,9 @@ def judge(
     """
     if known(book, job_id, runner):
         return Verdict.ACCEPT
-    if inst is not None and inst.metadata.get(JOB_KEY) == str(job_id):
-        return Verdict.ACCEPT
+    runs_other = book.running_on().get(runner, job_id) != job_id  # the book knows another job runs there
+    if inst is not None and inst.metadata.get(JOB_KEY) == str(job_id) and not runs_other:
+        return Verdict.ACCEPT  # (on GCP the listing shows the job the VM was made for, not later relabels)
     if inst is None and listed is None:
         return Verdict.ACCEPT  # nothing to delete, nothing to deregister: acknowledging is harmless
     if answer is None:
@@ -74,5 +77,7 @@ def judge(
         return Verdict.REJECT
     warm = naming.job_of(department, group, runner) is None
     if warm and listed is not None and listed.busy:
-        return Verdict.REJECT  # a later VM of this reused name is busy with another job
+        # Either the listing predates the job's end (it is seconds old) or a later VM of this reused
+        # name is busy with another job: the message comes back soon, judged on a fresh listing.
+        return Verdict.LATER
     return Verdict.ACCEPT

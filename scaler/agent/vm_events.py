@@ -106,7 +106,9 @@ class VmEvents:
         by_group: dict[str, list[VmEvent]] = {}
         for done in self._believed(fresh, last, acks):
             event = done.event
-            self.book.observe_job(event.job_id, event.group, event.repo, "completed", self.observer.clock(), done.runner)
+            self.book.observe_job(
+                event.job_id, event.group, event.repo, "completed", self.observer.clock(), done.runner
+            )
             by_group.setdefault(done.group, []).append(done)
         for group, batch in by_group.items():
             names = sorted({d.runner for d in batch})
@@ -158,6 +160,8 @@ class VmEvents:
                     believed.append(done)
                 elif verdict is trust.Verdict.REJECT:
                     self._reject(done, acks)
+                elif verdict is trust.Verdict.LATER:
+                    self.retry_soon(done.event, RuntimeError("runner of a reused name still listed busy"))
                 elif round_ == 0:
                     undecided.append(done)
                 else:

@@ -106,7 +106,9 @@ class World:
         return self.now
 
     def new_agent(self) -> Agent:
-        return Agent(self.config, self.agent_backend, self.github, self.bus, clock=self.clock, registry=CollectorRegistry())
+        return Agent(
+            self.config, self.agent_backend, self.github, self.bus, clock=self.clock, registry=CollectorRegistry()
+        )
 
     # ------------------------------------------------------------------ the outside world
 
