@@ -223,7 +223,10 @@ class Executor:
                 if status == 409:
                     # The name is registered already: another replica configured this VM (or our
                     # retried POST did). Not ours to redo; reconcile replaces it if it never registers.
+                    # Remember that it has a config: once its runner is gone it ran (views.finished),
+                    # and it must never be given a second one (a used VM would wait for timeToStart).
                     self.book.pending_jit.pop(action.name, None)
+                    self.book.delivered.setdefault(action.name, self.clock())
                     continue
                 if status == 422:
                     refused_groups.add(action.group)  # the group's runner group or labels: the others may work

@@ -53,6 +53,7 @@ class Observer:
     def snapshot(self, groups: Iterable[str] | None = None, runners_max_age: float | None = 0.0) -> Snapshot:
         """Runners (at most ``runners_max_age`` old; None: not read) and the instances of the given groups."""
         runners = self.runners(runners_max_age) if runners_max_age is not None else None
+        runners_at = self._runners_at if runners is not None else float("-inf")
         instances: dict[str, dict[str, Instance]] = {}
         for group in groups if groups is not None else self.group_names:
             try:
@@ -62,7 +63,7 @@ class Observer:
                     "cannot list the group's VMs; skipping it this time",
                     extra={"group": group, "error": api_error_kind(exc)},
                 )
-        return Snapshot(runners, instances)
+        return Snapshot(runners, instances, runners_at)
 
     def runners(self, max_age: float = RUNNERS_MAX_AGE) -> dict[str, Runner] | None:
         """Our runners by name as GitHub lists them, at most ``max_age`` seconds old; None if unknown."""

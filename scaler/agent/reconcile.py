@@ -18,7 +18,7 @@ from scaler.agent.actions import ClearJit, Delete, Deregister, Mark, Question, Q
 from scaler.agent.draft import Draft
 from scaler.agent.policy import desired_capacity
 from scaler.agent.state import WAITING_STATUSES
-from scaler.agent.views import REPORTED_OVER, view
+from scaler.agent.views import REPORTED_OVER, github_says_over, view
 from scaler.backends.base import REPO_KEY, STATE_LABEL, Instance, InstanceState
 
 CLEAR_PER_PASS = 50  # JIT configs cleared per group and pass (one Compute write each)
@@ -63,8 +63,8 @@ def reconcile_group(draft: Draft, group: str) -> None:
         if inst.state is InstanceState.FAILED:
             removals.append((inst, "VM failed"))
         elif inst.name in before.finished and inst.name not in before.busy:
-            if inst.labels.get(STATE_LABEL) in REPORTED_OVER:
-                said.add(inst.name)  # the VM itself reports its one job over: as good as a completed event
+            if inst.labels.get(STATE_LABEL) in REPORTED_OVER or github_says_over(book, inst):
+                said.add(inst.name)  # the VM or GitHub says its one job is over: as good as a completed event
             removals.append((inst, "job over (VM reports it)" if inst.name in said else "runner came and went"))
     # Idle beyond the warm pool: the policy's target, minus what is already going away.
     target = desired_capacity(spec, busy=len(before.busy), queued=before.demand, now=now)
