@@ -31,7 +31,7 @@ from scaler.agent.actions import (
 )
 from scaler.agent.draft import Draft
 from scaler.agent.policy import plan_capacity
-from scaler.agent.reconcile import orphan_runners, reconcile_group, remove_vm
+from scaler.agent.reconcile import orphan_runners, reconcile_group, remove_vm, unconfigured
 from scaler.agent.state import Book
 from scaler.agent.views import ACTIVE, REPORTED_OVER, GroupView, Snapshot, covered, spent_names, view
 from scaler.backends.base import JOB_KEY, STATE_LABEL, Instance, InstanceState
@@ -104,7 +104,7 @@ def plan_settle(
     draft = Draft(config, book, snap, now, NO_ANSWERS)
     for group in sorted(set(groups) & set(draft.instances)):
         for job_id, own in covered(view(draft.department, draft.book, group, draft.snap)).items():
-            if own and job_id in held_jobs and _unconfigured(draft.book, own):
+            if own and job_id in held_jobs and unconfigured(draft, draft.instances[group][own]):
                 draft.add(QueueJit(group=group, name=own, reason=f"VM of held job {job_id} has no runner config"))
         add_capacity(draft, group)
     deliver(draft, jit_limit, jit_budget)
@@ -299,10 +299,6 @@ def deliver(draft: Draft, limit: int, budget: int | None) -> None:
         if inst is not None and inst.state in READY:
             draft.add(DeliverJit(group=group, name=name, reason="VM exists; give it its runner config"))
             room -= 1
-
-
-def _unconfigured(book: Book, name: str) -> bool:
-    return name not in book.pending_jit and name not in book.delivered and name not in book.registered
 
 
 __all__ = [

@@ -51,9 +51,8 @@ def reconcile_group(draft: Draft, group: str) -> None:
                 waits = _still_queued(draft, group, inst)
                 never_ran.add(inst.name)
                 removals.append((inst, "never registered within time-to-start" + ("; its job still waits" * waits)))
-            elif inst.name not in book.delivered and inst.name not in book.pending_jit:
-                if inst.labels.get(STATE_LABEL) in (None, "waiting") and inst.state is not InstanceState.CREATING:
-                    draft.add(QueueJit(group=group, name=inst.name, reason="VM has no runner config"))
+            elif unconfigured(draft, inst):
+                draft.add(QueueJit(group=group, name=inst.name, reason="VM has no runner config"))
         elif runner is not None and runner.status != "online" and age > spec.time_to_start:
             removals.append((inst, "runner offline"))
         elif runner is not None and runner.status == "online":
@@ -87,6 +86,24 @@ def reconcile_group(draft: Draft, group: str) -> None:
     # Spare VMs that went away were the capacity of jobs acked on spare capacity.
     spare_lost = [n for n in deleted if n not in before.finished | before.busy | before.reserved | own_names]
     uncover(draft, group, len(spare_lost))
+
+
+def unconfigured(draft: Draft, inst: Instance) -> bool:
+    """A VM without a runner that should get a JIT config from this agent (its creator died, say).
+
+    Only while it is young: a runner that came and went between this agent's
+    listings (a short job, another replica's config) leaves a VM without a
+    runner too, and a second config would keep that used VM waiting with an
+    offline runner until time-to-start. Its creator configures a VM within
+    seconds; one that nobody configured within a reconcile interval is replaced
+    after time-to-start like any VM that never registered.
+    """
+    book = draft.book
+    if inst.name in book.delivered or inst.name in book.pending_jit or inst.name in book.registered:
+        return False
+    if inst.state is InstanceState.CREATING or inst.labels.get(STATE_LABEL) not in (None, "waiting"):
+        return False
+    return draft.now - inst.created_at <= draft.config.reconcile_interval
 
 
 def remove_vm(draft: Draft, group: str, inst: Instance, reason: str, *, check_made_for: bool = True) -> None:
