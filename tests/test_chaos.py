@@ -53,10 +53,5 @@ def test_the_webhook_answers_no_5xx_but_bus_outage_503s_and_publishes_every_even
     assert chaos.not_published == {}
 
 
-@pytest.mark.xfail(
-    reason="known finding (docs/reliability.md): a VM whose completed event is lost and whose runner came and went "
-    "between two of the agent's runner listings waits for timeToStart, not one reconcile interval",
-    strict=False,
-)
 def test_no_vm_outlives_its_job_by_more_than_a_reconcile_interval(chaos: Report) -> None:
     assert chaos.leaked == []

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
+from scaler import naming
 from scaler.agent import planner, trust
 from scaler.agent.actions import Answer, ClearJit, Deregister, Kind, Plan, Question
 from scaler.agent.events import JobEvent
@@ -140,6 +141,10 @@ class VmEvents:
         if not rest:
             return believed
         snap = self.observer.snapshot(sorted({d.group for d in rest}), None)
+        if any(naming.job_of(self.config.department, d.group, d.runner) is None for d in rest):
+            # A warm name's runner may be listed busy only because the listing predates the job's
+            # end: judge reused names on a fresh listing rather than hand the message back.
+            last = self.observer.runners(0.0)
         answers: Mapping[int, Answer] = {}
         unknown: set[int] = set()
         for round_ in range(2):  # judge; ask GitHub what cannot be judged otherwise; judge again
