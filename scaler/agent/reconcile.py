@@ -147,10 +147,11 @@ def _ask_about_vanished_runners(draft: Draft, group: str) -> None:
     running_on = draft.book.running_on()
     for inst in draft.instances[group].values():
         job_id = running_on.get(inst.name)
-        if job_id is None or draft.snap.runner(inst.name) is not None or inst.name not in draft.book.registered:
+        if job_id is None or draft.snap.runner(inst.name) is not None:
             continue
         record = draft.book.jobs[job_id]
-        if record.repo:
+        # Its start was heard of before GitHub listed the runners: the runner existed and is gone now.
+        if record.repo and (inst.name in draft.book.registered or record.seen_at < draft.snap.runners_at):
             draft.ask(Question(job_id, group, record.repo))
 
 
