@@ -168,8 +168,10 @@ class Agent:
                 log.warning("reconcile failed; retrying soon", extra={"error": api_error_kind(exc)})
                 self._next_reconcile = now + confirm_soon
             else:
-                # Confirm first sightings soon, so a leftover VM lives at most about one interval.
-                self._next_reconcile = now + (confirm_soon if plan.first_sightings else interval)
+                # Confirm first sightings soon, so a leftover VM lives at most about one interval;
+                # likewise a group that could not be listed this time is looked at again soon.
+                partial = set(self.group_names) - set(plan.vm_states)
+                self._next_reconcile = now + (confirm_soon if plan.first_sightings or partial else interval)
         self.run_once()
 
     def hand_back(self) -> int:

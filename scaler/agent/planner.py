@@ -63,6 +63,10 @@ def plan_reconcile(
     for group in draft.group_names:
         if group in draft.instances:
             reconcile_group(draft, group)
+        else:  # not listed this time: its deletion candidates keep their first sighting
+            draft.plan.seen |= {key for key in book.marks if key.startswith(f"vm:{group}:")}
+    if snap.runners is None:
+        draft.plan.seen |= {key for key in book.marks if key.startswith("runner:")}
     orphan_runners(draft)
     for group in draft.group_names:
         if group in draft.instances:

@@ -16,6 +16,9 @@ from scaler.github.models import Runner
 
 ACTIVE = frozenset({InstanceState.CREATING, InstanceState.RUNNING, InstanceState.RESUMING})
 REPORTED_OVER = ("done", "failed")  # what the boot agent reports once its one job is over
+# Seconds a generated JIT config may take to show in GitHub's runner listing: a runner missing
+# from a listing taken sooner says nothing about whether it came and went.
+LISTING_LAG = 30.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def finished(book: Book, inst: Instance, snap: Snapshot) -> bool:
     # its config exists until its one job is over, so its absence now means it came and went.
     seen = book.registered.get(inst.name, float("-inf"))
     configured = book.delivered.get(inst.name)
-    if configured is not None and configured < snap.runners_at:
+    if configured is not None and configured < snap.runners_at - LISTING_LAG:
         seen = max(seen, configured)
     if seen < inst.created_at:
         return False  # never registered, or only an earlier VM of that name was

@@ -6,7 +6,7 @@ mapping (:func:`scaler.backends.aws.backend_error`, :func:`~scaler.backends.aws.
 so the agent sees exactly what it would see from ``AwsBackend``: capacity and
 unsupported-type refusals for some names of a batch (a partial batch),
 throttling on any call, internal errors, and a terminate that says the
-instance is not in the group any more. Seeded: an example replays exactly.
+instance is not in the group any more (after the terminate landed). Seeded: an example replays exactly.
 """
 
 from __future__ import annotations
@@ -39,12 +39,16 @@ class AwsFaults:
         self.rng = rng
         self.rate = rate
         self.refused: dict[str, int] = {}  # AWS error code -> times used
+        self._failed_last: set[str] = set()
 
     def _maybe_fail(self, operation: str) -> None:
-        if self.rng.random() < self.rate:
+        """Fail this call, never twice in a row per operation: botocore's retry modes absorb most throttling."""
+        if operation not in self._failed_last and self.rng.random() < self.rate:
+            self._failed_last.add(operation)
             code, status = self.rng.choice(CALL_CODES)
             self.refused[code] = self.refused.get(code, 0) + 1
             raise backend_error(client_error(code, status, operation), operation)
+        self._failed_last.discard(operation)
 
     def create(self, group: str, names: Sequence[str], metadata: Mapping[str, Mapping[str, str]]) -> CreateResult:
         self._maybe_fail("CreateFleet")
@@ -58,8 +62,12 @@ class AwsFaults:
         return CreateResult(created=result.created, failed={**result.failed, **refused})
 
     def delete(self, group: str, names: Sequence[str]) -> None:
-        self._maybe_fail("TerminateInstanceInAutoScalingGroup")
+        """Sometimes the terminate lands but the answer is an error (a retried call after a lost response)."""
         self.inner.delete(group, names)
+        if self.rng.random() < self.rate:
+            code = "InvalidInstanceID.NotFound"
+            self.refused[code] = self.refused.get(code, 0) + 1
+            raise backend_error(client_error(code, 400, "TerminateInstances"), "TerminateInstanceInAutoScalingGroup")
 
     def list(self, group: str) -> Sequence[Instance]:
         self._maybe_fail("DescribeInstances")
