@@ -108,7 +108,8 @@ def plan_settle(
     draft = Draft(config, book, snap, now, NO_ANSWERS)
     for group in sorted(set(groups) & set(draft.instances)):
         for job_id, own in covered(view(draft.department, draft.book, group, draft.snap)).items():
-            if own and job_id in held_jobs and unconfigured(draft, draft.instances[group][own]):
+            max_age = draft.config.group(group).time_to_start
+            if own and job_id in held_jobs and unconfigured(draft, draft.instances[group][own], max_age):
                 draft.add(QueueJit(group=group, name=own, reason=f"VM of held job {job_id} has no runner config"))
         add_capacity(draft, group)
     deliver(draft, jit_limit, jit_budget)

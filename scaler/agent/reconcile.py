@@ -51,7 +51,7 @@ def reconcile_group(draft: Draft, group: str) -> None:
                 waits = _still_queued(draft, group, inst)
                 never_ran.add(inst.name)
                 removals.append((inst, "never registered within time-to-start" + ("; its job still waits" * waits)))
-            elif unconfigured(draft, inst):
+            elif inst.state is not InstanceState.CREATING and unconfigured(draft, inst):
                 draft.add(QueueJit(group=group, name=inst.name, reason="VM has no runner config"))
         elif runner is not None and runner.status != "online" and age > spec.time_to_start:
             removals.append((inst, "runner offline"))
@@ -88,7 +88,7 @@ def reconcile_group(draft: Draft, group: str) -> None:
     uncover(draft, group, len(spare_lost))
 
 
-def unconfigured(draft: Draft, inst: Instance) -> bool:
+def unconfigured(draft: Draft, inst: Instance, max_age: float | None = None) -> bool:
     """A VM without a runner that should get a JIT config from this agent (its creator died, say).
 
     Only while it is young: a runner that came and went between this agent's
@@ -96,14 +96,16 @@ def unconfigured(draft: Draft, inst: Instance) -> bool:
     runner too, and a second config would keep that used VM waiting with an
     offline runner until time-to-start. Its creator configures a VM within
     seconds; one that nobody configured within a reconcile interval is replaced
-    after time-to-start like any VM that never registered.
+    after time-to-start like any VM that never registered. (``max_age``: the
+    VM of a job whose message this agent holds, e.g. a create that timed out
+    but landed, may be older: the agent is that job's keeper.)
     """
     book = draft.book
     if inst.name in book.delivered or inst.name in book.pending_jit or inst.name in book.registered:
         return False
-    if inst.state is InstanceState.CREATING or inst.labels.get(STATE_LABEL) not in (None, "waiting"):
+    if inst.labels.get(STATE_LABEL) not in (None, "waiting"):
         return False
-    return draft.now - inst.created_at <= draft.config.reconcile_interval
+    return draft.now - inst.created_at <= (draft.config.reconcile_interval if max_age is None else max_age)
 
 
 def remove_vm(draft: Draft, group: str, inst: Instance, reason: str, *, check_made_for: bool = True) -> None:
