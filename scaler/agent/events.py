@@ -2,8 +2,11 @@
 
 Attributes (department, group, action, job_id, delivery) route a message; the
 body is GitHub's ``workflow_job`` webhook payload, from which only a few
-fields are read. A message that cannot be parsed can never succeed, so it is
-acknowledged (and logged) rather than redelivered until it dead-letters.
+fields are read. A message that cannot be parsed can never succeed: the
+loop hands it back at once so the bus moves it to its dead letters after its
+last delivery attempt (counted and logged), and the rest of the batch goes on.
+Job ids are bounded here as at the webhook (:func:`scaler.naming.valid_job_id`):
+a forged id that no VM name can hold must not reach the planner.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scaler.bus.base import Message
+from scaler.naming import valid_job_id
 
 ACTIONS = ("queued", "waiting", "in_progress", "completed")
 
@@ -69,11 +73,11 @@ def parse(message: Message) -> JobEvent:
     if action not in ACTIONS:
         raise BadMessage(f"unknown action {action[:40]!r}")
     raw_id = attrs.get("job_id") or job.get("id")
-    try:
-        job_id = int(str(raw_id))
-    except ValueError:
-        raise BadMessage("job_id is not an integer") from None
-    if job_id <= 0 or (job.get("id") is not None and str(job.get("id")) != str(job_id)):
+    if not valid_job_id(raw_id):
+        raise BadMessage("job_id is not an integer in 1..2**63-1")
+    job_id = int(str(raw_id))
+    body_id = job.get("id")
+    if body_id is not None and (not valid_job_id(body_id) or int(str(body_id)) != job_id):
         raise BadMessage("job_id attribute and body disagree")
     repo = body.get("repository", {}).get("full_name", "") if isinstance(body.get("repository"), dict) else ""
     runner_id = job.get("runner_id")

@@ -80,6 +80,10 @@ class Executor:
         while i < len(actions):
             j = i + 1
             kind = actions[i].kind
+            if kind is Kind.CREATE and actions[i].group in self._failed_deletes(out):
+                # Sized as if the group's deletions had happened: creating now could exceed max.
+                i += 1
+                continue
             if kind in BATCHED:
                 same_group = kind in (Kind.DELETE, Kind.CREATE)
                 while j < len(actions) and actions[j].kind is kind:
@@ -104,6 +108,10 @@ class Executor:
             self.metrics.reconcile_passes.inc()
             self.metrics.reconcile_success.set(self.clock())
         return out
+
+    @staticmethod
+    def _failed_deletes(out: Outcome) -> set[str]:
+        return {a.group for a, exc in out.failed.items() if a.kind is Kind.DELETE}
 
     def _run(self, run: Sequence[Action], out: Outcome) -> None:
         first = run[0]
@@ -232,7 +240,10 @@ class Executor:
                 if status == 409:
                     # The name is registered already: another replica configured this VM (or our
                     # retried POST did). Not ours to redo; reconcile replaces it if it never registers.
+                    # Remember that it has a config: once its runner is gone it ran (views.finished),
+                    # and it must never be given a second one (a used VM would wait for timeToStart).
                     self.book.pending_jit.pop(action.name, None)
+                    self.book.delivered.setdefault(action.name, self.clock())
                 elif status == 422:
                     refused_groups.add(action.group)  # the group's runner group or labels: the others may work
                 else:

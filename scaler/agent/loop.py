@@ -26,14 +26,14 @@ from scaler import naming
 from scaler.agent import planner
 from scaler.agent.actions import Plan
 from scaler.agent.calls import Calls, api_error_kind
-from scaler.agent.events import BadMessage, JobEvent, parse
+from scaler.agent.events import ACTIONS, BadMessage, JobEvent, parse
 from scaler.agent.executor import Executor
 from scaler.agent.metrics import AgentMetrics
 from scaler.agent.observe import Observer
 from scaler.agent.state import Book
 from scaler.agent.vm_events import VmEvent, VmEvents
 from scaler.backends.base import Backend
-from scaler.bus.base import BusUnavailable, Subscriber
+from scaler.bus.base import BusUnavailable, Message, Subscriber
 from scaler.config import StackConfig
 from scaler.github.models import GitHubApi
 from scaler.github.ratelimit import JitBudget
@@ -139,15 +139,14 @@ class Agent:
         acks: list[str] = []
         completions: list[VmEvent] = []
         starts: list[VmEvent] = []
+        poison: list[str] = []
         for message in messages:
             try:
                 event = parse(message)
-            except BadMessage as exc:
-                log.error("dropping unusable message", extra={"delivery": message.message_id, "reason": str(exc)})
-                self.metrics.events.labels("unknown", "bad").inc()
-                acks.append(message.ack_id)
+                handled = self._handle(event, starts, completions)
+            except Exception as exc:  # one record that cannot be processed must not stop the batch
+                poison.append(self._poison(message, exc))
                 continue
-            handled = self._handle(event, starts, completions)
             if handled:
                 acks.append(event.ack_id)
             elif handled is not None and event.action == "queued":
@@ -156,6 +155,7 @@ class Agent:
         acks += self.vm_events.start(starts)
         acks += self.vm_events.complete(completions)
         self._ack(acks)
+        self._hand_back(poison)
         self._verify_stale()
         self._settle(touched)
         self._extend_leases()
@@ -174,19 +174,45 @@ class Agent:
                 log.warning("reconcile failed; retrying soon", extra={"error": api_error_kind(exc)})
                 self._next_reconcile = now + confirm_soon
             else:
-                # Confirm first sightings soon, so a leftover VM lives at most about one interval.
-                self._next_reconcile = now + (confirm_soon if plan.first_sightings else interval)
+                # Confirm first sightings soon, so a leftover VM lives at most about one interval;
+                # likewise a group that could not be listed this time is looked at again soon.
+                partial = set(self.group_names) - set(plan.vm_states)
+                self._next_reconcile = now + (confirm_soon if plan.first_sightings or partial else interval)
         self.run_once()
 
     def hand_back(self) -> int:
         """Return every held message to the bus now (e.g. on exit); their jobs are not lost."""
         ack_ids = list(self.held)
         self.held.clear()
+        self._hand_back(ack_ids)
+        return len(ack_ids)
+
+    def _hand_back(self, ack_ids: list[str]) -> None:
+        if not ack_ids:
+            return
         try:
             self.subscriber.modify_ack_deadline(ack_ids, 0)
         except BusUnavailable:
             pass  # their leases expire on their own
-        return len(ack_ids)
+
+    def _poison(self, message: Message, exc: Exception) -> str:
+        """A message that can never be processed: counted, logged, and handed back for the dead letters.
+
+        The agent cannot (and must not be able to) publish to the dead-letter
+        topic, so it does what both buses turn into a dead letter: it hands the
+        message back at once, every time, and the bus moves it to its dead
+        letters after the subscription's last delivery attempt (the SQLite
+        bus's ``dead_letters`` table; Pub/Sub's dead-letter policy, 5 attempts
+        in infra/subscription.py). Acknowledging it would destroy the evidence.
+        """
+        reason = str(exc) if isinstance(exc, BadMessage) else f"cannot process it: {type(exc).__name__}"
+        action = message.attributes.get("action", "")
+        log.error(
+            "unusable message; handing it back for the dead letters",
+            extra={"delivery": message.message_id, "reason": reason, "attempt": message.delivery_attempt},
+        )
+        self.metrics.events.labels(action if action in ACTIONS else "unknown", "bad").inc()
+        return message.ack_id
 
     def run_forever(self, stop: threading.Event) -> None:
         """Pull, act and reconcile until ``stop`` is set; never dies on a failing dependency."""
@@ -206,16 +232,19 @@ class Agent:
         if event.department != department or event.group not in self.group_names:
             self.metrics.events.labels(event.action, "not-ours").inc()
             return True
-        record = self.book.observe_job(
-            event.job_id, event.group, event.repo, event.action, now, event.runner_name, event.workflow
-        )
+        runner = event.runner_name
+        ours = runner is not None and naming.is_ours(department, runner, self.group_names)
+        if event.action != "completed" or not ours:
+            # A completed event naming one of our VMs is written to the book only once believed (vm_events).
+            record = self.book.observe_job(
+                event.job_id, event.group, event.repo, event.action, now, runner, event.workflow
+            )
         if event.action == "waiting":
             self.metrics.events.labels(event.action, "ok").inc()
             return True
         if event.action == "queued":
             return record.status != "queued"  # already running or done: nothing to add
-        runner = event.runner_name
-        if runner is None or not naming.is_ours(department, runner, self.group_names):
+        if runner is None or not ours:
             self.metrics.events.labels(event.action, "not-ours").inc()
             return True
         group = naming.group_of(department, list(self.group_names), runner) or event.group

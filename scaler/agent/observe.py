@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from scaler import naming
 from scaler.agent.actions import Answer, Plan, Question
-from scaler.agent.calls import Calls, api_error_kind
+from scaler.agent.calls import Calls, api_error_kind, github_status
 from scaler.agent.views import Snapshot
 from scaler.backends.base import Backend, Instance
 from scaler.config import StackConfig
@@ -53,6 +53,7 @@ class Observer:
     def snapshot(self, groups: Iterable[str] | None = None, runners_max_age: float | None = 0.0) -> Snapshot:
         """Runners (at most ``runners_max_age`` old; None: not read) and the instances of the given groups."""
         runners = self.runners(runners_max_age) if runners_max_age is not None else None
+        runners_at = self._runners_at if runners is not None else float("-inf")
         instances: dict[str, dict[str, Instance]] = {}
         for group in groups if groups is not None else self.group_names:
             try:
@@ -62,7 +63,7 @@ class Observer:
                     "cannot list the group's VMs; skipping it this time",
                     extra={"group": group, "error": api_error_kind(exc)},
                 )
-        return Snapshot(runners, instances)
+        return Snapshot(runners, instances, runners_at)
 
     def runners(self, max_age: float = RUNNERS_MAX_AGE) -> dict[str, Runner] | None:
         """Our runners by name as GitHub lists them, at most ``max_age`` seconds old; None if unknown."""
@@ -81,14 +82,22 @@ class Observer:
             self.on_runners(self._runners.values())
         return self._runners
 
-    def ask(self, questions: Iterable[Question], *, stop_at_failure: bool = False) -> dict[int, Answer]:
-        """GitHub's answers (GET only); a question GitHub could not answer has none."""
+    def ask(
+        self, questions: Iterable[Question], *, stop_at_failure: bool = False, not_found: set[int] | None = None
+    ) -> dict[int, Answer]:
+        """GitHub's answers (GET only); a question GitHub could not answer has none.
+
+        ``not_found`` collects the jobs GitHub answered 404 for (no such job in that repository).
+        """
         answers: dict[int, Answer] = {}
         for q in questions:
             try:
                 job = self.calls("github", "get_job", self.github.get_job, q.repo, q.job_id)
             except Exception as exc:
                 log.warning("cannot check job", extra={"job_id": q.job_id, "error": api_error_kind(exc)})
+                if not_found is not None and github_status(exc) == 404:
+                    not_found.add(q.job_id)
+                    continue
                 if stop_at_failure:
                     break
                 continue
@@ -99,7 +108,7 @@ class Observer:
         """JIT configs GitHub would generate right now; None when unknown (no budget given)."""
         return self.budget.remaining() if self.budget is not None else None
 
-    def answered(self, make_plan: Callable[[Mapping[int, Answer]], Plan], **ask: bool) -> Plan:
+    def answered(self, make_plan: Callable[[Mapping[int, Answer]], Plan], *, stop_at_failure: bool = False) -> Plan:
         """Plan, ask GitHub what the plan wants to know, plan again with the answers (a few rounds)."""
         answers: dict[int, Answer] = {}
         asked: set[int] = set()
@@ -109,7 +118,7 @@ class Observer:
             if not new:
                 break
             asked.update(q.job_id for q in new)
-            got = self.ask(new, **ask)
+            got = self.ask(new, stop_at_failure=stop_at_failure)
             if not got:
                 break
             answers |= got

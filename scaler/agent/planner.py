@@ -31,7 +31,7 @@ from scaler.agent.actions import (
 )
 from scaler.agent.draft import Draft
 from scaler.agent.policy import by_priority, kept_names, plan_capacity
-from scaler.agent.reconcile import orphan_runners, reconcile_group, remove_vm
+from scaler.agent.reconcile import orphan_runners, reconcile_group, remove_vm, unconfigured
 from scaler.agent.state import Book
 from scaler.agent.views import ACTIVE, REPORTED_OVER, GroupView, Snapshot, covered, spent_names, view
 from scaler.backends.base import JOB_KEY, STATE_LABEL, Instance, InstanceState
@@ -63,6 +63,10 @@ def plan_reconcile(
     for group in draft.group_names:
         if group in draft.instances:
             reconcile_group(draft, group)
+        else:  # not listed this time: its deletion candidates keep their first sighting
+            draft.plan.seen |= {key for key in book.marks if key.startswith(f"vm:{group}:")}
+    if snap.runners is None:
+        draft.plan.seen |= {key for key in book.marks if key.startswith("runner:")}
     orphan_runners(draft)
     for group in draft.group_names:
         if group in draft.instances:
@@ -106,7 +110,8 @@ def plan_settle(
     draft = Draft(config, book, snap, now, NO_ANSWERS)
     for group in sorted(set(groups) & set(draft.instances)):
         for job_id, own in covered(view(draft.department, draft.book, group, draft.snap)).items():
-            if own and job_id in held_jobs and _unconfigured(draft.book, own):
+            max_age = draft.config.group(group).time_to_start
+            if own and job_id in held_jobs and unconfigured(draft, draft.instances[group][own], max_age):
                 draft.add(QueueJit(group=group, name=own, reason=f"VM of held job {job_id} has no runner config"))
         add_capacity(draft, group)
     deliver(draft, jit_limit, jit_budget)
@@ -167,6 +172,10 @@ def start_actions(config: StackConfig, book: Book, group: str, runner: str, job_
             Requeue(group=group, name=str(made_for), reason=f"job {job_id} took its VM", job_id=made_for, repo=repo),
             ClearJit(group=group, name=runner, reason="runner took another job", job_label=job_id),
         ]
+    if made_for is None:
+        # A warm VM: label it with the job it runs, so that any replica can believe that job's
+        # completed event from the VM's own metadata (scaler/agent/trust.py) without asking GitHub.
+        return [ClearJit(group=group, name=runner, reason="warm runner took a job", job_label=job_id)]
     if runner in book.jit_cleared:
         return []
     return [ClearJit(group=group, name=runner, reason="runner started; its JIT config is spent")]
@@ -313,10 +322,6 @@ def deliver(draft: Draft, limit: int, budget: int | None) -> None:
         if inst is not None and inst.state in READY:
             draft.add(DeliverJit(group=group, name=name, reason="VM exists; give it its runner config"))
             room -= 1
-
-
-def _unconfigured(book: Book, name: str) -> bool:
-    return name not in book.pending_jit and name not in book.delivered and name not in book.registered
 
 
 __all__ = [

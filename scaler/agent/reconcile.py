@@ -18,7 +18,7 @@ from scaler.agent.actions import ClearJit, Delete, Deregister, Mark, Question, Q
 from scaler.agent.draft import Draft
 from scaler.agent.policy import desired_capacity, kept_names
 from scaler.agent.state import WAITING_STATUSES
-from scaler.agent.views import REPORTED_OVER, view
+from scaler.agent.views import REPORTED_OVER, github_says_over, view
 from scaler.backends.base import REPO_KEY, STATE_LABEL, Instance, InstanceState
 
 CLEAR_PER_PASS = 50  # JIT configs cleared per group and pass (one Compute write each)
@@ -53,9 +53,8 @@ def reconcile_group(draft: Draft, group: str) -> None:
                 waits = _still_queued(draft, group, inst)
                 never_ran.add(inst.name)
                 removals.append((inst, "never registered within time-to-start" + ("; its job still waits" * waits)))
-            elif inst.name not in book.delivered and inst.name not in book.pending_jit:
-                if inst.labels.get(STATE_LABEL) in (None, "waiting") and inst.state is not InstanceState.CREATING:
-                    draft.add(QueueJit(group=group, name=inst.name, reason="VM has no runner config"))
+            elif inst.state is not InstanceState.CREATING and unconfigured(draft, inst):
+                draft.add(QueueJit(group=group, name=inst.name, reason="VM has no runner config"))
         elif runner is not None and runner.status != "online" and age > spec.time_to_start:
             removals.append((inst, "runner offline"))
         elif runner is not None and runner.status == "online" and inst.name not in kept:
@@ -65,8 +64,8 @@ def reconcile_group(draft: Draft, group: str) -> None:
         if inst.state is InstanceState.FAILED:
             removals.append((inst, "VM failed"))
         elif inst.name in before.finished and inst.name not in before.busy:
-            if inst.labels.get(STATE_LABEL) in REPORTED_OVER:
-                said.add(inst.name)  # the VM itself reports its one job over: as good as a completed event
+            if inst.labels.get(STATE_LABEL) in REPORTED_OVER or github_says_over(book, inst):
+                said.add(inst.name)  # the VM or GitHub says its one job is over: as good as a completed event
             removals.append((inst, "job over (VM reports it)" if inst.name in said else "runner came and went"))
     # Idle beyond the warm pool: the policy's target, minus what is already going away.
     target = desired_capacity(spec, busy=len(before.busy), queued=before.demand, now=now)
@@ -91,6 +90,26 @@ def reconcile_group(draft: Draft, group: str) -> None:
     # Spare VMs that went away were the capacity of jobs acked on spare capacity.
     spare_lost = [n for n in deleted if n not in before.finished | before.busy | before.reserved | own_names]
     uncover(draft, group, len(spare_lost))
+
+
+def unconfigured(draft: Draft, inst: Instance, max_age: float | None = None) -> bool:
+    """A VM without a runner that should get a JIT config from this agent (its creator died, say).
+
+    Only while it is young: a runner that came and went between this agent's
+    listings (a short job, another replica's config) leaves a VM without a
+    runner too, and a second config would keep that used VM waiting with an
+    offline runner until time-to-start. Its creator configures a VM within
+    seconds; one that nobody configured within a reconcile interval is replaced
+    after time-to-start like any VM that never registered. (``max_age``: the
+    VM of a job whose message this agent holds, e.g. a create that timed out
+    but landed, may be older: the agent is that job's keeper.)
+    """
+    book = draft.book
+    if inst.name in book.delivered or inst.name in book.pending_jit or inst.name in book.registered:
+        return False
+    if inst.labels.get(STATE_LABEL) not in (None, "waiting"):
+        return False
+    return draft.now - inst.created_at <= (draft.config.reconcile_interval if max_age is None else max_age)
 
 
 def remove_vm(draft: Draft, group: str, inst: Instance, reason: str, *, check_made_for: bool = True) -> None:
@@ -134,10 +153,11 @@ def _ask_about_vanished_runners(draft: Draft, group: str) -> None:
     running_on = draft.book.running_on()
     for inst in draft.instances[group].values():
         job_id = running_on.get(inst.name)
-        if job_id is None or draft.snap.runner(inst.name) is not None or inst.name not in draft.book.registered:
+        if job_id is None or draft.snap.runner(inst.name) is not None:
             continue
         record = draft.book.jobs[job_id]
-        if record.repo:
+        # Its start was heard of before GitHub listed the runners: the runner existed and is gone now.
+        if record.repo and (inst.name in draft.book.registered or record.seen_at < draft.snap.runners_at):
             draft.ask(Question(job_id, group, record.repo))
 
 

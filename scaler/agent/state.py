@@ -118,7 +118,15 @@ class Book:
             self.requeue(job_id, now)
 
     def saw_runners(self, names: frozenset[str] | set[str], now: float) -> None:
+        """GitHub lists these runners now: each of those VMs has its config, from us or another replica.
+
+        A config still pending here is dropped: generated after the runner's one
+        job is over, it would leave a used VM waiting with an offline runner.
+        """
         self.registered.update(dict.fromkeys(names, now))
+        for name in names:
+            if self.pending_jit.pop(name, None) is not None:
+                self.delivered.setdefault(name, now)
 
     def queued(self, group: str) -> list[JobRecord]:
         """Jobs of a group still waiting for a runner, oldest first.

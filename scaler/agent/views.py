@@ -16,6 +16,9 @@ from scaler.github.models import Runner
 
 ACTIVE = frozenset({InstanceState.CREATING, InstanceState.RUNNING, InstanceState.RESUMING})
 REPORTED_OVER = ("done", "failed")  # what the boot agent reports once its one job is over
+# Seconds a generated JIT config may take to show in GitHub's runner listing: a runner missing
+# from a listing taken sooner says nothing about whether it came and went.
+LISTING_LAG = 30.0
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class Snapshot:
 
     runners: Mapping[str, Runner] | None
     instances: Mapping[str, Mapping[str, Instance]] = field(default_factory=dict)
+    # When GitHub listed the runners (-inf: unknown). A JIT config generated before then would show.
+    runners_at: float = float("-inf")
 
     def runner(self, name: str) -> Runner | None:
         return self.runners.get(name) if self.runners is not None else None
@@ -69,9 +74,27 @@ def finished(book: Book, inst: Instance, snap: Snapshot) -> bool:
         return True
     if snap.runners is None or snap.runner(inst.name) is not None:
         return False
-    if book.registered.get(inst.name, float("-inf")) < inst.created_at:
+    # Its runner existed: this agent saw it listed, or a JIT config was generated for it (by
+    # this agent, or by another replica: GitHub's 409). A JIT runner is listed from the moment
+    # its config exists until its one job is over, so its absence now means it came and went.
+    seen = book.registered.get(inst.name, float("-inf"))
+    configured = book.delivered.get(inst.name)
+    if configured is not None and configured < snap.runners_at - LISTING_LAG:
+        seen = max(seen, configured)
+    if seen < inst.created_at:
         return False  # never registered, or only an earlier VM of that name was
     return inst.name not in book.running_on()
+
+
+def github_says_over(book: Book, inst: Instance) -> bool:
+    """GitHub (an answer or a believed ``completed``) says the job that ran on this very VM is over.
+
+    Learnt after the VM was created, so it is not about an earlier VM of a reused name.
+    """
+    return any(
+        j.status == "completed" and j.runner_name == inst.name and j.seen_at >= inst.created_at
+        for j in book.jobs.values()
+    )
 
 
 def spent_names(book: Book, group: str, snap: Snapshot) -> set[str]:

@@ -13,8 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
-from scaler.agent import planner
-from scaler.agent.actions import Answer, ClearJit, Deregister, Kind, Plan
+from scaler import naming
+from scaler.agent import planner, trust
+from scaler.agent.actions import Answer, ClearJit, Deregister, Kind, Plan, Question
 from scaler.agent.events import JobEvent
 from scaler.agent.executor import Executor
 from scaler.agent.metrics import AgentMetrics
@@ -94,7 +95,7 @@ class VmEvents:
         """
         acks: list[str] = []
         last = self.observer.runners(RUNNERS_MAX_AGE) if completions else None
-        by_group: dict[str, list[VmEvent]] = {}
+        fresh: list[VmEvent] = []
         for done in completions:
             present = last.get(done.runner) if last is not None else None
             if self._name_reused(done.event, present):
@@ -103,7 +104,14 @@ class VmEvents:
                 )
                 acks.append(done.event.ack_id)
             else:
-                by_group.setdefault(done.group, []).append(done)
+                fresh.append(done)
+        by_group: dict[str, list[VmEvent]] = {}
+        for done in self._believed(fresh, last, acks):
+            event = done.event
+            self.book.observe_job(
+                event.job_id, event.group, event.repo, "completed", self.observer.clock(), done.runner
+            )
+            by_group.setdefault(done.group, []).append(done)
         for group, batch in by_group.items():
             names = sorted({d.runner for d in batch})
             now = self.observer.clock()
@@ -134,12 +142,69 @@ class VmEvents:
         instances = self.observer.snapshot([group], runners_max_age=None).instances.get(group, {})
         return kept_names(self.config.group(group), instances.values(), now)
 
+    def _believed(self, completions: list[VmEvent], last: dict[str, Runner] | None, acks: list[str]) -> list[VmEvent]:
+        """The completions the agent believes (scaler/agent/trust.py); rejected ones are acked into ``acks``.
+
+        The book settles the common case; the rest cost one listing per group,
+        and GitHub is asked only about those whose VM does not name the job.
+        """
+        believed = [d for d in completions if trust.known(self.book, d.event.job_id, d.runner)]
+        rest = [d for d in completions if d not in believed]
+        if not rest:
+            return believed
+        snap = self.observer.snapshot(sorted({d.group for d in rest}), None)
+        if any(naming.job_of(self.config.department, d.group, d.runner) is None for d in rest):
+            # A warm name's runner may be listed busy only because the listing predates the job's
+            # end: judge reused names on a fresh listing rather than hand the message back.
+            last = self.observer.runners(0.0)
+        answers: Mapping[int, Answer] = {}
+        unknown: set[int] = set()
+        for round_ in range(2):  # judge; ask GitHub what cannot be judged otherwise; judge again
+            undecided: list[VmEvent] = []
+            for done in rest:
+                if done.group not in snap.instances:
+                    self.retry_soon(done.event, RuntimeError("cannot list the VMs of the group"))
+                    continue
+                inst = snap.instances[done.group].get(done.runner)
+                listed = last.get(done.runner) if last is not None else None
+                answer = answers.get(done.event.job_id)
+                verdict = trust.judge(
+                    self.config.department, done.group, self.book, done.event.job_id, done.runner, inst, listed, answer
+                )
+                if verdict is trust.Verdict.ASK and (not done.event.repo or done.event.job_id in unknown):
+                    verdict = trust.Verdict.REJECT  # no repository to ask GitHub about, or no such job there
+                if verdict is trust.Verdict.ACCEPT:
+                    believed.append(done)
+                elif verdict is trust.Verdict.REJECT:
+                    self._reject(done, acks)
+                elif verdict is trust.Verdict.LATER:
+                    self.retry_soon(done.event, RuntimeError("runner of a reused name still listed busy"))
+                elif round_ == 0:
+                    undecided.append(done)
+                else:
+                    self.retry_soon(done.event, RuntimeError("GitHub could not confirm the job"))
+            if not undecided:
+                break
+            rest = undecided
+            questions = [Question(d.event.job_id, d.group, d.event.repo) for d in undecided]
+            answers = self.observer.ask(questions, not_found=unknown)
+        return believed
+
+    def _reject(self, done: VmEvent, acks: list[str]) -> None:
+        """A completed event nothing vouches for (possibly forged): kept VM, acknowledged, counted, logged."""
+        log.warning(
+            "completed event not confirmed for its VM; VM kept (forged or mistaken event?)",
+            extra={**done.event.log_fields(), "instance": done.runner},
+        )
+        self.metrics.events.labels("completed", "rejected").inc()
+        acks.append(done.event.ack_id)
+
     def _deregister_after_completion(self, done: VmEvent, last: dict[str, Runner] | None) -> bool:
         """An ephemeral runner deregisters itself; if it is still listed, remove it. False: retry later."""
         present = last.get(done.runner) if last is not None else None
-        runner_id = present.id if present is not None else done.event.runner_id
-        if runner_id is None or (last is not None and present is None):
-            return True
+        if present is None:
+            return True  # not listed (or no listing): an id from the message alone is never trusted
+        runner_id = present.id
         action = Deregister(group=done.group, name=done.runner, reason="job completed", runner_id=runner_id)
         failed = self.executor.execute(Plan([action])).failed
         if action in failed:

@@ -15,7 +15,7 @@ from scaler import naming
 from scaler.agent import planner
 from scaler.agent.actions import Answer, Kind, Plan, Question
 from scaler.agent.state import Book
-from scaler.agent.views import Snapshot
+from scaler.agent.views import Snapshot, view
 from scaler.backends.base import JOB_KEY, REPO_KEY, STATE_LABEL, Instance, InstanceState
 from scaler.github.models import Job, Runner
 from tests.agent.world import make_config
@@ -194,7 +194,31 @@ def test_held_jobs_are_acked_once_their_own_vm_has_its_config() -> None:
 
 
 def test_settle_gives_a_held_jobs_unconfigured_vm_a_config() -> None:
-    own = vm(20)
+    own = vm(20, age=5.0)
     book = queued(Book(), 20)
     plan = planner.plan_settle(CONFIG, book, Case(book, [own]).snapshot(), NOW, {"linux"}, {20})
     assert [(a.kind, a.name) for a in plan.actions] == [(Kind.QUEUE_JIT, own.name), (Kind.DELIVER_JIT, own.name)]
+
+
+def test_a_vm_older_than_an_interval_without_a_runner_gets_no_second_config() -> None:
+    """Its runner may have come and gone between this replica's listings: a second config would strand it."""
+    old = vm(None, age=CONFIG.reconcile_interval + 1.0)
+    book = Book()
+    plan = planner.plan_reconcile(CONFIG, book, Case(book, [old]).snapshot(), NOW)
+    assert not plan.of(Kind.QUEUE_JIT) and not plan.of(Kind.DELIVER_JIT)
+    young = vm(None, age=1.0)
+    plan = planner.plan_reconcile(CONFIG, book, Case(book, [young]).snapshot(), NOW)
+    assert [a.name for a in plan.of(Kind.QUEUE_JIT)] == [young.name]
+
+
+def test_a_vm_another_replica_configured_counts_as_having_had_a_runner() -> None:
+    """A 409 told this replica a config exists; a later listing without the runner means it came and went."""
+    used = vm(20, age=60.0)
+    book = Book()
+    book.delivered[used.name] = NOW - 40.0  # GitHub's 409: another replica generated its config
+    snap = Case(book, [used]).snapshot()
+    listed_after = Snapshot(snap.runners, snap.instances, runners_at=NOW)
+    assert used.name in view("eng", book, "linux", listed_after).finished
+    # A listing taken too soon after the config may not show its runner yet: that proves nothing.
+    listed_soon = Snapshot(snap.runners, snap.instances, runners_at=NOW - 15.0)
+    assert used.name not in view("eng", book, "linux", listed_soon).finished

@@ -6,19 +6,22 @@ and time-to-start are exercised without sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from scaler import naming
 from scaler.agent import Agent
-from scaler.backends.base import InstanceState
+from scaler.backends.base import Backend, InstanceState
 from scaler.backends.local import LocalBackend
 from scaler.backends.local_vm import SimulatedVms
 from scaler.config import StackConfig, parse_stack_config
 from scaler.github.sim import GitHubSim, SimJob
+from tests.agent.aws_faults import AwsFaults
 from tests.agent.membus import MemoryBus
 
 DEPARTMENT = "eng"
@@ -61,7 +64,10 @@ def make_config(
 
 
 class World:
-    def __init__(self, seed: int = 0, replicas: int = 1, *, boot_delay: float = 20.0, **bus_faults: Any) -> None:
+    def __init__(
+        self, seed: int = 0, replicas: int = 1, *, boot_delay: float = 20.0, cloud: str = "local", **bus_faults: Any
+    ) -> None:
+        """``cloud="aws"``: the agents' backend refuses calls and names in AWS's words (tests/agent/aws_faults.py)."""
         self.now = 1_700_000_000.0
         self.rng = random.Random(seed)
         self.config_kwargs: dict[str, Any] = {}
@@ -70,6 +76,9 @@ class World:
         self.github = GitHubSim(self.clock, self._emit, self.rng)
         self.backend = LocalBackend(None, boot_delay=boot_delay, clock=self.clock)
         self.vms = SimulatedVms(self.backend, on_boot=self._on_boot)
+        self.agent_backend: Backend = self.backend
+        if cloud == "aws":
+            self.agent_backend = AwsFaults(self.backend, random.Random(seed + 1))
         self.agents = [self.new_agent() for _ in range(replicas)]
         self.group_of_job: dict[int, str] = {}
         self.finished_at: dict[tuple[str, float], float] = {}  # (name, created_at) -> when its job ended
@@ -80,11 +89,26 @@ class World:
         self.config = make_config(**kwargs)
         self.agents = [self.new_agent() for _ in self.agents]
 
+    @contextlib.contextmanager
+    def calm(self) -> Iterator[None]:
+        """No injected cloud faults inside the block (the AWS-vocabulary backend's refusals pause)."""
+        faults = self.agent_backend if isinstance(self.agent_backend, AwsFaults) else None
+        rate = faults.rate if faults is not None else 0.0
+        if faults is not None:
+            faults.rate = 0.0
+        try:
+            yield
+        finally:
+            if faults is not None:
+                faults.rate = rate
+
     def clock(self) -> float:
         return self.now
 
     def new_agent(self) -> Agent:
-        return Agent(self.config, self.backend, self.github, self.bus, clock=self.clock, registry=CollectorRegistry())
+        return Agent(
+            self.config, self.agent_backend, self.github, self.bus, clock=self.clock, registry=CollectorRegistry()
+        )
 
     # ------------------------------------------------------------------ the outside world
 
