@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from scaler.bus.base import Message
 
 
 @dataclass
-class _Entry:
+class LeasedMessage:
     id: str
     data: bytes
     attributes: dict[str, str]
@@ -32,9 +32,15 @@ class SimBus:
     def __init__(self, clock: Callable[[], float], lease: float = 60.0) -> None:
         self.clock = clock
         self.lease = lease
-        self.entries: dict[str, _Entry] = {}
+        self.entries: dict[str, LeasedMessage] = {}
         self.published = 0
         self._ids = itertools.count(1)
+
+    def publish(self, data: bytes, attributes: Mapping[str, str]) -> str:
+        """Store one message (the Publisher side of the contract); its id."""
+        mid = str(next(self._ids))
+        self.entries[mid] = LeasedMessage(mid, bytes(data), dict(attributes))
+        return mid
 
     def publish_event(self, department: str, group: str, action: str, payload: dict[str, Any]) -> None:
         """What the webhook publishes for one ``workflow_job`` delivery."""
@@ -42,8 +48,7 @@ class SimBus:
         job_id = str(payload["workflow_job"]["id"])
         attributes = {"department": department, "group": group, "action": action, "job_id": job_id}
         attributes["delivery"] = f"{job_id}-{action}-{self.published}"
-        mid = str(next(self._ids))
-        self.entries[mid] = _Entry(mid, json.dumps(payload).encode(), attributes)
+        self.publish(json.dumps(payload).encode(), attributes)
 
     def ready_count(self) -> int:
         now = self.clock()
@@ -60,21 +65,21 @@ class SimBus:
     def ready(self) -> bool:
         return True
 
+    def _due(self, now: float) -> Iterator[LeasedMessage]:
+        """Messages not leased, in the order a pull takes them (publish order; a subclass may reorder)."""
+        return (e for e in self.entries.values() if e.lease_until <= now)
+
     def pull(self, max_messages: int = 100, timeout: float = 1.0) -> Sequence[Message]:
         now = self.clock()
         out: list[Message] = []
-        for entry in self.entries.values():
-            if len(out) >= max_messages:
-                break
-            if entry.lease_until > now:
-                continue
+        for entry in itertools.islice(self._due(now), max_messages):
             entry.attempts += 1
             entry.lease_until = now + self.lease
             entry.token = f"{entry.id}:{entry.attempts}"
             out.append(Message(entry.token, entry.id, entry.data, dict(entry.attributes), entry.attempts))
         return out
 
-    def _entry(self, ack_id: str) -> _Entry | None:
+    def _entry(self, ack_id: str) -> LeasedMessage | None:
         entry = self.entries.get(ack_id.split(":")[0])
         return entry if entry is not None and entry.token == ack_id else None
 
