@@ -121,6 +121,9 @@ def settle(world: World, replicas: int) -> None:
 
 @settings(
     max_examples=int(os.environ.get("GARO_PROPERTY_EXAMPLES", "25")),
+    # `make test` explores the same 2,000 examples every run (a red CI must be reproducible);
+    # a bare run, or `--hypothesis-seed=N`, explores new ones.
+    derandomize=os.environ.get("GARO_PROPERTY_DERANDOMIZE") == "1",
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
@@ -216,3 +219,21 @@ def test_random_event_streams_converge(
         check_always(world, replicas)
     check_capacity_after_reconcile(world, replicas)
     settle(world, replicas)
+
+
+# Found by a randomised 2,000-example run on 2026-11-30 with AWS's failure vocabulary
+# (tests/agent/aws_faults.py): after a restart, a queued job is left without a VM. Open: kept here,
+# strict, so the fix shows up as an XPASS to turn into `@example`s above.
+AWS_FAULT_CASES = [
+    (246, 1, [("queue", 1), ("agent", 0), ("queue", 3), ("queue", 7), ("agent", 0), ("tick", 1), ("tick", 9),
+              ("agent", 0), ("restart", 0)]),
+    (248, 1, [("queue", 0), ("queue", 0), ("queue", 0), ("queue", 0), ("queue", 1), ("queue", 7), ("agent", 0),
+              ("tick", 5), ("agent", 0), ("restart", 0), ("tick", 0), ("agent", 0)]),
+]  # fmt: skip
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="open: a queued job left without a VM after a restart")
+@pytest.mark.parametrize(("seed", "replicas", "ops"), AWS_FAULT_CASES)
+def test_aws_fault_cases_found_in_ci(seed: int, replicas: int, ops: list[tuple[str, int]]) -> None:
+    run = test_random_event_streams_converge.hypothesis.inner_test  # type: ignore[attr-defined]
+    run(cloud="aws", seed=seed, replicas=replicas, duplicate=0.0, drop=0.0, shuffle=False, ops=ops)
