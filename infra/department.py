@@ -18,7 +18,7 @@ from infra.network import DepartmentNetwork
 from infra.runner_pool import RunnerPool, RunnerPoolArgs, image_path
 from infra.scaler_component import Scaler, ScalerArgs
 from infra.secrets import additional_runner_credential_secrets, github_portal, runner_credential_secret
-from infra.stack import PORTAL_VERSION, LoadedStack, for_scaler, name_for
+from infra.stack import PORTAL_VERSION, LoadedStack, for_scaler, name_for, portal_group
 from infra.subscription import JobSubscription, JobSubscriptionArgs, job_filter
 from scaler.agent.metrics import DEFAULT_METRICS_PORT, METRICS_PATH
 from scaler.config.routing import routing_document
@@ -116,20 +116,7 @@ class Department(pulumi.ComponentResource):
         assert c.network is not None
         groups = [
             {
-                "name": g.name,
-                "labels": list(g.labels),
-                "runnerGroup": g.runner_group,
-                "repositories": list(g.repositories),
-                "min": g.min,
-                "max": g.max,
-                "machineType": g.machine_type,
-                "image": image_path(c.project, g.image_family),
-                "spot": g.spot,
-                "fallbackOnDemand": g.spot and g.fallback_on_demand,
-                "warmPool": {"size": g.warm_pool.size, "schedule": g.warm_pool.schedule},
-                "standbyPool": {"size": g.standby_pool.size, "mode": g.standby_pool.mode},
-                "timeToStart": g.time_to_start,
-                "timeToLive": g.time_to_live,
+                **portal_group(g, image_path(c.project, g.image_family)),
                 "mig": pool.outputs["mig"],
                 "fallbackMig": pool.outputs["fallbackMig"],
             }

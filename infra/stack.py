@@ -20,7 +20,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from scaler.config import SECRET_KEYS, ConfigError, StackConfig, parse_stack_config
+from scaler.config import SECRET_KEYS, ConfigError, RunnerGroup, StackConfig, parse_stack_config
 
 # Top-level keys whose values are strings even when they look like numbers
 # (a cost center "1234" must not become the integer 1234).
@@ -28,6 +28,27 @@ from scaler.config import SECRET_KEYS, ConfigError, StackConfig, parse_stack_con
 # longer report deadLetterTopic (each department has its own dead letters) and stacks report
 # which GitHub Apps they use; AWS departments were added without changing GCP's fields.
 PORTAL_VERSION = 2
+
+
+def portal_group(group: RunnerGroup, image: str) -> dict[str, Any]:
+    """A group's portal fields every cloud shares; each department adds where its pool lives (MIG, ASG)."""
+    return {
+        "name": group.name,
+        "labels": list(group.labels),
+        "runnerGroup": group.runner_group,
+        "repositories": list(group.repositories),
+        "min": group.min,
+        "max": group.max,
+        "machineType": group.machine_type,
+        "image": image,
+        "spot": group.spot,
+        "fallbackOnDemand": group.spot and group.fallback_on_demand,
+        "warmPool": {"size": group.warm_pool.size, "schedule": group.warm_pool.schedule},
+        "standbyPool": {"size": group.standby_pool.size, "mode": group.standby_pool.mode},
+        "timeToStart": group.time_to_start,
+        "timeToLive": group.time_to_live,
+    }
+
 
 _STRING_KEYS = frozenset(
     {"garo:kind", "garo:cloud", "garo:region", "garo:department", "garo:costCenter", "garo:project", "garo:scalerImage"}

@@ -22,7 +22,7 @@ from infra.aws.permissions import assume_role_policy, runner_policy, secret_poli
 from infra.aws.runner_pool import AwsRunnerPool, AwsRunnerPoolArgs, image_source
 from infra.aws.scaler import AwsScaler, AwsScalerArgs
 from infra.secrets import github_portal
-from infra.stack import PORTAL_VERSION, LoadedStack, for_scaler
+from infra.stack import PORTAL_VERSION, LoadedStack, for_scaler, portal_group
 from infra.subscription import JobSubscription, JobSubscriptionArgs, job_filter
 from scaler.config.routing import routing_document
 
@@ -173,21 +173,8 @@ class AwsDepartment(pulumi.ComponentResource):
         assert c.network is not None
         groups = [
             {
-                "name": g.name,
-                "labels": list(g.labels),
-                "runnerGroup": g.runner_group,
-                "repositories": list(g.repositories),
-                "min": g.min,
-                "max": g.max,
-                "machineType": g.machine_type,
+                **portal_group(g, image_source(g.ami, g.image_family)),
                 "instanceTypes": list(g.instance_types),
-                "image": image_source(g.ami, g.image_family),
-                "spot": g.spot,
-                "fallbackOnDemand": g.spot and g.fallback_on_demand,
-                "warmPool": {"size": g.warm_pool.size, "schedule": g.warm_pool.schedule},
-                "standbyPool": {"size": g.standby_pool.size, "mode": g.standby_pool.mode},
-                "timeToStart": g.time_to_start,
-                "timeToLive": g.time_to_live,
                 "asg": pool.asg.name,
                 "fallbackAsg": pool.fallback_asg.name if pool.fallback_asg else None,
                 "launchTemplate": pool.template.id,
