@@ -49,7 +49,7 @@ class Action:
 class Record(Action):
     job_id: int = 0
     repo: str = ""
-    status: str = ""
+    status: str = ""  # empty: only the job's repository is learnt (status and times stay)
     runner_name: str | None = None
     checked_vm: str = ""  # the busy VM this answer was asked for (asked once per VM)
 
@@ -187,7 +187,9 @@ def remember(book: Book, action: Action, now: float) -> None:
 
     ``resume`` changes nothing here: which VMs resumed is known only once the cloud answers.
     """
-    if isinstance(action, Record):
+    if isinstance(action, Record) and not action.status:
+        book.learn_repo(action.job_id, action.repo)
+    elif isinstance(action, Record):
         book.learn(action.job_id, action.group, action.repo, action.status, now, action.runner_name)
         if action.checked_vm:
             book.stolen_checked.add(action.checked_vm)

@@ -14,14 +14,15 @@ read GitHub only through the answers the observe step gathered.
 from __future__ import annotations
 
 from scaler import naming
-from scaler.agent.actions import ClearJit, Delete, Deregister, Mark, Question, QueueJit, Requeue, Spend
+from scaler.agent.actions import ClearJit, Delete, Deregister, Mark, Question, QueueJit, Record, Requeue, Spend
 from scaler.agent.draft import Draft
 from scaler.agent.policy import desired_capacity, kept_names
 from scaler.agent.state import WAITING_STATUSES
-from scaler.agent.views import REPORTED_OVER, github_says_over, view
+from scaler.agent.views import REPORTED_OVER, github_says_over, spent_names, view
 from scaler.backends.base import REPO_KEY, STATE_LABEL, Instance, InstanceState
 
 CLEAR_PER_PASS = 50  # JIT configs cleared per group and pass (one Compute write each)
+WAITING = ("queued", "covered")  # the book's statuses of a job without a runner
 STOLEN_CHECKS_PER_PASS = 20  # busy VMs asked about per pass (one GitHub GET each; after a restart, all once)
 
 
@@ -29,6 +30,7 @@ def reconcile_group(draft: Draft, group: str) -> None:
     """Plan the removals, JIT clears and JIT deliveries one group needs."""
     book, snap, now = draft.book, draft.snap, draft.now
     spec = draft.config.group(group)
+    _repos_from_vms(draft, group)
     _ask_about_vanished_runners(draft, group)
     before = view(draft.department, book, group, snap)
     # An operator keeps these for debugging (garo-keep): nothing below deletes them until the keep expires.
@@ -130,7 +132,9 @@ def uncover(draft: Draft, group: str, count: int) -> None:
     """
     if count <= 0:
         return
-    with_own_vm = {naming.job_of(draft.department, group, name) for name in draft.instances[group]}
+    # A VM named after a job is its own only while no other job used it (a spent name is not).
+    spent = spent_names(draft.book, group, draft.snap)
+    with_own_vm = {naming.job_of(draft.department, group, n) for n in draft.instances[group] if n not in spent}
     covered = sorted(
         (
             j
@@ -144,6 +148,24 @@ def uncover(draft: Draft, group: str, count: int) -> None:
     for record in covered[:count]:
         reason = "job lost the spare VM that covered it; it waits again"
         draft.add(Requeue(group=group, name=str(record.id), reason=reason, job_id=record.id, repo=record.repo))
+
+
+def _repos_from_vms(draft: Draft, group: str) -> None:
+    """Waiting jobs known only by number learn their repository from the VM made for them.
+
+    After a restart the agent hears of a job whose VM another job took only
+    through that VM's name (``start_actions``). Without its repository GitHub
+    cannot be asked whether it still waits, and ``plan_verify`` would give it
+    up. The VM's ``garo-repo`` was written when it was made for that job and
+    is never rewritten (a stolen VM is relabelled with ``garo-job`` only).
+    """
+    for inst in draft.instances[group].values():
+        job_id = naming.job_of(draft.department, group, inst.name)
+        record = draft.book.jobs.get(job_id) if job_id is not None else None
+        repo = inst.metadata.get(REPO_KEY, "")
+        if record is not None and job_id is not None and repo and not record.repo and record.status in WAITING:
+            reason = "its repository, from the metadata of the VM made for it"
+            draft.add(Record(group=group, name=str(job_id), reason=reason, job_id=job_id, repo=repo))
 
 
 def _ask_about_vanished_runners(draft: Draft, group: str) -> None:

@@ -110,6 +110,12 @@ class Book:
             record.workflow = workflow
         return record
 
+    def learn_repo(self, job_id: int, repo: str) -> None:
+        """The repository of a job known only by number (from a VM's name): now GitHub can be asked about it."""
+        record = self._own(job_id)
+        if record is not None and not record.repo:
+            record.repo = repo
+
     def learn(self, job_id: int, group: str, repo: str, status: str, now: float, runner_name: str | None) -> None:
         """Record what GitHub answered about a job; one that still waits counts as queued again."""
         status = "queued" if status in WAITING_STATUSES else status

@@ -13,7 +13,7 @@ import pytest
 
 from scaler import naming
 from scaler.agent import planner
-from scaler.agent.actions import Answer, Kind, Plan, Question
+from scaler.agent.actions import Answer, Kind, Plan, Question, remember
 from scaler.agent.state import Book
 from scaler.agent.views import Snapshot, view
 from scaler.backends.base import JOB_KEY, REPO_KEY, STATE_LABEL, Instance, InstanceState
@@ -222,3 +222,38 @@ def test_a_vm_another_replica_configured_counts_as_having_had_a_runner() -> None
     # A listing taken too soon after the config may not show its runner yet: that proves nothing.
     listed_soon = Snapshot(snap.runners, snap.instances, runners_at=NOW - 15.0)
     assert used.name not in view("eng", book, "linux", listed_soon).finished
+
+
+def test_a_job_known_only_from_its_vms_name_learns_its_repository_from_that_vm() -> None:
+    """After a restart the agent learns of a job whose VM another job took from the VM's name alone.
+
+    Without a repository GitHub cannot be asked about it, and it used to be given up; the VM's own
+    ``garo-repo`` (written when it was made for that job) says where to ask.
+    """
+    taken = vm(21)  # made for job 21 (garo-repo octo-org/app), now running another job
+    book = Book()
+    book.observe_job(21, "linux", "", "queued", NOW - 30)
+    plan = Case(book, [taken], [runner(taken, busy=True)]).plan()
+    learnt = [a for a in plan.of(Kind.RECORD) if a.name == "21"]
+    assert [(a.repo, a.status) for a in learnt] == [(REPO, "")]  # type: ignore[attr-defined]
+    later = book.copy()
+    for action in learnt:
+        remember(later, action, NOW)
+    assert later.jobs[21].repo == REPO and later.jobs[21].status == "queued"
+    assert later.jobs[21].seen_at == NOW - 30, "learning the repository does not postpone asking GitHub"
+    verify = planner.plan_verify(CONFIG, later, NOW + 600, held_jobs=(), verify_after=60)
+    assert list(verify.questions) == [21] and not verify.of(Kind.RECORD)
+
+
+def test_a_job_whose_named_vm_ran_another_job_waits_again_when_its_spare_vm_goes() -> None:
+    """Acked on a spare VM, a job counts as covered; its own name on a spent VM is no VM of its own."""
+    spent = vm(22)  # named after job 22, but another job took it
+    spare = vm(23, age=300)  # made for job 23 (which ran elsewhere), never registered
+    book = Book(spent={spent.name: NOW - 50})
+    book.observe_job(22, "linux", REPO, "covered", NOW - 40)
+    book.observe_job(23, "linux", REPO, "in_progress", NOW - 40, runner_name=name(24))
+    confirmed(book, f"vm:linux:{spare.name}")
+    plan = Case(book, [spent, spare], [runner(spent, busy=True)]).plan()
+    assert [a.name for a in plan.of(Kind.DELETE)] == [spare.name]
+    assert [a.name for a in plan.of(Kind.REQUEUE)] == ["22"]
+    assert [a.name for a in plan.of(Kind.CREATE)] == [name(22, 1)]
