@@ -143,6 +143,10 @@ class Book:
         jobs = [j for j in self.jobs.values() if j.group == group and j.status == "queued"]
         return sorted(jobs, key=lambda j: (j.seen_at, j.id))
 
+    def covered(self, group: str) -> list[JobRecord]:
+        """Jobs of a group acknowledged on capacity that have not started yet."""
+        return [j for j in self.jobs.values() if j.group == group and j.status == "covered"]
+
     def cover(self, job_id: int) -> None:
         record = self._own(job_id)
         if record is not None and record.status == "queued":

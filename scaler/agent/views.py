@@ -51,16 +51,19 @@ class GroupView:
     reserved: frozenset[str] = frozenset()
     # VMs whose job is over, waiting to be deleted: they hold quota but no capacity.
     finished: frozenset[str] = frozenset()
+    # Jobs acknowledged on spare capacity (``covered``) with no VM named after them: each still
+    # counts on one spare VM until it starts, so a second job cannot count on the same one.
+    on_spare: frozenset[int] = frozenset()
 
     @property
     def demand(self) -> int:
         """Jobs waiting for a runner, as the capacity policy counts them."""
-        return len(self.queued) + len(self.reserved)
+        return len(self.queued) + len(self.reserved) + len(self.on_spare)
 
     @property
     def spare(self) -> int:
         """Active VMs not busy and not spoken for by a job."""
-        return len(self.active) - len(self.busy) - len(self.own) - len(self.reserved)
+        return len(self.active) - len(self.busy) - len(self.own) - len(self.reserved) - len(self.on_spare)
 
 
 def finished(book: Book, inst: Instance, snap: Snapshot) -> bool:
@@ -151,7 +154,11 @@ def view(department: str, book: Book, group: str, snap: Snapshot) -> GroupView:
         )
         if not online and inst.labels.get(STATE_LABEL) not in REPORTED_OVER:
             reserved.add(inst.name)
-    return GroupView(active, standby, frozenset(busy), queued, own, frozenset(reserved), over)
+    # A job with a VM named after it that no other job used counts on that VM (on its way, idle,
+    # or already running or done with the job), not on spare capacity.
+    named_for = {naming.job_of(department, group, i.name) for i in instances if i.name not in spent}
+    on_spare = frozenset(j.id for j in book.covered(group) if j.id not in named_for)
+    return GroupView(active, standby, frozenset(busy), queued, own, frozenset(reserved), over, on_spare)
 
 
 def covered(group_view: GroupView) -> dict[int, str | None]:

@@ -257,3 +257,21 @@ def test_a_job_whose_named_vm_ran_another_job_waits_again_when_its_spare_vm_goes
     assert [a.name for a in plan.of(Kind.DELETE)] == [spare.name]
     assert [a.name for a in plan.of(Kind.REQUEUE)] == ["22"]
     assert [a.name for a in plan.of(Kind.CREATE)] == [name(22, 1)]
+
+
+def test_a_second_job_does_not_count_on_the_spare_vm_a_first_job_was_acked_on() -> None:
+    """Two jobs queued together with a standby pool: one resumed VM covers one of them, not both.
+
+    The first job was acknowledged on the resumed VM (not named after any job). Counting that VM as
+    spare again left the second job without capacity until the agent asked GitHub about it.
+    """
+    config = make_config(standby=2)
+    resumed = Instance(naming.warm_name("eng", "linux", 0), "linux", InstanceState.RESUMING, NOW - 5)
+    standby = Instance(naming.warm_name("eng", "linux", 1), "linux", InstanceState.STANDBY, NOW - 600)
+    book = queued(Book(), 31, 32)
+    book.cover(31)
+    plan = Case(book, [resumed, standby], config=config).plan()
+    assert [(a.kind, a.count) for a in plan.of(Kind.RESUME)] == [(Kind.RESUME, 1)]  # type: ignore[attr-defined]
+    snap = Case(book, [resumed, standby]).snapshot()
+    held = {"ack-31": (31, "linux"), "ack-32": (32, "linux")}
+    assert planner.settled(config, book, snap, {"linux"}, held) == ["ack-31"], "32 is not acked on 31's VM"
