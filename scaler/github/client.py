@@ -210,11 +210,14 @@ class GitHubClient:
         raise_for(response, "POST", path)
         return int(response.json()["id"])
 
-    def update_runner_group(self, group_id: int, repository_ids: Sequence[int], workflows: Sequence[str]) -> None:
+    def update_runner_group(
+        self, group_id: int, name: str, repository_ids: Sequence[int], workflows: Sequence[str]
+    ) -> None:
         """Make an existing group admit exactly these repositories and workflows (idempotent)."""
         base = f"/orgs/{self.org}/actions/runner-groups/{int(group_id)}"
         template = "/orgs/{org}/actions/runner-groups/{runner_group_id}"
         body = {
+            "name": name,
             "visibility": "selected",
             "allows_public_repositories": False,
             "restricted_to_workflows": bool(workflows),

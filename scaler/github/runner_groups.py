@@ -59,7 +59,9 @@ def workflow_restriction(rules: Sequence[PriorityRule]) -> list[str]:
     return sorted({ref for rule in rules for ref in rule.workflow_refs})
 
 
-def sync_class_groups(api: RunnerGroupApi, config: StackConfig, wanted: Mapping[str, Sequence[PriorityRule]]) -> ClassGroups:
+def sync_class_groups(
+    api: RunnerGroupApi, config: StackConfig, wanted: Mapping[str, Sequence[PriorityRule]]
+) -> ClassGroups:
     """Make each wanted class's runner group exist and admit exactly its repositories; what was made."""
     if not wanted:
         return ClassGroups()
@@ -79,7 +81,7 @@ def sync_class_groups(api: RunnerGroupApi, config: StackConfig, wanted: Mapping[
             ids[klass] = api.create_runner_group(name, repo_ids, workflows)
             log.info("runner group %s created (%d repositories)", name, len(repo_ids))
         else:
-            api.update_runner_group(group.id, repo_ids, workflows)
+            api.update_runner_group(group.id, name, repo_ids, workflows)
             ids[klass] = group.id
         admitted[klass] = frozenset(repos)
     api.watch_runner_groups(sorted(ids.values()))

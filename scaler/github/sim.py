@@ -138,9 +138,7 @@ class GitHubSim:
 
     def list_runner_groups(self) -> list[RunnerGroupInfo]:
         self._enter("list_runner_groups")
-        return [
-            RunnerGroupInfo(g.id, g.name, "selected", bool(g.workflows), g.workflows) for g in self.groups.values()
-        ]
+        return [RunnerGroupInfo(g.id, g.name, "selected", bool(g.workflows), g.workflows) for g in self.groups.values()]
 
     def repository_ids(self) -> dict[str, int]:
         self._enter("repository_ids")
@@ -154,11 +152,13 @@ class GitHubSim:
         self.groups[group.id] = group
         return group.id
 
-    def update_runner_group(self, group_id: int, repository_ids: Sequence[int], workflows: Sequence[str]) -> None:
+    def update_runner_group(
+        self, group_id: int, name: str, repository_ids: Sequence[int], workflows: Sequence[str]
+    ) -> None:
         self._enter("update_runner_group")
         if group_id not in self.groups:
             raise GitHubError(404, "Not Found")
-        self.groups[group_id] = SimGroup(group_id, self.groups[group_id].name, frozenset(repository_ids), tuple(workflows))
+        self.groups[group_id] = SimGroup(group_id, name, frozenset(repository_ids), tuple(workflows))
 
     def watch_runner_groups(self, ids: Sequence[int]) -> None:
         """The sim lists every runner of the org already."""

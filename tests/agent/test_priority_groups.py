@@ -98,7 +98,7 @@ def test_sync_is_idempotent_and_sets_exactly_the_rules_repositories() -> None:
     # Globs match without regard to case, as GitHub's repository names do.
     assert deploy.repositories == {github.repositories[DEPLOY_REPO], github.repositories["octo-org/Deploy-Web"]}
     # Someone widened the group by hand: the next sync narrows it again.
-    github.update_runner_group(deploy.id, [*deploy.repositories, github.repositories[APP_REPO]], [])
+    github.update_runner_group(deploy.id, deploy.name, [*deploy.repositories, github.repositories[APP_REPO]], [])
     sync_class_groups(github, config, class_rules(config))
     assert github.groups[deploy.id].repositories == deploy.repositories
 
@@ -106,7 +106,9 @@ def test_sync_is_idempotent_and_sets_exactly_the_rules_repositories() -> None:
 def test_an_aged_background_job_registers_in_the_group_its_repository_can_use() -> None:
     """Aging lifts a background job's rank, never its runner group: the JIT goes where its repository is admitted."""
     config = make_config(**CLASSES, **{"garo:priorityRunnerGroups": True})
-    synced = ClassGroups({"deploy": 11, "background": 12}, {"deploy": frozenset({DEPLOY_REPO}), "background": frozenset({NIGHTLY_REPO})})
+    synced = ClassGroups(
+        {"deploy": 11, "background": 12}, {"deploy": frozenset({DEPLOY_REPO}), "background": frozenset({NIGHTLY_REPO})}
+    )
     book = Book()
     now = 1_700_000_000.0
     for job, repo in ((1, NIGHTLY_REPO), (2, DEPLOY_REPO), (3, APP_REPO), (4, "octo-org/deploy-new")):
@@ -144,7 +146,14 @@ def test_a_deploy_vm_whose_job_went_elsewhere_is_no_capacity_for_other_classes()
             {"garo:priorities": [{"class": "deploy", "repositories": ["a/b"], "workflowRefs": ["deploy.yml"]}]},
             r"workflowRefs\[0\]",
         ),
-        ({"garo:priorities": [{"class": "deploy", "workflows": ["D"], "workflowRefs": ["a/b/.github/workflows/d.yml@main"]}]}, r"needs 'repositories'"),
+        (
+            {
+                "garo:priorities": [
+                    {"class": "deploy", "workflows": ["D"], "workflowRefs": ["a/b/.github/workflows/d.yml@main"]}
+                ]
+            },
+            r"needs 'repositories'",
+        ),
     ],
 )
 def test_validate_refuses_runner_groups_it_cannot_build(extra: dict[str, Any], message: str) -> None:
