@@ -28,8 +28,8 @@ from scaler.agent.actions import (
     remember,
 )
 from scaler.agent.calls import Calls, api_error_kind, github_status
-from scaler.agent.metrics import AgentMetrics
 from scaler.agent.classes import runner_group_for
+from scaler.agent.metrics import AgentMetrics
 from scaler.agent.state import Book
 from scaler.backends.base import JIT_KEY, JOB_KEY, Backend, BackendError, CreateFailure
 from scaler.config import StackConfig

@@ -26,6 +26,7 @@ from scaler import naming
 from scaler.agent import planner
 from scaler.agent.actions import Plan
 from scaler.agent.calls import Calls, api_error_kind
+from scaler.agent.classes import class_rules
 from scaler.agent.events import ACTIONS, BadMessage, JobEvent, parse
 from scaler.agent.executor import Executor
 from scaler.agent.metrics import AgentMetrics
@@ -35,10 +36,9 @@ from scaler.agent.vm_events import VmEvent, VmEvents
 from scaler.backends.base import Backend
 from scaler.bus.base import BusUnavailable, Message, Subscriber
 from scaler.config import StackConfig
-from scaler.agent.classes import class_rules
 from scaler.github.models import GitHubApi, RunnerGroupApi
-from scaler.github.runner_groups import SYNC_INTERVAL, sync_class_groups
 from scaler.github.ratelimit import JitBudget
+from scaler.github.runner_groups import SYNC_INTERVAL, sync_class_groups
 
 log = logging.getLogger("garo.agent")
 RETRY_SOON = 10  # seconds before a message whose action failed comes back

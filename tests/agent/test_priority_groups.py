@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from scaler import naming
-
 from scaler.agent.classes import class_rules, runner_group_for, stranded
 from scaler.agent.state import Book
 from scaler.config import ConfigError
@@ -162,9 +161,9 @@ def test_validate_refuses_runner_groups_it_cannot_build(extra: dict[str, Any], m
 
 
 def test_a_repository_scoped_department_cannot_have_class_groups() -> None:
-    github = {
+    github: dict[str, Any] = {
         "org": "octo-org",
         "runnerApp": {"appId": 1, "privateKey": {"env": "K"}, "scope": "repository", "repositories": [APP_REPO]},
     }
     with pytest.raises(ConfigError, match=r"organisation-level"):
-        make_config(**CLASSES, **{"garo:priorityRunnerGroups": True, "garo:github": github})
+        make_config(**{**CLASSES, "garo:priorityRunnerGroups": True, "garo:github": github})
