@@ -174,8 +174,12 @@ class GitHubSim:
 
     # ------------------------------------------------------------------ the world
 
+    def know_repository(self, repo: str) -> int:
+        """The organisation has this repository (its id; ids are handed out in order)."""
+        return self.repositories.setdefault(repo, 700_000 + len(self.repositories))
+
     def queue_job(self, repo: str, labels: Sequence[str], workflow: str = "", workflow_ref: str = "") -> SimJob:
-        self.repositories.setdefault(repo, 700_000 + len(self.repositories))
+        self.know_repository(repo)
         job = SimJob(next(self._job_ids), repo, tuple(labels), workflow, workflow_ref, created_at=self.clock())
         self.jobs[job.id] = job
         self.emit("queued", self.payload(job))
