@@ -167,3 +167,29 @@ def test_a_repository_scoped_department_cannot_have_class_groups() -> None:
     }
     with pytest.raises(ConfigError, match=r"organisation-level"):
         make_config(**{**CLASSES, "garo:priorityRunnerGroups": True, "garo:github": github})
+
+
+def test_several_runner_apps_sync_once_and_all_list_the_class_groups(scripted_github: Any) -> None:
+    """With more than one runner App, one App manages the groups and every App lists their runners."""
+    from scaler.github.apps import RunnerApps, RunnerAppSlot
+    from scaler.github.client import GitHubClient
+    from tests.harness.github import Reply
+
+    config = make_config(**CLASSES, **{"garo:priorityRunnerGroups": True})
+    groups = "/orgs/octo-org/actions/runner-groups"
+    scripted_github.script("GET", "/orgs/octo-org/repos", Reply(200, [{"id": 7, "full_name": DEPLOY_REPO}]))
+    listed = {"total_count": 1, "runner_groups": [{"id": 41, "name": f"garo-{DEPARTMENT}-deploy"}]}
+    scripted_github.script("GET", groups, Reply(200, listed))
+    scripted_github.script("PATCH", groups + "/41", Reply(200, {"id": 41}))
+    scripted_github.script("PUT", groups + "/41/repositories", Reply(204))
+    scripted_github.script("POST", groups, Reply(201, {"id": 42, "name": f"garo-{DEPARTMENT}-background"}))
+    clients = [GitHubClient("octo-org", token="t", api_url=scripted_github.url, runner_groups=(1,)) for _ in range(2)]
+    apps = RunnerApps([RunnerAppSlot(f"app-{i}", c, c.jit_budget) for i, c in enumerate(clients)])
+    synced = sync_class_groups(apps, config, class_rules(config))
+    assert synced.ids == {"deploy": 41, "background": 42}
+    assert synced.admitted["deploy"] == {DEPLOY_REPO}
+    assert [c.runner_groups for c in clients] == [(1, 41, 42), (1, 41, 42)]
+    assert scripted_github.calls("PUT", groups + "/41/repositories")[0].body == {"selected_repository_ids": [7]}
+    (created,) = scripted_github.calls("POST", groups)
+    assert created.body["selected_repository_ids"] == [] and created.body["visibility"] == "selected"
+    assert len(scripted_github.calls("GET", "/orgs/octo-org/repos")) == 1  # one App asked, once
