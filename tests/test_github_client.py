@@ -380,3 +380,49 @@ def test_runner_group_listing_and_rate_limit_conform(prism_github: str) -> None:
     remaining = client.hourly_remaining()  # no headers seen yet: asks GET /rate_limit, which costs nothing
     assert answered == [("GET", "/rate_limit", 200)]
     assert isinstance(remaining, int)
+
+
+def test_priority_runner_group_calls_conform(prism_github: str) -> None:
+    """The class groups' sync speaks GitHub's spec: list groups and repositories, create, patch, set repositories."""
+    from scaler.agent.classes import class_rules
+    from scaler.config import parse_stack_config
+    from scaler.github.runner_groups import sync_class_groups
+
+    session = requests.Session()
+    answered: list[tuple[str, str, int]] = []
+    session.hooks["response"].append(
+        lambda r, *args, **kwargs: answered.append((r.request.method, urlsplit(r.url).path, r.status_code))
+    )
+    client = GitHubClient("acme", token="dev", api_url=prism_github, session=session, runner_groups=(3,))
+    group_id = client.create_runner_group("garo-eng-deploy", [1296269], ["acme/app/.github/workflows/deploy.yml@main"])
+    client.update_runner_group(group_id, "garo-eng-deploy", [1296269, 42], [])
+    groups = client.list_runner_groups()
+    repos = client.repository_ids()
+    assert groups and all(g.id and g.name for g in groups)
+    assert repos and all("/" in name for name in repos)
+    assert answered == [
+        ("POST", "/orgs/acme/actions/runner-groups", 201),
+        ("PATCH", f"/orgs/acme/actions/runner-groups/{group_id}", 200),
+        ("PUT", f"/orgs/acme/actions/runner-groups/{group_id}/repositories", 204),
+        ("GET", "/orgs/acme/actions/runner-groups", 200),
+        ("GET", "/orgs/acme/repos", 200),
+    ]
+    # The whole sync: Prism's example groups are not ours, so it creates each class's group, then lists its runners.
+    config = parse_stack_config(
+        {
+            "garo:kind": "department", "garo:cloud": "local", "garo:region": "local", "garo:department": "eng",
+            "garo:github": {"org": "acme"}, "garo:network": {"cidr": "10.20.0.0/20"},
+            "garo:groups": [{"name": "linux", "labels": ["self-hosted", "eng"], "max": 2}],
+            "garo:priorities": [{"class": "deploy", "repositories": ["octocat/*"]}],
+            "garo:priorityRunnerGroups": True,
+        }
+    )  # fmt: skip
+    answered.clear()
+    synced = sync_class_groups(client, config, class_rules(config))
+    assert [a[:2] for a in answered] == [
+        ("GET", "/orgs/acme/repos"),
+        ("GET", "/orgs/acme/actions/runner-groups"),
+        ("POST", "/orgs/acme/actions/runner-groups"),
+    ]
+    assert all(status < 300 for *_, status in answered)
+    assert client.runner_groups == (3, synced.ids["deploy"])

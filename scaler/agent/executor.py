@@ -28,12 +28,14 @@ from scaler.agent.actions import (
     remember,
 )
 from scaler.agent.calls import Calls, api_error_kind, github_status
+from scaler.agent.classes import runner_group_for
 from scaler.agent.metrics import AgentMetrics
 from scaler.agent.state import Book
 from scaler.backends.base import JIT_KEY, JOB_KEY, Backend, BackendError, CreateFailure
 from scaler.config import StackConfig
 from scaler.github.models import GitHubApi, JitConfig
 from scaler.github.ratelimit import JitBudget
+from scaler.github.runner_groups import ClassGroups
 
 log = logging.getLogger("garo.agent")
 METADATA_WRITERS = 16  # concurrent metadata writes (JIT delivery and clearing)
@@ -70,6 +72,8 @@ class Executor:
         self.calls = calls
         self.clock = clock
         self.budget = jit_budget
+        # The priority classes' runner groups (set by the agent's sync; empty: the department's groups).
+        self.class_groups = ClassGroups()
 
     def execute(self, plan: Plan) -> Outcome:
         """Carry out the plan's actions in order; never raises for a failed action (see the outcome)."""
@@ -269,10 +273,11 @@ class Executor:
 
         def generate(action: DeliverJit) -> JitConfig | Exception:
             spec = self.config.group(action.group)
+            runner_group = runner_group_for(self.config, self.class_groups, action.group, self.book, action.name)
             try:
                 jit: JitConfig = self.calls(
                     "github", "generate_jit_config", self.github.generate_jit_config, action.name,
-                    spec.runner_group_id, list(spec.labels),
+                    runner_group, list(spec.labels),
                 )  # fmt: skip
             except Exception as exc:
                 return exc

@@ -26,6 +26,7 @@ from scaler import naming
 from scaler.agent import planner
 from scaler.agent.actions import Plan
 from scaler.agent.calls import Calls, api_error_kind
+from scaler.agent.classes import class_rules
 from scaler.agent.events import ACTIONS, BadMessage, JobEvent, parse
 from scaler.agent.executor import Executor
 from scaler.agent.metrics import AgentMetrics
@@ -35,8 +36,9 @@ from scaler.agent.vm_events import VmEvent, VmEvents
 from scaler.backends.base import Backend
 from scaler.bus.base import BusUnavailable, Message, Subscriber
 from scaler.config import StackConfig
-from scaler.github.models import GitHubApi
+from scaler.github.models import GitHubApi, RunnerGroupApi
 from scaler.github.ratelimit import JitBudget
+from scaler.github.runner_groups import SYNC_INTERVAL, sync_class_groups
 
 log = logging.getLogger("garo.agent")
 RETRY_SOON = 10  # seconds before a message whose action failed comes back
@@ -103,6 +105,8 @@ class Agent:
         self._checked: dict[str, float] = {}
         self._leases_extended = clock()
         self._next_reconcile = 0.0  # reconcile on start
+        self.github = github
+        self._classes_synced_at = float("-inf")  # the priority classes' runner groups: synced on start
 
     # ------------------------------------------------------------------ public API
 
@@ -123,10 +127,34 @@ class Agent:
 
     def reconcile(self, dry_run: bool = False) -> Plan:
         """One reconcile pass; with dry_run nothing changes and the plan says what would."""
+        if not dry_run:
+            self._sync_class_groups()
         plan = self.plan_reconcile()
         if not dry_run:
             self.executor.execute(plan)
         return plan
+
+    def _sync_class_groups(self) -> None:
+        """Create or update the priority classes' runner groups on start, then every SYNC_INTERVAL.
+
+        A failure keeps the groups of the last sync (before the first: the
+        department's group for every VM, as without runner groups) and is
+        retried at the next reconcile.
+        """
+        wanted = class_rules(self.config)
+        now = self.clock()
+        if not wanted or now - self._classes_synced_at < SYNC_INTERVAL:
+            return
+        if not isinstance(self.github, RunnerGroupApi):
+            log.warning("priority runner groups: this GitHub client cannot manage runner groups")
+            self._classes_synced_at = now
+            return
+        try:
+            self.executor.class_groups = sync_class_groups(self.github, self.config, wanted)
+        except Exception as exc:  # GitHub refused or is down: never stop the agent for it
+            log.warning("priority runner groups not synced; retrying next reconcile", extra={"error": str(exc)})
+            return
+        self._classes_synced_at = now
 
     def run_once(self) -> int:
         """Pull and handle one batch, then settle held messages; return messages pulled."""

@@ -29,6 +29,7 @@ from scaler.agent.actions import (
     Requeue,
     Resume,
 )
+from scaler.agent.classes import stranded
 from scaler.agent.draft import Draft
 from scaler.agent.policy import by_priority, kept_names, plan_capacity
 from scaler.agent.reconcile import orphan_runners, reconcile_group, remove_vm, unconfigured
@@ -222,6 +223,8 @@ def add_capacity(draft: Draft, group: str) -> GroupView:
     # Kept VMs not running a job hold quota (they count against max) but are no capacity.
     held = kept_names(spec, draft.instances[group].values(), draft.now) - current.busy
     held = frozenset(n for n in held if draft.instances[group][n].state is not InstanceState.DELETING)
+    # VMs only another class could take (their class's runner group) are no capacity for these jobs either.
+    held |= stranded(draft.config, draft.book, group, [i.name for i in current.active if i.name not in current.busy])
     cap = plan_capacity(
         spec,
         active=len([i for i in current.active if i.name not in held]),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from scaler import naming
 from scaler.agent.actions import ClearJit, Delete, Deregister, Mark, Question, QueueJit, Record, Requeue, Spend
+from scaler.agent.classes import stranded
 from scaler.agent.draft import Draft
 from scaler.agent.policy import desired_capacity, kept_names
 from scaler.agent.state import WAITING_STATUSES
@@ -69,6 +70,12 @@ def reconcile_group(draft: Draft, group: str) -> None:
             if inst.labels.get(STATE_LABEL) in REPORTED_OVER or github_says_over(book, inst):
                 said.add(inst.name)  # the VM or GitHub says its one job is over: as good as a completed event
             removals.append((inst, "job over (VM reports it)" if inst.name in said else "runner came and went"))
+    # In a class's runner group, its own job gone elsewhere and none of its class waiting: after
+    # time-to-start it goes (scaler/agent/classes.py), so a VM only one class can take is never leaked.
+    stranded_now = stranded(draft.config, book, group, [i.name for i in idle])
+    for inst in [i for i in idle if i.name in stranded_now and now - i.created_at > spec.time_to_start]:
+        removals.append((inst, "no job of its priority class waits for it"))
+        idle.remove(inst)
     # Idle beyond the warm pool: the policy's target, minus what is already going away.
     target = desired_capacity(spec, busy=len(before.busy), queued=before.demand, now=now)
     removals = [(inst, reason) for inst, reason in removals if inst.name not in kept]

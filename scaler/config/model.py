@@ -132,6 +132,8 @@ class PriorityRule:
     klass: str
     repositories: tuple[str, ...] = ()
     workflows: tuple[str, ...] = ()
+    # GitHub's form of a workflow for runner-group restrictions: owner/repo/.github/workflows/f.yml@ref
+    workflow_refs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -296,6 +298,8 @@ class StackConfig:
     # Priority classes when a group is at its max (scaler/config/priorities.py).
     priorities: tuple[PriorityRule, ...] = ()
     priority_aging: int = 600
+    # A runner group per class (scaler/agent/classes.py): priorities exact even on shared labels.
+    priority_runner_groups: bool = False
 
     def group(self, name: str) -> RunnerGroup:
         for group in self.groups:

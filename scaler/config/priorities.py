@@ -17,6 +17,13 @@ matches wins, and a job no rule matches is ``normal``. Classes rank
 default 600) lifts a waiting job one class per period, so a background job
 waits at most two periods before it competes as ``deploy``: none starves.
 
+``garo:priorityRunnerGroups: true`` makes the classes exact on shared labels:
+each class other than ``normal`` whose every rule names repositories gets a
+runner group of its own, restricted to those repositories (and, with
+``workflowRefs``, to those workflow files), and the VM made for a job of that
+class registers there (``scaler/agent/classes.py``). Runner groups are
+organisation-level, so a repository-scoped runner App cannot have them.
+
 ``garo:keepFor`` (seconds, default 1 day; a group's ``keepFor`` overrides it)
 bounds how long a VM labelled ``garo-keep`` outlives its time-to-live.
 """
@@ -27,7 +34,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from scaler.config.model import PriorityRule
+from scaler.config.model import GitHubSettings, PriorityRule
 from scaler.config.reader import Reader
 
 CLASSES = ("deploy", "normal", "background")  # highest first
@@ -35,6 +42,8 @@ DEFAULT_CLASS = "normal"
 DEFAULT_AGING = 600
 MAX_KEEP_FOR = 7 * 24 * 3600
 _REPO_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.*-]+$")
+# GitHub's selected_workflows entries: owner/repo/.github/workflows/<file>.y(a)ml@<ref>
+_WORKFLOW_REF = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/\.github/workflows/[A-Za-z0-9_.-]+\.ya?ml@\S+$")
 
 
 def read_priorities(r: Reader, own: Mapping[str, Any]) -> tuple[tuple[PriorityRule, ...], int]:
@@ -50,7 +59,7 @@ def read_priorities(r: Reader, own: Mapping[str, Any]) -> tuple[tuple[PriorityRu
         if not data:
             r.fail(path, "expected a mapping with 'class' and 'repositories' and/or 'workflows'")
             continue
-        r.unknown(data, {"class", "repositories", "workflows"}, path)
+        r.unknown(data, {"class", "repositories", "workflows", "workflowRefs"}, path)
         klass = data.get("class")
         if klass not in CLASSES:
             r.fail(f"{path}.class", f"expected one of {', '.join(CLASSES)} (highest first), got {klass!r}")
@@ -60,10 +69,19 @@ def read_priorities(r: Reader, own: Mapping[str, Any]) -> tuple[tuple[PriorityRu
         for j, repo in enumerate(repositories):
             if not _REPO_PATTERN.match(repo):
                 r.fail(f"{path}.repositories[{j}]", f"expected 'owner/name' (name may use *), got {repo!r}")
+        workflow_refs = r.strings(data, "workflowRefs", path)
+        for j, ref in enumerate(workflow_refs):
+            if not _WORKFLOW_REF.match(ref):
+                r.fail(
+                    f"{path}.workflowRefs[{j}]",
+                    f"expected 'owner/repo/.github/workflows/<file>.yml@<ref>' (GitHub's form), got {ref!r}",
+                )
+        if workflow_refs and not repositories:
+            r.fail(f"{path}.workflowRefs", "needs 'repositories': it restricts that class's runner group")
         if not repositories and not workflows:
             r.fail(path, "a rule needs 'repositories' or 'workflows' (else it would match every job)")
             continue
-        rules.append(PriorityRule(str(klass), repositories, workflows))
+        rules.append(PriorityRule(str(klass), repositories, workflows, workflow_refs))
     aging = r.integer(own, "priorityAging", "garo", DEFAULT_AGING, minimum=30)
     return tuple(rules), aging
 
@@ -74,3 +92,25 @@ def read_keep_for(r: Reader, data: Mapping[str, Any], path: str, default: int) -
     if keep_for > MAX_KEEP_FOR:
         r.fail(f"{path}.keepFor", f"at most {MAX_KEEP_FOR} seconds (7 days), got {keep_for}")
     return keep_for
+
+
+def read_priority_runner_groups(
+    r: Reader, own: Mapping[str, Any], github: GitHubSettings, rules: tuple[PriorityRule, ...]
+) -> bool:
+    """``garo:priorityRunnerGroups``: only with priorities, and only for organisation-level runners."""
+    wanted = r.boolean(own, "priorityRunnerGroups", "garo", False)
+    if not wanted:
+        return False
+    if not rules:
+        r.fail("garo:priorityRunnerGroups", "needs garo:priorities (the classes to give runner groups)")
+    if github.runner_repository is not None:
+        r.fail(
+            "garo:priorityRunnerGroups",
+            "runner groups are organisation-level: a repository-scoped runnerApp cannot have them",
+        )
+    if rules and not any(rule.klass != DEFAULT_CLASS and rule.repositories for rule in rules):
+        r.fail(
+            "garo:priorityRunnerGroups",
+            "no class other than normal names repositories: there is no runner group to restrict",
+        )
+    return wanted

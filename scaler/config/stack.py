@@ -23,13 +23,13 @@ from scaler.config.model import (
     RunnerGroup,
     StackConfig,
 )
-from scaler.config.priorities import read_keep_for, read_priorities
+from scaler.config.priorities import read_keep_for, read_priorities, read_priority_runner_groups
 from scaler.config.reader import Reader, namespaced, read_document
 from scaler.config.routing import parse_routing_table
 
 ALLOWED_KEYS = frozenset(
     "kind cloud region department costCenter labels network github groups hub scalerImage reconcileInterval "
-    "project hubTopic hubStack keepFor priorities priorityAging".split()
+    "project hubTopic hubStack keepFor priorities priorityAging priorityRunnerGroups".split()
 )
 
 
@@ -66,6 +66,7 @@ def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> 
     groups: tuple[RunnerGroup, ...] = ()
     hub: HubSettings | None = None
     priorities, priority_aging = read_priorities(r, own)
+    priority_runner_groups = read_priority_runner_groups(r, own, github, priorities)
     if kind == "department":
         network, groups = _read_department(r, own, str(cloud))
         groups = apply_repository_scope(r, github, groups)
@@ -100,6 +101,7 @@ def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> 
         hub_stack=own.get("hubStack") if isinstance(own.get("hubStack"), str) else None,
         priorities=priorities,
         priority_aging=priority_aging,
+        priority_runner_groups=priority_runner_groups,
     )
 
 

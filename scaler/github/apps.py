@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from scaler.github.models import GitHubApi, GitHubError, JitConfig, Job, Runner
+from scaler.github.models import GitHubApi, GitHubError, JitConfig, Job, Runner, RunnerGroupApi, RunnerGroupInfo
 from scaler.github.ratelimit import Clock, JitBudget
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,34 @@ class RunnerApps:
 
     def get_job(self, repo_full_name: str, job_id: int) -> Job:
         return self._readiest().api.get_job(repo_full_name, job_id)
+
+    # The priority classes' runner groups (scaler.github.runner_groups): any App of the pool may manage them.
+
+    def _groups_api(self) -> RunnerGroupApi:
+        api = self._readiest().api
+        if not isinstance(api, RunnerGroupApi):
+            raise GitHubError(None, "this App's client cannot manage runner groups")
+        return api
+
+    def list_runner_groups(self) -> Sequence[RunnerGroupInfo]:
+        return self._groups_api().list_runner_groups()
+
+    def repository_ids(self) -> Mapping[str, int]:
+        return self._groups_api().repository_ids()
+
+    def create_runner_group(self, name: str, repository_ids: Sequence[int], workflows: Sequence[str]) -> int:
+        return self._groups_api().create_runner_group(name, repository_ids, workflows)
+
+    def update_runner_group(
+        self, group_id: int, name: str, repository_ids: Sequence[int], workflows: Sequence[str]
+    ) -> None:
+        self._groups_api().update_runner_group(group_id, name, repository_ids, workflows)
+
+    def watch_runner_groups(self, ids: Sequence[int]) -> None:
+        """Every App lists runners: each lists the class groups too."""
+        for slot in self.slots:
+            if isinstance(slot.api, RunnerGroupApi):
+                slot.api.watch_runner_groups(ids)
 
 
 __all__ = ["GitHubError", "PooledJitBudget", "RunnerAppSlot", "RunnerApps"]

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from scaler.github.auth import AppCredentials, InstallationToken, InstallationTokenCache, parse_expires_at
 from scaler.github.http import GitHubHttp, GitHubMetrics, raise_for
-from scaler.github.models import GitHubError, JitConfig, Job, Runner
+from scaler.github.models import GitHubError, JitConfig, Job, Runner, RunnerGroupInfo
 from scaler.github.ratelimit import Clock, JitBudget, SystemClock
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,85 @@ class GitHubClient:
         return JitConfig(
             runner_id=int(runner["id"]), runner_name=str(runner["name"]), encoded=str(data["encoded_jit_config"])
         )
+
+    # ------------------------------------------------------------------ runner groups (priority classes)
+
+    def watch_runner_groups(self, ids: Sequence[int]) -> None:
+        """List these runner groups' runners too (the priority classes' groups, once synced)."""
+        self.runner_groups = tuple(dict.fromkeys([*self.runner_groups, *(int(g) for g in ids)]))
+
+    def list_runner_groups(self) -> list[RunnerGroupInfo]:
+        """The organisation's runner groups, in pages of 100."""
+        path, template = f"/orgs/{self.org}/actions/runner-groups", "/orgs/{org}/actions/runner-groups"
+        groups: list[RunnerGroupInfo] = []
+        for page in range(1, _MAX_PAGES + 1):
+            response = self._call("GET", path, template, params={"per_page": PER_PAGE, "page": page})
+            raise_for(response, "GET", path)
+            data = response.json()
+            batch = data.get("runner_groups") or []
+            groups.extend(
+                RunnerGroupInfo(
+                    id=int(g["id"]),
+                    name=str(g["name"]),
+                    visibility=str(g.get("visibility", "")),
+                    restricted_to_workflows=bool(g.get("restricted_to_workflows", False)),
+                    selected_workflows=tuple(str(w) for w in g.get("selected_workflows") or ()),
+                )
+                for g in batch
+            )
+            total = data.get("total_count")
+            if len(batch) < PER_PAGE or (isinstance(total, int) and len(groups) >= total):
+                break
+        return groups
+
+    def repository_ids(self) -> dict[str, int]:
+        """``owner/name`` -> id of every repository of the organisation the credential can see."""
+        path, template = f"/orgs/{self.org}/repos", "/orgs/{org}/repos"
+        ids: dict[str, int] = {}
+        for page in range(1, _MAX_PAGES + 1):
+            response = self._call("GET", path, template, params={"per_page": PER_PAGE, "page": page, "type": "all"})
+            raise_for(response, "GET", path)
+            batch = response.json() or []
+            ids.update((str(repo["full_name"]), int(repo["id"])) for repo in batch)
+            if len(batch) < PER_PAGE:
+                break
+        return ids
+
+    def create_runner_group(self, name: str, repository_ids: Sequence[int], workflows: Sequence[str]) -> int:
+        """A runner group visible to the selected repositories only (and workflows, if any); its id."""
+        path, template = f"/orgs/{self.org}/actions/runner-groups", "/orgs/{org}/actions/runner-groups"
+        body = {
+            "name": name,
+            "visibility": "selected",
+            "selected_repository_ids": [int(i) for i in repository_ids],
+            "allows_public_repositories": False,
+            "restricted_to_workflows": bool(workflows),
+            "selected_workflows": list(workflows),
+        }
+        response = self._call("POST", path, template, json=body)
+        raise_for(response, "POST", path)
+        return int(response.json()["id"])
+
+    def update_runner_group(
+        self, group_id: int, name: str, repository_ids: Sequence[int], workflows: Sequence[str]
+    ) -> None:
+        """Make an existing group admit exactly these repositories and workflows (idempotent)."""
+        base = f"/orgs/{self.org}/actions/runner-groups/{int(group_id)}"
+        template = "/orgs/{org}/actions/runner-groups/{runner_group_id}"
+        body = {
+            "name": name,
+            "visibility": "selected",
+            "allows_public_repositories": False,
+            "restricted_to_workflows": bool(workflows),
+            "selected_workflows": list(workflows),
+        }
+        response = self._call("PATCH", base, template, json=body)
+        raise_for(response, "PATCH", base)
+        path = base + "/repositories"
+        response = self._call(
+            "PUT", path, template + "/repositories", json={"selected_repository_ids": [int(i) for i in repository_ids]}
+        )
+        raise_for(response, "PUT", path)
 
     def list_runners(self) -> Sequence[Runner]:
         """The runners of our runner groups (or of the repo, or of the whole org), in pages of 100."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,17 @@ class Runner:
     busy: bool
     labels: tuple[str, ...] = ()
     version: str | None = None  # the runner software's version; None until it has connected once
+
+
+@dataclass(frozen=True)
+class RunnerGroupInfo:
+    """An organisation runner group, as far as the priority classes' sync cares."""
+
+    id: int
+    name: str
+    visibility: str = "all"
+    restricted_to_workflows: bool = False
+    selected_workflows: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -67,3 +78,20 @@ class GitHubApi(Protocol):
         ...
 
     def get_job(self, repo_full_name: str, job_id: int) -> Job: ...
+
+
+@runtime_checkable
+class RunnerGroupApi(Protocol):
+    """What the priority classes' sync asks GitHub (scaler.github.runner_groups)."""
+
+    def list_runner_groups(self) -> Sequence[RunnerGroupInfo]: ...
+
+    def repository_ids(self) -> Mapping[str, int]: ...
+
+    def create_runner_group(self, name: str, repository_ids: Sequence[int], workflows: Sequence[str]) -> int: ...
+
+    def update_runner_group(
+        self, group_id: int, name: str, repository_ids: Sequence[int], workflows: Sequence[str]
+    ) -> None: ...
+
+    def watch_runner_groups(self, ids: Sequence[int]) -> None: ...

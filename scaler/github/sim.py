@@ -6,7 +6,12 @@ It is a test double of GitHub's *behaviour*, not a mock that accepts anything:
   labels, and returns a single-use secret; the runner exists (offline) from then on;
 * a runner comes online only when a VM boots with that exact secret, once;
 * a queued job goes to *any* idle online runner whose labels cover the job's
-  ``runs-on`` (chosen at random), so jobs get "stolen" from the VM made for them;
+  ``runs-on`` (chosen at random) and whose runner group admits the job's
+  repository (and workflow file, when the group is restricted to workflows), so
+  jobs get "stolen" from the VM made for them;
+* runner groups: group ids the sim did not create are the organisation's own,
+  admitting every repository; groups created through the API (``visibility:
+  selected``) admit exactly their selected repositories, as on GitHub;
 * an ephemeral runner deregisters itself when its job ends;
 * deleting a busy runner fails with 422; deleting an unknown one is fine;
 * ``get_job`` needs the right repository (404 otherwise).
@@ -24,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scaler.github.models import GitHubError, JitConfig, Job, Runner
+from scaler.github.models import GitHubError, JitConfig, Job, Runner, RunnerGroupInfo
 
 
 @dataclass
@@ -39,10 +44,22 @@ class SimRunner:
 
 
 @dataclass
+class SimGroup:
+    """A runner group created through the API: ``repositories`` are the selected ids it admits."""
+
+    id: int
+    name: str
+    repositories: frozenset[int]
+    workflows: tuple[str, ...] = ()  # owner/repo/.github/workflows/f.yml@ref; empty: any workflow
+
+
+@dataclass
 class SimJob:
     id: int
     repo: str
     labels: tuple[str, ...]
+    workflow: str = ""  # workflow_job.workflow_name
+    workflow_ref: str = ""  # owner/repo/.github/workflows/f.yml@ref, what a restricted group checks
     status: str = "queued"
     runner: SimRunner | None = None
     created_at: float = 0.0
@@ -69,6 +86,9 @@ class GitHubSim:
         # Fault injection: exceptions raised by the next calls of a method.
         self.faults: dict[str, list[Exception]] = {}
         self._ids = itertools.count(1000)
+        self.groups: dict[int, SimGroup] = {}
+        self.repositories: dict[str, int] = {}  # full name -> id: every repository a job was queued in
+        self._group_ids = itertools.count(100)
         self._job_ids = itertools.count(5_000_000_001)
 
     # ------------------------------------------------------------------ GitHubApi
@@ -114,10 +134,53 @@ class GitHubSim:
             raise GitHubError(404, "Not Found")
         return Job(job.id, job.status, None, job.runner.name if job.runner else None, job.labels)
 
+    # ------------------------------------------------------------------ runner groups (RunnerGroupApi)
+
+    def list_runner_groups(self) -> list[RunnerGroupInfo]:
+        self._enter("list_runner_groups")
+        return [RunnerGroupInfo(g.id, g.name, "selected", bool(g.workflows), g.workflows) for g in self.groups.values()]
+
+    def repository_ids(self) -> dict[str, int]:
+        self._enter("repository_ids")
+        return dict(self.repositories)
+
+    def create_runner_group(self, name: str, repository_ids: Sequence[int], workflows: Sequence[str]) -> int:
+        self._enter("create_runner_group")
+        if any(g.name == name for g in self.groups.values()):
+            raise GitHubError(409, "Runner group name already exists")
+        group = SimGroup(next(self._group_ids), name, frozenset(repository_ids), tuple(workflows))
+        self.groups[group.id] = group
+        return group.id
+
+    def update_runner_group(
+        self, group_id: int, name: str, repository_ids: Sequence[int], workflows: Sequence[str]
+    ) -> None:
+        self._enter("update_runner_group")
+        if group_id not in self.groups:
+            raise GitHubError(404, "Not Found")
+        self.groups[group_id] = SimGroup(group_id, name, frozenset(repository_ids), tuple(workflows))
+
+    def watch_runner_groups(self, ids: Sequence[int]) -> None:
+        """The sim lists every runner of the org already."""
+
+    def admits(self, runner: SimRunner, job: SimJob) -> bool:
+        """Whether GitHub may hand the runner this job: its group admits the job's repository (and workflow)."""
+        group = self.groups.get(runner.group_id)
+        if group is None:
+            return True  # the organisation's own groups (Default and the like): every repository
+        if self.repositories.get(job.repo) not in group.repositories:
+            return False
+        return not group.workflows or job.workflow_ref in group.workflows
+
     # ------------------------------------------------------------------ the world
 
-    def queue_job(self, repo: str, labels: Sequence[str]) -> SimJob:
-        job = SimJob(next(self._job_ids), repo, tuple(labels), created_at=self.clock())
+    def know_repository(self, repo: str) -> int:
+        """The organisation has this repository (its id; ids are handed out in order)."""
+        return self.repositories.setdefault(repo, 700_000 + len(self.repositories))
+
+    def queue_job(self, repo: str, labels: Sequence[str], workflow: str = "", workflow_ref: str = "") -> SimJob:
+        self.know_repository(repo)
+        job = SimJob(next(self._job_ids), repo, tuple(labels), workflow, workflow_ref, created_at=self.clock())
         self.jobs[job.id] = job
         self.emit("queued", self.payload(job))
         return job
@@ -141,7 +204,10 @@ class GitHubSim:
             idle = [
                 r
                 for r in self.runners.values()
-                if r.online and r.job is None and wanted <= {label.lower() for label in r.labels}
+                if r.online
+                and r.job is None
+                and wanted <= {label.lower() for label in r.labels}
+                and self.admits(r, job)
             ]
             if not idle:
                 continue
@@ -172,6 +238,7 @@ class GitHubSim:
                 "status": job.status,
                 "conclusion": conclusion,
                 "labels": list(job.labels),
+                "workflow_name": job.workflow or None,
                 "runner_id": job.runner.id if job.runner else None,
                 "runner_name": job.runner.name if job.runner else None,
                 "created_at": _iso(job.created_at),

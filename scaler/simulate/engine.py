@@ -212,6 +212,8 @@ class Simulation:
         start = _ts(routed[0][0].created_at) - WARM_UP
         self.clock.now = start
         self.cloud.begin()
+        for record, _ in routed:  # the organisation's repositories, for the priority classes' runner groups
+            self.github.know_repository(record.repository)
         for record, group in routed:
             assert record.started_at is not None and record.completed_at is not None
             self.group_of_job[record.id] = group.name

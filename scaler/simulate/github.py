@@ -2,7 +2,8 @@
 
 :class:`~scaler.github.sim.GitHubSim` already behaves like GitHub for the
 agent (single-use JIT configs, 409 on a taken name, any idle runner whose
-labels fit takes a queued job, so jobs get stolen). Its dispatcher looks at
+labels fit and whose runner group admits the job's repository takes a queued
+job, so jobs get stolen unless the priority classes have runner groups). Its dispatcher looks at
 every job ever queued; here only the queued ones are looked at, jobs keep
 their history ids and run for their recorded durations, and every JIT config
 generated is timed for the budget report.
@@ -36,6 +37,7 @@ class HistoryGitHub(GitHubSim):
         self.jit_refused = 0  # generate calls beyond the budget (GitHub's 429); the agent should never make any
 
     def queue_history_job(self, job_id: int, repo: str, labels: Sequence[str]) -> SimJob:
+        self.know_repository(repo)
         job = SimJob(job_id, repo, tuple(labels), created_at=self.clock())
         self.jobs[job.id] = job
         self.waiting[job.id] = job
@@ -61,7 +63,7 @@ class HistoryGitHub(GitHubSim):
             if not idle:
                 break
             wanted = {label.lower() for label in job.labels}
-            fits = [r for r in idle if wanted <= {label.lower() for label in r.labels}]
+            fits = [r for r in idle if wanted <= {label.lower() for label in r.labels} and self.admits(r, job)]
             if not fits:
                 continue
             runner = self.rng.choice(fits)
