@@ -85,9 +85,7 @@ def plan_reconcile(
 def _oldest(book: Book, snap: Snapshot, group: str, now: float, kept: Collection[str]) -> tuple[float, float]:
     """Ages of the group's oldest active VM (kept ones may outlive their time-to-live) and oldest waiting job."""
     active = [i.created_at for i in snap.instances[group].values() if i.state in ACTIVE_STATES and i.name not in kept]
-    waiting = [
-        j.first_seen or j.seen_at for j in book.jobs.values() if j.group == group and j.status in ("queued", "covered")
-    ]
+    waiting = [j.first_seen or j.seen_at for j in book.open_jobs() if j.group == group]
     return max((now - t for t in active), default=0.0), max((now - t for t in waiting), default=0.0)
 
 
@@ -197,7 +195,7 @@ def plan_verify(
     (learnt from a stolen VM's name) cannot be asked about and is given up
     after its group's time-to-start.
     """
-    stale = [j for j in book.jobs.values() if j.status in ("queued", "covered") and now - j.seen_at >= verify_after]
+    stale = [j for j in book.open_jobs() if now - j.seen_at >= verify_after]
     if not stale:
         return Plan()  # the common case, on every batch: no draft (a copy of the book) needed
     draft = Draft(config, book, Snapshot(None), now, answers)
@@ -254,6 +252,8 @@ def _creates(draft: Draft, group: str, current: GroupView, count: int, held: fro
     Otherwise a replica that restarted, or that misread a reused name, would
     give a job a second VM.
     """
+    if count <= 0:
+        return []  # what follows only names VMs to create
     instances = draft.instances[group]
     taken = set(instances) | spent_names(draft.book, group, draft.snap)
     highest: dict[int, int] = {}

@@ -91,7 +91,7 @@ def github_says_over(book: Book, inst: Instance) -> bool:
 
     Learnt after the VM was created, so it is not about an earlier VM of a reused name.
     """
-    return any(
+    return book.names_a_job(inst.name) and any(
         j.status == "completed" and j.runner_name == inst.name and j.seen_at >= inst.created_at
         for j in book.jobs.values()
     )
@@ -104,7 +104,7 @@ def spent_names(book: Book, group: str, snap: Snapshot) -> set[str]:
     ran on the old VM delete the new one, and GitHub refuses a JIT config for
     a name that is still registered (409).
     """
-    spent = {job.runner_name for job in book.jobs.values() if job.runner_name} | set(book.spent)
+    spent = book.runner_names() | set(book.spent)
     if snap.runners is not None:
         spent |= {name for name in snap.runners if name not in snap.instances[group]}
     return spent
@@ -126,9 +126,9 @@ def view(department: str, book: Book, group: str, snap: Snapshot) -> GroupView:
     idle_names = {i.name for i in active if i.name not in busy}
     # A job's own VM: any idle VM named after it (generations need not be contiguous:
     # some were deleted, some ran another job and are spent).
-    spent = spent_names(book, group, snap)
+    # Spent names (spent_names: a runner GitHub lists without a VM is never one of these idle VMs).
     idle_for: dict[int, str] = {}
-    for name in sorted(idle_names - spent):
+    for name in sorted(n for n in idle_names if not book.names_a_job(n) and n not in book.spent):
         made_for = naming.job_of(department, group, name)
         if made_for is not None:
             idle_for.setdefault(made_for, name)
