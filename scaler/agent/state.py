@@ -64,9 +64,10 @@ class Book:
     passes: int = 0
     # VM names that ran a job other than their own -> when we learnt it (never reused)
     spent: dict[str, float] = field(default_factory=dict)
-    # Job ids whose records this book shares with a copy of it (or with the book it was copied from):
-    # copy-on-write, so planning, which copies the book on every pass, does not copy an hour of jobs.
-    shared: set[int] = field(default_factory=set, repr=False, compare=False)
+    # Job ids whose records are this book's own to change in place; the others it shares with a copy
+    # of it (or with the book it was copied from): copy-on-write, so planning, which copies the book
+    # on every pass, does not copy an hour of jobs (nor a set of their ids, as it once did).
+    _owned: set[int] = field(init=False, repr=False, compare=False)
     # Indexes over ``jobs`` (an hour of finished jobs sits beside the few that matter): the planner
     # reads them on every batch, so `garo simulate` profiles showed whole-book scans as its hottest
     # lines. Kept up to date by the methods below, the only writers of a record.
@@ -79,12 +80,13 @@ class Book:
     def __post_init__(self) -> None:
         self._queued, self._open, self._in_progress, self._runner_names = {}, set(), {}, {}
         self._running = None
+        self._owned = set(self.jobs)
         for record in self.jobs.values():
             self._add_index(record)
 
     def copy(self) -> Book:
         """An independent copy: the planner's scratch book, so planning never changes this one."""
-        self.shared = set(self.jobs)
+        self._owned = set()
         clone = Book(
             pending_jit=dict(self.pending_jit),
             delivered=dict(self.delivered),
@@ -95,7 +97,7 @@ class Book:
             passes=self.passes,
             spent=dict(self.spent),
         )
-        clone.jobs, clone.shared = dict(self.jobs), set(self.shared)
+        clone.jobs, clone._owned = dict(self.jobs), set()
         clone._queued = {group: set(ids) for group, ids in self._queued.items()}
         clone._open, clone._in_progress = set(self._open), dict(self._in_progress)
         clone._runner_names, clone._running = dict(self._runner_names), self._running
@@ -147,6 +149,7 @@ class Book:
         if record is None:
             record = JobRecord(job_id, group, repo, status, now, runner_name, first_seen=now, workflow=workflow)
             self.jobs[job_id] = record
+            self._owned.add(job_id)
             self._add_index(record)
             return record
         if _ORDER.get(status, 0) >= _ORDER.get(record.status, 0):
@@ -239,7 +242,7 @@ class Book:
             j.id for j in self.jobs.values() if j.status == "completed" and now - j.seen_at > _KEEP_FINISHED
         ]:
             self._drop_index(self.jobs.pop(job_id))
-            self.shared.discard(job_id)
+            self._owned.discard(job_id)
         for name in [name for name, when in self.spent.items() if now - when > _KEEP_FINISHED]:
             del self.spent[name]
 
@@ -260,10 +263,10 @@ class Book:
             self._add_index(record)
 
     def _own(self, job_id: int) -> JobRecord | None:
-        """The job's record, made this book's own before it is changed (see ``shared``)."""
+        """The job's record, made this book's own before it is changed (see ``_owned``)."""
         record = self.jobs.get(job_id)
-        if record is not None and job_id in self.shared:
-            self.shared.discard(job_id)
+        if record is not None and job_id not in self._owned:
+            self._owned.add(job_id)
             record = self.jobs[job_id] = _clone(record)
         return record
 
