@@ -112,14 +112,16 @@ def spent_names(book: Book, group: str, snap: Snapshot) -> set[str]:
 
 def view(department: str, book: Book, group: str, snap: Snapshot) -> GroupView:
     instances = snap.instances[group].values()
-    over = frozenset(i.name for i in instances if i.state in ACTIVE and finished(book, i, snap))
-    active = tuple(i for i in instances if i.state in ACTIVE and i.name not in over)
+    live = [i for i in instances if i.state in ACTIVE]
+    over = frozenset(i.name for i in live if finished(book, i, snap))
+    active = tuple(i for i in live if i.name not in over) if over else tuple(live)
     running_on = book.running_on()
+    runners = snap.runners
     busy: set[str] = set()
     for inst in active:
-        runner = snap.runner(inst.name)
+        runner = runners.get(inst.name) if runners is not None else None
         if (runner is not None and runner.busy) or (
-            inst.name in running_on and (snap.runners is None or runner is not None)
+            inst.name in running_on and (runners is None or runner is not None)
         ):
             busy.add(inst.name)
     queued = tuple(book.queued(group))
