@@ -33,7 +33,7 @@ from scaler.agent.draft import Draft
 from scaler.agent.policy import by_priority, kept_names, plan_capacity
 from scaler.agent.reconcile import orphan_runners, reconcile_group, remove_vm, unconfigured
 from scaler.agent.state import Book
-from scaler.agent.views import ACTIVE, REPORTED_OVER, GroupView, Snapshot, covered, spent_names, view
+from scaler.agent.views import ACTIVE, REPORTED_OVER, GroupView, Snapshot, covered, view
 from scaler.backends.base import JOB_KEY, STATE_LABEL, Instance, InstanceState
 from scaler.config import StackConfig
 
@@ -254,13 +254,12 @@ def _creates(draft: Draft, group: str, current: GroupView, count: int, held: fro
     """
     if count <= 0:
         return []  # what follows only names VMs to create
-    instances = draft.instances[group]
-    taken = set(instances) | spent_names(draft.book, group, draft.snap)
-    highest: dict[int, int] = {}
-    for name in [*instances, *(draft.snap.runners or ())]:
-        parsed = _generation(draft.department, group, name)
-        if parsed is not None:
-            highest[parsed[0]] = max(parsed[1], highest.get(parsed[0], -1))
+    instances, book, runners = draft.instances[group], draft.book, draft.snap.runners or {}
+
+    def taken(name: str) -> bool:  # the listing's names and spent_names (asked per name: no set of them all)
+        return name in instances or name in runners or book.names_a_job(name) or name in book.spent
+
+    highest: dict[int, int] | None = None  # parsed only when a job needs a VM named
     waited_on = {
         job
         for job in (_waits_for(draft, group, i) for i in instances.values() if i.name not in held)
@@ -275,19 +274,31 @@ def _creates(draft: Draft, group: str, current: GroupView, count: int, held: fro
         if job.id in waited_on:
             count -= 1  # its VM is on its way or idle for it, whatever this replica thinks of it
             continue
+        if highest is None:
+            highest = _highest_generations(draft.department, group, [*instances, *runners])
         for gen in range(highest.get(job.id, -1) + 1, MAX_GENERATION + 1):
             name = naming.instance_name(draft.department, group, job.id, gen)
-            if name not in taken:
+            if not taken(name):
                 reason = f"queued job {job.id}" + (f" (replacement {gen})" if gen else "")
                 chosen.append(Create(group=group, name=name, reason=reason, job_id=job.id, repo=job.repo))
                 break
     slot = 0
     while len(chosen) < count:
         name = naming.warm_name(draft.department, group, slot)
-        if name not in taken:
+        if not taken(name):
             chosen.append(Create(group=group, name=name, reason="warm pool"))
         slot += 1
     return chosen
+
+
+def _highest_generations(department: str, group: str, names: list[str]) -> dict[int, int]:
+    """Job -> the highest generation of its VMs among these names."""
+    highest: dict[int, int] = {}
+    for name in names:
+        parsed = _generation(department, group, name)
+        if parsed is not None:
+            highest[parsed[0]] = max(parsed[1], highest.get(parsed[0], -1))
+    return highest
 
 
 def _generation(department: str, group: str, name: str) -> tuple[int, int] | None:
