@@ -107,11 +107,12 @@ def plan_settle(
     """
     draft = Draft(config, book, snap, now, NO_ANSWERS)
     for group in sorted(set(groups) & set(draft.instances)):
-        for job_id, own in covered(view(draft.department, draft.book, group, draft.snap)).items():
+        current = view(draft.department, draft.book, group, draft.snap)
+        for job_id, own in covered(current).items():
             max_age = draft.config.group(group).time_to_start
             if own and job_id in held_jobs and unconfigured(draft, draft.instances[group][own], max_age):
                 draft.add(QueueJit(group=group, name=own, reason=f"VM of held job {job_id} has no runner config"))
-        add_capacity(draft, group)
+        add_capacity(draft, group, current)  # a queued config changes no view: reuse it
     deliver(draft, jit_limit, jit_budget)
     return draft.plan
 
@@ -213,10 +214,10 @@ def plan_verify(
     return draft.plan
 
 
-def add_capacity(draft: Draft, group: str) -> GroupView:
-    """Resume standby VMs, then create named VMs, up to the policy's target."""
+def add_capacity(draft: Draft, group: str, current: GroupView | None = None) -> GroupView:
+    """Resume standby VMs, then create named VMs, up to the policy's target (``current``: the draft's view now)."""
     spec = draft.config.group(group)
-    current = view(draft.department, draft.book, group, draft.snap)
+    current = current if current is not None else view(draft.department, draft.book, group, draft.snap)
     # Kept VMs not running a job hold quota (they count against max) but are no capacity.
     held = kept_names(spec, draft.instances[group].values(), draft.now) - current.busy
     held = frozenset(n for n in held if draft.instances[group][n].state is not InstanceState.DELETING)

@@ -113,10 +113,16 @@ def spent_names(book: Book, group: str, snap: Snapshot) -> set[str]:
 def view(department: str, book: Book, group: str, snap: Snapshot) -> GroupView:
     instances = snap.instances[group].values()
     live = [i for i in instances if i.state in ACTIVE]
-    over = frozenset(i.name for i in live if finished(book, i, snap))
+    runners = snap.runners
+    # finished(), with its two common answers first (a VM reporting its job over; a listed runner).
+    over = frozenset(
+        i.name
+        for i in live
+        if i.labels.get(STATE_LABEL) in REPORTED_OVER
+        or (runners is not None and i.name not in runners and finished(book, i, snap))
+    )
     active = tuple(i for i in live if i.name not in over) if over else tuple(live)
     running_on = book.running_on()
-    runners = snap.runners
     busy: set[str] = set()
     for inst in active:
         runner = runners.get(inst.name) if runners is not None else None
