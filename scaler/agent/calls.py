@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from prometheus_client import Counter
+
 from scaler.agent.metrics import AgentMetrics
 from scaler.backends.base import BackendError
 
@@ -32,9 +34,13 @@ class Calls:
 
     def __init__(self, metrics: AgentMetrics) -> None:
         self.metrics = metrics
+        self._counters: dict[tuple[str, str], Counter] = {}  # labelled once: the agent calls on every batch
 
     def __call__(self, api: str, name: str, fn: Callable[..., T], *args: Any) -> T:
-        self.metrics.api_calls.labels(api, name).inc()
+        counter = self._counters.get((api, name))
+        if counter is None:
+            counter = self._counters[(api, name)] = self.metrics.api_calls.labels(api, name)
+        counter.inc()
         try:
             return fn(*args)
         except Exception as exc:

@@ -34,7 +34,7 @@ from scaler.agent.draft import Draft
 from scaler.agent.policy import by_priority, kept_names, plan_capacity
 from scaler.agent.reconcile import orphan_runners, reconcile_group, remove_vm, unconfigured
 from scaler.agent.state import Book
-from scaler.agent.views import ACTIVE, REPORTED_OVER, GroupView, Snapshot, covered, spent_names, view
+from scaler.agent.views import ACTIVE, REPORTED_OVER, GroupView, Snapshot, covered, view
 from scaler.backends.base import JOB_KEY, STATE_LABEL, Instance, InstanceState
 from scaler.config import StackConfig
 
@@ -86,9 +86,7 @@ def plan_reconcile(
 def _oldest(book: Book, snap: Snapshot, group: str, now: float, kept: Collection[str]) -> tuple[float, float]:
     """Ages of the group's oldest active VM (kept ones may outlive their time-to-live) and oldest waiting job."""
     active = [i.created_at for i in snap.instances[group].values() if i.state in ACTIVE_STATES and i.name not in kept]
-    waiting = [
-        j.first_seen or j.seen_at for j in book.jobs.values() if j.group == group and j.status in ("queued", "covered")
-    ]
+    waiting = [j.first_seen or j.seen_at for j in book.open_jobs() if j.group == group]
     return max((now - t for t in active), default=0.0), max((now - t for t in waiting), default=0.0)
 
 
@@ -110,11 +108,12 @@ def plan_settle(
     """
     draft = Draft(config, book, snap, now, NO_ANSWERS)
     for group in sorted(set(groups) & set(draft.instances)):
-        for job_id, own in covered(view(draft.department, draft.book, group, draft.snap)).items():
+        current = view(draft.department, draft.book, group, draft.snap)
+        for job_id, own in covered(current).items():
             max_age = draft.config.group(group).time_to_start
             if own and job_id in held_jobs and unconfigured(draft, draft.instances[group][own], max_age):
                 draft.add(QueueJit(group=group, name=own, reason=f"VM of held job {job_id} has no runner config"))
-        add_capacity(draft, group)
+        add_capacity(draft, group, current)  # a queued config changes no view: reuse it
     deliver(draft, jit_limit, jit_budget)
     return draft.plan
 
@@ -198,7 +197,7 @@ def plan_verify(
     (learnt from a stolen VM's name) cannot be asked about and is given up
     after its group's time-to-start.
     """
-    stale = [j for j in book.jobs.values() if j.status in ("queued", "covered") and now - j.seen_at >= verify_after]
+    stale = [j for j in book.open_jobs() if now - j.seen_at >= verify_after]
     if not stale:
         return Plan()  # the common case, on every batch: no draft (a copy of the book) needed
     draft = Draft(config, book, Snapshot(None), now, answers)
@@ -216,10 +215,10 @@ def plan_verify(
     return draft.plan
 
 
-def add_capacity(draft: Draft, group: str) -> GroupView:
-    """Resume standby VMs, then create named VMs, up to the policy's target."""
+def add_capacity(draft: Draft, group: str, current: GroupView | None = None) -> GroupView:
+    """Resume standby VMs, then create named VMs, up to the policy's target (``current``: the draft's view now)."""
     spec = draft.config.group(group)
-    current = view(draft.department, draft.book, group, draft.snap)
+    current = current if current is not None else view(draft.department, draft.book, group, draft.snap)
     # Kept VMs not running a job hold quota (they count against max) but are no capacity.
     held = kept_names(spec, draft.instances[group].values(), draft.now) - current.busy
     held = frozenset(n for n in held if draft.instances[group][n].state is not InstanceState.DELETING)
@@ -257,13 +256,14 @@ def _creates(draft: Draft, group: str, current: GroupView, count: int, held: fro
     Otherwise a replica that restarted, or that misread a reused name, would
     give a job a second VM.
     """
-    instances = draft.instances[group]
-    taken = set(instances) | spent_names(draft.book, group, draft.snap)
-    highest: dict[int, int] = {}
-    for name in [*instances, *(draft.snap.runners or ())]:
-        parsed = _generation(draft.department, group, name)
-        if parsed is not None:
-            highest[parsed[0]] = max(parsed[1], highest.get(parsed[0], -1))
+    if count <= 0:
+        return []  # what follows only names VMs to create
+    instances, book, runners = draft.instances[group], draft.book, draft.snap.runners or {}
+
+    def taken(name: str) -> bool:  # the listing's names and spent_names (asked per name: no set of them all)
+        return name in instances or name in runners or book.names_a_job(name) or name in book.spent
+
+    highest: dict[int, int] | None = None  # parsed only when a job needs a VM named
     waited_on = {
         job
         for job in (_waits_for(draft, group, i) for i in instances.values() if i.name not in held)
@@ -278,19 +278,31 @@ def _creates(draft: Draft, group: str, current: GroupView, count: int, held: fro
         if job.id in waited_on:
             count -= 1  # its VM is on its way or idle for it, whatever this replica thinks of it
             continue
+        if highest is None:
+            highest = _highest_generations(draft.department, group, [*instances, *runners])
         for gen in range(highest.get(job.id, -1) + 1, MAX_GENERATION + 1):
             name = naming.instance_name(draft.department, group, job.id, gen)
-            if name not in taken:
+            if not taken(name):
                 reason = f"queued job {job.id}" + (f" (replacement {gen})" if gen else "")
                 chosen.append(Create(group=group, name=name, reason=reason, job_id=job.id, repo=job.repo))
                 break
     slot = 0
     while len(chosen) < count:
         name = naming.warm_name(draft.department, group, slot)
-        if name not in taken:
+        if not taken(name):
             chosen.append(Create(group=group, name=name, reason="warm pool"))
         slot += 1
     return chosen
+
+
+def _highest_generations(department: str, group: str, names: list[str]) -> dict[int, int]:
+    """Job -> the highest generation of its VMs among these names."""
+    highest: dict[int, int] = {}
+    for name in names:
+        parsed = _generation(department, group, name)
+        if parsed is not None:
+            highest[parsed[0]] = max(parsed[1], highest.get(parsed[0], -1))
+    return highest
 
 
 def _generation(department: str, group: str, name: str) -> tuple[int, int] | None:

@@ -150,4 +150,7 @@ def keep_until(group: RunnerGroup, inst: Instance) -> float:
 
 def kept_names(group: RunnerGroup, instances: Iterable[Instance], now: float) -> frozenset[str]:
     """VMs of the group whose keep is in force at ``now``: no reconcile, time-to-live or completion deletes them."""
-    return frozenset(i.name for i in instances if now < keep_until(group, i))
+    # Most VMs carry no keep at all: look for the key before parsing it (every batch lists every VM).
+    return frozenset(
+        i.name for i in instances if (KEEP_KEY in i.metadata or KEEP_KEY in i.labels) and now < keep_until(group, i)
+    )

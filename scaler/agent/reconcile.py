@@ -145,7 +145,7 @@ def uncover(draft: Draft, group: str, count: int) -> None:
     covered = sorted(
         (
             j
-            for j in draft.book.jobs.values()
+            for j in draft.book.open_jobs()
             # Without a repo the job was only inferred from a VM's name and parked as covered
             # because it cannot be checked: not a job whose message we acknowledged.
             if j.group == group and j.status == "covered" and j.repo and j.id not in with_own_vm

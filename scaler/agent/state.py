@@ -64,16 +64,30 @@ class Book:
     passes: int = 0
     # VM names that ran a job other than their own -> when we learnt it (never reused)
     spent: dict[str, float] = field(default_factory=dict)
-    # Job ids whose records this book shares with a copy of it (or with the book it was copied from):
-    # copy-on-write, so planning, which copies the book on every pass, does not copy an hour of jobs.
-    shared: set[int] = field(default_factory=set, repr=False, compare=False)
+    # Job ids whose records are this book's own to change in place; the others it shares with a copy
+    # of it (or with the book it was copied from): copy-on-write, so planning, which copies the book
+    # on every pass, does not copy an hour of jobs (nor a set of their ids, as it once did).
+    _owned: set[int] = field(init=False, repr=False, compare=False)
+    # Indexes over ``jobs`` (an hour of finished jobs sits beside the few that matter): the planner
+    # reads them on every batch, so `garo simulate` profiles showed whole-book scans as its hottest
+    # lines. Kept up to date by the methods below, the only writers of a record.
+    _queued: dict[str, set[int]] = field(init=False, repr=False, compare=False)  # group -> "queued" ids
+    _open: set[int] = field(init=False, repr=False, compare=False)  # "queued" or "covered" ids
+    _in_progress: dict[int, None] = field(init=False, repr=False, compare=False)
+    _runner_names: dict[str, int] = field(init=False, repr=False, compare=False)  # name -> records naming it
+    _running: dict[str, int] | None = field(init=False, repr=False, compare=False)  # running_on(), cached
+
+    def __post_init__(self) -> None:
+        self._queued, self._open, self._in_progress, self._runner_names = {}, set(), {}, {}
+        self._running = None
+        self._owned = set(self.jobs)
+        for record in self.jobs.values():
+            self._add_index(record)
 
     def copy(self) -> Book:
         """An independent copy: the planner's scratch book, so planning never changes this one."""
-        self.shared = set(self.jobs)
-        return Book(
-            jobs=dict(self.jobs),
-            shared=set(self.jobs),
+        self._owned = set()
+        clone = Book(
             pending_jit=dict(self.pending_jit),
             delivered=dict(self.delivered),
             registered=dict(self.registered),
@@ -83,6 +97,42 @@ class Book:
             passes=self.passes,
             spent=dict(self.spent),
         )
+        clone.jobs, clone._owned = dict(self.jobs), set()
+        clone._queued = {group: set(ids) for group, ids in self._queued.items()}
+        clone._open, clone._in_progress = set(self._open), dict(self._in_progress)
+        clone._runner_names, clone._running = dict(self._runner_names), self._running
+        return clone
+
+    def _add_index(self, record: JobRecord) -> None:
+        status = record.status
+        if status == "queued":
+            self._queued.setdefault(record.group, set()).add(record.id)
+            self._open.add(record.id)
+        elif status == "covered":
+            self._open.add(record.id)
+        elif status == "in_progress":
+            self._in_progress[record.id] = None
+            self._running = None
+        if record.runner_name:
+            self._runner_names[record.runner_name] = self._runner_names.get(record.runner_name, 0) + 1
+
+    def _drop_index(self, record: JobRecord) -> None:
+        status = record.status
+        if status == "queued":
+            self._queued[record.group].discard(record.id)
+            self._open.discard(record.id)
+        elif status == "covered":
+            self._open.discard(record.id)
+        elif status == "in_progress":
+            del self._in_progress[record.id]
+            self._running = None
+        name = record.runner_name
+        if name:
+            left = self._runner_names[name] - 1
+            if left:
+                self._runner_names[name] = left
+            else:
+                del self._runner_names[name]
 
     def observe_job(
         self,
@@ -99,11 +149,15 @@ class Book:
         if record is None:
             record = JobRecord(job_id, group, repo, status, now, runner_name, first_seen=now, workflow=workflow)
             self.jobs[job_id] = record
+            self._owned.add(job_id)
+            self._add_index(record)
             return record
         if _ORDER.get(status, 0) >= _ORDER.get(record.status, 0):
+            self._drop_index(record)
             record.status = status if status != "waiting" or record.status != "queued" else "queued"
             record.runner_name = runner_name or record.runner_name
             record.seen_at = now
+            self._add_index(record)
         if repo and not record.repo:
             record.repo = repo
         if workflow and not record.workflow:
@@ -140,29 +194,53 @@ class Book:
         A ``waiting`` job is blocked on an environment's approval and may stay so
         for hours: it gets capacity when GitHub queues it, not before.
         """
-        jobs = [j for j in self.jobs.values() if j.group == group and j.status == "queued"]
+        jobs = [self.jobs[job_id] for job_id in self._queued.get(group, ())]
         return sorted(jobs, key=lambda j: (j.seen_at, j.id))
 
     def covered(self, group: str) -> list[JobRecord]:
         """Jobs of a group acknowledged on capacity that have not started yet."""
-        return [j for j in self.jobs.values() if j.group == group and j.status == "covered"]
+        return [j for j in self.open_jobs() if j.group == group and j.status == "covered"]
+
+    def open_jobs(self) -> list[JobRecord]:
+        """Jobs of any group that still wait (``queued``) or were acknowledged on capacity (``covered``)."""
+        return [self.jobs[job_id] for job_id in self._open]
+
+    def names_a_job(self, name: str) -> bool:
+        """Does any job in the book name this runner (it ran, runs or was handed a job)?"""
+        return name in self._runner_names
+
+    def runner_names(self) -> set[str]:
+        """Every runner name the book's jobs carry."""
+        return set(self._runner_names)
 
     def cover(self, job_id: int) -> None:
         record = self._own(job_id)
         if record is not None and record.status == "queued":
+            self._drop_index(record)
             record.status = "covered"
+            self._add_index(record)
 
     def requeue(self, job_id: int, now: float) -> None:
         """GitHub says the job still waits although its capacity is gone (replaced VM)."""
         record = self._own(job_id)
-        if record is not None and record.status in ("queued", "covered"):
+        if record is not None and (
+            record.status in ("queued", "covered") or (record.status == "in_progress" and record.runner_name is None)
+        ):
+            self._drop_index(record)
             record.status, record.seen_at = "queued", now
-        elif record is not None and record.status == "in_progress" and record.runner_name is None:
-            record.status, record.seen_at = "queued", now
+            self._add_index(record)
 
     def running_on(self) -> dict[str, int]:
-        """Runner name -> job id for jobs known to be in progress."""
-        return {j.runner_name: j.id for j in self.jobs.values() if j.status == "in_progress" and j.runner_name}
+        """Runner name -> job id for jobs known to be in progress (shared and cached: do not change it)."""
+        if self._running is None:
+            jobs = self.jobs
+            named = [(name, i) for i in self._in_progress if (name := jobs[i].runner_name)]
+            running = dict(named)
+            if len(running) < len(named):
+                # Two jobs name one runner: the book's order decides, as it always did.
+                running = {j.runner_name: j.id for j in jobs.values() if j.status == "in_progress" and j.runner_name}
+            self._running = running
+        return self._running
 
     def finished(self, job_id: int) -> bool:
         record = self.jobs.get(job_id)
@@ -173,7 +251,8 @@ class Book:
         for job_id in [
             j.id for j in self.jobs.values() if j.status == "completed" and now - j.seen_at > _KEEP_FINISHED
         ]:
-            del self.jobs[job_id]
+            self._drop_index(self.jobs.pop(job_id))
+            self._owned.discard(job_id)
         for name in [name for name, when in self.spent.items() if now - when > _KEEP_FINISHED]:
             del self.spent[name]
 
@@ -184,16 +263,20 @@ class Book:
         self.registered.pop(name, None)
         self.stolen_checked.discard(name)
         self.jit_cleared.discard(name)
-        for job_id in [j.id for j in self.jobs.values() if j.status == "in_progress" and j.runner_name == name]:
+        if name not in self._runner_names:
+            return
+        for job_id in [i for i in self._in_progress if self.jobs[i].runner_name == name]:
             record = self._own(job_id)
             assert record is not None
+            self._drop_index(record)
             record.status = "completed"
+            self._add_index(record)
 
     def _own(self, job_id: int) -> JobRecord | None:
-        """The job's record, made this book's own before it is changed (see ``shared``)."""
+        """The job's record, made this book's own before it is changed (see ``_owned``)."""
         record = self.jobs.get(job_id)
-        if record is not None and job_id in self.shared:
-            self.shared.discard(job_id)
+        if record is not None and job_id not in self._owned:
+            self._owned.add(job_id)
             record = self.jobs[job_id] = _clone(record)
         return record
 

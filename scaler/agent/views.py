@@ -94,7 +94,7 @@ def github_says_over(book: Book, inst: Instance) -> bool:
 
     Learnt after the VM was created, so it is not about an earlier VM of a reused name.
     """
-    return any(
+    return book.names_a_job(inst.name) and any(
         j.status == "completed" and j.runner_name == inst.name and j.seen_at >= inst.created_at
         for j in book.jobs.values()
     )
@@ -107,7 +107,7 @@ def spent_names(book: Book, group: str, snap: Snapshot) -> set[str]:
     ran on the old VM delete the new one, and GitHub refuses a JIT config for
     a name that is still registered (409).
     """
-    spent = {job.runner_name for job in book.jobs.values() if job.runner_name} | set(book.spent)
+    spent = book.runner_names() | set(book.spent)
     if snap.runners is not None:
         spent |= {name for name in snap.runners if name not in snap.instances[group]}
     return spent
@@ -115,23 +115,31 @@ def spent_names(book: Book, group: str, snap: Snapshot) -> set[str]:
 
 def view(department: str, book: Book, group: str, snap: Snapshot) -> GroupView:
     instances = snap.instances[group].values()
-    over = frozenset(i.name for i in instances if i.state in ACTIVE and finished(book, i, snap))
-    active = tuple(i for i in instances if i.state in ACTIVE and i.name not in over)
+    live = [i for i in instances if i.state in ACTIVE]
+    runners = snap.runners
+    # finished(), with its two common answers first (a VM reporting its job over; a listed runner).
+    over = frozenset(
+        i.name
+        for i in live
+        if i.labels.get(STATE_LABEL) in REPORTED_OVER
+        or (runners is not None and i.name not in runners and finished(book, i, snap))
+    )
+    active = tuple(i for i in live if i.name not in over) if over else tuple(live)
     running_on = book.running_on()
     busy: set[str] = set()
     for inst in active:
-        runner = snap.runner(inst.name)
+        runner = runners.get(inst.name) if runners is not None else None
         if (runner is not None and runner.busy) or (
-            inst.name in running_on and (snap.runners is None or runner is not None)
+            inst.name in running_on and (runners is None or runner is not None)
         ):
             busy.add(inst.name)
     queued = tuple(book.queued(group))
     idle_names = {i.name for i in active if i.name not in busy}
     # A job's own VM: any idle VM named after it (generations need not be contiguous:
     # some were deleted, some ran another job and are spent).
-    spent = spent_names(book, group, snap)
+    # Spent names (spent_names: a runner GitHub lists without a VM is never one of these idle VMs).
     idle_for: dict[int, str] = {}
-    for name in sorted(idle_names - spent):
+    for name in sorted(n for n in idle_names if not book.names_a_job(n) and n not in book.spent):
         made_for = naming.job_of(department, group, name)
         if made_for is not None:
             idle_for.setdefault(made_for, name)
@@ -156,8 +164,15 @@ def view(department: str, book: Book, group: str, snap: Snapshot) -> GroupView:
             reserved.add(inst.name)
     # A job with a VM named after it that no other job used counts on that VM (on its way, idle,
     # or already running or done with the job), not on spare capacity.
-    named_for = {naming.job_of(department, group, i.name) for i in instances if i.name not in spent}
-    on_spare = frozenset(j.id for j in book.covered(group) if j.id not in named_for)
+    on_spare: frozenset[int] = frozenset()
+    covered_jobs = book.covered(group)
+    if covered_jobs:
+        named_for = {
+            naming.job_of(department, group, i.name)
+            for i in instances
+            if i.name not in book.spent and not book.names_a_job(i.name)
+        }
+        on_spare = frozenset(j.id for j in covered_jobs if j.id not in named_for)
     return GroupView(active, standby, frozenset(busy), queued, own, frozenset(reserved), over, on_spare)
 
 

@@ -63,6 +63,8 @@ class VmEvents:
         write must succeed (else the message comes back); clearing a config alone
         is best effort (reconcile clears it for online runners too).
         """
+        if not starts:
+            return []
         plan = Plan()
         for start in starts:
             event = start.event

@@ -96,6 +96,11 @@ class ComputeClient:
         self.project = project
         self.session = session
         self.base_url = base_url.rstrip("/")
+        # What requests reads from the environment (proxies, CA bundle) is read once, here: on every
+        # call it re-read the whole environment and looked for a .netrc, most of the agent's CPU per
+        # metadata write (bench/burst.py). Only the Compute API's address is ever called.
+        self._settings = session.merge_environment_settings(self.base_url, {}, None, None, None)
+        session.trust_env = False
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
         self.operation_timeout = operation_timeout
         self.sleep, self.clock = sleep, clock
@@ -120,7 +125,9 @@ class ComputeClient:
 
         def attempt() -> dict[str, Any]:
             try:
-                response = self.session.request(method, url, params=query or None, json=body, timeout=self.timeout)
+                response = self.session.request(
+                    method, url, params=query or None, json=body, timeout=self.timeout, **self._settings
+                )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 raise _Transient(type(exc).__name__) from None
             if response.status_code < 400:

@@ -80,6 +80,9 @@ class GitHubSim:
         self.emit = emit
         self.rng = rng or random.Random(0)
         self.runners: dict[int, SimRunner] = {}
+        # name -> id of the runner last registered under it (checked against ``runners``: GitHub
+        # finds a taken name without reading every runner, and so does this stand-in)
+        self._by_name: dict[str, int] = {}
         self.jobs: dict[int, SimJob] = {}
         self.calls: dict[str, int] = {}
         self.used_secrets: set[str] = set()
@@ -103,10 +106,12 @@ class GitHubSim:
         self._enter("generate_jit_config")
         if not labels or not name or len(name) > 64 or runner_group_id < 1:
             raise GitHubError(422, "Validation failed")
-        if any(r.name == name for r in self.runners.values()):
+        taken = self._by_name.get(name)
+        if taken is not None and taken in self.runners and self.runners[taken].name == name:
             raise GitHubError(409, "Already exists - A runner with the name already exists.")
         runner = SimRunner(next(self._ids), name, tuple(labels), secrets.token_urlsafe(24), group_id=runner_group_id)
         self.runners[runner.id] = runner
+        self._by_name[name] = runner.id
         return JitConfig(runner.id, name, runner.secret)
 
     def list_runners(self, runner_group_id: int | None = None) -> list[Runner]:

@@ -53,6 +53,8 @@ class SimVm:
     boot_done: float = float("inf")  # when the boot agent is up (inf: not booted yet)
     runner_starting: bool = False
     billed_from: float = 0.0  # start of the current billed (non-standby) stretch
+    # Its listing entry until it changes (``SimCloud._changed``): a listing rebuilds only changed VMs.
+    listed: Instance | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -124,6 +126,11 @@ class SimCloud:
     def _touch(self, group: str) -> None:
         self._listed.pop(group, None)
 
+    def _changed(self, vm: SimVm) -> None:
+        """The VM's state, labels or metadata changed: its group's listing and its entry are stale."""
+        vm.listed = None
+        self._touch(vm.group)
+
     def _count_active(self, group: str) -> None:
         self._touch(group)
         active = sum(1 for v in self.vms[group].values() if v.state is not InstanceState.STANDBY)
@@ -164,6 +171,7 @@ class SimCloud:
             if self._alive(group, name, serial) and vm.state is InstanceState.CREATING:
                 self._bill(vm)
                 vm.state = InstanceState.STANDBY
+                self._changed(vm)
                 self._count_active(group)
                 self.on_change(True)
 
@@ -185,7 +193,7 @@ class SimCloud:
         """The VM is listed running now; its boot agent is up ``boot`` seconds later."""
         vm.state = InstanceState.RUNNING
         vm.boot_done = self.clock.now + boot
-        self._touch(vm.group)
+        self._changed(vm)
         self.on_change(True)
         self._note("running", vm.name)
         self._maybe_start_runner(vm)
@@ -208,7 +216,7 @@ class SimCloud:
         def start() -> None:
             if self._alive(group, name, serial) and vm.state is InstanceState.RUNNING:
                 vm.labels[STATE_LABEL] = "running"
-                self._touch(group)
+                self._changed(vm)
                 self._note("runner-online", name)
                 self.on_runner_start(secret)
 
@@ -230,7 +238,7 @@ class SimCloud:
         vm = self.vms.get(group, {}).get(name)
         if vm is not None:
             vm.labels[STATE_LABEL] = "done"
-            self._touch(group)
+            self._changed(vm)
 
     def close(self) -> None:
         """End of the simulation: bill every VM still there up to now."""
@@ -277,7 +285,7 @@ class SimCloud:
                 continue
             self._bill(vm)
             vm.state = InstanceState.DELETING
-            self._touch(group)
+            self._changed(vm)
             self._note("delete", name)
             self.on_vm_lost(name)
             serial = vm.serial
@@ -295,20 +303,23 @@ class SimCloud:
         self.usage.calls["list"] += 1
         listed = self._listed.get(group)
         if listed is None:
-            listed = [
-                Instance(
-                    name=vm.name,
-                    group=group,
-                    state=vm.state,
-                    created_at=vm.created_at,
-                    labels=dict(vm.labels),
-                    zone="sim-a",
-                    metadata={k: v for k, v in vm.metadata.items() if k not in SECRET_METADATA},
-                )
-                for vm in sorted(self._records(group).values(), key=lambda v: v.name)
-            ]
+            listed = [self._entry(vm) for vm in sorted(self._records(group).values(), key=lambda v: v.name)]
             self._listed[group] = listed
         return list(listed)
+
+    @staticmethod
+    def _entry(vm: SimVm) -> Instance:
+        if vm.listed is None:
+            vm.listed = Instance(
+                name=vm.name,
+                group=vm.group,
+                state=vm.state,
+                created_at=vm.created_at,
+                labels=dict(vm.labels),
+                zone="sim-a",
+                metadata={k: v for k, v in vm.metadata.items() if k not in SECRET_METADATA},
+            )
+        return vm.listed
 
     def resume_standby(self, group: str, count: int) -> Sequence[str]:
         self.usage.calls["resume_standby"] += 1
@@ -320,6 +331,7 @@ class SimCloud:
         for vm in standby[: max(count, 0)]:
             self._bill(vm)
             vm.state = InstanceState.RESUMING
+            self._changed(vm)
             self._note("resume", vm.name)
             resumed.append(vm.name)
             serial = vm.serial
@@ -339,7 +351,7 @@ class SimCloud:
         vm = self._records(group).get(name)
         if vm is None or vm.state is InstanceState.DELETING:
             raise BackendError(f"instance {name!r} not found in group {group!r}", reason=Failure.NOT_FOUND)
-        self._touch(group)
+        self._changed(vm)
         for key, value in items.items():
             if value == "":
                 vm.metadata.pop(key, None)

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from scaler.github.models import GitHubError, JitConfig
+from scaler.github.models import GitHubError, JitConfig, Runner
 from scaler.github.ratelimit import JitBudget
 from scaler.github.sim import GitHubSim, SimJob
 
@@ -35,6 +35,8 @@ class HistoryGitHub(GitHubSim):
         self.waiting: dict[int, SimJob] = {}  # queued jobs by id (ids grow with time, so dict order is queue order)
         self.jit_times: list[float] = []
         self.jit_refused = 0  # generate calls beyond the budget (GitHub's 429); the agent should never make any
+        # The organisation's runner listing until a runner changes: the agent lists on most of its steps.
+        self._listing: list[Runner] | None = None
 
     def queue_history_job(self, job_id: int, repo: str, labels: Sequence[str]) -> SimJob:
         self.know_repository(repo)
@@ -50,8 +52,32 @@ class HistoryGitHub(GitHubSim):
             self.jit_refused += 1
             raise GitHubError(429, "simulated: JIT config rate limit")
         config = super().generate_jit_config(name, runner_group_id, labels)
+        self._listing = None
         self.jit_times.append(self.clock())
         return config
+
+    def list_runners(self, runner_group_id: int | None = None) -> list[Runner]:
+        if runner_group_id is not None:
+            return super().list_runners(runner_group_id)
+        self._enter("list_runners")
+        if self._listing is None:
+            self._listing = [
+                Runner(r.id, r.name, "online" if r.online else "offline", r.job is not None, r.labels)
+                for r in self.runners.values()
+            ]
+        return list(self._listing)
+
+    def delete_runner(self, runner_id: int) -> None:
+        self._listing = None
+        super().delete_runner(runner_id)
+
+    def boot(self, secret: str) -> bool:
+        self._listing = None
+        return super().boot(secret)
+
+    def complete(self, job_id: int, conclusion: str = "success") -> None:
+        self._listing = None
+        super().complete(job_id, conclusion)
 
     def assign(self) -> list[SimJob]:
         """GitHub's dispatcher over the queued jobs only: each to a random idle online runner that fits."""
@@ -70,6 +96,7 @@ class HistoryGitHub(GitHubSim):
             idle.remove(runner)
             del self.waiting[job.id]
             runner.job, job.runner, job.status, job.started_at = job.id, runner, "in_progress", self.clock()
+            self._listing = None
             job.ran_on.append(runner.name)
             self.emit("in_progress", self.payload(job))
             started.append(job)
@@ -78,6 +105,7 @@ class HistoryGitHub(GitHubSim):
 
     def lose_runner(self, name: str) -> SimJob | None:
         """The runner's VM is gone: it goes offline, and the job it ran fails (GitHub: lost communication)."""
+        self._listing = None
         for runner in list(self.runners.values()):
             if runner.name != name:
                 continue
