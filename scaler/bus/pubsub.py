@@ -42,6 +42,8 @@ _ACK_CHUNK = 1000
 # Pub/Sub's limits per Publish call (cloud.google.com/pubsub/quotas): 1,000 messages, 10 MB.
 _MAX_BATCH_MESSAGES = 1000
 _MAX_BATCH_BYTES = 9_000_000  # data; attributes and framing stay well inside the rest
+_RAW_MESSAGE = gapic.PubsubMessage.pb()  # the protobuf classes behind the proto-plus types
+_RAW_REQUEST = gapic.PublishRequest.pb()
 # PublisherClient.publish takes attributes as keyword arguments; these names would collide.
 _RESERVED_ATTRIBUTES = frozenset({"topic", "data", "ordering_key", "retry", "timeout"})  # the client's keywords
 
@@ -113,23 +115,32 @@ class PubSubPublisher:
             raise ValueError(f"attribute names reserved by the Pub/Sub client: {sorted(clash)}")
         if len(data) > _MAX_BATCH_BYTES:
             raise BusUnavailable(f"Pub/Sub rejected the message for {self.topic_path}: {len(data)} bytes is too large")
-        message = gapic.PubsubMessage(data=data, attributes=dict(attributes))
+        # The plain protobuf message, not the proto-plus wrapper: a tenth of the CPU to build.
+        message = _RAW_MESSAGE(data=data, attributes=attributes)
         deadline = time.monotonic() + self.timeout
 
         def attempt() -> str:
             return self._publish_once(_Pending(message, len(data)), deadline)
 
-        def give_up(state: RetryCallState) -> NoReturn:
-            error = state.outcome.exception() if state.outcome is not None else None
-            raise BusUnavailable(f"Pub/Sub did not accept the message for {self.topic_path}: {error!r}") from error
-
-        retrying = Retrying(
-            retry=retry_if_exception_type(_TRANSIENT),
-            wait=wait_equal_jitter(0.05, 0.5),
-            stop=stop_before_delay(self.timeout),
-            retry_error_callback=give_up,
-        )
         try:
+            # The first attempt outside tenacity: setting up its loop cost about a quarter of the
+            # publisher's CPU per message. After a transient failure the loop starts at once (one quick
+            # second attempt), then backs off.
+            try:
+                return attempt()
+            except _TRANSIENT:
+                pass
+
+            def give_up(state: RetryCallState) -> NoReturn:
+                error = state.outcome.exception() if state.outcome is not None else None
+                raise BusUnavailable(f"Pub/Sub did not accept the message for {self.topic_path}: {error!r}") from error
+
+            retrying = Retrying(
+                retry=retry_if_exception_type(_TRANSIENT),
+                wait=wait_equal_jitter(0.05, 0.5),
+                stop=stop_before_delay(max(deadline - time.monotonic(), 0.0)),
+                retry_error_callback=give_up,
+            )
             return retrying(attempt)
         except gexc.GoogleAPICallError as exc:  # NotFound, PermissionDenied...: will not heal within a request
             raise BusUnavailable(f"Pub/Sub did not accept the message for {self.topic_path}: {exc!r}") from exc
@@ -172,11 +183,9 @@ class PubSubPublisher:
         """One Publish call for ``batch``; every message of it gets the call's outcome."""
         try:
             if batch:
+                request = gapic.PublishRequest(_RAW_REQUEST(topic=self.topic_path, messages=[p.message for p in batch]))
                 response = self.client.publish(
-                    topic=self.topic_path,
-                    messages=[p.message for p in batch],
-                    retry=None,
-                    timeout=max(deadline - time.monotonic(), 0.05),
+                    request=request, retry=None, timeout=max(deadline - time.monotonic(), 0.05)
                 )
                 ids = list(response.message_ids)
                 if len(ids) != len(batch):

@@ -91,6 +91,17 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc,unused-ignore] 
         conn.garo_buffer = bytearray(buffered or b"")
         conn.sock.setblocking(False)
         state = request_state(conn.garo_buffer, self.max_body)
+        if state == WAIT:
+            # A kept-alive connection comes here because the poller saw it readable: its
+            # request is usually all there, so read it now rather than after another poll.
+            data = self._read_now(conn)
+            if data == b"":  # closed before sending a request
+                self.nr_conns -= 1
+                conn.close()
+                return
+            if data:
+                conn.garo_buffer += data
+                state = request_state(conn.garo_buffer, self.max_body)
         if state != WAIT:
             self._settle(conn, state)
             return
@@ -98,13 +109,21 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc,unused-ignore] 
         self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, conn))
 
-    def _readable(self, conn: Any, client: Any) -> None:
+    @staticmethod
+    def _read_now(conn: Any) -> bytes | None:
+        """What the socket holds now: None if nothing yet, b"" once the client closed it (or it broke)."""
         try:
-            data = conn.sock.recv(65536)
+            data: bytes = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
-            return
+            return None
         except OSError:
-            data = b""
+            return b""
+        return data
+
+    def _readable(self, conn: Any, client: Any) -> None:
+        data = self._read_now(conn)
+        if data is None:
+            return
         state: str | int = WAIT
         if data:
             conn.garo_buffer += data
