@@ -189,7 +189,7 @@ class PubSubPublisher:
                 )
                 ids = list(response.message_ids)
                 if len(ids) != len(batch):
-                    raise gexc.InternalServerError(f"Pub/Sub answered {len(ids)} ids for {len(batch)} messages")
+                    raise BusUnavailable(f"Pub/Sub answered {len(ids)} message ids for {len(batch)} messages")
                 for pending, message_id in zip(batch, ids, strict=True):
                     pending.message_id = message_id
         except Exception as exc:  # each publisher decides (retry, or 503) for its own message
