@@ -3,7 +3,7 @@
 gunicorn's gthread worker hands a connection to a thread as soon as it is
 readable, and the thread then reads the headers and body with blocking
 reads. A client that sends half a request and stops (slowloris) holds that
-thread until it gives up; with 2 workers x 4 threads, ten such connections
+thread until it gives up; with 2 workers x 4 threads (the default then), ten such connections
 kept every genuine delivery waiting past GitHub's 10 s timeout.
 
 This worker reads requests in the worker's event loop instead, without
