@@ -205,7 +205,8 @@ the gunicorn master's and workers' user+system time over the measured window div
 the answers) and the stand-in's (the bench process: the Pub/Sub server and its proxy) are listed beside it: all of
 them share the same cores. With `--bus pubsub` the intake publishes with the real Pub/Sub client to the gRPC
 Pub/Sub server of `tests/harness/pubsub.py` (in the bench's process) through a proxy adding latency to every
-round trip."""
+round trip. Entries without the client CPU column were measured with clients that signed each request
+when it was due and spoke through `http.client`, taking several times more of the shared cores."""
 
 
 def bus_text(args: argparse.Namespace) -> str:
