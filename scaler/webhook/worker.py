@@ -75,6 +75,20 @@ def request_state(buffer: bytes | bytearray, max_body: int) -> str | int:
 class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc,unused-ignore]  # gunicorn: no type hints
     """gunicorn's ``gthread`` worker with requests read in the event loop (see the module docstring)."""
 
+    _notified_at = float("-inf")
+
+    def notify(self) -> None:
+        """Tell the arbiter we are alive at most once a second.
+
+        gunicorn touches its heartbeat file (a ``utime`` call) on every turn of
+        the event loop, several per request; the arbiter only checks it against
+        ``timeout`` (30 s).
+        """
+        now = time.monotonic()
+        if now - self._notified_at >= 1.0:
+            self._notified_at = now
+            super().notify()
+
     def init_process(self) -> None:
         server = server_settings_from_env()
         self.read_timeout = server.read_timeout
