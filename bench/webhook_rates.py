@@ -9,7 +9,10 @@ embedded SQLite bus, or (``--bus pubsub``) with the real Pub/Sub publisher to th
 gRPC Pub/Sub server of ``tests/harness/pubsub.py`` behind a TCP proxy that holds
 every chunk it forwards, each way, for half of ``--added-latency`` (so each RPC
 round trip takes that much longer, as in a real region). Server CPU is the user+system time of gunicorn's master and
-workers over the measured window (from /proc), divided by the requests answered.
+workers over the measured window (from /proc), divided by the requests answered; the clients' CPU and the
+bench process's (the Pub/Sub stand-in and proxy) are measured the same way, since all share the machine's cores.
+Clients build and sign their requests before the first is due and speak HTTP/1.1 on raw sockets, so that they
+take as little of the server's CPU as they can.
 
     .venv/bin/python bench/webhook_rates.py [--rates 500,800,1000] [--duration 10] [--clients 8]
         [--bus sqlite|pubsub] [--added-latency 0.002] [--write-docs]
@@ -22,14 +25,15 @@ import asyncio
 import json
 import multiprocessing
 import os
+import resource
 import shlex
+import socket
 import statistics
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -90,34 +94,67 @@ def server_cpu(pid: int) -> float:
     return total
 
 
+def _requests(port: int, bodies: list[bytes], count: int) -> list[bytes]:
+    """``count`` signed requests, each with a job id and delivery GUID of its own, as raw HTTP/1.1 bytes."""
+    built = []
+    for k in range(count):
+        job_id = str(JOB_ID_MARK + os.getpid() * 10**6 + k).encode()
+        body = bodies[k % len(bodies)].replace(str(JOB_ID_MARK).encode(), job_id)
+        head = (
+            f"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"X-GitHub-Event: workflow_job\r\nX-GitHub-Delivery: {uuid.uuid4()}\r\n"
+            f"X-Hub-Signature-256: {sign(body, SECRET)}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        built.append(head.encode() + body)
+    return built
+
+
+def _status(connection: socket.socket) -> int:
+    """Read one response (status line, headers, Content-Length body); return its status code."""
+    data = b""
+    while (end := data.find(b"\r\n\r\n")) < 0:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection mid-response")
+        data += chunk
+    head = data[:end].decode("latin-1")
+    length = next(
+        (int(line.split(":", 1)[1]) for line in head.split("\r\n") if line.lower().startswith("content-length:")), 0
+    )
+    while len(data) - (end + 4) < length:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection mid-response")
+        data += chunk
+    return int(head.split(" ", 2)[1])
+
+
 def _client(
     port: int, bodies: list[bytes], rate: float, start: float, until: float, measure_from: float, out: Any
 ) -> None:
-    connection = HTTPConnection("127.0.0.1", port, timeout=30)
+    """Send at fixed times; requests are built (signed) before the first is due, so that the
+    client's own CPU, which shares the machine with the server, is only sending and reading."""
+    requests = _requests(port, bodies, int((until - start) * rate) + 1)
     latencies: list[float] = []
-    errors, k = 0, 0
+    errors, k, cpu_from = 0, 0, None
+    connection = socket.create_connection(("127.0.0.1", port), timeout=30)
     while (due := start + k / rate) < until:
+        request = requests[k]
         k += 1
-        job_id = str(JOB_ID_MARK + os.getpid() * 10**6 + k).encode()
-        body = bodies[k % len(bodies)].replace(str(JOB_ID_MARK).encode(), job_id)
-        headers = {
-            "Content-Type": "application/json",
-            "X-GitHub-Event": "workflow_job",
-            "X-GitHub-Delivery": str(uuid.uuid4()),
-            "X-Hub-Signature-256": sign(body, SECRET),
-        }
         if (wait := due - time.perf_counter()) > 0:
             time.sleep(wait)
+        if cpu_from is None and due >= measure_from:
+            cpu_from = time.process_time()
         if k % 100 == 0:  # like a load balancer recycling its connections (spreads them over workers)
             connection.close()
-            connection = HTTPConnection("127.0.0.1", port, timeout=30)
-        connection.request("POST", "/webhook", body=body, headers=headers)
-        response = connection.getresponse()
-        response.read()
+            connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+        connection.sendall(request)
+        status = _status(connection)
         if due >= measure_from:
             latencies.append(time.perf_counter() - due)
-            errors += response.status != 202
-    out.put((latencies, errors))
+            errors += status != 202
+    cpu = time.process_time() - cpu_from if cpu_from is not None else 0.0
+    out.put((latencies, errors, cpu))
 
 
 def measure(port: int, pid: int, rate: float, clients: int, duration: float, warmup: float) -> dict[str, float]:
@@ -133,31 +170,43 @@ def measure(port: int, pid: int, rate: float, clients: int, duration: float, war
     for p in procs:
         p.start()
     time.sleep(max(measure_from - time.perf_counter(), 0))
-    cpu_before = server_cpu(pid)
+    cpu_before, stand_in_before = server_cpu(pid), _own_cpu()
     results = [queue.get(timeout=duration + warmup + 120) for _ in procs]
-    cpu = server_cpu(pid) - cpu_before
+    cpu, stand_in = server_cpu(pid) - cpu_before, _own_cpu() - stand_in_before
     for p in procs:
         p.join()
-    latencies = sorted(x for lat, _ in results for x in lat)
+    latencies = sorted(x for lat, _, _ in results for x in lat)
     q = statistics.quantiles(latencies, n=1000)
+    answered = max(len(latencies), 1)
     return {
         "rate": rate,
         "requests": len(latencies),
         "p50_ms": q[499] * 1000,
         "p99_ms": q[989] * 1000,
         "p999_ms": q[998] * 1000,
-        "errors": sum(e for _, e in results),
-        "cpu_ms_per_request": cpu / max(len(latencies), 1) * 1000,
+        "errors": sum(e for _, e, _ in results),
+        "cpu_ms_per_request": cpu / answered * 1000,
+        "client_cpu_ms_per_request": sum(c for _, _, c in results) / answered * 1000,
+        "stand_in_cpu_ms_per_request": stand_in / answered * 1000,
     }
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process: the Pub/Sub stand-in and its delay proxy run in its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 INTRO = """`bench/webhook_rates.py` drives the real intake (gunicorn with the repository's settings, the embedded
 SQLite bus) at fixed request rates with an open-loop client: each request is due at a fixed time and its latency
 counts from then, so a slow answer that delays later requests shows in their latency. Server CPU per request is
 the gunicorn master's and workers' user+system time over the measured window divided by the requests answered
-(steadier than throughput on a shared machine). With `--bus pubsub` the intake publishes with the real Pub/Sub
-client to the gRPC Pub/Sub server of `tests/harness/pubsub.py` (in the bench's process) through a proxy adding
-latency to every round trip."""
+(steadier than throughput on a shared machine). The clients' CPU (sending prepared, signed requests and reading
+the answers) and the stand-in's (the bench process: the Pub/Sub server and its proxy) are listed beside it: all of
+them share the same cores. With `--bus pubsub` the intake publishes with the real Pub/Sub client to the gRPC
+Pub/Sub server of `tests/harness/pubsub.py` (in the bench's process) through a proxy adding latency to every
+round trip. Entries without the client CPU column were measured with clients that signed each request
+when it was due and spoke through `http.client`, taking several times more of the shared cores."""
 
 
 def bus_text(args: argparse.Namespace) -> str:
@@ -169,7 +218,8 @@ def bus_text(args: argparse.Namespace) -> str:
 def markdown(rows: list[dict[str, float]], args: argparse.Namespace, command: str, date: str | None = None) -> str:
     table = "\n".join(
         f"| {r['rate']:.0f}/s | {r['requests']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | "
-        f"{r['errors']:.0f} | {r['cpu_ms_per_request']:.2f} |"
+        f"{r['errors']:.0f} | {r['cpu_ms_per_request']:.2f} | {r['client_cpu_ms_per_request']:.2f} | "
+        f"{r['stand_in_cpu_ms_per_request']:.2f} |"
         for r in rows
     )
     return f"""{heading(date or time.strftime("%Y-%m-%d"), command)}
@@ -177,8 +227,9 @@ def markdown(rows: list[dict[str, float]], args: argparse.Namespace, command: st
 {os.cpu_count()} cores; {args.clients} client processes; {args.duration:g} s measured after {args.warmup:g} s \
 warm-up per rate; {bus_text(args)}.
 
-| rate | requests | p50 ms | p99 ms | p99.9 ms | non-202 | server CPU ms per request |
-|---|---|---|---|---|---|---|
+| rate | requests | p50 ms | p99 ms | p99.9 ms | non-202 | server CPU ms/request | client CPU ms/request | \
+stand-in CPU ms/request |
+|---|---|---|---|---|---|---|---|---|
 {table}
 """
 

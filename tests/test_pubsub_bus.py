@@ -8,6 +8,8 @@ sees each event until it acknowledges it.
 
 from __future__ import annotations
 
+import threading
+
 import grpc
 import pytest
 
@@ -158,3 +160,57 @@ def test_subscriber_errors_are_bus_unavailable(pubsub_emulator, bus):
         subscriber.pull(timeout=1)
     with pytest.raises(BusUnavailable):
         subscriber.ack(["ack-1-1-1"])
+
+
+def _publish_concurrently(publisher: PubSubPublisher, count: int) -> dict[bytes, str | BaseException]:
+    """``count`` publishes released at once from as many threads: data -> message id, or the error raised."""
+    outcomes: dict[bytes, str | BaseException] = {}
+    start = threading.Barrier(count)
+
+    def publish(data: bytes) -> None:
+        start.wait()
+        try:
+            outcomes[data] = publisher.publish(data, {**ATTRS, "delivery": data.decode()})
+        except BusUnavailable as exc:
+            outcomes[data] = exc
+
+    threads = [threading.Thread(target=publish, args=(f"d-{i}".encode(),)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return outcomes
+
+
+def test_concurrent_publishes_each_get_the_id_of_their_own_message(pubsub_emulator, bus):
+    """A webhook worker's request threads share Publish calls; each still answers for its own event."""
+    publisher, _ = bus
+    client = publisher.client
+    calls: list[int] = []
+    real_publish = client.publish
+
+    def counting_publish(*, request, **kwargs):
+        calls.append(len(request.messages))
+        return real_publish(request=request, **kwargs)
+
+    client.publish = counting_publish
+    outcomes = _publish_concurrently(publisher, 32)
+    stored = {m.message_id: m for m in pubsub_emulator.published("jobs")}
+    assert len(stored) == 32 and sum(calls) == 32
+    assert len(calls) < 32  # messages that waited while a call was on the wire went out together
+    for data, message_id in outcomes.items():
+        assert isinstance(message_id, str), message_id
+        assert stored[message_id].data == data and stored[message_id].attributes["delivery"] == data.decode()
+
+
+def test_a_refused_shared_call_fails_only_its_own_messages(pubsub_emulator, bus):
+    """The Publish call that PERMISSION_DENIED refuses fails the messages it carried (503 for those
+    deliveries, GitHub redelivers them); every message answered with an id is on the topic, once."""
+    publisher, _ = bus
+    pubsub_emulator.fail_next("Publish", grpc.StatusCode.PERMISSION_DENIED)
+    outcomes = _publish_concurrently(publisher, 16)
+    failed = [data for data, outcome in outcomes.items() if isinstance(outcome, BaseException)]
+    assert len(outcomes) == 16 and failed
+    stored = pubsub_emulator.published("jobs")
+    assert sorted(m.data for m in stored) == sorted(data for data in outcomes if data not in failed)
+    assert {m.message_id for m in stored} == {outcomes[m.data] for m in stored}

@@ -3,7 +3,7 @@
 Slowloris: connections that send part of a request and then nothing (or a
 byte now and then) must not keep genuine deliveries from being answered
 within GitHub's 10 s delivery timeout. Each case opens more such connections
-than the default 2 workers x 4 threads, then sends a signed delivery and
+than the default 2 workers x 16 threads, then sends a signed delivery and
 expects its 202; the timeout on that request is a generous bound, not a
 speed measurement.
 """
@@ -26,7 +26,7 @@ from scaler.bus.sqlite import SqliteBus
 from scaler.webhook.worker import READY, WAIT, request_state
 from tests.test_webhook_config import _delivery, _env, _free_port
 
-SLOW = 24  # three times the default 2 workers x 4 threads
+SLOW = 96  # three times the default 2 workers x 16 threads
 GITHUB_TIMEOUT = 10.0
 
 HEAD = b"POST /webhook HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n"

@@ -3,7 +3,7 @@
 gunicorn's gthread worker hands a connection to a thread as soon as it is
 readable, and the thread then reads the headers and body with blocking
 reads. A client that sends half a request and stops (slowloris) holds that
-thread until it gives up; with 2 workers x 4 threads, ten such connections
+thread until it gives up; with 2 workers x 4 threads (the default then), ten such connections
 kept every genuine delivery waiting past GitHub's 10 s timeout.
 
 This worker reads requests in the worker's event loop instead, without
@@ -75,6 +75,20 @@ def request_state(buffer: bytes | bytearray, max_body: int) -> str | int:
 class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc,unused-ignore]  # gunicorn: no type hints
     """gunicorn's ``gthread`` worker with requests read in the event loop (see the module docstring)."""
 
+    _notified_at = float("-inf")
+
+    def notify(self) -> None:
+        """Tell the arbiter we are alive at most once a second.
+
+        gunicorn touches its heartbeat file (a ``utime`` call) on every turn of
+        the event loop, several per request; the arbiter only checks it against
+        ``timeout`` (30 s).
+        """
+        now = time.monotonic()
+        if now - self._notified_at >= 1.0:
+            self._notified_at = now
+            super().notify()
+
     def init_process(self) -> None:
         server = server_settings_from_env()
         self.read_timeout = server.read_timeout
@@ -91,6 +105,17 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc,unused-ignore] 
         conn.garo_buffer = bytearray(buffered or b"")
         conn.sock.setblocking(False)
         state = request_state(conn.garo_buffer, self.max_body)
+        if state == WAIT:
+            # A kept-alive connection comes here because the poller saw it readable: its
+            # request is usually all there, so read it now rather than after another poll.
+            data = self._read_now(conn)
+            if data == b"":  # closed before sending a request
+                self.nr_conns -= 1
+                conn.close()
+                return
+            if data:
+                conn.garo_buffer += data
+                state = request_state(conn.garo_buffer, self.max_body)
         if state != WAIT:
             self._settle(conn, state)
             return
@@ -98,13 +123,21 @@ class RequestBufferingWorker(ThreadWorker):  # type: ignore[misc,unused-ignore] 
         self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._readable, conn))
 
-    def _readable(self, conn: Any, client: Any) -> None:
+    @staticmethod
+    def _read_now(conn: Any) -> bytes | None:
+        """What the socket holds now: None if nothing yet, b"" once the client closed it (or it broke)."""
         try:
-            data = conn.sock.recv(65536)
+            data: bytes = conn.sock.recv(65536)
         except (BlockingIOError, InterruptedError):
-            return
+            return None
         except OSError:
-            data = b""
+            return b""
+        return data
+
+    def _readable(self, conn: Any, client: Any) -> None:
+        data = self._read_now(conn)
+        if data is None:
+            return
         state: str | int = WAIT
         if data:
             conn.garo_buffer += data
