@@ -21,11 +21,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, request
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from scaler.backends.jit_vault import IdentityVerifier, JitVault, Refused, token_digest
+
+if TYPE_CHECKING:
+    from scaler.agent.settings import AgentSettings
+    from scaler.backends.base import Backend
 
 log = logging.getLogger("garo.agent")
 PATH = "/v1/jit-config"
@@ -146,15 +151,33 @@ def jit_app(vault: JitVault, verifier: IdentityVerifier, rate: CallerRate | None
 
 
 class _Quiet(WSGIRequestHandler):
-    def log(self, type: str, message: str, *args: object) -> None:  # noqa: A002 - werkzeug's signature
+    def log(self, type: str, message: str, *args: object) -> None:
         pass  # the endpoint logs its own line, without the caller's headers
 
 
-def serve(app: Flask, host: str = "0.0.0.0", port: int = DEFAULT_JIT_PORT) -> BaseWSGIServer:  # noqa: S104
+def serve(app: Flask, host: str = "0.0.0.0", port: int = DEFAULT_JIT_PORT) -> BaseWSGIServer:
     """Serve ``app`` from a daemon thread (one thread per request); the server, to shut down."""
     server = make_server(host, port, app, threaded=True, request_handler=_Quiet)
     threading.Thread(target=server.serve_forever, name="garo-jit-endpoint", daemon=True).start()
     return server
 
 
-__all__ = ["DEFAULT_JIT_PORT", "PATH", "CallerRate", "jit_app", "jit_blueprint", "serve"]
+def start_for(backend: Backend, settings: AgentSettings) -> BaseWSGIServer | None:
+    """Serve the backend's JIT vault if it has one (GCP); refuse to run a GCP agent that VMs cannot reach."""
+    from scaler.backends.gcp import GcpBackend
+
+    if not isinstance(backend, GcpBackend):
+        return None
+    if settings.jit is None:
+        import click
+
+        raise click.ClickException(
+            "a GCP agent serves JIT configs to its VMs: set GARO_JIT_URL (infra/department.py does; docs/agent.md)"
+        )
+    verifier = IdentityVerifier(settings.jit.url, backend.project, backend.region, certs_url=settings.jit.certs_url)
+    server = serve(jit_app(backend.jit_vault, verifier), port=settings.jit.port)
+    log.info("JIT endpoint listening", extra={"port": settings.jit.port})
+    return server
+
+
+__all__ = ["DEFAULT_JIT_PORT", "PATH", "CallerRate", "jit_app", "jit_blueprint", "serve", "start_for"]

@@ -167,13 +167,13 @@ class IdentityVerifier:
 
     def verify(self, token: str) -> Identity:
         try:
-            header = jwt.decode_header(token)
+            header = jwt.decode_header(token)  # type: ignore[no-untyped-call]
         except (ValueError, TypeError):
             raise Refused(401, "malformed-token") from None
         kid = header.get("kid") if isinstance(header, dict) else None
         certs = self._keys(str(kid) if kid is not None else None)
         try:
-            claims: Mapping[str, Any] = jwt.decode(
+            claims: Mapping[str, Any] = jwt.decode(  # type: ignore[no-untyped-call]
                 token, certs=certs, audience=self.audience, clock_skew_in_seconds=CLOCK_SKEW
             )
         except (ValueError, auth_exceptions.GoogleAuthError) as exc:

@@ -23,9 +23,9 @@ from prometheus_client import CollectorRegistry
 
 from scaler import naming
 from scaler.agent import Agent
+from scaler.backends.gcp import GcpBackend
 from scaler.bus.sqlite import SqliteBus
 from scaler.github.client import GitHubClient
-from scaler.backends.gcp import GcpBackend
 from tests.agent.gcpkit import DEPARTMENT, GROUP, MIG, Statuses, backend, gcp_config, jit_reply, job_reply, publish
 from tests.agent.test_integration_gcp import names_in
 from tests.harness.compute import ComputeFake

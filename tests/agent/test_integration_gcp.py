@@ -100,7 +100,9 @@ def test_queued_in_progress_completed_makes_and_removes_one_vm_per_job(
     assert isinstance(gce, GcpBackend)
     issuer = IdentityIssuer()
     with issuer.serve() as certs_url:
-        verifier = IdentityVerifier("http://agent.test:8780", compute_fake.project, compute_fake.region, certs_url=certs_url)
+        verifier = IdentityVerifier(
+            "http://agent.test:8780", compute_fake.project, compute_fake.region, certs_url=certs_url
+        )
         endpoint = jit_app(gce.jit_vault, verifier).test_client()
         for name in names.values():
             vm = members[name]

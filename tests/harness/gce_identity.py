@@ -38,7 +38,7 @@ class IdentityIssuer:
         pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
-        self.signer = crypt.RSASigner.from_string(pem, key_id)
+        self.signer = crypt.RSASigner.from_string(pem, key_id)  # type: ignore[no-untyped-call]
         public = key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -78,7 +78,8 @@ class IdentityIssuer:
                 }
             },
         }
-        return jwt.encode(signer or self.signer, payload).decode()
+        token: bytes = jwt.encode(signer or self.signer, payload)  # type: ignore[no-untyped-call]
+        return token.decode()
 
     @contextmanager
     def serve(self) -> Iterator[str]:
