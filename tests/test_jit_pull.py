@@ -7,6 +7,7 @@ loopback certs URL serves the way Google serves its own.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -25,6 +26,14 @@ AUDIENCE = "http://10.10.0.5:8780"
 REGION = "europe-west4"
 VM = "garo-eng-linux-9001"
 CONFIG = "eyJqaXQiOiAic2VjcmV0In0-" + "c" * 1500
+GCP_STACK = {
+    "gcp:project": "acme-eng",
+    "garo:region": REGION,
+    "garo:department": "eng",
+    "garo:github": {"org": "acme"},
+    "garo:network": {"cidr": "10.10.0.0/20"},
+    "garo:groups": [{"name": "linux", "labels": ["self-hosted", "linux"]}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -235,3 +244,43 @@ def test_a_config_for_a_vm_that_is_not_in_the_group_is_refused(fake: ComputeFake
         backend.set_metadata("linux", "garo-nobody", {"garo-jit-config": CONFIG})
     assert excinfo.value.reason is Failure.NOT_FOUND and not excinfo.value.retryable
     assert backend.jit_vault.peek("garo-nobody") is None
+
+
+# ---------------------------------------------------------------- the agent serves it (GARO_JIT_*)
+
+
+def test_a_gcp_agent_serves_the_endpoint_over_http_and_refuses_to_run_without_its_url(
+    fake: ComputeFake, certs_url: str, issuer: IdentityIssuer
+) -> None:
+    import dataclasses
+
+    import click
+
+    from scaler.agent.jit_endpoint import start_for
+    from scaler.agent.settings import AgentSettings, JitSettings, SettingsError, load
+    from tests.agent.gcpkit import gcp_config
+
+    stack = {"GARO_STACK_CONFIG": json.dumps({"config": {"garo:kind": "department", **GCP_STACK}})}
+    with pytest.raises(SettingsError, match="GARO_JIT_URL"):
+        load({**stack, "GARO_JIT_URL": "10.0.0.2:8780"})
+    assert load({**stack, "GARO_JIT_URL": "http://10.0.0.2:8780/"}).jit == JitSettings(
+        "http://10.0.0.2:8780", 8780, "https://www.googleapis.com/oauth2/v1/certs"
+    )
+    backend = make_backend(fake)
+    plain = AgentSettings(config=gcp_config(), bus="sqlite:///unused.db")
+    with pytest.raises(click.ClickException, match="GARO_JIT_URL"):
+        start_for(backend, plain)
+    served = dataclasses.replace(plain, jit=JitSettings("http://127.0.0.1:0", 0, certs_url))
+    server = start_for(backend, served)
+    assert server is not None
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        assert requests.get(url + "/healthz", timeout=5).status_code == 200
+        assert requests.post(url + PATH, timeout=5).status_code == 401
+        backend.jit_vault.hold("linux", VM, CONFIG, ttl=600)
+        token = issuer.token("http://127.0.0.1:0", VM, project=fake.project, zone=f"{fake.region}-b")
+        answer = requests.post(url + PATH, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert answer.status_code == 200 and answer.text == CONFIG
+    finally:
+        server.shutdown()
+        server.server_close()
