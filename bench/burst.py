@@ -151,13 +151,16 @@ class AgentCpu:
 class PullingVms:
     """Booted VMs of the fake that ask the agent's JIT endpoint for their configs, as the boot agent does.
 
-    A background thread goes over the MIG's running members; each VM without
-    its config yet gets a fresh identity token and POSTs it (404: not held
-    yet, asked again on the next round). Nothing here calls Compute.
+    A background thread goes over the MIG's running members every
+    ``interval`` seconds (the boot agent's GARO_PULL_INTERVAL); each VM without
+    its config yet POSTs its identity token, minted once and reused as the boot
+    agent does (404: not held yet, asked again next round). Nothing here calls
+    Compute.
     """
 
-    def __init__(self, fake: ComputeFake, issuer: IdentityIssuer, url: str, interval: float = 0.5) -> None:
+    def __init__(self, fake: ComputeFake, issuer: IdentityIssuer, url: str, interval: float = 3.0) -> None:
         self.fake, self.issuer, self.url, self.interval = fake, issuer, url, interval
+        self.tokens: dict[str, str] = {}
         self.pulled: set[str] = set()
         self.answers: dict[int, int] = {}
         self.stop = threading.Event()
@@ -169,7 +172,10 @@ class PullingVms:
             for name, vm in list(self.fake.members(MIG).items()):
                 if name in self.pulled or vm.status != "RUNNING":
                     continue
-                token = self.issuer.token(self.url, name, project=self.fake.project, zone=vm.zone)
+                token = self.tokens.get(name) or self.issuer.token(
+                    self.url, name, project=self.fake.project, zone=vm.zone
+                )
+                self.tokens[name] = token
                 status = self.session.post(
                     self.url + PATH, headers={"Authorization": f"Bearer {token}"}, timeout=10
                 ).status_code
@@ -271,7 +277,8 @@ def run(
                 if total >= min(jobs, max_vms):
                     requested_at = t
                     break
-        if requested_at is not None and not agent.book.pending_jit and len(vms.pulled) >= len(fake.members(MIG)):
+        pulled_all = len(vms.pulled) >= len(fake.members(MIG))
+        if requested_at is not None and not agent.book.pending_jit and pulled_all and not agent.held:
             break
         if time.monotonic() - start > 600:
             break

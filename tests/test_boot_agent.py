@@ -736,7 +736,8 @@ def test_gce_vm_pulls_its_config_from_the_agent_with_its_identity_token(
     assert vault.peek(fake.instance_name) is None  # taken, once
     assert not any(r.startswith(ATTRS + "garo-jit-config") or "wait_for_change" in r for r in fake.requests)
     tokens = [r for r in fake.requests if "service-accounts/default/identity" in r]
-    assert tokens and all(f"audience={agent_url}&format=full" in r for r in tokens)
+    # One token for every ask while waiting (reused for GARO_TOKEN_REUSE s), for the agent's URL.
+    assert tokens == [f"{PREFIX}/instance/service-accounts/default/identity?audience={agent_url}&format=full"]
     assert JIT not in out and "Bearer" not in out
     assert files_containing(vm.root, JIT[:40], skip=vm.record) == []
 

@@ -168,6 +168,22 @@ def test_neither_the_token_nor_the_config_is_logged(
     assert token[:60] not in text and token.split(".")[2][:20] not in text and CONFIG[:30] not in text
 
 
+def test_a_waiting_vm_asking_again_with_its_token_is_verified_once(
+    vault: JitVault, certs_url: str, issuer: IdentityIssuer
+) -> None:
+    verifier = IdentityVerifier(AUDIENCE, PROJECT, REGION, certs_url=certs_url)
+    checked: list[str] = []
+    real = verifier.verify
+    verifier.verify = lambda token: checked.append(token) or real(token)  # type: ignore[method-assign]
+    client = jit_app(vault, verifier).test_client()
+    token = issuer.token(AUDIENCE, VM)
+    assert [pull(client, token)[0] for _ in range(5)] == [404] * 5
+    vault.hold("linux", VM, CONFIG, ttl=600)
+    assert pull(client, token) == (200, CONFIG)
+    assert pull(client, token)[0] == 410
+    assert len(checked) == 1
+
+
 def test_unread_configs_expire_after_time_to_start() -> None:
     now = [1000.0]
     vault = JitVault(lambda: now[0])

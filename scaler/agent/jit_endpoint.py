@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from flask import Blueprint, Flask, Response, request
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from scaler.backends.jit_vault import IdentityVerifier, JitVault, Refused, token_digest
+from scaler.backends.jit_vault import Identity, IdentityVerifier, JitVault, Refused, token_digest
 
 if TYPE_CHECKING:
     from scaler.agent.settings import AgentSettings
@@ -81,11 +81,49 @@ class UsedTokens:
             self._until[digest] = until
 
 
+class VerifiedTokens:
+    """Identities of tokens already verified, by digest, until they expire.
+
+    A VM that waits asks every few seconds with the same token (the boot agent
+    keeps it for a while): checking its RS256 signature once, not on every 404,
+    keeps a burst of waiting VMs cheap for the agent. Bounded: past ``limit``
+    entries the expired ones go, and if that is not enough, all of them (they
+    are only a cache).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time, limit: int = 20_000) -> None:
+        self.clock, self.limit = clock, limit
+        self._lock = threading.Lock()
+        self._by_digest: dict[str, Identity] = {}
+
+    def get(self, digest: str) -> Identity | None:
+        with self._lock:
+            who = self._by_digest.get(digest)
+            if who is not None and who.expires_at <= self.clock():
+                del self._by_digest[digest]
+                return None
+            return who
+
+    def add(self, digest: str, who: Identity) -> None:
+        with self._lock:
+            if len(self._by_digest) >= self.limit:
+                now = self.clock()
+                self._by_digest = {d: w for d, w in self._by_digest.items() if w.expires_at > now}
+                if len(self._by_digest) >= self.limit:
+                    self._by_digest.clear()
+            self._by_digest[digest] = who
+
+    def forget(self, digest: str) -> None:
+        with self._lock:
+            self._by_digest.pop(digest, None)
+
+
 def jit_blueprint(vault: JitVault, verifier: IdentityVerifier, rate: CallerRate | None = None) -> Blueprint:
     """The endpoint as a Flask blueprint, for :func:`jit_app` (or any Flask app that wants it)."""
     bp = Blueprint("jit", __name__)
     limiter = rate or CallerRate()
     used = UsedTokens(verifier.clock)
+    verified = VerifiedTokens(verifier.clock)
 
     def answer(status: int, body: str = "", retry: bool = False) -> Response:
         response = Response(body or _REASONS.get(status, ""), status=status, mimetype="text/plain")
@@ -113,7 +151,10 @@ def jit_blueprint(vault: JitVault, verifier: IdentityVerifier, rate: CallerRate 
         try:
             if used.seen(digest):
                 raise Refused(410, "token-replayed")
-            who = verifier.verify(token)
+            who = verified.get(digest)
+            if who is None:
+                who = verifier.verify(token)
+                verified.add(digest, who)
             name = who.instance_name
             config = vault.take(who)
         except Refused as refused:
@@ -121,6 +162,7 @@ def jit_blueprint(vault: JitVault, verifier: IdentityVerifier, rate: CallerRate 
             log.log(level, "JIT pull refused", extra={"instance": name, "reason": refused.reason, "caller": caller})
             return answer(refused.status, retry=refused.status in (404, 503))
         used.add(digest, who.expires_at)
+        verified.forget(digest)
         log.info("JIT config pulled", extra={"instance": name, "zone": who.zone})
         return answer(200, config)
 
