@@ -18,10 +18,11 @@ writer threads), not of the Compute fake serving it. The runner-listing figures 
 a separate measurement: a real :class:`GitHubClient` against the simulator over HTTP with
 10,000 runners in the organisation, 100 of them in the department's runner group.
 
-The simulated VMs pull their JIT configs as real ones do (docs/security.md, "JIT configs"):
+The simulated VMs pull their JIT configs as real ones do (docs/security.md, "JIT delivery"):
 :class:`PullingVms` mints each booted VM an identity token (tests/harness/gce_identity.py,
 a test key served like Google's certs) and POSTs it to the agent's real JIT endpoint
-over HTTP; the endpoint's verification runs in its own threads and counts as agent CPU.
+over HTTP; the endpoint's Flask app (token checks included) runs in its own threads and counts
+as agent CPU (werkzeug's HTTP parsing in front of it does not).
 
 With --write-docs it adds a dated entry to docs/benchmarks.md (bench/docs.py):
 every figure in it comes from this run or its arguments.
@@ -231,9 +232,10 @@ def run(
     certs = issuer.serve()
     certs_url = certs.__enter__()
     verifier = IdentityVerifier("", fake.project, fake.region, certs_url=certs_url)
-    verifier.verify = cpu.around(verifier.verify)  # type: ignore[method-assign]
     # Every simulated VM calls from 127.0.0.1: the per-caller limit would throttle the whole fleet as one.
-    endpoint = serve(jit_app(backend.jit_vault, verifier, CallerRate(limit=10**9)), "127.0.0.1", 0)
+    app = jit_app(backend.jit_vault, verifier, CallerRate(limit=10**9))
+    app.wsgi_app = cpu.around(app.wsgi_app)  # type: ignore[method-assign]  # the endpoint's CPU is the agent's
+    endpoint = serve(app, "127.0.0.1", 0)
     verifier.audience = f"http://127.0.0.1:{endpoint.server_port}"
     vms = PullingVms(fake, issuer, verifier.audience)
     vms.thread.start()

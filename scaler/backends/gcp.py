@@ -21,7 +21,7 @@ Choices worth knowing:
   Google-signed identity token (:mod:`scaler.backends.jit_vault`,
   :mod:`scaler.agent.jit_endpoint`). Holding, clearing (an empty value) and
   dropping it on ``delete`` cost no Compute call; an unread config expires
-  after the group's time to start (docs/security.md, "JIT configs").
+  after the group's time to start (docs/security.md, "JIT delivery").
 * **Facts survive a restart.** ``list`` returns the per-instance config's
   metadata (``preservedStateFromConfig``: garo-job, garo-repo) as
   ``Instance.metadata``, so an agent that did not create a VM knows its job.

@@ -8,7 +8,7 @@ config into the MIG's state and into audit logs. Pulling costs no Compute call
 at all: the VM proves who it is with an identity token its metadata server
 mints and Google signs (``format=full`` adds the ``google.compute_engine``
 claims: project, zone, instance name and id, creation time), and the agent
-hands the config over once (docs/security.md, "JIT configs").
+hands the config over once (docs/security.md, "JIT delivery").
 
 :class:`JitVault` is the store (hold, take once, drop on delete or expiry);
 :class:`IdentityVerifier` checks a token. The HTTP endpoint that joins them is
