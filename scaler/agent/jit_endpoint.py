@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from flask import Blueprint, Flask, Response, request
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from scaler.agent.settings import DEFAULT_JIT_PORT
 from scaler.backends.jit_vault import Identity, IdentityVerifier, JitVault, Refused, token_digest
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("garo.agent")
 PATH = "/v1/jit-config"
-DEFAULT_JIT_PORT = 8780
 MAX_TOKEN = 4096  # bytes of Authorization header; a Compute identity token with format=full is ~1 KB
 MAX_BODY = 1024
 RATE = 30  # requests per caller (source address) per RATE_WINDOW

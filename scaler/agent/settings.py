@@ -43,6 +43,8 @@ from scaler.bus.url import DEFAULT_BUS, parse_bus_url
 from scaler.config import ConfigError, StackConfig, load_stack_file, parse_stack_config
 
 SECRET_MANAGER = "https://secretmanager.googleapis.com/v1"
+#: Where a GCP agent serves JIT configs to its runner VMs (scaler/agent/jit_endpoint.py, infra/jit_endpoint.py).
+DEFAULT_JIT_PORT = 8780
 
 
 class SettingsError(ValueError):
@@ -116,7 +118,6 @@ def load(env: Mapping[str, str], stack: str | None = None, bus: str | None = Non
 
 
 def _jit(env: Mapping[str, str]) -> JitSettings:
-    from scaler.agent.jit_endpoint import DEFAULT_JIT_PORT
     from scaler.backends.jit_vault import GOOGLE_CERTS_URL
 
     url = env["GARO_JIT_URL"].rstrip("/")
