@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 
 from scaler.agent.jit_endpoint import PATH, CallerRate, jit_app
 from scaler.backends.gcp import GcpBackend, GcpGroup
-from scaler.backends.jit_vault import IdentityVerifier, JitVault
+from scaler.backends.jit_vault import Identity, IdentityVerifier, JitVault
 from tests.harness.compute import ComputeFake
 from tests.harness.gce_identity import PROJECT, IdentityIssuer
 
@@ -174,7 +174,12 @@ def test_a_waiting_vm_asking_again_with_its_token_is_verified_once(
     verifier = IdentityVerifier(AUDIENCE, PROJECT, REGION, certs_url=certs_url)
     checked: list[str] = []
     real = verifier.verify
-    verifier.verify = lambda token: checked.append(token) or real(token)  # type: ignore[method-assign]
+
+    def counted(token: str) -> Identity:
+        checked.append(token)
+        return real(token)
+
+    verifier.verify = counted  # type: ignore[method-assign]
     client = jit_app(vault, verifier).test_client()
     token = issuer.token(AUDIENCE, VM)
     assert [pull(client, token)[0] for _ in range(5)] == [404] * 5
