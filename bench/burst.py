@@ -280,7 +280,8 @@ def run(
                     requested_at = t
                     break
         pulled_all = len(vms.pulled) >= len(fake.members(MIG))
-        if requested_at is not None and not agent.book.pending_jit and pulled_all and not agent.held:
+        settled = len(agent.held) <= max(0, jobs - max_vms)  # jobs beyond max stay held, by design
+        if requested_at is not None and not agent.book.pending_jit and pulled_all and settled:
             break
         if time.monotonic() - start > 600:
             break
