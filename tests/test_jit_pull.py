@@ -154,17 +154,34 @@ def test_callers_are_rate_limited_and_oversized_requests_refused(
     assert fresh.post(PATH, data=b"x" * 4096).status_code == 413
 
 
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def test_neither_the_token_nor_the_config_is_logged(
-    client: FlaskClient, vault: JitVault, issuer: IdentityIssuer, caplog: pytest.LogCaptureFixture
+    client: FlaskClient, vault: JitVault, issuer: IdentityIssuer
 ) -> None:
-    caplog.set_level(logging.DEBUG)
-    vault.hold("linux", VM, CONFIG, ttl=600)
-    token = issuer.token(AUDIENCE, VM)
-    pull(client, token)
-    pull(client, token)
-    pull(client, issuer.token("http://elsewhere", VM))
-    text = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
-    assert VM in text and "token-replayed" in text
+    # Straight on the agent's logger: other tests may have configured logging (garo.logs) so nothing propagates.
+    logger, seen = logging.getLogger("garo.agent"), Records()
+    level = logger.level
+    logger.addHandler(seen)
+    logger.setLevel(logging.DEBUG)
+    try:
+        vault.hold("linux", VM, CONFIG, ttl=600)
+        token = issuer.token(AUDIENCE, VM)
+        pull(client, token)
+        pull(client, token)
+        pull(client, issuer.token("http://elsewhere", VM))
+    finally:
+        logger.removeHandler(seen)
+        logger.setLevel(level)
+    text = " ".join(f"{r.getMessage()} {r.__dict__}" for r in seen.records)
+    assert VM in text and "token-replayed" in text and "wrong-audience" in text
     assert token[:60] not in text and token.split(".")[2][:20] not in text and CONFIG[:30] not in text
 
 
