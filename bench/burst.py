@@ -18,6 +18,12 @@ writer threads), not of the Compute fake serving it. The runner-listing figures 
 a separate measurement: a real :class:`GitHubClient` against the simulator over HTTP with
 10,000 runners in the organisation, 100 of them in the department's runner group.
 
+The simulated VMs pull their JIT configs as real ones do (docs/security.md, "JIT delivery"):
+:class:`PullingVms` mints each booted VM an identity token (tests/harness/gce_identity.py,
+a test key served like Google's certs) and POSTs it to the agent's real JIT endpoint
+over HTTP; the endpoint's Flask app (token checks included) runs in its own threads and counts
+as agent CPU (werkzeug's HTTP parsing in front of it does not).
+
 With --write-docs it adds a dated entry to docs/benchmarks.md (bench/docs.py):
 every figure in it comes from this run or its arguments.
 """
@@ -46,7 +52,9 @@ sys.path.insert(0, str(ROOT))
 from bench.docs import DOCS, add_entry, heading  # noqa: E402
 from scaler.agent import Agent  # noqa: E402
 from scaler.agent.executor import METADATA_WRITERS  # noqa: E402
+from scaler.agent.jit_endpoint import PATH, CallerRate, jit_app, serve  # noqa: E402
 from scaler.backends.gcp import GcpBackend, GcpGroup  # noqa: E402
+from scaler.backends.jit_vault import IdentityVerifier  # noqa: E402
 from scaler.github.apps import RunnerApps, RunnerAppSlot  # noqa: E402
 from scaler.github.client import GitHubClient  # noqa: E402
 from scaler.github.models import GitHubApi, JitConfig, Job, Runner  # noqa: E402
@@ -55,6 +63,7 @@ from scaler.github.sim import GitHubSim  # noqa: E402
 from tests.agent.gcpkit import DEPARTMENT, GROUP, MIG, gcp_config  # noqa: E402
 from tests.agent.membus import MemoryBus  # noqa: E402
 from tests.harness.compute import ComputeFake, _QuietHandler  # noqa: E402
+from tests.harness.gce_identity import IdentityIssuer  # noqa: E402
 from tests.harness.github_sim_http import GitHubSimServer  # noqa: E402
 
 logging.getLogger("garo.agent").setLevel(logging.ERROR)
@@ -140,6 +149,42 @@ class AgentCpu:
         self.seconds += time.thread_time() - begun
 
 
+class PullingVms:
+    """Booted VMs of the fake that ask the agent's JIT endpoint for their configs, as the boot agent does.
+
+    A background thread goes over the MIG's running members every
+    ``interval`` seconds (the boot agent's GARO_PULL_INTERVAL); each VM without
+    its config yet POSTs its identity token, minted once and reused as the boot
+    agent does (404: not held yet, asked again next round). Nothing here calls
+    Compute.
+    """
+
+    def __init__(self, fake: ComputeFake, issuer: IdentityIssuer, url: str, interval: float = 3.0) -> None:
+        self.fake, self.issuer, self.url, self.interval = fake, issuer, url, interval
+        self.tokens: dict[str, str] = {}
+        self.pulled: set[str] = set()
+        self.answers: dict[int, int] = {}
+        self.stop = threading.Event()
+        self.session = requests.Session()
+        self.thread = threading.Thread(target=self._run, name="bench-vms", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval):
+            for name, vm in list(self.fake.members(MIG).items()):
+                if name in self.pulled or vm.status != "RUNNING":
+                    continue
+                token = self.tokens.get(name) or self.issuer.token(
+                    self.url, name, project=self.fake.project, zone=vm.zone
+                )
+                self.tokens[name] = token
+                status = self.session.post(
+                    self.url + PATH, headers={"Authorization": f"Bearer {token}"}, timeout=10
+                ).status_code
+                self.answers[status] = self.answers.get(status, 0) + 1
+                if status in (200, 410):
+                    self.pulled.add(name)
+
+
 def listing_cost(org_runners: int = 10_000, ours: int = 100) -> dict[str, int]:
     """GitHub requests for one runner listing, per organisation and per runner group (real client, HTTP)."""
     sim = GitHubSim(time.time, lambda action, payload: None, random.Random(0))
@@ -183,6 +228,17 @@ def run(
     )
     cpu = AgentCpu()
     backend.set_metadata = cpu.around(backend.set_metadata)  # type: ignore[method-assign]
+    issuer = IdentityIssuer()
+    certs = issuer.serve()
+    certs_url = certs.__enter__()
+    verifier = IdentityVerifier("", fake.project, fake.region, certs_url=certs_url)
+    # Every simulated VM calls from 127.0.0.1: the per-caller limit would throttle the whole fleet as one.
+    app = jit_app(backend.jit_vault, verifier, CallerRate(limit=10**9))
+    app.wsgi_app = cpu.around(app.wsgi_app)  # type: ignore[method-assign]  # the endpoint's CPU is the agent's
+    endpoint = serve(app, "127.0.0.1", 0)
+    verifier.audience = f"http://127.0.0.1:{endpoint.server_port}"
+    vms = PullingVms(fake, issuer, verifier.audience)
+    vms.thread.start()
     first = BudgetedGitHub(github_latency)
     members = [first] + [BudgetedGitHub(github_latency, sim=first.sim, calls=first.calls) for _ in range(apps - 1)]
     for member in members:  # with several Apps, JIT requests run in the executor's threads
@@ -223,10 +279,16 @@ def run(
                 if total >= min(jobs, max_vms):
                     requested_at = t
                     break
-        if requested_at is not None and not agent.book.pending_jit:
+        pulled_all = len(vms.pulled) >= len(fake.members(MIG))
+        settled = len(agent.held) <= max(0, jobs - max_vms)  # jobs beyond max stay held, by design
+        if requested_at is not None and not agent.book.pending_jit and pulled_all and settled:
             break
         if time.monotonic() - start > 600:
             break
+    vms.stop.set()
+    vms.thread.join()
+    endpoint.shutdown()
+    certs.__exit__(None, None, None)
     server.shutdown()
     calls = dict(sorted(fake.calls.items()))
     wall = time.monotonic() - start
@@ -267,6 +329,9 @@ def run(
         "peak": peak,
         "resize": len(fake.resize_calls),
         "held": len(agent.held),
+        "pulled": len(vms.pulled),
+        "pull_answers": sorted(vms.answers.items()),  # (HTTP status, count)
+        "still_held": len(backend.jit_vault),
         "listing": listing_cost(),
     }
 
@@ -276,8 +341,9 @@ and GcpBackend against the Compute fake over HTTP (every request validated again
 delayed by a set latency, operations done after a set time); GitHub is the in-package simulator with a set
 latency behind the real `JitBudget`, in real time. The agent never blocks on that budget: it checks what is left
 and comes back. Jobs beyond `max` and jobs waiting for a config stay held (unacked, leases extended), never
-dropped. This bench boots no runners, so the agent re-checks (`get_job`) jobs whose VMs got configs but never
-ran."""
+dropped. The agent holds each JIT config in memory and the simulated VMs pull it from its JIT endpoint with a
+signed identity token (since 2026-11-30; before, the agent wrote it into each VM's metadata). This bench starts
+no runners, so the agent re-checks (`get_job`) jobs whose VMs got configs but never ran."""
 
 
 def markdown(r: dict[str, Any], command: str, date: str | None = None) -> str:
@@ -285,13 +351,15 @@ def markdown(r: dict[str, Any], command: str, date: str | None = None) -> str:
     rows = "\n".join(f"| {m} | {n} | {r['compute_per_job'][m]:.3f} |" for m, n in r["compute_calls"].items())
     gh = "\n".join(f"| {k} | {v} | {r['github_per_job'][k]:.3f} |" for k, v in r["github_calls"].items())
     apps = ", ".join(f"{k} {v}" for k, v in r["per_app"].items())
+    answers = ", ".join(f"{n} × HTTP {code}" for code, n in r["pull_answers"]) or "none"
     listing = r["listing"]
     requested = "never" if r["requested_s"] is None else f"**{r['requested_s']:.1f} s** after the first message"
     return f"""{heading(date or time.strftime("%Y-%m-%d"), command)}
 
 {r["jobs"]} jobs over {r["spread_s"]:g} s, max {r["max"]}; {r["cores"]} cores; Compute {r["latency_ms"]:g} ms per \
 call, operations done after {r["op_s"]:g} s; GitHub {r["github_latency_ms"]:g} ms per call, {r["apps"]} runner \
-App(s), JIT budget {r["jit_per_minute"]}/min in all; the agent writes configs to up to {r["writers"]} VMs at a time.
+App(s), JIT budget {r["jit_per_minute"]}/min in all; the agent hands configs to up to {r["writers"]} VMs at a time \
+(held in its memory for the VMs to pull).
 
 | Compute method | calls | per job |
 |---|---|---|
@@ -308,6 +376,8 @@ size **{r["peak"]}**; resize calls: {r["resize"]}.
 - JIT configs delivered: {r["jit_configs"]}, in {r["delivery_s"]:.1f} s ({r["per_vm_s"]:.2f} s per VM); \
 **{r["configs_per_minute"]:.0f} configs a minute** over the whole run; the budget alone needs {r["budget_s"]} s \
 for that many. Messages still held at the end: {r["held"]}.
+- VMs that pulled their config from the agent's endpoint: **{r["pulled"]}** (answers: {answers}); configs \
+still unread in the agent at the end: {r["still_held"]}.
 - Agent CPU: **{r["agent_cpu_s"]:.2f} s** for {r["jobs"]} `queued` events and {r["passes"]} passes (a pass \
 that changed nothing waits {r["idle_wait_s"]:g} s, as the agent's bus pull would) \
 (**{r["agent_cpu_per_thousand_s"]:.2f} s per thousand events**).

@@ -13,6 +13,7 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.jit_endpoint import JitEndpoint, JitEndpointArgs, jit_url
 from infra.monitoring import agent_collector_user_data
 from infra.network import DepartmentNetwork
 from infra.runner_pool import RunnerPool, RunnerPoolArgs, image_path
@@ -20,6 +21,7 @@ from infra.scaler_component import Scaler, ScalerArgs
 from infra.secrets import additional_runner_credential_secrets, github_portal, runner_credential_secret
 from infra.stack import PORTAL_VERSION, LoadedStack, for_scaler, name_for, portal_group
 from infra.subscription import JobSubscription, JobSubscriptionArgs, job_filter
+from scaler.agent.jit_endpoint import DEFAULT_JIT_PORT
 from scaler.agent.metrics import DEFAULT_METRICS_PORT, METRICS_PATH
 from scaler.config.routing import routing_document
 
@@ -62,11 +64,17 @@ class Department(pulumi.ComponentResource):
             )
         self.runner_credential = runner_credential_secret(f"{name}-runner-credential", loaded, self)
         self.jobs = JobSubscription(f"{name}-jobs", JobSubscriptionArgs(config), opts=child)
+        assert config.network is not None, "department stacks always have a network (schema)"
+        agent_url = jit_url(config.network.cidr, DEFAULT_JIT_PORT)  # where runner VMs pull their JIT configs
         self.pools = [
             RunnerPool(
                 f"{name}-{g.name}",
                 RunnerPoolArgs(
-                    config=config, group=g, subnet=self.network.subnet.self_link, service_account=self.runner_sa.email
+                    config=config,
+                    group=g,
+                    subnet=self.network.subnet.self_link,
+                    service_account=self.runner_sa.email,
+                    agent_url=agent_url,
                 ),
                 opts=child,
             )
@@ -83,6 +91,8 @@ class Department(pulumi.ComponentResource):
             ),
             "GARO_STACK_CONFIG": json.dumps({"config": for_scaler(loaded.raw)}, sort_keys=True),
             "GARO_METRICS_PORT": str(DEFAULT_METRICS_PORT),
+            "GARO_JIT_URL": agent_url,
+            "GARO_JIT_PORT": str(DEFAULT_JIT_PORT),
         }
         if self.runner_credential is not None:
             env["GARO_GITHUB_SECRET"] = self.runner_credential
@@ -97,6 +107,18 @@ class Department(pulumi.ComponentResource):
                 additional_credential_secrets=additional_runner_credential_secrets(loaded),
                 env=pulumi.Output.from_input(env),
                 metadata={"user-data": agent_collector_user_data(DEFAULT_METRICS_PORT, METRICS_PATH)},
+            ),
+            opts=child,
+        )
+        self.jit_endpoint = JitEndpoint(
+            f"{name}-jit",
+            JitEndpointArgs(
+                config=config,
+                network=self.network.network.self_link,
+                subnet=self.network.subnet.self_link,
+                scaler_instance_group=self.scaler.mig.instance_group,
+                scaler_service_account=self.scaler.service_account.email,
+                runner_service_account=self.runner_sa.email,
             ),
             opts=child,
         )

@@ -47,6 +47,8 @@ class RunnerPoolArgs:
     subnet: pulumi.Input[str]
     #: Email of the runner service account the VMs run as (logs and metrics only).
     service_account: pulumi.Input[str]
+    #: The scaler's JIT endpoint as VMs reach it (infra/jit_endpoint.py); the boot agent pulls its config there.
+    agent_url: str | None = None
 
 
 class RunnerPool(pulumi.ComponentResource):
@@ -85,6 +87,7 @@ class RunnerPool(pulumi.ComponentResource):
             "garo-labels": ",".join(group.labels),
             "garo-time-to-start": str(group.time_to_start),
             "garo-time-to-live": str(group.time_to_live),
+            **({"garo-agent-url": self._args.agent_url} if self._args.agent_url else {}),
             # The boot agent reports its state as a guest attribute (garo/state).
             "enable-guest-attributes": "TRUE",
             "enable-oslogin": "TRUE",

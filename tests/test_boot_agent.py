@@ -41,6 +41,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from scaler.agent.jit_endpoint import jit_app, serve
+from scaler.backends.jit_vault import Identity, IdentityVerifier, JitVault
+from tests.harness.gce_identity import PROJECT, IdentityIssuer
+
 ROOT = Path(__file__).resolve().parents[1]
 AGENT = ROOT / "images" / "garo-runner" / "garo-runner"
 PREFIX = "/computeMetadata/v1"
@@ -63,6 +67,8 @@ class FakeMetadata:
     """The subset of the GCE metadata server the boot agent talks to."""
 
     def __init__(self) -> None:
+        self.issuer = IdentityIssuer()
+        self.instance_name = "garo-eng-linux-4242"
         self.cond = threading.Condition()
         self.attrs: dict[str, str] = {}
         self.states: list[str] = []
@@ -138,6 +144,16 @@ class FakeMetadata:
                 info = url.path.removeprefix(PREFIX + "/instance/")
                 if info in INSTANCE:
                     self._reply(200, INSTANCE[info])
+                    return
+                if info == "service-accounts/default/identity":
+                    # GCE: a Google-signed JWT for the asked audience; format=full adds the VM's claims.
+                    q = {k: v[0] for k, v in parse_qs(url.query).items()}
+                    if "audience" not in q or q.get("format") != "full":
+                        self._reply(400, "this fake mints only format=full tokens for an audience")
+                        return
+                    zone = INSTANCE["zone"].rsplit("/", 1)[-1]
+                    token = fake.issuer.token(q["audience"], fake.instance_name, project=PROJECT, zone=zone)
+                    self._reply(200, token)
                     return
                 if not url.path.startswith(ATTRS):
                     self._reply(404, "not found")
@@ -406,6 +422,7 @@ def test_warm_vm_long_polls_the_attributes_directory_and_wakes_on_the_first_writ
     empty = _etag("{}")
     # Silent while waiting: one read of the directory's ETag, one of the key, then one long-poll.
     assert quiet == [
+        ATTRS + "garo-agent-url",  # absent: a stack older than the image, so the metadata path
         ATTRS + "?recursive=true",
         ATTRS + "garo-jit-config",
         ATTRS + f"?recursive=true&wait_for_change=true&timeout_sec=300&last_etag={empty}",
@@ -679,3 +696,62 @@ def test_aws_path_reads_own_s3_object_via_imdsv2_and_deletes_it(vm: Vm) -> None:
     assert all("Key=garo-reason,Value=" in t for t in tags)
     assert "Zone: eu-west-1a" in json.loads((vm.runner / ".setup_info").read_text())[0]["detail"]
     assert all("--resources i-0123456789abcdef0" in t for t in tags)
+
+
+# ------------------------------------------------------------------ GCE pull path
+
+
+@pytest.fixture
+def jit_agent(metadata: tuple[FakeMetadata, str]) -> Iterator[tuple[JitVault, str]]:
+    """The scaler's real JIT endpoint on loopback, trusting the fake metadata server's signing key."""
+    fake, _ = metadata
+    vault = JitVault()
+    with fake.issuer.serve() as certs_url:
+        verifier = IdentityVerifier("", PROJECT, "europe-west1", certs_url=certs_url)
+        server = serve(jit_app(vault, verifier), "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.server_port}"
+        verifier.audience = url  # the URL the VM asks its token for
+        try:
+            yield vault, url
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def test_gce_vm_pulls_its_config_from_the_agent_with_its_identity_token(
+    metadata: tuple[FakeMetadata, str], vm: Vm, jit_agent: tuple[JitVault, str]
+) -> None:
+    fake, url = metadata
+    vault, agent_url = jit_agent
+    fake.set_attr("garo-agent-url", agent_url)  # the instance template's attribute
+    proc = vm.start(url, GARO_PULL_INTERVAL="0.2")
+    fake.wait_state("waiting")
+    time.sleep(0.5)  # the agent asks (404: nothing held yet) and asks again
+    vault.hold("linux", fake.instance_name, JIT, ttl=600)
+    rc, out = finish(proc)
+
+    assert rc == 0, out
+    assert vm.wait_for("listener-jit").strip() == JIT_SHA
+    assert fake.states == ["waiting", "running", "done"]
+    assert vault.peek(fake.instance_name) is None  # taken, once
+    assert not any(r.startswith(ATTRS + "garo-jit-config") or "wait_for_change" in r for r in fake.requests)
+    tokens = [r for r in fake.requests if "service-accounts/default/identity" in r]
+    # One token for every ask while waiting (reused for GARO_TOKEN_REUSE s), for the agent's URL.
+    assert tokens == [f"{PREFIX}/instance/service-accounts/default/identity?audience={agent_url}&format=full"]
+    assert JIT not in out and "Bearer" not in out
+    assert files_containing(vm.root, JIT[:40], skip=vm.record) == []
+
+
+def test_gce_vm_whose_config_was_taken_fails_at_once(
+    metadata: tuple[FakeMetadata, str], vm: Vm, jit_agent: tuple[JitVault, str]
+) -> None:
+    fake, url = metadata
+    vault, agent_url = jit_agent
+    fake.set_attr("garo-agent-url", agent_url)
+    vault.hold("linux", fake.instance_name, JIT, ttl=600)
+    now = time.time()
+    vault.take(Identity(fake.instance_name, "1", "europe-west1-b", now, now - 10, now + 3600))  # someone else
+    rc, out = finish(vm.start(url, GARO_PULL_INTERVAL="0.2", GARO_JIT_TIMEOUT="300"))
+    assert rc != 0
+    assert fake.states == ["waiting", "failed"] and fake.reasons[-1] == "jit-taken"
+    assert vm.runner_args() is None

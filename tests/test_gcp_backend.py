@@ -202,8 +202,8 @@ def test_concurrent_writers_share_one_listing(fake: ComputeFake, clock: Clock) -
     backend = make(fake, clock, list_ttl=5.0)
     fake.latency = 0.05  # every call takes a while, so the threads really overlap
     with ThreadPoolExecutor(len(names)) as pool:
-        list(pool.map(lambda name: backend.set_metadata("linux", name, {"garo-jit-config": name}), names))
-    assert all(fake.instance(MIG, n).metadata == {"garo-jit-config": n} for n in names)  # type: ignore[union-attr]
+        list(pool.map(lambda name: backend.set_metadata("linux", name, {"garo-job": name}), names))
+    assert all(fake.instance(MIG, n).metadata == {"garo-job": n} for n in names)  # type: ignore[union-attr]
     assert fake.calls["regionInstanceGroupManagers.listManagedInstances"] == 1
 
 
@@ -214,8 +214,8 @@ def test_set_metadata_retries_on_a_fingerprint_race_and_refuses_unborn_vms(fake:
     fake.restore()
     fake.seed(MIG, ["garo-a"], status="RUNNING")
     fake.fail_next(412, 1, "instances.setMetadata")
-    backend.set_metadata("linux", "garo-a", {"garo-jit-config": "abc"})
-    assert fake.instance(MIG, "garo-a").metadata == {"garo-jit-config": "abc"}  # type: ignore[union-attr]
+    backend.set_metadata("linux", "garo-a", {"garo-job": "abc"})
+    assert fake.instance(MIG, "garo-a").metadata == {"garo-job": "abc"}  # type: ignore[union-attr]
     assert fake.calls["instances.setMetadata"] == 2
     with pytest.raises(BackendError) as excinfo:
         backend.set_metadata("linux", "garo-nobody", {"garo-job": "1"})
@@ -289,8 +289,8 @@ def test_a_metadata_write_is_two_calls_and_its_operation_is_not_awaited(fake: Co
     backend.list("linux")
     before = dict(fake.calls)
     for i in range(5):
-        backend.set_metadata("linux", f"garo-w-{i}", {"garo-jit-config": f"config-{i}"})
+        backend.set_metadata("linux", f"garo-w-{i}", {"garo-job": f"{i}"})
     made = {k: v - before.get(k, 0) for k, v in fake.calls.items() if v != before.get(k, 0)}
     # One read for the fingerprint and one write per VM; no zonal operation wait (~2 s and a call each).
     assert made == {"instances.get": 5, "instances.setMetadata": 5}
-    assert all(fake.instance(MIG, f"garo-w-{i}").metadata == {"garo-jit-config": f"config-{i}"} for i in range(5))  # type: ignore[union-attr]
+    assert all(fake.instance(MIG, f"garo-w-{i}").metadata == {"garo-job": f"{i}"} for i in range(5))  # type: ignore[union-attr]

@@ -130,6 +130,9 @@ def run_agent(stack: str | None, bus: str | None, metrics_port: int | None, log_
         open_subscriber(settings.bus, config.department),
         registry=registry,
     )
+    from scaler.agent.jit_endpoint import start_for
+
+    start_for(agent.executor.backend, settings)  # GCP: runner VMs pull their JIT configs here
     if once:
         sys.exit(_run_once(agent))
     if metrics_port is not None:

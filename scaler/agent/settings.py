@@ -14,6 +14,9 @@ Two ways to run the agent, one reader:
   ``GARO_GITHUB_SECRET``, a Secret Manager resource name holding the App's
   private key (or the token, if the stack uses one), read over REST with the
   VM's default credentials. No credential ever sits in the env or metadata.
+A GCP agent also serves its JIT endpoint: ``GARO_JIT_URL`` (the URL runner VMs
+use, which is also their identity tokens' audience), ``GARO_JIT_PORT``
+(default 8780) and, for tests only, ``GARO_JIT_CERTS_URL``.
 
 On AWS (``garo:cloud: aws``, docs/aws-backend.md) the agent also reads
 ``GARO_JIT_BUCKET`` (the department's JIT bucket), ``GARO_RUNNER_ROLE_ID`` (the
@@ -40,6 +43,8 @@ from scaler.bus.url import DEFAULT_BUS, parse_bus_url
 from scaler.config import ConfigError, StackConfig, load_stack_file, parse_stack_config
 
 SECRET_MANAGER = "https://secretmanager.googleapis.com/v1"
+#: Where a GCP agent serves JIT configs to its runner VMs (scaler/agent/jit_endpoint.py, infra/jit_endpoint.py).
+DEFAULT_JIT_PORT = 8780
 
 
 class SettingsError(ValueError):
@@ -62,6 +67,16 @@ class AgentSettings:
     github_key_file: str | None = None
     fleet_dir: str | None = None
     aws: AwsSettings | None = None
+    jit: JitSettings | None = None  # GCP: where runner VMs pull their JIT configs (GARO_JIT_URL)
+
+
+@dataclass(frozen=True)
+class JitSettings:
+    """The agent's JIT endpoint on GCP (scaler/agent/jit_endpoint.py): runner VMs pull their configs there."""
+
+    url: str  # as runner VMs reach it, e.g. http://10.10.0.2:8780; also the identity token's audience
+    port: int
+    certs_url: str  # Google's signing keys (GARO_JIT_CERTS_URL overrides it for tests)
 
 
 @dataclass(frozen=True)
@@ -98,7 +113,23 @@ def load(env: Mapping[str, str], stack: str | None = None, bus: str | None = Non
         github_key_file=env.get("GARO_GITHUB_APP_KEY_FILE") or None,
         fleet_dir=env.get("GARO_FLEET_DIR") or None,
         aws=_aws(env, config) if config.cloud == "aws" else None,
+        jit=_jit(env) if env.get("GARO_JIT_URL") else None,
     )
+
+
+def _jit(env: Mapping[str, str]) -> JitSettings:
+    from scaler.backends.jit_vault import GOOGLE_CERTS_URL
+
+    url = env["GARO_JIT_URL"].rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise SettingsError("GARO_JIT_URL must be the agent's URL as runner VMs reach it (http://<ip>:<port>)")
+    try:
+        port = int(env.get("GARO_JIT_PORT") or DEFAULT_JIT_PORT)
+    except ValueError:
+        raise SettingsError("GARO_JIT_PORT is not a port number") from None
+    if not 0 < port < 65536:
+        raise SettingsError("GARO_JIT_PORT is not a port number")
+    return JitSettings(url, port, env.get("GARO_JIT_CERTS_URL") or GOOGLE_CERTS_URL)
 
 
 def _aws(env: Mapping[str, str], config: StackConfig) -> AwsSettings:
@@ -194,4 +225,4 @@ def _read_aws_secret(arn: str) -> str:
     return str(reply["SecretString"])
 
 
-__all__ = ["AgentSettings", "AwsSettings", "ConfigError", "Pool", "SettingsError", "load", "read_secret"]
+__all__ = ["AgentSettings", "AwsSettings", "JitSettings", "ConfigError", "Pool", "SettingsError", "load", "read_secret"]

@@ -6,19 +6,22 @@ Choices worth knowing:
   name; the runner name equals it) and removed with ``deleteInstances``
   by URL. ``resize`` is never called: a MIG shrinking by size picks its own
   victims, possibly a VM in the middle of a job.
-* **Metadata at birth.** ``create`` puts each VM's metadata (its JIT config, its
-  job) in the per-instance config's ``preservedState.metadata``, so the VM
-  boots with it and no second call races the instance's creation. The MIG
+* **Metadata at birth.** ``create`` puts each VM's facts (its job, its repo)
+  in the per-instance config's ``preservedState.metadata``, so the VM boots
+  with them and no second call races the instance's creation. The MIG
   therefore holds per-instance configs (it is "stateful": regional MIGs then
   need ``updatePolicy.instanceRedistributionType = NONE``); ``deleteInstances``
   removes them with the VM. Later changes go through ``instances.setMetadata``
   with Compute's fingerprint (optimistic locking, retried on 412); an empty
-  value removes the key, which is how a used JIT config is taken away. The JIT
-  config only ever travels this way, never in ``preservedState``, so clearing
-  the instance's metadata leaves no copy in the MIG's per-instance config.
-  A write is two calls (``instances.get`` for the fingerprint, then
-  ``setMetadata``, whose operation is not awaited). Per-instance configs
-  would batch it but put the config in a logged request body (docs/security.md).
+  value removes the key. A write is two calls (``instances.get`` for the
+  fingerprint, then ``setMetadata``, whose operation is not awaited).
+* **JIT configs are pulled, never written.** A JIT config given to ``create``
+  or ``set_metadata`` goes to :attr:`GcpBackend.jit_vault` (this process's
+  memory) and never to Compute: the VM asks the agent for it with its
+  Google-signed identity token (:mod:`scaler.backends.jit_vault`,
+  :mod:`scaler.agent.jit_endpoint`). Holding, clearing (an empty value) and
+  dropping it on ``delete`` cost no Compute call; an unread config expires
+  after the group's time to start (docs/security.md, "JIT delivery").
 * **Facts survive a restart.** ``list`` returns the per-instance config's
   metadata (``preservedStateFromConfig``: garo-job, garo-repo) as
   ``Instance.metadata``, so an agent that did not create a VM knows its job.
@@ -52,6 +55,7 @@ import requests
 
 from scaler.backends.base import (
     FALLBACK,
+    JIT_KEY,
     KEEP_KEY,
     SECRET_METADATA,
     BackendError,
@@ -62,6 +66,7 @@ from scaler.backends.base import (
     InstanceState,
 )
 from scaler.backends.gcp_api import ComputeClient, ComputeHttpError, chunks, create_failure, zone_of
+from scaler.backends.jit_vault import JitVault
 from scaler.config import StackConfig
 from scaler.naming import INSTANCE_NAME_RE, mig_name
 
@@ -73,6 +78,7 @@ LISTED_METADATA = frozenset({KEEP_KEY})
 # deleteInstances/resumeInstances/startInstances document "a maximum of 1000 instances per request";
 # createInstances states no limit, so it gets the same one.
 BATCH_LIMIT = 1000
+DEFAULT_TIME_TO_START = 1800.0  # seconds an unread JIT config is held when the group's timeToStart is not given
 _STANDBY_STATUS = {"SUSPENDED": "resumeInstances", "TERMINATED": "startInstances", "STOPPED": "startInstances"}
 
 
@@ -110,8 +116,15 @@ class GcpBackend:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
+        jit_vault: JitVault | None = None,
+        time_to_start: Mapping[str, float] | None = None,
     ) -> None:
+        self.project = project
         self.region = region
+        #: Unread JIT configs, served to their VMs by the agent's JIT endpoint.
+        self.jit_vault = jit_vault if jit_vault is not None else JitVault(wall_clock)
+        self.time_to_start = dict(time_to_start or {})
+        self._requested: dict[str, float] = {}  # name -> when this process asked Compute to create it
         self.groups = dict(groups)
         self.batch_limit = batch_limit
         self.list_ttl = list_ttl
@@ -150,6 +163,7 @@ class GcpBackend:
             )
             for g in config.groups
         }
+        kwargs.setdefault("time_to_start", {g.name: float(g.time_to_start) for g in config.groups})
         return cls(config.project, config.region, groups, **kwargs)
 
     # ------------------------------------------------------------------ Backend
@@ -167,6 +181,8 @@ class GcpBackend:
         }
         created = [n for n in wanted if n in existing]
         todo = [n for n in wanted if n not in existing]
+        jits = {n: items[JIT_KEY] for n, items in metadata.items() if items.get(JIT_KEY)}
+        metadata = {n: {k: v for k, v in items.items() if k != JIT_KEY} for n, items in metadata.items()}
         failed: dict[str, CreateFailure] = {}
         for mig in where.migs:
             if not todo:
@@ -177,11 +193,17 @@ class GcpBackend:
                 failed.pop(name, None)
             failed.update(refused)  # the latest reason per name wins
             todo = [n for n, failure in refused.items() if failure.reason in FALLBACK]
+        for name in created:
+            if name in jits:
+                self._hold(group, name, jits[name])
         return CreateResult(created=tuple(n for n in wanted if n in created), failed=failed)
 
     def delete(self, group: str, names: Sequence[str]) -> None:
         where = self._group(group)
         wanted = set(names)
+        self.jit_vault.drop(wanted)  # an unread config dies with its VM
+        for name in wanted:
+            self._requested.pop(name, None)
         rows = self._find(where, wanted)
         for mig in where.migs:
             urls = [
@@ -223,6 +245,12 @@ class GcpBackend:
         return picked
 
     def set_metadata(self, group: str, name: str, items: Mapping[str, str]) -> None:
+        jit = items.get(JIT_KEY)
+        items = {k: v for k, v in items.items() if k != JIT_KEY}
+        if jit == "":
+            self.jit_vault.drop([name])  # spent or unwanted: no Compute call, the config never reached Compute
+            if not items:
+                return
         found = next(
             (
                 (mig, r)
@@ -235,6 +263,8 @@ class GcpBackend:
         if found is None:
             raise BackendError(f"instance {name!r} is not in group {group!r}", reason=Failure.NOT_FOUND)
         mig, row = found
+        if jit:
+            self._hold(group, name, jit)  # a VM still being created may hold one: it pulls once booted
         listed = {k: v for k, v in items.items() if k in LISTED_METADATA}
         if listed:
             self._patch_preserved(mig, row, listed)
@@ -266,6 +296,10 @@ class GcpBackend:
                 if exc.status != 412:  # someone else changed the metadata: read again and merge again
                     raise
         raise BackendError(f"metadata of {name!r} kept changing under us", reason=Failure.CONFLICT)
+
+    def _hold(self, group: str, name: str, config: str) -> None:
+        ttl = self.time_to_start.get(group, DEFAULT_TIME_TO_START)
+        self.jit_vault.hold(group, name, config, ttl, self._requested.get(name))
 
     def _patch_preserved(self, mig: str, row: dict[str, Any], items: Mapping[str, str]) -> None:
         """Write facts the listing must show (garo-keep) into the VM's per-instance config.
@@ -356,7 +390,10 @@ class GcpBackend:
     ) -> tuple[Names, dict[str, CreateFailure]]:
         errors: dict[str, CreateFailure] = {}
         secrets = [v for items in metadata.values() for v in items.values()]
-        born = str(int(self.wall_clock()))
+        asked = self.wall_clock()
+        born = str(int(asked))
+        for name in names:
+            self._requested.setdefault(name, asked)
         for batch in chunks(list(names), self.batch_limit):
             configs = [
                 {"name": n, "preservedState": {"metadata": {**metadata.get(n, {}), CREATED_AT_KEY: born}}}

@@ -36,7 +36,8 @@ def _gcp(config: StackConfig, settings: AgentSettings) -> Backend:
     if not settings.pools:
         return GcpBackend.from_config(config)
     groups = {name: GcpGroup(pool.mig, pool.fallback) for name, pool in settings.pools.items()}
-    return GcpBackend(config.project or "", config.region, groups)
+    time_to_start = {g.name: float(g.time_to_start) for g in config.groups}  # how long an unread JIT config is held
+    return GcpBackend(config.project or "", config.region, groups, time_to_start=time_to_start)
 
 
 def _aws(config: StackConfig, settings: AgentSettings) -> Backend:

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from scaler import naming
 from scaler.agent import Agent
+from scaler.backends.gcp import GcpBackend
 from scaler.bus.sqlite import SqliteBus
 from scaler.github.client import GitHubClient
 from tests.agent.gcpkit import DEPARTMENT, GROUP, MIG, Statuses, backend, gcp_config, jit_reply, job_reply, publish
@@ -56,6 +57,7 @@ class Rig:
     tmp: Path
     clock: FakeClock = field(default_factory=FakeClock)
     statuses: Statuses = field(default_factory=Statuses)
+    backends: list[GcpBackend] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.fake.add_group(MIG)
@@ -77,6 +79,7 @@ class Rig:
         )
         options.setdefault("wall_clock", self.clock.time)  # VMs' birth times on the agent's clock
         gce = backend(self.fake, self.statuses.attach(session or requests.Session()), **options)
+        self.backends.append(gce)
         return Agent(
             gcp_config(),
             gce,
@@ -86,6 +89,12 @@ class Rig:
             registry=CollectorRegistry(),
             pull_timeout=0,
         )
+
+    def held_config(self, name: str) -> str | None:
+        """The config an agent holds for VM ``name`` (what the VM would pull); never in Compute's metadata."""
+        vm = self.fake.instance(MIG, name)
+        assert vm is None or "garo-jit-config" not in vm.metadata, "a JIT config reached Compute"
+        return next((c for b in self.backends if (c := b.jit_vault.peek(name))), None)
 
     def queue(self) -> None:
         for job in JOBS:
@@ -108,7 +117,7 @@ class Rig:
     def assert_one_vm_per_job(self) -> None:
         members = self.fake.members(MIG)
         assert sorted(members) == sorted(NAMES.values())
-        assert all(vm.metadata.get("garo-jit-config") for vm in members.values()), "every VM got its config"
+        assert all(self.held_config(name) for name in members), "every VM has its config waiting for it"
         assert sorted(set(names_in(self.fake, "createInstances"))) == sorted(NAMES.values())
         assert self.fake.resize_calls == []
         # every message acknowledged: past any lease, nothing comes back
@@ -125,17 +134,17 @@ def test_compute_429_and_503_beyond_the_clients_retries_are_retried_by_the_agent
     script(rig.github)
     agent = rig.agent(retries=1)
     rig.fake.fail_next(429, 3, "regionInstanceGroupManagers.createInstances")
-    # Two attempts per write (retries=1) for each of the two VMs: both writes fail,
-    # whether the agent writes them one after the other or concurrently.
+    # Compute failing on setMetadata cannot touch delivery any more: configs are held, not written.
     rig.fake.fail_next(503, 2 * len(JOBS), "instances.setMetadata")
     rig.queue()
     rig.rounds(agent, 1)
     assert rig.fake.members(MIG) == {} and len(agent.held) == 2  # create failed twice: nothing acked
     rig.converge(agent)
     rig.assert_one_vm_per_job()
-    # Each JIT config that could not be written was revoked, so no usable config is left behind.
-    assert len(rig.github.calls("POST", JIT)) == 2 * len(JOBS)
-    assert len(rig.github.calls("DELETE", RUNNERS + r"/\d+")) == len(JOBS)
+    # One config per VM, none revoked: delivery no longer depends on a Compute write.
+    assert len(rig.github.calls("POST", JIT)) == len(JOBS)
+    assert rig.github.calls("DELETE", RUNNERS + r"/\d+") == []
+    assert rig.fake.calls["instances.setMetadata"] == 0
     assert not [r for r in rig.statuses.rejected if r[0] not in (429, 503)]
 
 
@@ -246,7 +255,7 @@ def test_after_a_restart_a_never_registered_vm_is_replaced_only_if_its_job_still
     made_for = sorted(vm.preserved["garo-job"] for vm in members.values())
     assert made_for == [str(waiting)], "the waiting job has one (new) VM; the finished job's VM is gone"
     replaced = next(iter(members.values()))
-    assert replaced.metadata.get("garo-jit-config"), "the replacement got its config"
+    assert rig.held_config(replaced.name), "the replacement has its config waiting for it"
     deleted, created = names_in(rig.fake, "deleteInstances"), names_in(rig.fake, "createInstances")
     assert deleted.count(NAMES[finished]) == 1 and deleted.count(NAMES[waiting]) == 1
     assert replaced.id != first_ids[NAMES[waiting]] and len(created) == len(JOBS) + 1

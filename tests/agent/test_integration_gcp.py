@@ -21,10 +21,14 @@ from prometheus_client import CollectorRegistry
 
 from scaler import naming
 from scaler.agent import Agent
+from scaler.agent.jit_endpoint import PATH, jit_app
+from scaler.backends.gcp import GcpBackend
+from scaler.backends.jit_vault import IdentityVerifier
 from scaler.bus.sqlite import SqliteBus
 from scaler.github.client import GitHubClient
 from tests.agent.gcpkit import DEPARTMENT, GROUP, MIG, REPO, Statuses, backend, gcp_config, publish
 from tests.harness.compute import ComputeFake
+from tests.harness.gce_identity import IdentityIssuer
 
 JOBS = (4101, 4102, 4103)
 
@@ -86,9 +90,27 @@ def test_queued_in_progress_completed_makes_and_removes_one_vm_per_job(
     for job, name in names.items():
         vm = members[name]
         assert vm.preserved["garo-job"] == str(job) and vm.preserved["garo-repo"] == REPO
-        assert vm.metadata.get("garo-jit-config"), "the VM got its JIT config"
+        assert "garo-jit-config" not in vm.metadata, "the JIT config never reaches Compute's metadata"
         assert "garo-jit-config" not in vm.preserved, "the JIT config is not in the MIG's per-instance config"
     assert compute_fake.calls["regionInstanceGroupManagers.createInstances"] == 1  # one call for the batch
+    assert compute_fake.calls["instances.get"] == compute_fake.calls["instances.setMetadata"] == 0
+
+    # Each VM boots and pulls its config from the agent's endpoint with its identity token, once.
+    gce = agent.executor.backend
+    assert isinstance(gce, GcpBackend)
+    issuer = IdentityIssuer()
+    with issuer.serve() as certs_url:
+        verifier = IdentityVerifier(
+            "http://agent.test:8780", compute_fake.project, compute_fake.region, certs_url=certs_url
+        )
+        endpoint = jit_app(gce.jit_vault, verifier).test_client()
+        for name in names.values():
+            vm = members[name]
+            token = issuer.token("http://agent.test:8780", name, project=compute_fake.project, zone=vm.zone)
+            first = endpoint.post(PATH, headers={"Authorization": f"Bearer {token}"})
+            assert first.status_code == 200 and first.get_data(as_text=True), "the VM got its JIT config"
+            again = issuer.token("http://agent.test:8780", name, project=compute_fake.project, zone=vm.zone)
+            assert endpoint.post(PATH, headers={"Authorization": f"Bearer {again}"}).status_code == 410
 
     for runner_id, job in enumerate(JOBS, start=1):
         publish(publisher, "in_progress", job, runner=names[job], runner_id=runner_id)

@@ -153,8 +153,12 @@ class Run:
         chaos = Chaos(drop=0, duplicate=0, reorder_seconds=0) if o.calm else o.chaos
         self.deliveries = Deliveries(f"http://127.0.0.1:{port}/webhook", SECRET, self.rng, chaos)
         self.blocker = BusBlocker(bus_file)
+        jit_ports = [free_port() for _ in range(o.replicas)]
+        world.agent_urls = [f"http://127.0.0.1:{p}" for p in jit_ports]
         self.agents = [
-            processes.agent(i, stack_file, bus_url, world.compute.base_url, self.workdir, o.log_level)
+            processes.agent(
+                i, stack_file, bus_url, world.compute.base_url, self.workdir, o.log_level, jit_ports[i], world.certs_url
+            )
             for i in range(o.replicas)
         ]
         self.webhook = processes.webhook(port, routes, bus_url, SECRET, o.workers, self.workdir)

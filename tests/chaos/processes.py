@@ -75,11 +75,24 @@ class Managed:
             self._log = None
 
 
-def agent(index: int, stack: Path, bus_url: str, compute_url: str, workdir: Path, log_level: str) -> Managed:
+def agent(
+    index: int,
+    stack: Path,
+    bus_url: str,
+    compute_url: str,
+    workdir: Path,
+    log_level: str,
+    jit_port: int,
+    certs_url: str,
+) -> Managed:
     env = clean_env() | {
         "GARO_GITHUB_TOKEN": "chaos-dev-token",
         "GARO_BUS": bus_url,
         "CHAOS_COMPUTE_URL": compute_url,
+        # The JIT endpoint its VMs pull from, trusting the world's identity-token key instead of Google's.
+        "GARO_JIT_URL": f"http://127.0.0.1:{jit_port}",
+        "GARO_JIT_PORT": str(jit_port),
+        "GARO_JIT_CERTS_URL": certs_url,
     }
     args = [sys.executable, "-m", "tests.chaos.agent_proc", "agent", "--stack", str(stack), "--log-level", log_level]
     return Managed(f"agent-{index}", args, env, workdir / f"agent-{index}.log")

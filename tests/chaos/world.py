@@ -5,8 +5,11 @@ GitHub is :class:`scaler.github.sim.GitHubSim` behind
 queued job to *any* idle runner with matching labels, so jobs get stolen from
 the VMs made for them). Compute is :class:`tests.harness.compute.ComputeFake`
 over HTTP, every request validated against ``compute.v1.json``. A VM whose
-instance is RUNNING and carries a JIT config boots its runner with it after
-``boot_delay``; a job runs for a random time and completes. Every change
+instance is RUNNING asks the agents' JIT endpoints for its config after
+``boot_delay`` (an identity token from :class:`IdentityIssuer` per agent URL,
+one agent after the other, as an internal load balancer in front of several
+replicas would spread its asks) and boots its runner with the config it gets;
+a job runs for a random time and completes. Every change
 GitHub makes is emitted as a ``workflow_job`` event to :attr:`World.emit`.
 
 The world also keeps the record the final counts are made from: when each job
@@ -16,6 +19,7 @@ Compute id) was first seen and when it went away.
 
 from __future__ import annotations
 
+import http.client
 import random
 import threading
 import time
@@ -26,10 +30,11 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from scaler import naming
-from scaler.backends.base import JIT_KEY
+from scaler.agent.jit_endpoint import PATH
 from scaler.github.sim import GitHubSim
 from tests.agent.gcpkit import DEPARTMENT, GROUP, LABELS, MIG, REPO
 from tests.harness.compute import ComputeFake, _QuietHandler
+from tests.harness.gce_identity import IdentityIssuer
 from tests.harness.github_sim_http import GitHubSimServer
 
 Emit = Callable[[str, dict[str, Any]], None]
@@ -67,6 +72,10 @@ class World:
     compute: ComputeFake = field(init=False)
     github: GitHubSimServer = field(init=False)
     _compute_server: BaseWSGIServer = field(init=False)
+    agent_urls: list[str] = field(default_factory=list)  # the agents' JIT endpoints (GARO_JIT_URL of each)
+    ask_every: float = 2.0  # under the endpoint's 30 asks a minute per caller, like the boot agent's 3 s
+    _asked: dict[tuple[str, int], float] = field(default_factory=dict)  # VM -> when it last asked
+    _asks: dict[tuple[str, int], int] = field(default_factory=dict)  # VM -> how many times it asked
 
     def __post_init__(self) -> None:
         self.compute = ComputeFake()
@@ -78,10 +87,39 @@ class World:
         self.compute.add_group(MIG)
         self.sim = GitHubSim(time.time, self._emit, random.Random(self.rng.random()))
         self.github = GitHubSimServer(self.sim)
+        self.issuer = IdentityIssuer()
+        self._certs = self.issuer.serve()
+        self.certs_url = self._certs.__enter__()  # GARO_JIT_CERTS_URL of every agent
 
     def close(self) -> None:
         self.github.close()
         self._compute_server.shutdown()
+        self._certs.__exit__(None, None, None)
+
+    def _pull(self, key: tuple[str, int], zone: str, now: float) -> str | None:
+        """One ask for VM ``key``'s config, of the next agent in turn; the config or None.
+
+        Each VM asks from its own loopback address (127.0.x.y, from its Compute
+        id), as each real VM has its own IP: the endpoint limits each caller.
+        """
+        if not self.agent_urls or now - self._asked.get(key, float("-inf")) < self.ask_every:
+            return None
+        asks = self._asks.get(key, 0)
+        self._asked[key], self._asks[key] = now, asks + 1
+        url = self.agent_urls[asks % len(self.agent_urls)]
+        token = self.issuer.token(url, key[0], project=self.compute.project, zone=zone)
+        host, port = url.removeprefix("http://").split(":")
+        source = f"127.0.{key[1] // 250 % 250}.{key[1] % 250 + 2}"
+        conn = http.client.HTTPConnection(host, int(port), timeout=1, source_address=(source, 0))
+        try:
+            conn.request("POST", PATH, headers={"Authorization": f"Bearer {token}", "Content-Length": "0"})
+            answer = conn.getresponse()
+            body = answer.read().decode()
+        except OSError:
+            return None  # that agent is down (killed): ask another next time
+        finally:
+            conn.close()
+        return body if answer.status == 200 else None
 
     def _emit(self, action: str, payload: dict[str, Any]) -> None:
         self.emit(action, payload)
@@ -122,10 +160,11 @@ class World:
             vm = self.vms.setdefault(key, VmRecord(name, inst.id, now))
             if inst.action == "DELETING" and vm.gone_at is None:
                 vm.gone_at = now
-            secret = inst.metadata.get(JIT_KEY)
-            if vm.booted_at is None and inst.status == "RUNNING" and secret and vm.gone_at is None:
-                if now - vm.first_seen >= self.boot_delay and self.sim.boot(secret):
-                    vm.booted_at = now
+            if vm.booted_at is None and inst.status == "RUNNING" and vm.gone_at is None:
+                if now - vm.first_seen >= self.boot_delay:
+                    secret = self._pull(key, inst.zone, now)
+                    if secret and self.sim.boot(secret):
+                        vm.booted_at = now
         for key, vm in self.vms.items():
             if key not in live and vm.gone_at is None:
                 vm.gone_at = now

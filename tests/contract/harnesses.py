@@ -106,9 +106,14 @@ def _gcp(request: pytest.FixtureRequest) -> Harness:
     )
 
     def metadata(name: str) -> dict[str, str]:
+        """What the VM can read: its instance metadata, and the JIT config the agent holds for it to pull."""
+        from scaler.backends.base import JIT_KEY
+
         instance = fake.instance("garo-eng-linux", name)
         assert instance is not None and instance.status is not None, f"{name} has no VM"
-        return dict(instance.metadata)
+        assert JIT_KEY not in instance.metadata, "a JIT config reached Compute's metadata"
+        held = backend.jit_vault.peek(name)
+        return dict(instance.metadata) | ({JIT_KEY: held} if held is not None else {})
 
     def seed_standby(names: Sequence[str]) -> None:
         fake.seed("garo-eng-linux", list(names))

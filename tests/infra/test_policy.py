@@ -48,7 +48,43 @@ def test_no_firewall_allows_ingress_from_anywhere(captures: dict[str, Any], stac
         inputs = rule["inputs"]
         if inputs.get("direction", "INGRESS") == "INGRESS" and inputs.get("allows"):
             assert not {"0.0.0.0/0", "::/0"} & set(inputs.get("sourceRanges", [])), rule["name"]
-            assert inputs.get("sourceRanges"), f"{rule['name']} allows ingress without source ranges"
+            # A source: address ranges, or service accounts (matched on the VPC by the VM's identity).
+            assert inputs.get("sourceRanges") or inputs.get("sourceServiceAccounts"), (
+                f"{rule['name']} allows ingress without a source"
+            )
+            assert inputs.get("targetServiceAccounts") or inputs["allows"] == [{"ports": ["22"], "protocol": "tcp"}], (
+                f"{rule['name']} opens a port on every VM of the network"
+            )
+
+
+@pytest.mark.parametrize("stack", ("payments", "research"))
+def test_only_runner_vms_reach_the_scaler_and_only_on_the_jit_port(captures: dict[str, Any], stack: str) -> None:
+    """The JIT pull path (docs/security.md): runners -> scaler on one port; nothing else into the scaler."""
+    scaler = f"garo-{stack}-scaler@"
+    into_scaler = [
+        r["inputs"]
+        for r in of_type(captures[stack], "compute/firewall:Firewall")
+        if r["inputs"].get("allows") and any(scaler in a for a in r["inputs"].get("targetServiceAccounts", []))
+    ]
+    assert {json.dumps(r["allows"], sort_keys=True) for r in into_scaler} == {
+        json.dumps([{"ports": ["8780"], "protocol": "tcp"}], sort_keys=True)
+    }
+    from_runners = [r for r in into_scaler if r.get("sourceServiceAccounts")]
+    assert len(from_runners) == 1 and not from_runners[0].get("sourceRanges")
+    assert [a.split("@")[0] for a in from_runners[0]["sourceServiceAccounts"]] == [f"garo-{stack}-runner"]
+    health = [r for r in into_scaler if r.get("sourceRanges")]
+    assert [sorted(r["sourceRanges"]) for r in health] == [["130.211.0.0/22", "35.191.0.0/16"]]
+    # The runners' templates name the address the internal load balancer answers on, and the scaler serves it.
+    rule = next(r["inputs"] for r in of_type(captures[stack], "ForwardingRule"))
+    assert rule["loadBalancingScheme"] == "INTERNAL" and rule["ports"] == ["8780"]
+    url = f"http://{rule['ipAddress']}:8780"
+    templates = [t["inputs"] for t in of_type(captures[stack], "InstanceTemplate")]
+    runners = [t for t in templates if t["labels"]["garo-group"] != "scaler"]
+    assert runners and all(t["metadata"]["garo-agent-url"] == url for t in runners)
+    [scaler_template] = [t for t in templates if t["labels"]["garo-group"] == "scaler"]
+    spec = json.loads(scaler_template["metadata"]["gce-container-declaration"])
+    env = {e["name"]: e["value"] for e in spec["spec"]["containers"][0]["env"]}
+    assert env["GARO_JIT_URL"] == url and env["GARO_JIT_PORT"] == "8780"
 
 
 @pytest.mark.parametrize("stack", STACKS)

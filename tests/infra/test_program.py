@@ -72,8 +72,10 @@ def test_department_network_is_isolated(captures: dict[str, Any]) -> None:
     iap = named(payments, "compute/firewall:Firewall", "payments-network-iap-ssh")
     assert iap["sourceRanges"] == ["35.235.240.0/20"] and iap["allows"] == [{"ports": ["22"], "protocol": "tcp"}]
     # research leaves network.iapSsh off: no rule at all.
-    assert [f["name"] for f in of_type(captures["research"], "compute/firewall:Firewall")] == [
-        "research-network-deny-ingress"
+    assert sorted(f["name"] for f in of_type(captures["research"], "compute/firewall:Firewall")) == [
+        "research-jit-from-runners",  # the JIT pull path: runners -> scaler, one port (tests/infra/test_policy.py)
+        "research-jit-health-checks",
+        "research-network-deny-ingress",
     ]
 
 
