@@ -50,6 +50,23 @@ def secret_manager_secret(
         raise pulumi.RunError(
             f"{secret_id}: on GCP a secret must be a Pulumi secret or {{secretManager: <name>}}, not {ref.kind}"
         )
+    secret, _ = secret_with_version(name, secret_id, value, project, labels, parent)  # value: a Pulumi secret
+    return secret.id
+
+
+def secret_with_version(
+    name: str,
+    secret_id: str,
+    data: pulumi.Input[str],
+    project: str | None,
+    labels: dict[str, str],
+    parent: pulumi.Resource,
+) -> tuple[gcp.secretmanager.Secret, gcp.secretmanager.SecretVersion]:
+    """A Secret Manager secret holding `data` as its one version (``<name>-version``, a child of the secret).
+
+    Also how Cloud Run mounts a file that is not secret (the routing table, the RunMonitoring document):
+    the plan shows such data in full, because it is not a Pulumi secret.
+    """
     secret = gcp.secretmanager.Secret(
         name,
         secret_id=secret_id,
@@ -58,13 +75,26 @@ def secret_manager_secret(
         replication={"auto": {}},
         opts=pulumi.ResourceOptions(parent=parent),
     )
-    gcp.secretmanager.SecretVersion(
+    version = gcp.secretmanager.SecretVersion(
         f"{name}-version",
         secret=secret.id,
-        secret_data=value,  # already a Pulumi secret (infra.stack)
+        secret_data=data,
         opts=pulumi.ResourceOptions(parent=secret),
     )
-    return secret.id
+    return secret, version
+
+
+def secret_reader(
+    name: str, secret_id: pulumi.Input[str], member: pulumi.Input[str], parent: pulumi.Resource
+) -> gcp.secretmanager.SecretIamMember:
+    """Secret-level IAM: `member` may read this one secret's versions (no project-wide secret access)."""
+    return gcp.secretmanager.SecretIamMember(
+        name,
+        secret_id=secret_id,
+        role="roles/secretmanager.secretAccessor",
+        member=member,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
 
 
 def runner_credential_secret(name: str, loaded: LoadedStack, parent: pulumi.Resource) -> pulumi.Output[str] | None:
