@@ -20,13 +20,12 @@ import pulumi_gcp as gcp
 
 from infra.monitoring import WebhookMetricsCollector
 from infra.secrets import (
-    github_portal,
     secret_manager_secret,
     secret_reader,
     secret_with_version,
     webhook_app_key_secret,
 )
-from infra.stack import PORTAL_VERSION, LoadedStack
+from infra.stack import LoadedStack, portal_document
 from infra.subscription import DEFAULT_TOPIC
 from infra.sweeper import Sweeper, SweeperArgs
 from scaler.config import ConfigError
@@ -195,19 +194,14 @@ class Hub(pulumi.ComponentResource):
         self.sweeper = self._sweeper(name, loaded)
         self.outputs = {
             "portal": pulumi.Output.from_input(
-                {
-                    "version": PORTAL_VERSION,
-                    "kind": "hub",
-                    "stack": loaded.stack,
-                    "cloud": config.cloud,
-                    "region": config.region,
-                    "project": config.project,
-                    "webhookUrl": webhook_url,
-                    "topic": self.topic.id,
-                    "departmentStacks": list(config.hub.department_stacks),
-                    "github": github_portal(config),
-                    "costLabels": labels,
-                }
+                portal_document(
+                    "hub",
+                    config,
+                    loaded.stack,
+                    webhookUrl=webhook_url,
+                    topic=self.topic.id,
+                    departmentStacks=list(config.hub.department_stacks),
+                )
             ),
             "webhookUrl": webhook_url,
             "topic": self.topic.id,

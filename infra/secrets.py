@@ -15,13 +15,11 @@ redelivery sweeper, never by the webhook service or any department).
 
 from __future__ import annotations
 
-from typing import Any
-
 import pulumi
 import pulumi_gcp as gcp
 
 from infra.stack import LoadedStack
-from scaler.config import Secret, StackConfig
+from scaler.config import Secret
 
 WEBHOOK_APP_KEY_SECRET = "garo-webhook-app-key"
 
@@ -143,23 +141,3 @@ def webhook_app_key_secret(name: str, loaded: LoadedStack, parent: pulumi.Resour
         dict(config.resource_labels),
         parent,
     )
-
-
-def github_portal(config: StackConfig) -> dict[str, Any]:
-    """Which GitHub App a stack uses, by id (never a secret): sharing between departments shows here."""
-    github = config.github
-    out: dict[str, Any] = {"org": github.org}
-    if github.runner_app is not None:
-        app = github.runner_app
-        out["runnerApp"] = {
-            "appId": app.app_id,
-            "installationId": app.installation_id,
-            "scope": app.scope,
-            "repositories": list(app.repositories),
-            "sharedWith": list(app.shared_with),
-        }
-    elif github.token is not None:
-        out["token"] = True
-    if github.webhook_app is not None:
-        out["webhookApp"] = {"appId": github.webhook_app.app_id, "installationId": github.webhook_app.installation_id}
-    return out
