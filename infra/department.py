@@ -18,9 +18,9 @@ from infra.monitoring import agent_collector_user_data
 from infra.network import DepartmentNetwork
 from infra.runner_pool import RunnerPool, RunnerPoolArgs, image_path
 from infra.scaler_component import Scaler, ScalerArgs
-from infra.secrets import additional_runner_credential_secrets, github_portal, runner_credential_secret
-from infra.stack import PORTAL_VERSION, LoadedStack, for_scaler, name_for, portal_group
-from infra.subscription import JobSubscription, JobSubscriptionArgs, job_filter
+from infra.secrets import additional_runner_credential_secrets, runner_credential_secret
+from infra.stack import LoadedStack, for_scaler, name_for, portal_document, portal_group
+from infra.subscription import JobSubscription, JobSubscriptionArgs
 from scaler.agent.jit_endpoint import DEFAULT_JIT_PORT
 from scaler.agent.metrics import DEFAULT_METRICS_PORT, METRICS_PATH
 from scaler.config.routing import routing_document
@@ -145,33 +145,23 @@ class Department(pulumi.ComponentResource):
             for g, pool in zip(c.groups, self.pools, strict=True)
         ]
         return pulumi.Output.from_input(
-            {
-                "version": PORTAL_VERSION,
-                "kind": "department",
-                "stack": self.stack,
-                "department": c.department,
-                "cloud": c.cloud,
-                "region": c.region,
-                "project": c.project,
-                "network": {
+            portal_document(
+                "department",
+                c,
+                self.stack,
+                department=c.department,
+                network={
                     "cidr": c.network.cidr,
                     "iapSsh": c.network.iap_ssh,
                     "vpc": self.network.network.self_link,
                     "subnet": self.network.subnet.self_link,
                 },
-                "groups": groups,
-                "scaler": {
+                groups=groups,
+                scaler={
                     "serviceAccount": self.scaler.outputs["serviceAccount"],
                     "mig": self.scaler.outputs["mig"],
                     "image": c.scaler_image,
                 },
-                "subscription": {
-                    "name": self.jobs.subscription.id,
-                    "topic": self.jobs.topic,
-                    "filter": job_filter(c.department),
-                    "deadLetterTopic": self.jobs.dead_letter_topic,
-                },
-                "github": github_portal(c),
-                "costLabels": dict(c.resource_labels),
-            }
+                subscription=self.jobs.portal(),
+            )
         )

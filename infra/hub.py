@@ -19,8 +19,13 @@ import pulumi
 import pulumi_gcp as gcp
 
 from infra.monitoring import WebhookMetricsCollector
-from infra.secrets import github_portal, secret_manager_secret, webhook_app_key_secret
-from infra.stack import PORTAL_VERSION, LoadedStack
+from infra.secrets import (
+    secret_manager_secret,
+    secret_reader,
+    secret_with_version,
+    webhook_app_key_secret,
+)
+from infra.stack import LoadedStack, portal_document
 from infra.subscription import DEFAULT_TOPIC
 from infra.sweeper import Sweeper, SweeperArgs
 from scaler.config import ConfigError
@@ -109,29 +114,12 @@ class Hub(pulumi.ComponentResource):
         routes = pulumi.Output.all(*department_routes).apply(
             lambda found: routes_document([dict(r) for r in config.hub.routes] if config.hub else [], list(found))
         )
-        routes_secret = gcp.secretmanager.Secret(
-            f"{name}-routes",
-            secret_id="garo-routes",
-            project=project,
-            labels=labels,
-            replication={"auto": {}},
-            opts=child,
-        )
         # Not secret, but Secret Manager is how Cloud Run mounts a file; the plan shows it in full.
-        routes_version = gcp.secretmanager.SecretVersion(
-            f"{name}-routes-version",
-            secret=routes_secret.id,
-            secret_data=routes,
-            opts=pulumi.ResourceOptions(parent=routes_secret),
+        routes_secret, routes_version = secret_with_version(
+            f"{name}-routes", "garo-routes", routes, project, labels, self
         )
         grants = [
-            gcp.secretmanager.SecretIamMember(
-                f"{name}-webhook-{short}",
-                secret_id=secret,
-                role="roles/secretmanager.secretAccessor",
-                member=sa.member,
-                opts=child,
-            )
+            secret_reader(f"{name}-webhook-{short}", secret, sa.member, self)
             for short, secret in (("secret", webhook_secret), ("routes", routes_secret.id))
         ]
         collector = WebhookMetricsCollector(
@@ -206,19 +194,14 @@ class Hub(pulumi.ComponentResource):
         self.sweeper = self._sweeper(name, loaded)
         self.outputs = {
             "portal": pulumi.Output.from_input(
-                {
-                    "version": PORTAL_VERSION,
-                    "kind": "hub",
-                    "stack": loaded.stack,
-                    "cloud": config.cloud,
-                    "region": config.region,
-                    "project": config.project,
-                    "webhookUrl": webhook_url,
-                    "topic": self.topic.id,
-                    "departmentStacks": list(config.hub.department_stacks),
-                    "github": github_portal(config),
-                    "costLabels": labels,
-                }
+                portal_document(
+                    "hub",
+                    config,
+                    loaded.stack,
+                    webhookUrl=webhook_url,
+                    topic=self.topic.id,
+                    departmentStacks=list(config.hub.department_stacks),
+                )
             ),
             "webhookUrl": webhook_url,
             "topic": self.topic.id,

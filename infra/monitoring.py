@@ -25,6 +25,8 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.secrets import secret_reader, secret_with_version
+
 WEBHOOK_COLLECTOR_IMAGE = (
     "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar:1.2.0"
 )
@@ -72,29 +74,17 @@ class WebhookMetricsCollector(pulumi.ComponentResource):
     ) -> None:
         super().__init__("garo:gcp:WebhookMetricsCollector", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        secret = gcp.secretmanager.Secret(
-            f"{name}-config",
-            secret_id="garo-webhook-run-monitoring",
-            project=project,
-            labels=labels,
-            replication={"auto": {}},
-            opts=child,
-        )
         # Not secret: Secret Manager is how the sidecar takes a file; the plan shows it in full.
-        version = gcp.secretmanager.SecretVersion(
-            f"{name}-config-version",
-            secret=secret.id,
-            secret_data=run_monitoring("garo-webhook", port, path),
-            opts=pulumi.ResourceOptions(parent=secret),
+        secret, version = secret_with_version(
+            f"{name}-config",
+            "garo-webhook-run-monitoring",
+            run_monitoring("garo-webhook", port, path),
+            project,
+            labels,
+            self,
         )
         self.grants: list[pulumi.Resource] = [
-            gcp.secretmanager.SecretIamMember(
-                f"{name}-config-reader",
-                secret_id=secret.id,
-                role="roles/secretmanager.secretAccessor",
-                member=member,
-                opts=child,
-            ),
+            secret_reader(f"{name}-config-reader", secret.id, member, self),
             gcp.projects.IAMMember(
                 f"{name}-metric-writer",
                 project=project or "",

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.secrets import secret_reader
 from infra.stack import name_for
 from scaler.config import StackConfig
 
@@ -169,21 +170,9 @@ class Scaler(pulumi.ComponentResource):
             opts=child,
         )
         if args.runner_credential_secret is not None:
-            gcp.secretmanager.SecretIamMember(
-                f"{name}-runner-credential",
-                secret_id=args.runner_credential_secret,
-                role="roles/secretmanager.secretAccessor",
-                member=sa.member,
-                opts=child,
-            )
+            secret_reader(f"{name}-runner-credential", args.runner_credential_secret, sa.member, self)
         for i, secret in enumerate(args.additional_credential_secrets):
-            gcp.secretmanager.SecretIamMember(
-                f"{name}-runner-credential-{i + 2}",
-                secret_id=secret,
-                role="roles/secretmanager.secretAccessor",
-                member=sa.member,
-                opts=child,
-            )
+            secret_reader(f"{name}-runner-credential-{i + 2}", secret, sa.member, self)
         labels = {**config.resource_labels, "garo-group": "scaler"}
         template = gcp.compute.InstanceTemplate(
             f"{name}-template",

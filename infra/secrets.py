@@ -15,13 +15,11 @@ redelivery sweeper, never by the webhook service or any department).
 
 from __future__ import annotations
 
-from typing import Any
-
 import pulumi
 import pulumi_gcp as gcp
 
 from infra.stack import LoadedStack
-from scaler.config import Secret, StackConfig
+from scaler.config import Secret
 
 WEBHOOK_APP_KEY_SECRET = "garo-webhook-app-key"
 
@@ -50,6 +48,23 @@ def secret_manager_secret(
         raise pulumi.RunError(
             f"{secret_id}: on GCP a secret must be a Pulumi secret or {{secretManager: <name>}}, not {ref.kind}"
         )
+    secret, _ = secret_with_version(name, secret_id, value, project, labels, parent)  # value: a Pulumi secret
+    return secret.id
+
+
+def secret_with_version(
+    name: str,
+    secret_id: str,
+    data: pulumi.Input[str],
+    project: str | None,
+    labels: dict[str, str],
+    parent: pulumi.Resource,
+) -> tuple[gcp.secretmanager.Secret, gcp.secretmanager.SecretVersion]:
+    """A Secret Manager secret holding `data` as its one version (``<name>-version``, a child of the secret).
+
+    Also how Cloud Run mounts a file that is not secret (the routing table, the RunMonitoring document):
+    the plan shows such data in full, because it is not a Pulumi secret.
+    """
     secret = gcp.secretmanager.Secret(
         name,
         secret_id=secret_id,
@@ -58,13 +73,26 @@ def secret_manager_secret(
         replication={"auto": {}},
         opts=pulumi.ResourceOptions(parent=parent),
     )
-    gcp.secretmanager.SecretVersion(
+    version = gcp.secretmanager.SecretVersion(
         f"{name}-version",
         secret=secret.id,
-        secret_data=value,  # already a Pulumi secret (infra.stack)
+        secret_data=data,
         opts=pulumi.ResourceOptions(parent=secret),
     )
-    return secret.id
+    return secret, version
+
+
+def secret_reader(
+    name: str, secret_id: pulumi.Input[str], member: pulumi.Input[str], parent: pulumi.Resource
+) -> gcp.secretmanager.SecretIamMember:
+    """Secret-level IAM: `member` may read this one secret's versions (no project-wide secret access)."""
+    return gcp.secretmanager.SecretIamMember(
+        name,
+        secret_id=secret_id,
+        role="roles/secretmanager.secretAccessor",
+        member=member,
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
 
 
 def runner_credential_secret(name: str, loaded: LoadedStack, parent: pulumi.Resource) -> pulumi.Output[str] | None:
@@ -113,23 +141,3 @@ def webhook_app_key_secret(name: str, loaded: LoadedStack, parent: pulumi.Resour
         dict(config.resource_labels),
         parent,
     )
-
-
-def github_portal(config: StackConfig) -> dict[str, Any]:
-    """Which GitHub App a stack uses, by id (never a secret): sharing between departments shows here."""
-    github = config.github
-    out: dict[str, Any] = {"org": github.org}
-    if github.runner_app is not None:
-        app = github.runner_app
-        out["runnerApp"] = {
-            "appId": app.app_id,
-            "installationId": app.installation_id,
-            "scope": app.scope,
-            "repositories": list(app.repositories),
-            "sharedWith": list(app.shared_with),
-        }
-    elif github.token is not None:
-        out["token"] = True
-    if github.webhook_app is not None:
-        out["webhookApp"] = {"appId": github.webhook_app.app_id, "installationId": github.webhook_app.installation_id}
-    return out

@@ -50,6 +50,42 @@ def portal_group(group: RunnerGroup, image: str) -> dict[str, Any]:
     }
 
 
+def portal_document(kind: str, config: StackConfig, stack: str, **own: Any) -> dict[str, Any]:
+    """A stack's ``portal`` output (docs/portal-outputs.schema.json): the fields every hub and department
+    shares, with the kind's and the cloud's `own` (a department's network, groups, scaler...)."""
+    return {
+        "version": PORTAL_VERSION,
+        "kind": kind,
+        "stack": stack,
+        "cloud": config.cloud,
+        "region": config.region,
+        "project": config.project,
+        "github": github_portal(config),
+        **own,
+        "costLabels": dict(config.resource_labels),
+    }
+
+
+def github_portal(config: StackConfig) -> dict[str, Any]:
+    """Which GitHub App a stack uses, by id (never a secret): sharing between departments shows here."""
+    github = config.github
+    out: dict[str, Any] = {"org": github.org}
+    if github.runner_app is not None:
+        app = github.runner_app
+        out["runnerApp"] = {
+            "appId": app.app_id,
+            "installationId": app.installation_id,
+            "scope": app.scope,
+            "repositories": list(app.repositories),
+            "sharedWith": list(app.shared_with),
+        }
+    elif github.token is not None:
+        out["token"] = True
+    if github.webhook_app is not None:
+        out["webhookApp"] = {"appId": github.webhook_app.app_id, "installationId": github.webhook_app.installation_id}
+    return out
+
+
 _STRING_KEYS = frozenset(
     {"garo:kind", "garo:cloud", "garo:region", "garo:department", "garo:costCenter", "garo:project", "garo:scalerImage"}
     | {"garo:hubTopic", "garo:hubStack", "gcp:project", "gcp:region", "aws:region"}

@@ -15,6 +15,7 @@ subscriber on its subscription (to ack what it forwarded).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_gcp as gcp
@@ -55,6 +56,7 @@ class JobSubscription(pulumi.ComponentResource):
     subscription: gcp.pubsub.Subscription
     topic: pulumi.Output[str]
     dead_letter_topic: pulumi.Output[str]
+    department: str
     #: Registered outputs: the subscription's id and the dead-letter topic and subscription.
     outputs: dict[str, pulumi.Output[str]]
 
@@ -64,6 +66,7 @@ class JobSubscription(pulumi.ComponentResource):
         config = args.config
         dept, project = config.department, config.project
         labels = dict(config.resource_labels)
+        self.department = dept
         self.topic = hub_topic(config)
         dlq = gcp.pubsub.Topic(f"{name}-dlq", name=dead_letter_name(dept), project=project, labels=labels, opts=child)
         self.dead_letter_topic = dlq.id
@@ -118,3 +121,12 @@ class JobSubscription(pulumi.ComponentResource):
             "deadLetterSubscription": dlq_subscription.id,
         }
         self.register_outputs(self.outputs)
+
+    def portal(self) -> dict[str, Any]:
+        """The subscription's fields in the department's portal document, the same on every cloud."""
+        return {
+            "name": self.subscription.id,
+            "topic": self.topic,
+            "filter": job_filter(self.department),
+            "deadLetterTopic": self.dead_letter_topic,
+        }

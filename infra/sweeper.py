@@ -31,6 +31,7 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
+from infra.secrets import secret_reader
 from scaler.github.deliveries import REDELIVERY_WINDOW, SUMMARY
 
 JOB_NAME = "garo-redeliver"
@@ -91,13 +92,7 @@ class Sweeper(pulumi.ComponentResource):
             project=project,
             opts=child,
         )
-        key_grant = gcp.secretmanager.SecretIamMember(
-            f"{name}-app-key",
-            secret_id=args.key_secret,
-            role="roles/secretmanager.secretAccessor",
-            member=sa.member,
-            opts=child,
-        )
+        key_grant = secret_reader(f"{name}-app-key", args.key_secret, sa.member, self)
         self.job = gcp.cloudrunv2.Job(
             f"{name}-job",
             name=JOB_NAME,

@@ -164,27 +164,16 @@ def fetch_releases(api_url: str, token: str | None = None, session: requests.Ses
     return releases
 
 
-def fetch_runners(org: str, api_url: str, env: Mapping[str, str]) -> list[Runner]:
+def fetch_runners(org: str, env: Mapping[str, str]) -> list[Runner]:
     """The organisation's runners, as a token (GARO_GITHUB_TOKEN) or App (GARO_GITHUB_APP_ID + key) sees them."""
-    from scaler.github.auth import AppCredentials
-    from scaler.github.client import GitHubClient
     from scaler.github.models import GitHubError
+    from scaler.history.export import ExportError, client_from_env
 
-    token = env.get("GARO_GITHUB_TOKEN", "").strip()
-    app_id = env.get("GARO_GITHUB_APP_ID", "").strip()
-    key = env.get("GARO_GITHUB_PRIVATE_KEY", "")
-    if not key and env.get("GARO_GITHUB_PRIVATE_KEY_FILE"):
-        try:
-            key = Path(env["GARO_GITHUB_PRIVATE_KEY_FILE"]).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CheckError(f"GARO_GITHUB_PRIVATE_KEY_FILE: cannot read it: {exc.strerror}") from None
     try:
-        if token:
-            client = GitHubClient(org, token=token, api_url=api_url)
-        elif app_id.isdigit() and key:
-            client = GitHubClient(org, app=AppCredentials(int(app_id), key), api_url=api_url)
-        else:
-            raise CheckError("--org needs GARO_GITHUB_TOKEN, or GARO_GITHUB_APP_ID with GARO_GITHUB_PRIVATE_KEY[_FILE]")
+        client = client_from_env(org, env)
+    except ExportError as exc:
+        raise CheckError(f"--org: {exc}") from None
+    try:
         return list(client.list_runners())
     except (GitHubError, requests.RequestException) as exc:
         raise CheckError(f"cannot list the runners of {org} ({type(exc).__name__})") from None
@@ -214,7 +203,7 @@ def run(
             lines.append(f"releases: cannot check: {exc}")
     if org:
         try:
-            verdicts.append(judge_runners(pin, fetch_runners(org, api_url, env)))
+            verdicts.append(judge_runners(pin, fetch_runners(org, env)))
         except CheckError as exc:
             lines.append(f"runners: cannot check: {exc}")
     lines += [f"{v.source}: {v.status.name.lower()}: {v.message}" for v in verdicts]

@@ -120,6 +120,20 @@ def test_runners_newer_than_the_pin_mean_the_image_is_behind(scripted_github: Sc
     assert "ghp_test" not in "\n".join(lines)
 
 
+def test_runners_without_credentials_say_what_to_set(tmp_path: Path) -> None:
+    """No token and no usable App key: the runner check says which variables it needs, and the pin is still read."""
+    missing = tmp_path / "absent.pem"
+    env = {"GARO_GITHUB_API_URL": "http://127.0.0.1:9", "GARO_GITHUB_APP_ID": "12"}
+    code, lines = check(VARIABLES, env, org="octo-org", releases=False)
+    assert code == Status.UNKNOWN
+    assert "runners: cannot check: --org: set GARO_GITHUB_TOKEN, or GARO_GITHUB_APP_ID with" in "\n".join(lines)
+    code, lines = check(
+        VARIABLES, {**env, "GARO_GITHUB_PRIVATE_KEY_FILE": str(missing)}, org="octo-org", releases=False
+    )
+    assert code == Status.UNKNOWN
+    assert "runners: cannot check: --org: GARO_GITHUB_PRIVATE_KEY_FILE: cannot read it" in "\n".join(lines)
+
+
 def test_cli_against_prism_runners_and_releases(prism_github: str) -> None:
     """Both requests are valid by GitHub's own spec; the examples' versions are older than the pin."""
     result = CliRunner().invoke(

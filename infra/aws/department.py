@@ -21,9 +21,8 @@ from infra.aws.network import AwsNetwork, AwsNetworkArgs
 from infra.aws.permissions import assume_role_policy, runner_policy, secret_policy
 from infra.aws.runner_pool import AwsRunnerPool, AwsRunnerPoolArgs, image_source
 from infra.aws.scaler import AwsScaler, AwsScalerArgs
-from infra.secrets import github_portal
-from infra.stack import PORTAL_VERSION, LoadedStack, for_scaler, portal_group
-from infra.subscription import JobSubscription, JobSubscriptionArgs, job_filter
+from infra.stack import LoadedStack, for_scaler, portal_document, portal_group
+from infra.subscription import JobSubscription, JobSubscriptionArgs
 from scaler.config.routing import routing_document
 
 
@@ -182,40 +181,29 @@ class AwsDepartment(pulumi.ComponentResource):
             for g, pool in zip(c.groups, self.pools, strict=True)
         ]
         return pulumi.Output.from_input(
-            {
-                "version": PORTAL_VERSION,
-                "kind": "department",
-                "stack": self.stack,
-                "github": github_portal(c),
-                "department": c.department,
-                "cloud": c.cloud,
-                "region": c.region,
-                "project": c.project,
-                "account": self.account,
-                "network": {
+            portal_document(
+                "department",
+                c,
+                self.stack,
+                department=c.department,
+                account=self.account,
+                network={
                     "cidr": c.network.cidr,
                     "zones": [f"{c.region}{z}" for z in c.network.zones],
                     "vpc": self.network.vpc.id,
                     "subnets": [s.id for s in self.network.private_subnets.values()],
                     "securityGroup": self.network.security_group.id,
                 },
-                "groups": groups,
-                "scaler": {
+                groups=groups,
+                scaler={
                     "role": self.scaler.role.arn,
                     "asg": self.scaler.asg.name,
                     "image": c.scaler_image,
                     "githubSecret": github_secret_arn,
                     "jitBucket": self.jit.name,
                 },
-                "subscription": {
-                    "name": self.jobs.subscription.id,
-                    "topic": self.jobs.topic,
-                    "filter": job_filter(c.department),
-                    "deadLetterTopic": self.jobs.dead_letter_topic,
-                    "workloadIdentityProvider": self.federation.provider.name,
-                },
-                "costLabels": dict(c.resource_labels),
-            }
+                subscription={**self.jobs.portal(), "workloadIdentityProvider": self.federation.provider.name},
+            )
         )
 
     def _exports(self, github_secret_arn: pulumi.Output[str]) -> dict[str, Any]:

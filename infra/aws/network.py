@@ -85,36 +85,36 @@ class AwsNetwork(pulumi.ComponentResource):
             tags=tags(f"garo-{dept}-public"),
             opts=child,
         )
-        self.private_subnets = {}
-        for zone, private_cidr, public_cidr in subnet_plan(args.cidr, args.zones):
-            az = f"{args.region}{zone}"
-            public = aws.ec2.Subnet(
-                f"{name}-public-{zone}",
+
+        def subnet(
+            tier: str, zone: str, cidr: str, routes: aws.ec2.RouteTable, labels: dict[str, str]
+        ) -> aws.ec2.Subnet:
+            """A subnet of one zone that routes through `routes`; no instance in it gets a public IP."""
+            created = aws.ec2.Subnet(
+                f"{name}-{tier}-{zone}",
                 vpc_id=self.vpc.id,
-                cidr_block=public_cidr,
-                availability_zone=az,
-                map_public_ip_on_launch=False,  # only the NAT gateway lives here, with its Elastic IP
-                tags={**tags(f"garo-{dept}-nat-{zone}"), TIER_TAG_KEY: PUBLIC_TIER},
+                cidr_block=cidr,
+                availability_zone=f"{args.region}{zone}",
+                map_public_ip_on_launch=False,
+                tags=labels,
                 opts=child,
             )
             aws.ec2.RouteTableAssociation(
-                f"{name}-public-{zone}", subnet_id=public.id, route_table_id=public_routes.id, opts=child
+                f"{name}-{tier}-{zone}", subnet_id=created.id, route_table_id=routes.id, opts=child
             )
+            return created
+
+        self.private_subnets = {}
+        for zone, private_cidr, public_cidr in subnet_plan(args.cidr, args.zones):
+            # Only the NAT gateway lives in the public subnet, with its Elastic IP.
+            public_tags = {**tags(f"garo-{dept}-nat-{zone}"), TIER_TAG_KEY: PUBLIC_TIER}
+            public = subnet("public", zone, public_cidr, public_routes, public_tags)
             address = aws.ec2.Eip(f"{name}-nat-{zone}", domain="vpc", tags=tags(f"garo-{dept}-nat-{zone}"), opts=child)
             nat = aws.ec2.NatGateway(
                 f"{name}-nat-{zone}",
                 allocation_id=address.id,
                 subnet_id=public.id,
                 connectivity_type="public",
-                tags=tags(f"garo-{dept}-{zone}"),
-                opts=child,
-            )
-            private = aws.ec2.Subnet(
-                f"{name}-private-{zone}",
-                vpc_id=self.vpc.id,
-                cidr_block=private_cidr,
-                availability_zone=az,
-                map_public_ip_on_launch=False,
                 tags=tags(f"garo-{dept}-{zone}"),
                 opts=child,
             )
@@ -125,10 +125,7 @@ class AwsNetwork(pulumi.ComponentResource):
                 tags=tags(f"garo-{dept}-{zone}"),
                 opts=child,
             )
-            aws.ec2.RouteTableAssociation(
-                f"{name}-private-{zone}", subnet_id=private.id, route_table_id=routes.id, opts=child
-            )
-            self.private_subnets[zone] = private
+            self.private_subnets[zone] = subnet("private", zone, private_cidr, routes, tags(f"garo-{dept}-{zone}"))
         self.security_group = aws.ec2.SecurityGroup(
             f"{name}-runners",
             name=f"garo-{dept}-runners",

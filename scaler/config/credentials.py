@@ -21,18 +21,16 @@ from scaler.config.model import (
     RunnerApp,
     RunnerGroup,
     RunnerScope,
+    Secret,
     StackConfig,
     WebhookApp,
 )
 from scaler.config.reader import Reader
 
-RUNNER_APP_KEYS = {
-    "appId", "installationId", "privateKey", "scope", "repositories", "sharedWith", "additional", "jitPerMinute",
-}  # fmt: skip
-ADDITIONAL_APP_KEYS = {"appId", "installationId", "privateKey"}
+APP_KEYS = {"appId", "installationId", "privateKey"}  # an App entry: webhookApp, runnerApp.additional[i]
+RUNNER_APP_KEYS = APP_KEYS | {"scope", "repositories", "sharedWith", "additional", "jitPerMinute"}
 # GitHub's secondary limit: about 900 points a minute per endpoint, 5 per POST (scaler.github.ratelimit).
 JIT_PER_MINUTE_LIMIT = 180
-WEBHOOK_APP_KEYS = {"appId", "installationId", "privateKey"}
 # Before per-department credentials, one App's keys sat directly under garo:github.
 MOVED_KEYS = ("appId", "installationId", "privateKey")
 
@@ -96,17 +94,29 @@ def _app_id(r: Reader, data: Mapping[str, Any], key: str, path: str, required: b
     return value
 
 
+def _read_app_key(
+    r: Reader, raw: Mapping[str, Any], path: str, allowed: set[str] = APP_KEYS, missing_key: str = "is required"
+) -> tuple[int | None, int | None, Secret | None]:
+    """What every GitHub App entry holds: (appId, installationId, privateKey), each wrong one reported.
+
+    appId and privateKey are required; the ids are None when missing or wrong, the key when missing
+    or not a reference (never echoed: it may be the secret itself).
+    """
+    r.unknown(raw, allowed, path)
+    app_id = _app_id(r, raw, "appId", path, required=True)
+    installation_id = _app_id(r, raw, "installationId", path, required=False)
+    private_key = r.secret(raw, "privateKey", path)
+    if "privateKey" not in raw:
+        r.fail(f"{path}.privateKey", missing_key)
+    return app_id, installation_id, private_key
+
+
 def _read_runner_app(r: Reader, raw: Any, org: str) -> RunnerApp | None:
     path = "garo:github.runnerApp"
     if not isinstance(raw, Mapping):
         r.fail(path, "expected a mapping {appId, installationId, privateKey, scope, repositories}")
         return None
-    r.unknown(raw, RUNNER_APP_KEYS, path)
-    app_id = _app_id(r, raw, "appId", path, required=True)
-    installation_id = _app_id(r, raw, "installationId", path, required=False)
-    private_key = r.secret(raw, "privateKey", path)
-    if "privateKey" not in raw:
-        r.fail(f"{path}.privateKey", "is required")
+    app_id, installation_id, private_key = _read_app_key(r, raw, path, RUNNER_APP_KEYS)
     given = raw.get("scope")
     scope: RunnerScope = "organization" if given == "organization" else "repository"
     if given not in ("organization", "repository"):
@@ -170,12 +180,7 @@ def _read_additional(r: Reader, raw: Any, path: str, first: int | None) -> tuple
         if not isinstance(item, Mapping):
             r.fail(where, "expected a mapping {appId, installationId, privateKey}")
             continue
-        r.unknown(item, ADDITIONAL_APP_KEYS, where)
-        app_id = _app_id(r, item, "appId", where, required=True)
-        installation_id = _app_id(r, item, "installationId", where, required=False)
-        if "privateKey" not in item:
-            r.fail(f"{where}.privateKey", "is required")
-        key = r.secret(item, "privateKey", where)
+        app_id, installation_id, key = _read_app_key(r, item, where)
         if key is not None and key.kind not in ("secret-manager", "env", "file"):
             # The agent reads an additional key by its reference; the stack grants it access (infra).
             r.fail(f"{where}.privateKey", "expected {secretManager: <name>} (or {env: ...}/{file: ...} in development)")
@@ -193,12 +198,9 @@ def _read_webhook_app(r: Reader, raw: Any) -> WebhookApp | None:
     if not isinstance(raw, Mapping):
         r.fail(path, "expected a mapping {appId, installationId, privateKey}")
         return None
-    r.unknown(raw, WEBHOOK_APP_KEYS, path)
-    app_id = _app_id(r, raw, "appId", path, required=True)
-    installation_id = _app_id(r, raw, "installationId", path, required=False)
-    private_key = r.secret(raw, "privateKey", path)
-    if "privateKey" not in raw:
-        r.fail(f"{path}.privateKey", "is required (the redelivery sweeper signs with it)")
+    app_id, installation_id, private_key = _read_app_key(
+        r, raw, path, missing_key="is required (the redelivery sweeper signs with it)"
+    )
     if app_id is None:
         return None
     return WebhookApp(app_id=app_id, private_key=private_key, installation_id=installation_id)

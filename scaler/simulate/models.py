@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -30,6 +30,7 @@ PHASES = ("create", "boot", "resume_suspended", "resume_stopped", "delete")
 RATES = ("capacity_error_rate", "spot_preemption_per_hour")
 EVIDENCE = frozenset({"measured", "claimed", "assumed", "override"})
 Z95 = 1.6448536269514722  # the standard normal's 95th percentile
+T = TypeVar("T")
 
 
 class ModelError(ValueError):
@@ -158,27 +159,24 @@ def _merge(base: Any, override: Any, source: str, mark: bool) -> Any:
 
 
 def load_latency(override: Path | None = None) -> LatencyModels:
-    data = _shipped("latency.yaml")
-    source = "scaler/simulate/data/latency.yaml"
-    if override is not None:
-        data, source = _override(data, override, mark=True), str(override)
-    problems: list[str] = []
-    models = _latency(data, problems)
-    if problems or models is None:
-        raise ModelError(source, problems)
-    return models
+    return _load("latency.yaml", _latency, override, mark=True)
 
 
 def load_prices(override: Path | None = None) -> PriceTable:
-    data = _shipped("prices.yaml")
-    source = "scaler/simulate/data/prices.yaml"
+    return _load("prices.yaml", _prices, override, mark=False)
+
+
+def _load(name: str, parse: Callable[[dict[str, Any], list[str]], T | None], override: Path | None, mark: bool) -> T:
+    """A shipped data file, with `override` merged over it; ModelError lists every problem, naming the file."""
+    data = _shipped(name)
+    source = f"scaler/simulate/data/{name}"
     if override is not None:
-        data, source = _override(data, override, mark=False), str(override)
+        data, source = _override(data, override, mark=mark), str(override)
     problems: list[str] = []
-    table = _prices(data, problems)
-    if problems or table is None:
+    parsed = parse(data, problems)
+    if problems or parsed is None:
         raise ModelError(source, problems)
-    return table
+    return parsed
 
 
 def _keys(obj: Any, path: str, required: set[str], optional: set[str], problems: list[str]) -> bool:
