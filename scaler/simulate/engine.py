@@ -141,6 +141,7 @@ class Simulation:
         self.events: list[tuple[float, str, int]] = []
         self.steps = 0
         self._dirty = True
+        self._stepping = False  # inside the agent's step: what it does itself is no news to it
 
     # ------------------------------------------------------------------ the world's reactions
 
@@ -164,7 +165,10 @@ class Simulation:
         job = self.github.lose_runner(name)
         if job is not None:
             self.failed.add(job.id)
-        self._dirty = True
+            self._dirty = True
+        elif not self._stepping:
+            self._dirty = True  # preempted: a VM the agent counted on is gone
+        # A VM the agent itself just deleted with no job on it changes nothing it has not seen.
 
     def _job_started(self, job: SimJob) -> None:
         runner = job.runner
@@ -248,7 +252,11 @@ class Simulation:
                 if not self._dirty and now < due:
                     break
                 self._dirty = False
-                self.agent.step()
+                self._stepping = True
+                try:
+                    self.agent.step()
+                finally:
+                    self._stepping = False
                 self.steps += 1
                 last_step, due = now, float("inf")
                 nxt = self.timeline.next_time()
