@@ -104,7 +104,11 @@ class SimCloud:
         self.usage = Usage()
         self._serial = 0
         self._standby_slots: dict[str, int] = {g.name: 0 for g in config.groups}
-        self._listed: dict[str, list[Instance]] = {}  # group -> its listing, until something in it changes
+        # group -> its listing (sorted by name) until a VM comes or goes; a VM that only changed is
+        # swapped in place at the next listing (``_stale``), since the agent lists on most of its steps.
+        self._listed: dict[str, list[Instance]] = {}
+        self._position: dict[str, dict[str, int]] = {}  # group -> name -> index in its listing
+        self._stale: dict[str, set[str]] = {}  # group -> names whose listing entry is out of date
 
     def begin(self) -> None:
         """The simulation starts now: the standby pools are there already, as in a running department."""
@@ -124,12 +128,13 @@ class SimCloud:
         return self.vms[group]
 
     def _touch(self, group: str) -> None:
+        """A VM came or went (or may have): the group's listing is rebuilt at the next ``list``."""
         self._listed.pop(group, None)
 
     def _changed(self, vm: SimVm) -> None:
-        """The VM's state, labels or metadata changed: its group's listing and its entry are stale."""
+        """The VM's state, labels or metadata changed: its entry in the listing is stale."""
         vm.listed = None
-        self._touch(vm.group)
+        self._stale.setdefault(vm.group, set()).add(vm.name)
 
     def _count_active(self, group: str) -> None:
         self._touch(group)
@@ -301,10 +306,19 @@ class SimCloud:
 
     def list(self, group: str) -> Sequence[Instance]:
         self.usage.calls["list"] += 1
+        records = self._records(group)
         listed = self._listed.get(group)
+        stale = self._stale.pop(group, None)
         if listed is None:
-            listed = [self._entry(vm) for vm in sorted(self._records(group).values(), key=lambda v: v.name)]
+            listed = [self._entry(vm) for vm in sorted(records.values(), key=lambda v: v.name)]
             self._listed[group] = listed
+            self._position[group] = {entry.name: i for i, entry in enumerate(listed)}
+        elif stale:
+            position = self._position[group]
+            for name in stale:
+                vm = records.get(name)
+                if vm is not None and name in position:
+                    listed[position[name]] = self._entry(vm)
         return list(listed)
 
     @staticmethod

@@ -37,6 +37,9 @@ class HistoryGitHub(GitHubSim):
         self.jit_refused = 0  # generate calls beyond the budget (GitHub's 429); the agent should never make any
         # The organisation's runner listing until a runner changes: the agent lists on most of its steps.
         self._listing: list[Runner] | None = None
+        # Each runner's listing entry and the (online, busy) it shows: a new listing rebuilds only the
+        # entries of runners that changed (a month of steps would otherwise build millions of them).
+        self._entries: dict[int, tuple[bool, bool, Runner]] = {}
 
     def queue_history_job(self, job_id: int, repo: str, labels: Sequence[str]) -> SimJob:
         self.know_repository(repo)
@@ -61,10 +64,20 @@ class HistoryGitHub(GitHubSim):
             return super().list_runners(runner_group_id)
         self._enter("list_runners")
         if self._listing is None:
-            self._listing = [
-                Runner(r.id, r.name, "online" if r.online else "offline", r.job is not None, r.labels)
-                for r in self.runners.values()
-            ]
+            entries, listing = self._entries, []
+            for r in self.runners.values():
+                online, busy = r.online, r.job is not None
+                cached = entries.get(r.id)
+                if cached is None or cached[0] is not online or cached[1] is not busy:
+                    cached = entries[r.id] = (
+                        online,
+                        busy,
+                        Runner(r.id, r.name, "online" if online else "offline", busy, r.labels),
+                    )
+                listing.append(cached[2])
+            if len(entries) > 2 * len(listing):  # forget the runners that are gone
+                self._entries = {r.id: entries[r.id] for r in listing}
+            self._listing = listing
         return list(self._listing)
 
     def delete_runner(self, runner_id: int) -> None:
