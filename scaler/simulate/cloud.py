@@ -51,6 +51,7 @@ class SimVm:
     labels: dict[str, str] = field(default_factory=dict)
     serial: int = 0
     boot_done: float = float("inf")  # when the boot agent is up (inf: not booted yet)
+    startup: float = 0.0  # its runner start-up draw (drawn at creation: draws do not follow agent steps)
     runner_starting: bool = False
     billed_from: float = 0.0  # start of the current billed (non-standby) stretch
     # Its listing entry until it changes (``SimCloud._changed``): a listing rebuilds only changed VMs.
@@ -86,10 +87,16 @@ class SimCloud:
         *,
         on_runner_start: Callable[[str], None],
         on_vm_lost: Callable[[str], None],
-        on_change: Callable[[bool], None],
+        on_change: Callable[[float | None], None],
         keep_log: bool = False,
     ) -> None:
-        """``on_change(ready)`` is called when a VM's state changes on its own; ``ready``: it became usable."""
+        """``on_change(look_by)`` is called when a VM's state changes on its own.
+
+        ``look_by`` is None when a VM went away; when one became usable, the
+        latest time the agent may first see it without changing the run: its
+        boot agent is up then, so a JIT config that arrives sooner starts its
+        runner no sooner (see :meth:`_maybe_start_runner`).
+        """
         self.config = config
         self.model = model
         self.startup = runner_startup
@@ -154,6 +161,7 @@ class SimCloud:
         self._serial += 1
         now = self.clock.now
         vm = SimVm(name, group, state, now, dict(metadata), serial=self._serial, billed_from=now)
+        vm.startup = self.startup.sample(self.rng)
         self.vms[group][name] = vm
         self.usage.created[group] += 1
         self._touch(group)
@@ -178,7 +186,7 @@ class SimCloud:
                 vm.state = InstanceState.STANDBY
                 self._changed(vm)
                 self._count_active(group)
-                self.on_change(True)
+                self.on_change(self.clock.now)
 
         self.timeline.at(self.clock.now + delay, suspended)
 
@@ -199,7 +207,7 @@ class SimCloud:
         vm.state = InstanceState.RUNNING
         vm.boot_done = self.clock.now + boot
         self._changed(vm)
-        self.on_change(True)
+        self.on_change(vm.boot_done)
         self._note("running", vm.name)
         self._maybe_start_runner(vm)
         group = next(g for g in self.config.groups if g.name == vm.group)
@@ -216,7 +224,7 @@ class SimCloud:
             return
         vm.runner_starting = True
         serial, group, name = vm.serial, vm.group, vm.name
-        at = max(self.clock.now, vm.boot_done) + self.startup.sample(self.rng)
+        at = max(self.clock.now, vm.boot_done) + vm.startup
 
         def start() -> None:
             if self._alive(group, name, serial) and vm.state is InstanceState.RUNNING:
@@ -300,7 +308,7 @@ class SimCloud:
                     self._bill(vm)
                     del self.vms[vm.group][vm.name]
                     self._count_active(vm.group)
-                    self.on_change(False)
+                    self.on_change(None)
 
             self.timeline.at(self.clock.now + self.model.delete.sample(self.rng), gone)
 

@@ -17,6 +17,7 @@ therefore costs a few steps per job, not 2.6 million iterations.
 from __future__ import annotations
 
 import functools
+import heapq
 import logging
 import random
 from collections.abc import Sequence
@@ -142,6 +143,8 @@ class Simulation:
         self.steps = 0
         self._dirty = True
         self._stepping = False  # inside the agent's step: what it does itself is no news to it
+        self._look_by: list[float] = []  # when the agent must step for VMs usable since its last step
+        self._owes_jit = False  # after its last step, a usable VM still waits for its JIT config (budget)
 
     # ------------------------------------------------------------------ the world's reactions
 
@@ -156,9 +159,13 @@ class Simulation:
         self.github.boot(secret)
         self._dirty = True
 
-    def _cloud_changed(self, ready: bool) -> None:
-        # A VM that became usable gets its JIT config; freed quota matters only to jobs still held.
-        if ready or self.agent.held:
+    def _cloud_changed(self, look_by: float | None) -> None:
+        # A VM that became usable gets its JIT config at the agent's next step, at the latest when
+        # its boot agent is up (sooner would start its runner no sooner); freed quota matters only
+        # to jobs still held.
+        if look_by is not None and look_by > self.clock.now:
+            heapq.heappush(self._look_by, look_by)
+        elif look_by is not None or self.agent.held:
             self._dirty = True
 
     def _vm_lost(self, name: str) -> None:
@@ -193,7 +200,9 @@ class Simulation:
         due = agent.next_reconcile
         if agent.held:
             due = min(due, last_step + agent.hold_refresh)
-        if agent.book.pending_jit and self.cloud.ready_without_jit(agent.book.pending_jit):
+        if self._look_by:
+            due = min(due, self._look_by[0])
+        if self._owes_jit:
             due = min(due, last_step + 1.0)  # not delivered (budget): the deployed loop comes round each second
         lease = self.bus.next_lease_end()
         if lease is not None:
@@ -257,6 +266,9 @@ class Simulation:
                     self.agent.step()
                 finally:
                     self._stepping = False
+                self._look_by.clear()  # the step saw every VM usable by now
+                pending = self.agent.book.pending_jit
+                self._owes_jit = bool(pending) and self.cloud.ready_without_jit(pending)
                 self.steps += 1
                 last_step, due = now, float("inf")
                 nxt = self.timeline.next_time()
