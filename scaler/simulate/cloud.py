@@ -76,6 +76,10 @@ class Usage:
 class SimCloud:
     """Implements :class:`scaler.backends.base.Backend` on virtual time."""
 
+    # Metadata writes the agent makes at once (scaler.agent.executor): calls here take no real
+    # time, so one after another, which also keeps a run independent of thread scheduling.
+    metadata_writers = 1
+
     def __init__(
         self,
         config: StackConfig,
