@@ -12,6 +12,12 @@ stepped when something happens (an event on the bus, a VM or runner changing
 state) and at the moments it would act on its own (its next reconcile, held
 messages' re-check, JIT configs still to deliver, leases running out). A month
 therefore costs a few steps per job, not 2.6 million iterations.
+
+Only what the agent has not caused or seen wakes it. Its own deletes do not
+(a VM it deleted with no job on it is no news to it). A VM that became usable
+is seen at the agent's next step, at the latest when its boot agent is up: its
+JIT config arriving any sooner would start its runner no sooner, so the run is
+the same with a step less (busy hours have a step within the boot anyway).
 """
 
 from __future__ import annotations
