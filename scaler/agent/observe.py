@@ -24,6 +24,7 @@ from scaler.github.ratelimit import JitBudget
 
 log = logging.getLogger("garo.agent")
 RUNNERS_MAX_AGE = 5.0  # seconds a runner listing serves event handling
+OURS_REMEMBERED = 20_000  # runner names whose ownership is remembered (an org's runners, with room)
 QUESTION_ROUNDS = 3  # plan, ask, plan again: answers can raise new questions (a job over -> its VM goes)
 
 
@@ -49,6 +50,7 @@ class Observer:
         self.budget = jit_budget
         self._runners: dict[str, Runner] | None = None
         self._runners_at = float("-inf")
+        self._ours: dict[str, bool] = {}  # runner name -> ours? (naming.is_ours is pure; listings repeat names)
 
     def snapshot(self, groups: Iterable[str] | None = None, runners_max_age: float | None = 0.0) -> Snapshot:
         """Runners (at most ``runners_max_age`` old; None: not read) and the instances of the given groups."""
@@ -76,7 +78,17 @@ class Observer:
             log.warning("cannot list runners; acting on what the book knows", extra={"error": api_error_kind(exc)})
             self._runners = None
             return None
-        self._runners = {r.name: r for r in listed if naming.is_ours(self.department, r.name, self.group_names)}
+        ours = self._ours
+        if len(ours) > OURS_REMEMBERED:
+            ours.clear()
+        runners: dict[str, Runner] = {}
+        for runner in listed:
+            mine = ours.get(runner.name)
+            if mine is None:
+                mine = ours[runner.name] = naming.is_ours(self.department, runner.name, self.group_names)
+            if mine:
+                runners[runner.name] = runner
+        self._runners = runners
         self._runners_at = now
         if self.on_runners is not None:
             self.on_runners(self._runners.values())

@@ -76,17 +76,20 @@ class Book:
     _in_progress: dict[int, None] = field(init=False, repr=False, compare=False)
     _runner_names: dict[str, int] = field(init=False, repr=False, compare=False)  # name -> records naming it
     _running: dict[str, int] | None = field(init=False, repr=False, compare=False)  # running_on(), cached
+    # ``jobs`` and ``_runner_names`` are shared with a copy (or the book copied from) until either
+    # book adds, replaces or drops a record: a plan that changes no job then copies neither dict.
+    _shared: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._queued, self._open, self._in_progress, self._runner_names = {}, set(), {}, {}
-        self._running = None
+        self._running, self._shared = None, False
         self._owned = set(self.jobs)
         for record in self.jobs.values():
             self._add_index(record)
 
     def copy(self) -> Book:
         """An independent copy: the planner's scratch book, so planning never changes this one."""
-        self._owned = set()
+        self._owned, self._shared = set(), True
         clone = Book(
             pending_jit=dict(self.pending_jit),
             delivered=dict(self.delivered),
@@ -97,13 +100,19 @@ class Book:
             passes=self.passes,
             spent=dict(self.spent),
         )
-        clone.jobs, clone._owned = dict(self.jobs), set()
+        clone.jobs, clone._owned, clone._shared = self.jobs, set(), True
         clone._queued = {group: set(ids) for group, ids in self._queued.items()}
         clone._open, clone._in_progress = set(self._open), dict(self._in_progress)
-        clone._runner_names, clone._running = dict(self._runner_names), self._running
+        clone._runner_names, clone._running = self._runner_names, self._running
         return clone
 
+    def _unshare(self) -> None:
+        """Before this book changes ``jobs`` or ``_runner_names``: its own dicts, if it shares them."""
+        if self._shared:
+            self.jobs, self._runner_names, self._shared = dict(self.jobs), dict(self._runner_names), False
+
     def _add_index(self, record: JobRecord) -> None:
+        self._unshare()
         status = record.status
         if status == "queued":
             self._queued.setdefault(record.group, set()).add(record.id)
@@ -117,6 +126,7 @@ class Book:
             self._runner_names[record.runner_name] = self._runner_names.get(record.runner_name, 0) + 1
 
     def _drop_index(self, record: JobRecord) -> None:
+        self._unshare()
         status = record.status
         if status == "queued":
             self._queued[record.group].discard(record.id)
@@ -148,6 +158,7 @@ class Book:
         record = self._own(job_id)
         if record is None:
             record = JobRecord(job_id, group, repo, status, now, runner_name, first_seen=now, workflow=workflow)
+            self._unshare()
             self.jobs[job_id] = record
             self._owned.add(job_id)
             self._add_index(record)
@@ -251,6 +262,7 @@ class Book:
         for job_id in [
             j.id for j in self.jobs.values() if j.status == "completed" and now - j.seen_at > _KEEP_FINISHED
         ]:
+            self._unshare()
             self._drop_index(self.jobs.pop(job_id))
             self._owned.discard(job_id)
         for name in [name for name, when in self.spent.items() if now - when > _KEEP_FINISHED]:
@@ -276,6 +288,7 @@ class Book:
         """The job's record, made this book's own before it is changed (see ``_owned``)."""
         record = self.jobs.get(job_id)
         if record is not None and job_id not in self._owned:
+            self._unshare()
             self._owned.add(job_id)
             record = self.jobs[job_id] = _clone(record)
         return record

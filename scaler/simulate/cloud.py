@@ -51,6 +51,7 @@ class SimVm:
     labels: dict[str, str] = field(default_factory=dict)
     serial: int = 0
     boot_done: float = float("inf")  # when the boot agent is up (inf: not booted yet)
+    startup: float = 0.0  # its runner start-up draw (drawn at creation: draws do not follow agent steps)
     runner_starting: bool = False
     billed_from: float = 0.0  # start of the current billed (non-standby) stretch
     # Its listing entry until it changes (``SimCloud._changed``): a listing rebuilds only changed VMs.
@@ -75,6 +76,10 @@ class Usage:
 class SimCloud:
     """Implements :class:`scaler.backends.base.Backend` on virtual time."""
 
+    # Metadata writes the agent makes at once (scaler.agent.executor): calls here take no real
+    # time, so one after another, which also keeps a run independent of thread scheduling.
+    metadata_writers = 1
+
     def __init__(
         self,
         config: StackConfig,
@@ -86,10 +91,16 @@ class SimCloud:
         *,
         on_runner_start: Callable[[str], None],
         on_vm_lost: Callable[[str], None],
-        on_change: Callable[[bool], None],
+        on_change: Callable[[float | None], None],
         keep_log: bool = False,
     ) -> None:
-        """``on_change(ready)`` is called when a VM's state changes on its own; ``ready``: it became usable."""
+        """``on_change(look_by)`` is called when a VM's state changes on its own.
+
+        ``look_by`` is None when a VM went away; when one became usable, the
+        latest time the agent may first see it without changing the run: its
+        boot agent is up then, so a JIT config that arrives sooner starts its
+        runner no sooner (see :meth:`_maybe_start_runner`).
+        """
         self.config = config
         self.model = model
         self.startup = runner_startup
@@ -104,7 +115,11 @@ class SimCloud:
         self.usage = Usage()
         self._serial = 0
         self._standby_slots: dict[str, int] = {g.name: 0 for g in config.groups}
-        self._listed: dict[str, list[Instance]] = {}  # group -> its listing, until something in it changes
+        # group -> its listing (sorted by name) until a VM comes or goes; a VM that only changed is
+        # swapped in place at the next listing (``_stale``), since the agent lists on most of its steps.
+        self._listed: dict[str, list[Instance]] = {}
+        self._position: dict[str, dict[str, int]] = {}  # group -> name -> index in its listing
+        self._stale: dict[str, set[str]] = {}  # group -> names whose listing entry is out of date
 
     def begin(self) -> None:
         """The simulation starts now: the standby pools are there already, as in a running department."""
@@ -124,12 +139,13 @@ class SimCloud:
         return self.vms[group]
 
     def _touch(self, group: str) -> None:
+        """A VM came or went (or may have): the group's listing is rebuilt at the next ``list``."""
         self._listed.pop(group, None)
 
     def _changed(self, vm: SimVm) -> None:
-        """The VM's state, labels or metadata changed: its group's listing and its entry are stale."""
+        """The VM's state, labels or metadata changed: its entry in the listing is stale."""
         vm.listed = None
-        self._touch(vm.group)
+        self._stale.setdefault(vm.group, set()).add(vm.name)
 
     def _count_active(self, group: str) -> None:
         self._touch(group)
@@ -149,6 +165,7 @@ class SimCloud:
         self._serial += 1
         now = self.clock.now
         vm = SimVm(name, group, state, now, dict(metadata), serial=self._serial, billed_from=now)
+        vm.startup = self.startup.sample(self.rng)
         self.vms[group][name] = vm
         self.usage.created[group] += 1
         self._touch(group)
@@ -173,7 +190,7 @@ class SimCloud:
                 vm.state = InstanceState.STANDBY
                 self._changed(vm)
                 self._count_active(group)
-                self.on_change(True)
+                self.on_change(self.clock.now)
 
         self.timeline.at(self.clock.now + delay, suspended)
 
@@ -194,7 +211,7 @@ class SimCloud:
         vm.state = InstanceState.RUNNING
         vm.boot_done = self.clock.now + boot
         self._changed(vm)
-        self.on_change(True)
+        self.on_change(vm.boot_done)
         self._note("running", vm.name)
         self._maybe_start_runner(vm)
         group = next(g for g in self.config.groups if g.name == vm.group)
@@ -211,7 +228,7 @@ class SimCloud:
             return
         vm.runner_starting = True
         serial, group, name = vm.serial, vm.group, vm.name
-        at = max(self.clock.now, vm.boot_done) + self.startup.sample(self.rng)
+        at = max(self.clock.now, vm.boot_done) + vm.startup
 
         def start() -> None:
             if self._alive(group, name, serial) and vm.state is InstanceState.RUNNING:
@@ -295,16 +312,25 @@ class SimCloud:
                     self._bill(vm)
                     del self.vms[vm.group][vm.name]
                     self._count_active(vm.group)
-                    self.on_change(False)
+                    self.on_change(None)
 
             self.timeline.at(self.clock.now + self.model.delete.sample(self.rng), gone)
 
     def list(self, group: str) -> Sequence[Instance]:
         self.usage.calls["list"] += 1
+        records = self._records(group)
         listed = self._listed.get(group)
+        stale = self._stale.pop(group, None)
         if listed is None:
-            listed = [self._entry(vm) for vm in sorted(self._records(group).values(), key=lambda v: v.name)]
+            listed = [self._entry(vm) for vm in sorted(records.values(), key=lambda v: v.name)]
             self._listed[group] = listed
+            self._position[group] = {entry.name: i for i, entry in enumerate(listed)}
+        elif stale:
+            position = self._position[group]
+            for name in stale:
+                vm = records.get(name)
+                if vm is not None and name in position:
+                    listed[position[name]] = self._entry(vm)
         return list(listed)
 
     @staticmethod

@@ -12,11 +12,18 @@ stepped when something happens (an event on the bus, a VM or runner changing
 state) and at the moments it would act on its own (its next reconcile, held
 messages' re-check, JIT configs still to deliver, leases running out). A month
 therefore costs a few steps per job, not 2.6 million iterations.
+
+Only what the agent has not caused or seen wakes it. Its own deletes do not
+(a VM it deleted with no job on it is no news to it). A VM that became usable
+is seen at the agent's next step, at the latest when its boot agent is up: its
+JIT config arriving any sooner would start its runner no sooner, so the run is
+the same with a step less (busy hours have a step within the boot anyway).
 """
 
 from __future__ import annotations
 
 import functools
+import heapq
 import logging
 import random
 from collections.abc import Sequence
@@ -141,6 +148,9 @@ class Simulation:
         self.events: list[tuple[float, str, int]] = []
         self.steps = 0
         self._dirty = True
+        self._stepping = False  # inside the agent's step: what it does itself is no news to it
+        self._look_by: list[float] = []  # when the agent must step for VMs usable since its last step
+        self._owes_jit = False  # after its last step, a usable VM still waits for its JIT config (budget)
 
     # ------------------------------------------------------------------ the world's reactions
 
@@ -155,16 +165,23 @@ class Simulation:
         self.github.boot(secret)
         self._dirty = True
 
-    def _cloud_changed(self, ready: bool) -> None:
-        # A VM that became usable gets its JIT config; freed quota matters only to jobs still held.
-        if ready or self.agent.held:
+    def _cloud_changed(self, look_by: float | None) -> None:
+        # A VM that became usable gets its JIT config at the agent's next step, at the latest when
+        # its boot agent is up (sooner would start its runner no sooner); freed quota matters only
+        # to jobs still held.
+        if look_by is not None and look_by > self.clock.now:
+            heapq.heappush(self._look_by, look_by)
+        elif look_by is not None or self.agent.held:
             self._dirty = True
 
     def _vm_lost(self, name: str) -> None:
         job = self.github.lose_runner(name)
         if job is not None:
             self.failed.add(job.id)
-        self._dirty = True
+            self._dirty = True
+        elif not self._stepping:
+            self._dirty = True  # preempted: a VM the agent counted on is gone
+        # A VM the agent itself just deleted with no job on it changes nothing it has not seen.
 
     def _job_started(self, job: SimJob) -> None:
         runner = job.runner
@@ -189,7 +206,9 @@ class Simulation:
         due = agent.next_reconcile
         if agent.held:
             due = min(due, last_step + agent.hold_refresh)
-        if agent.book.pending_jit and self.cloud.ready_without_jit(agent.book.pending_jit):
+        if self._look_by:
+            due = min(due, self._look_by[0])
+        if self._owes_jit:
             due = min(due, last_step + 1.0)  # not delivered (budget): the deployed loop comes round each second
         lease = self.bus.next_lease_end()
         if lease is not None:
@@ -248,7 +267,14 @@ class Simulation:
                 if not self._dirty and now < due:
                     break
                 self._dirty = False
-                self.agent.step()
+                self._stepping = True
+                try:
+                    self.agent.step()
+                finally:
+                    self._stepping = False
+                self._look_by.clear()  # the step saw every VM usable by now
+                pending = self.agent.book.pending_jit
+                self._owes_jit = bool(pending) and self.cloud.ready_without_jit(pending)
                 self.steps += 1
                 last_step, due = now, float("inf")
                 nxt = self.timeline.next_time()

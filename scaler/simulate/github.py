@@ -37,12 +37,19 @@ class HistoryGitHub(GitHubSim):
         self.jit_refused = 0  # generate calls beyond the budget (GitHub's 429); the agent should never make any
         # The organisation's runner listing until a runner changes: the agent lists on most of its steps.
         self._listing: list[Runner] | None = None
+        # Each runner's listing entry and the (online, busy) it shows: a new listing rebuilds only the
+        # entries of runners that changed (a month of steps would otherwise build millions of them).
+        self._entries: dict[int, tuple[bool, bool, Runner]] = {}
+        # Whether a job was queued, a runner came online or a runner group changed since the last
+        # dispatch: nothing else lets a waiting job start, and the engine dispatches on every step.
+        self._dispatch = True
 
     def queue_history_job(self, job_id: int, repo: str, labels: Sequence[str]) -> SimJob:
         self.know_repository(repo)
         job = SimJob(job_id, repo, tuple(labels), created_at=self.clock())
         self.jobs[job.id] = job
         self.waiting[job.id] = job
+        self._dispatch = True
         self.emit("queued", self.payload(job))
         return job
 
@@ -61,10 +68,20 @@ class HistoryGitHub(GitHubSim):
             return super().list_runners(runner_group_id)
         self._enter("list_runners")
         if self._listing is None:
-            self._listing = [
-                Runner(r.id, r.name, "online" if r.online else "offline", r.job is not None, r.labels)
-                for r in self.runners.values()
-            ]
+            entries, listing = self._entries, []
+            for r in self.runners.values():
+                online, busy = r.online, r.job is not None
+                cached = entries.get(r.id)
+                if cached is None or cached[0] is not online or cached[1] is not busy:
+                    cached = entries[r.id] = (
+                        online,
+                        busy,
+                        Runner(r.id, r.name, "online" if online else "offline", busy, r.labels),
+                    )
+                listing.append(cached[2])
+            if len(entries) > 2 * len(listing):  # forget the runners that are gone
+                self._entries = {r.id: entries[r.id] for r in listing}
+            self._listing = listing
         return list(self._listing)
 
     def delete_runner(self, runner_id: int) -> None:
@@ -73,7 +90,18 @@ class HistoryGitHub(GitHubSim):
 
     def boot(self, secret: str) -> bool:
         self._listing = None
+        self._dispatch = True
         return super().boot(secret)
+
+    def create_runner_group(self, name: str, repository_ids: Sequence[int], workflows: Sequence[str]) -> int:
+        self._dispatch = True
+        return super().create_runner_group(name, repository_ids, workflows)
+
+    def update_runner_group(
+        self, group_id: int, name: str, repository_ids: Sequence[int], workflows: Sequence[str]
+    ) -> None:
+        self._dispatch = True
+        super().update_runner_group(group_id, name, repository_ids, workflows)
 
     def complete(self, job_id: int, conclusion: str = "success") -> None:
         self._listing = None
@@ -81,8 +109,9 @@ class HistoryGitHub(GitHubSim):
 
     def assign(self) -> list[SimJob]:
         """GitHub's dispatcher over the queued jobs only: each to a random idle online runner that fits."""
-        if not self.waiting:
+        if not self.waiting or not self._dispatch:
             return []
+        self._dispatch = False
         idle = sorted((r for r in self.runners.values() if r.online and r.job is None), key=lambda r: r.id)
         started: list[SimJob] = []
         for job in list(self.waiting.values()):

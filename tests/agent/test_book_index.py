@@ -75,6 +75,15 @@ def test_the_books_answers_are_what_its_jobs_say_and_a_copy_never_changes_the_or
                 assert_answers_match_jobs(scratch)
             assert {job_id: vars(record) for job_id, record in book.jobs.items()} == before
             assert_answers_match_jobs(book)
+            # The copy shares the book's jobs until one of them writes: the book's own changes
+            # after the copy (the executor's, on the next batch) must not show in the copy either.
+            planned = {job_id: vars(record).copy() for job_id, record in scratch.jobs.items()}
+            untouched = book.copy()
+            for _ in range(rng.randint(1, 5)):
+                apply(book, rng, now)
+            assert {job_id: vars(record) for job_id, record in scratch.jobs.items()} == planned
+            assert_answers_match_jobs(scratch)
+            assert_answers_match_jobs(untouched)
 
 
 def test_a_book_built_from_records_answers_from_them() -> None:
