@@ -1,0 +1,217 @@
+"""AWS's pull path: an instance trades its signed identity document for its JIT config at the agent, once.
+
+moto signs no identity documents (it serves no IMDS at all), so these tests
+sign documents with their own RSA key and hand the agent that key's
+certificate, as an operator hands it AWS's published certificate for the
+region (docs/testing.md). The instances, their ids and the calls the backend
+makes are moto's, over HTTP.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+
+from scaler.agent.jit_endpoint import PATH, jit_app
+from scaler.backends.aws import AGENT_URL_TAG, AwsBackend, AwsGroup
+from scaler.backends.aws_identity import AwsIdentityVerifier, identity_token
+from scaler.backends.base import JIT_KEY
+from scaler.backends.jit_vault import Refused
+from tests.harness.aws import REGION, AwsGaps, make_asg, make_bucket
+
+ASG, BUCKET, ROLE = "garo-eng-linux", "garo-eng-jit", "AROAEXAMPLERUNNER"
+AGENT_URL = "http://10.20.0.5:8780"
+CONFIG = "eyJqaXQiOiAic2VjcmV0In0="
+
+
+class Signer:
+    """Stands in for AWS's regional signing key: signs documents as IMDS's ``/signature`` does (RSA, SHA-256)."""
+
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Amazon Web Services LLC (test)")])
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .sign(self.key, hashes.SHA256())
+        )
+        self.certificate = cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    def document(self, instance_id: str, *, account: str, region: str = REGION, pending: float | None = None) -> bytes:
+        pending_time = dt.datetime.fromtimestamp(pending if pending is not None else time.time(), dt.UTC)
+        body = {
+            "accountId": account,
+            "architecture": "x86_64",
+            "availabilityZone": f"{region}a",
+            "imageId": "ami-0abc",
+            "instanceId": instance_id,
+            "instanceType": "m6i.large",
+            "pendingTime": pending_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "privateIp": "10.20.1.7",
+            "region": region,
+            "version": "2017-09-30",
+        }
+        return json.dumps(body, indent=2).encode()
+
+    def token(self, document: bytes) -> str:
+        signature = self.key.sign(document, padding.PKCS1v15(), hashes.SHA256())
+        wrapped = "\n".join(base64.b64encode(signature).decode()[i : i + 64] for i in range(0, 344, 64))
+        return identity_token(document, wrapped)  # IMDS answers the signature over several lines
+
+
+@pytest.fixture(scope="module")
+def signer() -> Signer:
+    return Signer()
+
+
+class Rig:
+    def __init__(self, endpoint: str, clients: Callable[..., Any], signer: Signer) -> None:
+        make_asg(clients, ASG, max_size=5)
+        make_bucket(clients, BUCKET)
+        self.gaps = AwsGaps(endpoint)
+        self.ec2, self.s3 = clients("ec2"), clients("s3")
+        self.backend = AwsBackend(
+            "eng",
+            REGION,
+            {"linux": AwsGroup(ASG, ("m6i.large",))},
+            jit_bucket=BUCKET,
+            runner_role_id=ROLE,
+            session=self.gaps.session(),
+            endpoint_url=endpoint,
+            list_ttl=0,
+            agent_url=AGENT_URL,
+        )
+        self.signer = signer
+        self.account = self.backend.account_id()
+        verifier = AwsIdentityVerifier(self.account, REGION, signer.certificate, self.backend.instance_name)
+        self.client = jit_app(self.backend.jit_vault, verifier).test_client()
+
+    def instance(self, name: str) -> dict[str, Any]:
+        filters = [{"Name": "tag:Name", "Values": [name]}]
+        [found] = [i for r in self.ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
+        return found
+
+    def pull(self, token: str) -> Any:
+        return self.client.post(PATH, headers={"Authorization": f"Bearer {token}"})
+
+    def operations(self) -> list[str]:
+        return [op for op, _ in self.gaps.requests]
+
+
+@pytest.fixture
+def rig(moto_server: str, aws_clients: Callable[..., Any], signer: Signer) -> Rig:
+    return Rig(moto_server, aws_clients, signer)
+
+
+def test_a_config_costs_no_aws_call_and_goes_once_to_the_instance_that_proves_itself(rig: Rig) -> None:
+    rig.backend.create("linux", ["garo-eng-linux-1"], {})
+    instance = rig.instance("garo-eng-linux-1")
+    tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
+    assert tags[AGENT_URL_TAG] == AGENT_URL  # how the boot agent finds the endpoint
+    before = len(rig.gaps.requests)
+    rig.backend.set_metadata("linux", "garo-eng-linux-1", {JIT_KEY: CONFIG})
+    assert rig.gaps.requests[before:] == []  # no PutObject, not even a listing
+    assert rig.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+
+    token = rig.signer.token(rig.signer.document(instance["InstanceId"], account=rig.account))
+    first = rig.pull(token)
+    assert first.status_code == 200 and first.get_data(as_text=True) == CONFIG
+    assert first.headers["Cache-Control"] == "no-store"
+    assert rig.pull(token).status_code == 410  # a copy of the document, after the instance took its config
+
+
+def test_a_forged_or_foreign_document_gets_nothing_and_the_config_stays(rig: Rig) -> None:
+    rig.backend.create("linux", ["garo-eng-linux-1"], {})
+    iid = rig.instance("garo-eng-linux-1")["InstanceId"]
+    rig.backend.set_metadata("linux", "garo-eng-linux-1", {JIT_KEY: CONFIG})
+    document = rig.signer.document(iid, account=rig.account)
+    token = rig.signer.token(document)
+    forged_doc = document.replace(b'"m6i.large"', b'"m6i.xlarge"')
+    forged = base64.b64encode(forged_doc).decode() + "." + token.split(".", 1)[1]
+    other_key = Signer().token(document)  # signed, but not by the region's key
+    assert rig.pull(forged).status_code == 401
+    assert rig.pull(other_key).status_code == 401
+    assert rig.pull("not-a-document").status_code == 401
+    assert rig.pull(rig.signer.token(rig.signer.document(iid, account="210987654321"))).status_code == 403
+    assert rig.pull(rig.signer.token(rig.signer.document(iid, account=rig.account, region="us-west-2"))).status_code == 403
+    stranger = rig.signer.token(rig.signer.document("i-0123456789abcdef0", account=rig.account))
+    assert rig.pull(stranger).status_code == 403  # a real instance of the account, not one of ours
+    assert rig.backend.jit_vault.peek("garo-eng-linux-1") == CONFIG
+    assert rig.pull(token).status_code == 200
+
+
+def test_an_instance_started_before_the_agent_asked_for_it_is_refused(rig: Rig) -> None:
+    rig.backend.create("linux", ["garo-eng-linux-1"], {})
+    iid = rig.instance("garo-eng-linux-1")["InstanceId"]
+    rig.backend.set_metadata("linux", "garo-eng-linux-1", {JIT_KEY: CONFIG})
+    old = rig.signer.token(rig.signer.document(iid, account=rig.account, pending=time.time() - 3600))
+    assert rig.pull(old).status_code == 403
+    assert rig.backend.jit_vault.peek("garo-eng-linux-1") == CONFIG
+
+
+def test_an_unread_config_dies_with_its_instance_and_a_spent_one_costs_no_call(rig: Rig) -> None:
+    rig.backend.create("linux", ["garo-eng-linux-1", "garo-eng-linux-2"], {})
+    iid = rig.instance("garo-eng-linux-2")["InstanceId"]
+    rig.backend.set_metadata("linux", "garo-eng-linux-1", {JIT_KEY: CONFIG})
+    rig.backend.set_metadata("linux", "garo-eng-linux-2", {JIT_KEY: CONFIG})
+    before = len(rig.gaps.requests)
+    rig.backend.set_metadata("linux", "garo-eng-linux-1", {JIT_KEY: ""})  # spent: cleared
+    assert rig.gaps.requests[before:] == []
+    rig.backend.delete("linux", ["garo-eng-linux-2"])
+    assert len(rig.backend.jit_vault) == 0
+    assert "DeleteObjects" not in rig.operations() and "PutObject" not in rig.operations()
+    token = rig.signer.token(rig.signer.document(iid, account=rig.account))
+    assert rig.pull(token).status_code in (403, 404)
+
+
+def test_an_instance_listed_by_another_agent_process_is_known_after_a_listing(
+    rig: Rig, moto_server: str, signer: Signer
+) -> None:
+    """A restarted agent learns ids from its listing; the config it holds then goes to the right instance."""
+    rig.backend.create("linux", ["garo-eng-linux-1"], {})
+    iid = rig.instance("garo-eng-linux-1")["InstanceId"]
+    fresh = AwsBackend(
+        "eng", REGION, {"linux": AwsGroup(ASG, ("m6i.large",))}, jit_bucket=BUCKET, runner_role_id=ROLE,
+        session=rig.gaps.session(), endpoint_url=moto_server, list_ttl=0, agent_url=AGENT_URL,
+    )  # fmt: skip
+    verifier = AwsIdentityVerifier(rig.account, REGION, signer.certificate, fresh.instance_name)
+    token = signer.token(signer.document(iid, account=rig.account))
+    with pytest.raises(Refused) as refused:
+        verifier.verify(token)
+    assert refused.value.status == 403
+    fresh.list("linux")
+    assert verifier.verify(token).instance_name == "garo-eng-linux-1"
+
+
+def test_without_an_agent_url_the_config_still_travels_through_s3(rig: Rig, moto_server: str) -> None:
+    """A new image under an old stack: the S3 fallback, as before."""
+    backend = AwsBackend(
+        "eng", REGION, {"linux": AwsGroup(ASG, ("m6i.large",))}, jit_bucket=BUCKET, runner_role_id=ROLE,
+        session=rig.gaps.session(), endpoint_url=moto_server, list_ttl=0,
+    )  # fmt: skip
+    backend.create("linux", ["garo-eng-linux-1"], {})
+    assert AGENT_URL_TAG not in {t["Key"] for t in rig.instance("garo-eng-linux-1")["Tags"]}
+    backend.set_metadata("linux", "garo-eng-linux-1", {JIT_KEY: CONFIG})
+    assert rig.s3.list_objects_v2(Bucket=BUCKET)["KeyCount"] == 1
+    assert len(backend.jit_vault) == 0
+
+
+def test_the_certificate_must_be_an_rsa_pem_certificate() -> None:
+    with pytest.raises(ValueError, match="PEM"):
+        AwsIdentityVerifier("123456789012", REGION, "not a certificate", lambda _: None)
