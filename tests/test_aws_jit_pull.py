@@ -10,69 +10,23 @@ makes are moto's, over HTTP.
 from __future__ import annotations
 
 import base64
-import datetime as dt
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
 
 from scaler.agent.jit_endpoint import PATH, jit_app
 from scaler.backends.aws import AGENT_URL_TAG, AwsBackend, AwsGroup
-from scaler.backends.aws_identity import AwsIdentityVerifier, identity_token
+from scaler.backends.aws_identity import AwsIdentityVerifier
 from scaler.backends.base import JIT_KEY
 from scaler.backends.jit_vault import Refused
 from tests.harness.aws import REGION, AwsGaps, make_asg, make_bucket
+from tests.harness.iid import Signer
 
 ASG, BUCKET, ROLE = "garo-eng-linux", "garo-eng-jit", "AROAEXAMPLERUNNER"
 AGENT_URL = "http://10.20.0.5:8780"
 CONFIG = "eyJqaXQiOiAic2VjcmV0In0="
-
-
-class Signer:
-    """Stands in for AWS's regional signing key: signs documents as IMDS's ``/signature`` does (RSA, SHA-256)."""
-
-    def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Amazon Web Services LLC (test)")])
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .sign(self.key, hashes.SHA256())
-        )
-        self.certificate = cert.public_bytes(serialization.Encoding.PEM).decode()
-
-    def document(self, instance_id: str, *, account: str, region: str = REGION, pending: float | None = None) -> bytes:
-        pending_time = dt.datetime.fromtimestamp(pending if pending is not None else time.time(), dt.UTC)
-        body = {
-            "accountId": account,
-            "architecture": "x86_64",
-            "availabilityZone": f"{region}a",
-            "imageId": "ami-0abc",
-            "instanceId": instance_id,
-            "instanceType": "m6i.large",
-            "pendingTime": pending_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "privateIp": "10.20.1.7",
-            "region": region,
-            "version": "2017-09-30",
-        }
-        return json.dumps(body, indent=2).encode()
-
-    def token(self, document: bytes) -> str:
-        signature = self.key.sign(document, padding.PKCS1v15(), hashes.SHA256())
-        wrapped = "\n".join(base64.b64encode(signature).decode()[i : i + 64] for i in range(0, 344, 64))
-        return identity_token(document, wrapped)  # IMDS answers the signature over several lines
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +103,9 @@ def test_a_forged_or_foreign_document_gets_nothing_and_the_config_stays(rig: Rig
     assert rig.pull(other_key).status_code == 401
     assert rig.pull("not-a-document").status_code == 401
     assert rig.pull(rig.signer.token(rig.signer.document(iid, account="210987654321"))).status_code == 403
-    assert rig.pull(rig.signer.token(rig.signer.document(iid, account=rig.account, region="us-west-2"))).status_code == 403
+    assert (
+        rig.pull(rig.signer.token(rig.signer.document(iid, account=rig.account, region="us-west-2"))).status_code == 403
+    )
     stranger = rig.signer.token(rig.signer.document("i-0123456789abcdef0", account=rig.account))
     assert rig.pull(stranger).status_code == 403  # a real instance of the account, not one of ours
     assert rig.backend.jit_vault.peek("garo-eng-linux-1") == CONFIG

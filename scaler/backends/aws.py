@@ -762,4 +762,14 @@ def _state(row: _Row) -> InstanceState:
     return InstanceState.CREATING  # launching, or running but not yet in service in its ASG
 
 
-__all__ = ["AGENT_URL_TAG", "PERMISSIONS", "AwsBackend", "AwsGroup", "Placement", "asg_name", "client_token", "failure_for", "jit_key"]
+__all__ = [
+    "AGENT_URL_TAG",
+    "PERMISSIONS",
+    "AwsBackend",
+    "AwsGroup",
+    "Placement",
+    "asg_name",
+    "client_token",
+    "failure_for",
+    "jit_key",
+]
