@@ -10,11 +10,15 @@ makes are moto's, over HTTP.
 from __future__ import annotations
 
 import base64
+import json
+import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from scaler.agent.jit_endpoint import PATH, jit_app
 from scaler.backends.aws import AGENT_URL_TAG, AwsBackend, AwsGroup
@@ -171,3 +175,72 @@ def test_without_an_agent_url_the_config_still_travels_through_s3(rig: Rig, moto
 def test_the_certificate_must_be_an_rsa_pem_certificate() -> None:
     with pytest.raises(ValueError, match="PEM"):
         AwsIdentityVerifier("123456789012", REGION, "not a certificate", lambda _: None)
+
+
+def _agent_env(moto_server: str, **extra: str) -> dict[str, str]:
+    from tests.test_aws_backend import _aws_stack
+
+    return {
+        "GARO_STACK_CONFIG": _aws_stack(),
+        "GARO_JIT_BUCKET": BUCKET,
+        "GARO_RUNNER_ROLE_ID": ROLE,
+        "GARO_AWS_ASGS": json.dumps({"linux": {"asg": ASG}}),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        **extra,
+    }
+
+
+def test_the_agent_on_aws_serves_its_endpoint_when_given_a_url_and_the_certificate(
+    moto_server: str, aws_clients: Callable[..., Any], signer: Signer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scaler.agent.cli import open_backend
+    from scaler.agent.jit_endpoint import start_for
+    from scaler.agent.settings import load
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    make_asg(aws_clients, ASG, max_size=5)
+    pem = tmp_path / "aws-rsa.pem"
+    pem.write_text(signer.certificate)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = _agent_env(moto_server, GARO_JIT_URL=AGENT_URL, GARO_JIT_PORT=str(port), GARO_JIT_AWS_CERT_FILE=str(pem))
+    settings = load(env)
+    backend = open_backend(settings)
+    assert isinstance(backend, AwsBackend) and backend.agent_url == AGENT_URL
+    backend.create("linux", ["garo-eng-linux-1"], {})
+    backend.set_metadata("linux", "garo-eng-linux-1", {JIT_KEY: CONFIG})
+    [iid] = [i["InstanceId"] for r in aws_clients("ec2").describe_instances()["Reservations"] for i in r["Instances"]]
+    server = start_for(backend, settings)
+    assert server is not None
+    try:
+        token = signer.token(signer.document(iid, account=backend.account_id()))
+        answer = requests.post(
+            f"http://127.0.0.1:{port}{PATH}", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answer.status_code == 200 and answer.text == CONFIG
+
+
+def test_the_agent_on_aws_refuses_a_url_without_a_certificate_and_serves_nothing_without_a_url(
+    moto_server: str, tmp_path: Path
+) -> None:
+    import click
+
+    from scaler.agent.cli import open_backend
+    from scaler.agent.jit_endpoint import start_for
+    from scaler.agent.settings import SettingsError, load
+
+    settings = load(_agent_env(moto_server, GARO_JIT_URL=AGENT_URL))
+    with pytest.raises(click.ClickException, match="GARO_JIT_AWS_CERT_FILE"):
+        start_for(open_backend(settings), settings)
+    (tmp_path / "empty.pem").write_text("nothing here")
+    with pytest.raises(SettingsError, match="GARO_JIT_AWS_CERT_FILE"):
+        load(_agent_env(moto_server, GARO_JIT_URL=AGENT_URL, GARO_JIT_AWS_CERT_FILE=str(tmp_path / "empty.pem")))
+    plain = load(_agent_env(moto_server))
+    backend = open_backend(plain)
+    assert isinstance(backend, AwsBackend) and backend.agent_url == ""  # an older stack: S3
+    assert start_for(backend, plain) is None
