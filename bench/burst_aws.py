@@ -197,7 +197,7 @@ simulator as above, behind the real `JitBudget`, in real time. moto adds no late
 errors, so these entries measure how many AWS calls the agent makes per job and its own pace, not AWS's; each
 instance is one `RunInstances` (a client token per name) and one share of an `AttachInstances` (up to 20), and
 its config waits in the agent's memory until the instance pulls it with its signed identity document (no AWS
-call; the first entry below wrote it to S3 instead, one `PutObject` per instance)."""
+call; entries measured before that, the oldest, wrote it to S3 with one `PutObject` per instance)."""
 
 
 def markdown(r: dict[str, Any], command: str, date: str | None = None) -> str:

@@ -62,8 +62,11 @@ class Rig:
 
     def instance(self, name: str) -> dict[str, Any]:
         filters = [{"Name": "tag:Name", "Values": [name]}]
-        [found] = [i for r in self.ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
-        return found
+        found: list[dict[str, Any]] = [
+            i for r in self.ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]
+        ]
+        assert len(found) == 1
+        return found[0]
 
     def pull(self, token: str) -> Any:
         return self.client.post(PATH, headers={"Authorization": f"Bearer {token}"})
