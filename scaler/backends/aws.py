@@ -94,14 +94,14 @@ _LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 _WARM_READY = frozenset({"Warmed:Stopped", "Warmed:Hibernated"})
 
 # Every API action the backend calls, and on what: infra grants exactly these, conditioned on the
-# department tag where the action supports it (docs/aws-backend.md).
+# department tag where the action supports it (docs/aws-backend.md). Not listed: sts:GetCallerIdentity (the
+# account id, once, when the agent serves JIT configs), which needs no permission and cannot be denied.
 PERMISSIONS: Mapping[str, str] = {
     "ec2:RunInstances": "launch template, subnets, AMI, security group, volumes, network interfaces, instances",
     "ec2:CreateTags": "instances: at launch (ec2:CreateAction=RunInstances) and garo-* metadata on own instances",
     "ec2:DeleteTags": "own instances (metadata removal)",
     "ec2:DescribeInstances": "* (describe calls take no resource ARNs)",
     "ec2:TerminateInstances": "own instances not yet attached to their ASG",
-    "sts:GetCallerIdentity": "* (the agent's account id, once: instance identity documents must name it)",
     "iam:PassRole": "the runner role only (its instance profile is in the launch template)",
     "autoscaling:DescribeAutoScalingGroups": "* (describe calls take no resource ARNs)",
     "autoscaling:DescribeWarmPool": "* (describe calls take no resource ARNs)",
