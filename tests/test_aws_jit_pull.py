@@ -247,3 +247,27 @@ def test_the_agent_on_aws_refuses_a_url_without_a_certificate_and_serves_nothing
     backend = open_backend(plain)
     assert isinstance(backend, AwsBackend) and backend.agent_url == ""  # an older stack: S3
     assert start_for(backend, plain) is None
+
+
+def test_an_instance_without_the_agent_url_tag_gets_its_config_through_s3(
+    rig: Rig, aws_clients: Callable[..., Any]
+) -> None:
+    """A warm instance the ASG launched carries only the ASG's tags: its boot agent reads S3, so the config goes there."""
+    subnet = (
+        aws_clients("autoscaling")
+        .describe_auto_scaling_groups(AutoScalingGroupNames=[ASG])["AutoScalingGroups"][0]["VPCZoneIdentifier"]
+        .split(",")[0]
+    )
+    ami = aws_clients("ec2").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    launched = aws_clients("ec2").run_instances(
+        ImageId=ami, MinCount=1, MaxCount=1, InstanceType="m6i.large", SubnetId=subnet,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [
+            {"Key": "Name", "Value": "garo-eng-linux-9"}, {"Key": "garo-asg", "Value": ASG},
+        ]}],
+    )["Instances"][0]  # fmt: skip
+    rig.backend.set_metadata("linux", "garo-eng-linux-9", {JIT_KEY: CONFIG})
+    assert len(rig.backend.jit_vault) == 0
+    [key] = [o["Key"] for o in rig.s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    assert key.endswith(launched["InstanceId"])
+    rig.backend.delete("linux", ["garo-eng-linux-9"])
+    assert rig.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0

@@ -387,8 +387,9 @@ class AwsBackend:
             self._requested.pop(name, None)
         for row in rows:
             self._names.pop(row.id, None)
-        if not self.agent_url:
-            self._delete_jit_objects([r.id for r in rows])  # never read: gone with the instance
+        by_s3 = [r.id for r in rows if r.tags.get(AGENT_URL_TAG) != self.agent_url or not self.agent_url]
+        if by_s3:
+            self._delete_jit_objects(by_s3)  # never read: gone with the instance
 
     def list(self, group: str) -> Sequence[Instance]:
         where = self._group(group)
@@ -430,7 +431,7 @@ class AwsBackend:
 
     def set_metadata(self, group: str, name: str, items: Mapping[str, str]) -> None:
         where = self._group(group)
-        if self.agent_url and JIT_KEY in items:
+        if self.agent_url and JIT_KEY in items and self._pulls(group, where, name):
             # Pulled by the instance from the agent: no AWS call (docs/aws-backend.md, "JIT delivery").
             if items[JIT_KEY]:
                 ttl = self.time_to_start.get(group, DEFAULT_TIME_TO_START)
@@ -471,6 +472,18 @@ class AwsBackend:
     def instance_name(self, instance_id: str) -> str | None:
         """The Garo name of one of our instances (launched or listed by this process); None for any other id."""
         return self._names.get(instance_id)
+
+    def _pulls(self, group: str, where: AwsGroup, name: str) -> bool:
+        """Whether this instance pulls its config from this agent (it carries our ``garo-agent-url`` tag).
+
+        Instances this process launched do, without a look. Others (a warm instance the ASG launched,
+        which has only the ASG's tags; one launched under an older stack) are looked up in the
+        cached listing: without the tag their boot agent reads S3, so the config goes there.
+        """
+        if name in self._requested:
+            return True
+        row = next((r for r in self._find(group, where, {name}) if r.name == name), None)
+        return row is None or row.tags.get(AGENT_URL_TAG) == self.agent_url
 
     def account_id(self) -> str:
         """The AWS account the agent works in (one STS call, then cached): identity documents must name it."""
