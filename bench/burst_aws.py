@@ -33,6 +33,7 @@ from tests.harness.aws import FAKE_CREDENTIALS, REGION, make_bucket
 
 ASG, BUCKET, ROLE = f"garo-{DEPARTMENT}-{GROUP}", f"garo-{DEPARTMENT}-jit", "AROAEXAMPLERUNNER"
 INSTANCE_TYPE = "m6i.large"
+AGENT_URL = "http://10.20.0.5:8780"  # the agent's JIT endpoint: configs wait in its memory, no S3 object
 
 
 def aws_config(max_vms: int) -> StackConfig:
@@ -128,7 +129,7 @@ def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, li
         session.events.register("after-call", calls)
         backend = AwsBackend(
             DEPARTMENT, REGION, {GROUP: AwsGroup(ASG, (INSTANCE_TYPE,))}, jit_bucket=BUCKET,
-            runner_role_id=ROLE, session=session, endpoint_url=endpoint, list_ttl=list_ttl,
+            runner_role_id=ROLE, session=session, endpoint_url=endpoint, list_ttl=list_ttl, agent_url=AGENT_URL,
         )  # fmt: skip
         github = BudgetedGitHub(github_latency)
         bus = MemoryBus(time.time)
@@ -181,6 +182,7 @@ def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, li
         "launched": len(calls.launched),
         "members": members,
         "jit_objects": objects,
+        "jit_in_vault": len(backend.jit_vault),
         "jit_configs": jit_configs,
         "wall_s": wall,
         "held": len(agent.held),
@@ -194,7 +196,8 @@ call of the agent's boto3 session is counted by operation with botocore's `after
 simulator as above, behind the real `JitBudget`, in real time. moto adds no latency, no throttling and no capacity
 errors, so these entries measure how many AWS calls the agent makes per job and its own pace, not AWS's; each
 instance is one `RunInstances` (a client token per name) and one share of an `AttachInstances` (up to 20), and
-its config one S3 `PutObject`."""
+its config waits in the agent's memory until the instance pulls it with its signed identity document (no AWS
+call; entries measured before that, the oldest, wrote it to S3 with one `PutObject` per instance)."""
 
 
 def markdown(r: dict[str, Any], command: str, date: str | None = None) -> str:
@@ -217,7 +220,7 @@ agent writes configs to up to {r["writers"]} instances at a time.
 - AWS errors answered: {errors}. GitHub calls: {gh}.
 - All capacity requested ({r["target"]} successful RunInstances): {requested}; instances launched \
 {r["launched"]}, ASG members at the end {r["members"]}.
-- JIT configs generated: {r["jit_configs"]}; S3 objects still waiting to be read at the end: {r["jit_objects"]} (no \
-runner boots in this bench). Messages still held at the end: {r["held"]}.
+- JIT configs generated: {r["jit_configs"]}; waiting to be pulled at the end: {r.get("jit_in_vault", 0)} in the \
+agent's memory, {r["jit_objects"]} as S3 objects (no runner boots in this bench). Messages still held at the end: {r["held"]}.
 - Wall time of the run: {r["wall_s"]:.1f} s.
 """

@@ -42,8 +42,10 @@ import pytest
 import requests
 
 from scaler.agent.jit_endpoint import jit_app, serve
+from scaler.backends.aws_identity import AwsIdentityVerifier
 from scaler.backends.jit_vault import Identity, IdentityVerifier, JitVault
 from tests.harness.gce_identity import PROJECT, IdentityIssuer
+from tests.harness.iid import Signer
 
 ROOT = Path(__file__).resolve().parents[1]
 AGENT = ROOT / "images" / "garo-runner" / "garo-runner"
@@ -696,6 +698,116 @@ def test_aws_path_reads_own_s3_object_via_imdsv2_and_deletes_it(vm: Vm) -> None:
     assert all("Key=garo-reason,Value=" in t for t in tags)
     assert "Zone: eu-west-1a" in json.loads((vm.runner / ".setup_info").read_text())[0]["detail"]
     assert all("--resources i-0123456789abcdef0" in t for t in tags)
+
+
+def _aws_cli(vm: Vm) -> Path:
+    """A stand-in `aws` that records its arguments and answers only create-tags (the state reports)."""
+    calls = vm.root / "aws-calls"
+    aws = vm.bin / "aws"
+    aws.write_text(f'#!/bin/bash\necho "$*" >> "{calls}"\n[ "$1 $2" = "ec2 create-tags" ] || exit 2\n')
+    aws.chmod(0o755)
+    return calls
+
+
+def test_aws_vm_pulls_its_config_from_the_agent_with_its_signed_identity_document(vm: Vm) -> None:
+    """EC2 with a garo-agent-url tag: the document and its signature from IMDSv2, to the real endpoint, once."""
+    signer = Signer()
+    instance_id = "i-0123456789abcdef0"
+    document = signer.document(instance_id, account="123456789012")
+    vault = JitVault()
+    verifier = AwsIdentityVerifier("123456789012", "eu-west-1", signer.certificate, {instance_id: "garo-eng-1"}.get)
+    agent = serve(jit_app(vault, verifier), "127.0.0.1", 0)
+    agent_url = f"http://127.0.0.1:{agent.server_port}"
+    seen: list[str] = []
+
+    class Imds(FakeImds):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            if self.headers.get("X-aws-ec2-metadata-token") != self.TOKEN:
+                self._reply(401, "")
+            elif self.path == "/latest/dynamic/instance-identity/document":
+                self._reply(200, document.decode())
+            elif self.path == "/latest/dynamic/instance-identity/signature":
+                self._reply(200, signer.signature(document))
+            elif self.path == "/latest/meta-data/tags/instance/garo-agent-url":
+                self._reply(200, agent_url)
+            else:
+                super().do_GET()
+
+    imds = ThreadingHTTPServer(("127.0.0.1", 0), Imds)
+    threading.Thread(target=imds.serve_forever, daemon=True).start()
+    calls = _aws_cli(vm)
+    try:
+        proc = vm.start(
+            "http://127.0.0.1:9/unused",
+            GARO_CLOUD="aws",
+            GARO_IMDS_URL=f"http://127.0.0.1:{imds.server_address[1]}",
+            GARO_PULL_INTERVAL="0.2",
+        )
+        deadline = time.monotonic() + 10
+        while "/latest/dynamic/instance-identity/signature" not in seen:
+            assert time.monotonic() < deadline, "the boot agent never read its identity document"
+            time.sleep(0.05)
+        vault.hold("linux", "garo-eng-1", JIT, ttl=600)  # the agent holds it only now: the VM asked and waits
+        rc, out = finish(proc)
+    finally:
+        imds.shutdown()
+        imds.server_close()
+        agent.shutdown()
+        agent.server_close()
+
+    assert rc == 0, out
+    assert vm.wait_for("listener-jit").strip() == JIT_SHA
+    assert vault.peek("garo-eng-1") is None  # taken, once
+    log = calls.read_text()
+    assert "s3 " not in log and "sts " not in log  # no S3 object, no STS call
+    tags = [line for line in log.splitlines() if line.startswith("ec2 create-tags")]
+    assert [t.rsplit("Value=", 1)[1] for t in tags] == ["waiting", "running", "done"]
+    assert JIT not in out and "Bearer" not in out and instance_id not in log.replace(f"--resources {instance_id}", "")
+    assert files_containing(vm.root, JIT[:40], skip=vm.record) == []
+
+
+def test_aws_vm_whose_config_was_taken_fails_at_once(vm: Vm) -> None:
+    signer = Signer()
+    document = signer.document("i-0123456789abcdef0", account="123456789012")
+    vault = JitVault()
+    verifier = AwsIdentityVerifier("123456789012", "eu-west-1", signer.certificate, lambda _: "garo-eng-1")
+    agent = serve(jit_app(vault, verifier), "127.0.0.1", 0)
+    vault.hold("linux", "garo-eng-1", JIT, ttl=600)
+    vault.take(verifier.verify(signer.token(document)))  # a copy of the document got there first
+
+    class Imds(FakeImds):
+        def do_GET(self) -> None:
+            if self.path == "/latest/dynamic/instance-identity/document":
+                self._reply(200, document.decode())
+            elif self.path == "/latest/dynamic/instance-identity/signature":
+                self._reply(200, signer.signature(document))
+            else:
+                super().do_GET()
+
+    imds = ThreadingHTTPServer(("127.0.0.1", 0), Imds)
+    threading.Thread(target=imds.serve_forever, daemon=True).start()
+    calls = _aws_cli(vm)
+    try:
+        rc, out = finish(
+            vm.start(
+                "http://127.0.0.1:9/unused",
+                GARO_CLOUD="aws",
+                GARO_IMDS_URL=f"http://127.0.0.1:{imds.server_address[1]}",
+                GARO_AGENT_URL=f"http://127.0.0.1:{agent.server_port}",
+                GARO_PULL_INTERVAL="0.2",
+                GARO_JIT_TIMEOUT="300",
+            )
+        )
+    finally:
+        imds.shutdown()
+        imds.server_close()
+        agent.shutdown()
+        agent.server_close()
+    assert rc != 0
+    assert [t.rsplit("Value=", 1)[1] for t in calls.read_text().splitlines()] == ["waiting", "failed"]
+    assert "Key=garo-reason,Value=jit-taken" in calls.read_text()
+    assert vm.runner_args() is None
 
 
 # ------------------------------------------------------------------ GCE pull path

@@ -1,7 +1,9 @@
-"""The agent's JIT endpoint: a runner VM trades a Google-signed identity token for its config, once.
+"""The agent's JIT endpoint: a runner VM trades a cloud-signed proof of identity for its config, once.
 
 ``POST /v1/jit-config`` with ``Authorization: Bearer <identity token>`` and no
-body. Answers: 200 with the config (``text/plain``, ``no-store``); 401 for a
+body. On GCP the token is the VM's Google-signed identity token; on AWS it is
+the instance's identity document and its signature from IMDSv2
+(:mod:`scaler.backends.aws_identity`). Answers: 200 with the config (``text/plain``, ``no-store``); 401 for a
 token that does not verify (signature, issuer, audience, expiry); 403 for a
 VM of another project or region, or older than the agent's request for it;
 404 while no config is held for that VM yet (the boot agent asks again);
@@ -27,7 +29,7 @@ from flask import Blueprint, Flask, Response, request
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from scaler.agent.settings import DEFAULT_JIT_PORT
-from scaler.backends.jit_vault import Identity, IdentityVerifier, JitVault, Refused, token_digest
+from scaler.backends.jit_vault import Identity, IdentityVerifier, JitVault, Refused, Verifier, token_digest
 
 if TYPE_CHECKING:
     from scaler.agent.settings import AgentSettings
@@ -118,7 +120,7 @@ class VerifiedTokens:
             self._by_digest.pop(digest, None)
 
 
-def jit_blueprint(vault: JitVault, verifier: IdentityVerifier, rate: CallerRate | None = None) -> Blueprint:
+def jit_blueprint(vault: JitVault, verifier: Verifier, rate: CallerRate | None = None) -> Blueprint:
     """The endpoint as a Flask blueprint, for :func:`jit_app` (or any Flask app that wants it)."""
     bp = Blueprint("jit", __name__)
     limiter = rate or CallerRate()
@@ -185,7 +187,7 @@ _REASONS = {
 }
 
 
-def jit_app(vault: JitVault, verifier: IdentityVerifier, rate: CallerRate | None = None) -> Flask:
+def jit_app(vault: JitVault, verifier: Verifier, rate: CallerRate | None = None) -> Flask:
     app = Flask("garo-jit")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.register_blueprint(jit_blueprint(vault, verifier, rate))
@@ -205,21 +207,40 @@ def serve(app: Flask, host: str = "0.0.0.0", port: int = DEFAULT_JIT_PORT) -> Ba
 
 
 def start_for(backend: Backend, settings: AgentSettings) -> BaseWSGIServer | None:
-    """Serve the backend's JIT vault if it has one (GCP); refuse to run a GCP agent that VMs cannot reach."""
+    """Serve the backend's JIT vault if it has one; refuse to run a GCP agent that VMs cannot reach.
+
+    An AWS agent without ``GARO_JIT_URL`` serves nothing: its instances read S3 (a stack older than the image).
+    """
+    from scaler.backends.aws import AwsBackend
     from scaler.backends.gcp import GcpBackend
 
-    if not isinstance(backend, GcpBackend):
-        return None
-    if settings.jit is None:
-        import click
+    verifier: Verifier
+    if isinstance(backend, AwsBackend):
+        if settings.jit is None or not backend.agent_url:
+            return None
+        from scaler.backends.aws_identity import AwsIdentityVerifier
 
-        raise click.ClickException(
-            "a GCP agent serves JIT configs to its VMs: set GARO_JIT_URL (infra/department.py does; docs/agent.md)"
-        )
-    verifier = IdentityVerifier(settings.jit.url, backend.project, backend.region, certs_url=settings.jit.certs_url)
+        certificate = settings.jit.aws_certificate
+        if not certificate:
+            raise _refuse("an AWS agent that serves JIT configs needs GARO_JIT_AWS_CERT_FILE (docs/aws-backend.md)")
+        verifier = AwsIdentityVerifier(backend.account_id(), backend.region, certificate, backend.instance_name)
+    elif isinstance(backend, GcpBackend):
+        if settings.jit is None:
+            raise _refuse(
+                "a GCP agent serves JIT configs to its VMs: set GARO_JIT_URL (infra/department.py does; docs/agent.md)"
+            )
+        verifier = IdentityVerifier(settings.jit.url, backend.project, backend.region, certs_url=settings.jit.certs_url)
+    else:
+        return None
     server = serve(jit_app(backend.jit_vault, verifier), port=settings.jit.port)
     log.info("JIT endpoint listening", extra={"port": settings.jit.port})
     return server
+
+
+def _refuse(message: str) -> Exception:
+    import click
+
+    return click.ClickException(message)
 
 
 __all__ = ["DEFAULT_JIT_PORT", "PATH", "CallerRate", "jit_app", "jit_blueprint", "serve", "start_for"]

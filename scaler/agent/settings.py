@@ -16,7 +16,10 @@ Two ways to run the agent, one reader:
   VM's default credentials. No credential ever sits in the env or metadata.
 A GCP agent also serves its JIT endpoint: ``GARO_JIT_URL`` (the URL runner VMs
 use, which is also their identity tokens' audience), ``GARO_JIT_PORT``
-(default 8780) and, for tests only, ``GARO_JIT_CERTS_URL``.
+(default 8780) and, for tests only, ``GARO_JIT_CERTS_URL``. An AWS agent serves
+it when ``GARO_JIT_URL`` is set, and then needs ``GARO_JIT_AWS_CERT_FILE``: AWS's
+published RSA certificate for the region, which signs instance identity
+documents (without ``GARO_JIT_URL``, configs travel through S3).
 
 On AWS (``garo:cloud: aws``, docs/aws-backend.md) the agent also reads
 ``GARO_JIT_BUCKET`` (the department's JIT bucket), ``GARO_RUNNER_ROLE_ID`` (the
@@ -77,6 +80,7 @@ class JitSettings:
     url: str  # as runner VMs reach it, e.g. http://10.10.0.2:8780; also the identity token's audience
     port: int
     certs_url: str  # Google's signing keys (GARO_JIT_CERTS_URL overrides it for tests)
+    aws_certificate: str = ""  # AWS: the region's RSA certificate for identity documents (GARO_JIT_AWS_CERT_FILE)
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,16 @@ def _jit(env: Mapping[str, str]) -> JitSettings:
         raise SettingsError("GARO_JIT_PORT is not a port number") from None
     if not 0 < port < 65536:
         raise SettingsError("GARO_JIT_PORT is not a port number")
-    return JitSettings(url, port, env.get("GARO_JIT_CERTS_URL") or GOOGLE_CERTS_URL)
+    certificate = ""
+    if env.get("GARO_JIT_AWS_CERT_FILE"):
+        try:
+            with open(env["GARO_JIT_AWS_CERT_FILE"], encoding="ascii") as pem:
+                certificate = pem.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"GARO_JIT_AWS_CERT_FILE cannot be read: {type(exc).__name__}") from None
+        if "BEGIN CERTIFICATE" not in certificate:
+            raise SettingsError("GARO_JIT_AWS_CERT_FILE holds no PEM certificate (AWS's RSA one for the region)")
+    return JitSettings(url, port, env.get("GARO_JIT_CERTS_URL") or GOOGLE_CERTS_URL, certificate)
 
 
 def _aws(env: Mapping[str, str], config: StackConfig) -> AwsSettings:

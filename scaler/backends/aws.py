@@ -1,4 +1,4 @@
-"""The AWS backend: runner groups are Auto Scaling groups (ASGs); JIT configs travel through S3.
+"""The AWS backend: runner groups are Auto Scaling groups (ASGs); instances pull their JIT configs from the agent.
 
 Choices worth knowing (docs/aws-backend.md has the reasoning and the figures):
 
@@ -32,7 +32,12 @@ Choices worth knowing (docs/aws-backend.md has the reasoning and the figures):
 * **Throttling** is botocore's: ``Config(retries={"mode": "adaptive"})`` backs
   off and rate-limits the client itself; what still fails maps onto
   :class:`~scaler.backends.base.Failure` (``THROTTLED``, ``CAPACITY`` ...).
-* **Metadata.** Facts (garo-job, garo-repo) are tags. The JIT config is an S3
+* **Metadata.** Facts (garo-job, garo-repo) are tags. With an agent URL
+  (``agent_url``, the agent's JIT endpoint) a JIT config costs no AWS call: it
+  waits in :attr:`AwsBackend.jit_vault` until its instance pulls it with its
+  signed instance identity document (:mod:`scaler.backends.aws_identity`); the
+  URL reaches the instance as its ``garo-agent-url`` tag, set at launch. Without
+  one (a stack older than the image), the JIT config is an S3
   object ``jit/<runner role id>:<instance id>`` in the department's JIT
   bucket: the runner role may read and delete only the key equal to its own
   ``aws:userid`` (which is ``<role id>:<instance id>`` for an instance
@@ -70,6 +75,7 @@ from scaler.backends.base import (
     Instance,
     InstanceState,
 )
+from scaler.backends.jit_vault import JitVault
 from scaler.config import StackConfig
 from scaler.naming import INSTANCE_NAME_RE, group_prefix
 
@@ -78,7 +84,9 @@ log = logging.getLogger(__name__)
 ASG_TAG = "garo-asg"  # every instance of a group carries its ASG's name (infra propagates it to warm instances)
 DEPARTMENT_TAG = "garo-department"
 BUCKET_TAG = "garo-jit-bucket"  # where the boot agent finds its JIT config (read through IMDS tags)
-_BOOKKEEPING_TAGS = frozenset({ASG_TAG, DEPARTMENT_TAG, BUCKET_TAG, STATE_LABEL, "Name"})
+AGENT_URL_TAG = "garo-agent-url"  # where the boot agent pulls its JIT config instead, when the agent serves it
+DEFAULT_TIME_TO_START = 900.0  # seconds an unread JIT config is held when the group names no time_to_start
+_BOOKKEEPING_TAGS = frozenset({ASG_TAG, DEPARTMENT_TAG, BUCKET_TAG, AGENT_URL_TAG, STATE_LABEL, "Name"})
 JIT_PREFIX = "jit/"
 ATTACH_LIMIT = 20  # AttachInstances: "You can specify up to 20 instances"
 DELETE_OBJECTS_LIMIT = 1000  # S3 DeleteObjects: up to 1,000 keys per request
@@ -86,7 +94,8 @@ _LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 _WARM_READY = frozenset({"Warmed:Stopped", "Warmed:Hibernated"})
 
 # Every API action the backend calls, and on what: infra grants exactly these, conditioned on the
-# department tag where the action supports it (docs/aws-backend.md).
+# department tag where the action supports it (docs/aws-backend.md). Not listed: sts:GetCallerIdentity (the
+# account id, once, when the agent serves JIT configs), which needs no permission and cannot be denied.
 PERMISSIONS: Mapping[str, str] = {
     "ec2:RunInstances": "launch template, subnets, AMI, security group, volumes, network interfaces, instances",
     "ec2:CreateTags": "instances: at launch (ec2:CreateAction=RunInstances) and garo-* metadata on own instances",
@@ -270,10 +279,23 @@ class AwsBackend:
         resume_wait: float = 60.0,
         resume_poll: int = 2,
         clock: Callable[[], float] = time.monotonic,
+        agent_url: str = "",
+        jit_vault: JitVault | None = None,
+        time_to_start: Mapping[str, float] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         import boto3
 
         self.department = department
+        self.region = region
+        #: The agent's JIT endpoint as instances reach it; empty: configs travel through S3 (the fallback).
+        self.agent_url = agent_url
+        #: Unread JIT configs, served to their instances by the agent's JIT endpoint (when ``agent_url`` is set).
+        self.jit_vault = jit_vault if jit_vault is not None else JitVault(wall_clock)
+        self.time_to_start = dict(time_to_start or {})
+        self.wall_clock = wall_clock
+        self._requested: dict[str, float] = {}  # name -> when this process asked EC2 for it (wall clock)
+        self._names: dict[str, str] = {}  # instance id -> Garo name, from RunInstances answers and listings
         self.groups = dict(groups)
         self.jit_bucket = jit_bucket
         self.runner_role_id = runner_role_id
@@ -285,6 +307,8 @@ class AwsBackend:
         self.ec2 = session.client("ec2", region_name=region, endpoint_url=endpoint_url, config=config)
         self.autoscaling = session.client("autoscaling", region_name=region, endpoint_url=endpoint_url, config=config)
         self.s3 = session.client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
+        self.sts = session.client("sts", region_name=region, endpoint_url=endpoint_url, config=config)
+        self._account_id = ""
         self._cache: dict[str, _Listing] = {}
         self._asg_info: dict[str, dict[str, Any]] = {}
         self._list_lock = threading.Lock()
@@ -312,6 +336,7 @@ class AwsBackend:
             asg, on_demand = (asgs or {}).get(g.name, (default, fallback))
             types = g.instance_types or (g.machine_type,)
             groups[g.name] = AwsGroup(asg, types, g.spot, g.fallback_on_demand, on_demand)
+        kwargs.setdefault("time_to_start", {g.name: float(g.time_to_start) for g in config.groups})
         return cls(
             config.department, config.region, groups, jit_bucket=jit_bucket, runner_role_id=runner_role_id, **kwargs
         )
@@ -357,7 +382,14 @@ class AwsBackend:
         finally:
             for asg in where.asgs:
                 self._cache.pop(asg, None)
-        self._delete_jit_objects([r.id for r in rows])  # never read: gone with the instance
+        self.jit_vault.drop(wanted)  # an unread config dies with its instance
+        for name in wanted:
+            self._requested.pop(name, None)
+        for row in rows:
+            self._names.pop(row.id, None)
+        by_s3 = [r.id for r in rows if r.tags.get(AGENT_URL_TAG) != self.agent_url or not self.agent_url]
+        if by_s3:
+            self._delete_jit_objects(by_s3)  # never read: gone with the instance
 
     def list(self, group: str) -> Sequence[Instance]:
         where = self._group(group)
@@ -399,6 +431,16 @@ class AwsBackend:
 
     def set_metadata(self, group: str, name: str, items: Mapping[str, str]) -> None:
         where = self._group(group)
+        if self.agent_url and JIT_KEY in items and self._pulls(group, where, name):
+            # Pulled by the instance from the agent: no AWS call (docs/aws-backend.md, "JIT delivery").
+            if items[JIT_KEY]:
+                ttl = self.time_to_start.get(group, DEFAULT_TIME_TO_START)
+                self.jit_vault.hold(group, name, items[JIT_KEY], ttl, self._requested.get(name))
+            else:
+                self.jit_vault.drop([name])
+            items = {k: v for k, v in items.items() if k != JIT_KEY}
+            if not items:
+                return
         row = next((r for r in self._find(group, where, {name}) if r.name == name), None)
         if row is None or row.ec2_state == "shutting-down":
             raise BackendError(f"instance {name!r} is not in group {group!r}", reason=Failure.NOT_FOUND)
@@ -425,6 +467,30 @@ class AwsBackend:
         if put or drop:
             self._cache.pop(row.asg, None)
 
+    # ------------------------------------------------------------------ JIT pull
+
+    def instance_name(self, instance_id: str) -> str | None:
+        """The Garo name of one of our instances (launched or listed by this process); None for any other id."""
+        return self._names.get(instance_id)
+
+    def _pulls(self, group: str, where: AwsGroup, name: str) -> bool:
+        """Whether this instance pulls its config from this agent (it carries our ``garo-agent-url`` tag).
+
+        Instances this process launched do, without a look. Others (a warm instance the ASG launched,
+        which has only the ASG's tags; one launched under an older stack) are looked up in the
+        cached listing: without the tag their boot agent reads S3, so the config goes there.
+        """
+        if name in self._requested:
+            return True
+        row = next((r for r in self._find(group, where, {name}) if r.name == name), None)
+        return row is None or row.tags.get(AGENT_URL_TAG) == self.agent_url
+
+    def account_id(self) -> str:
+        """The AWS account the agent works in (one STS call, then cached): identity documents must name it."""
+        if not self._account_id:
+            self._account_id = str(self._call(self.sts.get_caller_identity, "GetCallerIdentity")["Account"])
+        return self._account_id
+
     # ------------------------------------------------------------------ creation
 
     def _placements(self, where: AwsGroup) -> _Placements:
@@ -450,6 +516,7 @@ class AwsBackend:
             if placement in dry:
                 continue
             salt = ""
+            self._requested.setdefault(name, self.wall_clock())  # before the ask: pendingTime comes after it
             for _ in range(3):  # a token that answers with a terminated instance is salted with its id
                 try:
                     reply = self.ec2.run_instances(**self._run_request(group, name, facts, placement, salt))
@@ -461,6 +528,7 @@ class AwsBackend:
                     return CreateFailure(Failure.UNAVAILABLE, type(exc).__name__)
                 instance = reply["Instances"][0]
                 if instance.get("State", {}).get("Name") not in ("shutting-down", "terminated"):
+                    self._names[str(instance["InstanceId"])] = name
                     return str(instance["InstanceId"])
                 salt = str(instance["InstanceId"])
             else:
@@ -486,6 +554,7 @@ class AwsBackend:
             ASG_TAG: placement.asg,
             DEPARTMENT_TAG: self.department,
             BUCKET_TAG: self.jit_bucket,
+            **({AGENT_URL_TAG: self.agent_url} if self.agent_url else {}),
             **{k: v for k, v in facts.items() if v and k not in SECRET_METADATA},
         }
         request: dict[str, Any] = {
@@ -648,6 +717,7 @@ class AwsBackend:
                     name = tags.get("Name", "")
                     if not INSTANCE_NAME_RE.match(name):
                         name = f"{prefix}w-{iid.removeprefix('i-')}"  # a warm instance the ASG launched
+                    self._names[iid] = name
                     launched = item.get("LaunchTime")
                     rows.append(
                         _Row(
@@ -705,4 +775,14 @@ def _state(row: _Row) -> InstanceState:
     return InstanceState.CREATING  # launching, or running but not yet in service in its ASG
 
 
-__all__ = ["PERMISSIONS", "AwsBackend", "AwsGroup", "Placement", "asg_name", "client_token", "failure_for", "jit_key"]
+__all__ = [
+    "AGENT_URL_TAG",
+    "PERMISSIONS",
+    "AwsBackend",
+    "AwsGroup",
+    "Placement",
+    "asg_name",
+    "client_token",
+    "failure_for",
+    "jit_key",
+]

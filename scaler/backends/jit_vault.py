@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 from google.auth import exceptions as auth_exceptions
@@ -132,6 +132,14 @@ class JitVault:
             del self._held[name]
         for name in [n for n, until in self._taken.items() if until <= now]:
             del self._taken[name]
+
+
+class Verifier(Protocol):
+    """What the JIT endpoint needs of a cloud's identity check: GCP's token or AWS's identity document."""
+
+    clock: Callable[[], float]
+
+    def verify(self, token: str) -> Identity: ...
 
 
 class IdentityVerifier:
@@ -243,4 +251,4 @@ def _why(exc: Exception) -> str:
     return "invalid-token"
 
 
-__all__ = ["GOOGLE_CERTS_URL", "Identity", "IdentityVerifier", "JitVault", "Refused", "token_digest"]
+__all__ = ["GOOGLE_CERTS_URL", "Identity", "IdentityVerifier", "JitVault", "Refused", "Verifier", "token_digest"]

@@ -41,7 +41,7 @@ def _gcp(config: StackConfig, settings: AgentSettings) -> Backend:
 
 
 def _aws(config: StackConfig, settings: AgentSettings) -> Backend:
-    """One ASG per group (plus an on-demand fallback ASG), JIT configs through the department's S3 bucket."""
+    """One ASG per group (plus an on-demand fallback ASG); JIT configs pulled from the agent, else through S3."""
     from scaler.backends.aws import AwsBackend
 
     aws = settings.aws
@@ -49,8 +49,9 @@ def _aws(config: StackConfig, settings: AgentSettings) -> Backend:
         raise BackendError("an AWS department needs GARO_JIT_BUCKET and GARO_RUNNER_ROLE_ID", reason=Failure.INVALID)
     # As deployed: GARO_AWS_ASGS, else GARO_POOLS (infra/aws writes each group's ASG and on-demand ASG there).
     asgs = dict(aws.asgs) or {name: (pool.mig, pool.fallback) for name, pool in settings.pools.items()}
+    agent_url = settings.jit.url if settings.jit is not None else ""  # else the S3 fallback (an older stack)
     return AwsBackend.from_config(
-        config, jit_bucket=aws.jit_bucket, runner_role_id=aws.runner_role_id, asgs=asgs or None
+        config, jit_bucket=aws.jit_bucket, runner_role_id=aws.runner_role_id, asgs=asgs or None, agent_url=agent_url
     )
 
 
