@@ -72,6 +72,7 @@ class Requeue(Action):
 @dataclass(frozen=True)
 class Mark(Action):
     key: str = ""
+    job_over: bool = False  # a VM whose one job is over: its confirmation pass comes at once (loop.step)
 
     kind: Kind = field(init=False, default=Kind.MARK)
 
@@ -172,6 +173,11 @@ class Plan:
     @property
     def first_sightings(self) -> bool:
         return any(a.kind is Kind.MARK for a in self.actions)
+
+    @property
+    def finished_sightings(self) -> bool:
+        """First sightings of VMs whose job is over: they bill for nothing, so confirm them at once."""
+        return any(isinstance(a, Mark) and a.job_over for a in self.actions)
 
     def of(self, kind: Kind) -> list[Action]:
         return [a for a in self.actions if a.kind is kind]

@@ -40,6 +40,8 @@ from scaler.github.ratelimit import JitBudget
 
 log = logging.getLogger("garo.agent")
 RETRY_SOON = 10  # seconds before a message whose action failed comes back
+PASS_PERIOD = 0.8  # share of the reconcile interval between passes (see Agent._reconcile_and_schedule)
+CONFIRM_FINISHED = 0.05  # share of the interval before a finished VM's first sighting is confirmed
 
 
 @dataclass
@@ -131,7 +133,10 @@ class Agent:
     def run_once(self) -> int:
         """Pull and handle one batch, then settle held messages; return messages pulled."""
         try:
-            messages = self.subscriber.pull(self.batch_size, self.pull_timeout)
+            # Wait for messages no longer than until the next pass is due: a pass that starts late
+            # lets a VM whose completed event was lost bill longer.
+            wait = min(self.pull_timeout, max(0.0, self._next_reconcile - self.clock()))
+            messages = self.subscriber.pull(self.batch_size, wait)
         except BusUnavailable as exc:
             log.warning("bus unavailable", extra={"error": api_error_kind(exc)})
             messages = []
@@ -165,20 +170,35 @@ class Agent:
         """One iteration of :meth:`run_forever`: reconcile when due, then one batch."""
         now = self.clock()
         if now >= self._next_reconcile:
-            interval = self.config.reconcile_interval
-            confirm_soon = min(interval, max(5.0, interval / 6))
-            try:
-                plan = self.reconcile()
-            except Exception as exc:  # a dependency is down: try again soon, keep handling events
-                self.metrics.reconcile_failures.inc()
-                log.warning("reconcile failed; retrying soon", extra={"error": api_error_kind(exc)})
-                self._next_reconcile = now + confirm_soon
-            else:
-                # Confirm first sightings soon, so a leftover VM lives at most about one interval;
-                # likewise a group that could not be listed this time is looked at again soon.
-                partial = set(self.group_names) - set(plan.vm_states)
-                self._next_reconcile = now + (confirm_soon if plan.first_sightings or partial else interval)
+            self._next_reconcile = now + self._reconcile_and_schedule()
         self.run_once()
+
+    def _reconcile_and_schedule(self) -> float:
+        """One reconcile pass; the seconds until the next.
+
+        The promise is that no VM bills more than one interval after its job
+        ended, even when its ``completed`` event is lost. A job can end just
+        after a pass listed the runners; the next pass sees its runner gone
+        (first sighting) and a confirming pass deletes the VM. So passes start
+        every :data:`PASS_PERIOD` of the interval, and a VM whose job is over is
+        confirmed :data:`CONFIRM_FINISHED` of an interval later: both fit in one
+        interval with room for the passes' own calls. Other first sightings
+        (idle runners, VMs that never registered) and a group that could not be
+        listed are looked at again after ``max(5 s, interval / 6)``.
+        """
+        interval = float(self.config.reconcile_interval)
+        period = interval * PASS_PERIOD
+        confirm_soon = min(period, max(5.0, interval / 6))
+        try:
+            plan = self.reconcile()
+        except Exception as exc:  # a dependency is down: try again soon, keep handling events
+            self.metrics.reconcile_failures.inc()
+            log.warning("reconcile failed; retrying soon", extra={"error": api_error_kind(exc)})
+            return confirm_soon
+        if plan.finished_sightings:
+            return interval * CONFIRM_FINISHED
+        partial = set(self.group_names) - set(plan.vm_states)
+        return confirm_soon if plan.first_sightings or partial else period
 
     def hand_back(self) -> int:
         """Return every held message to the bus now (e.g. on exit); their jobs are not lost."""
@@ -279,16 +299,14 @@ class Agent:
         for group in groups & set(snap.instances):
             self._checked[group] = now
         held_jobs = {h.event.job_id for h in self.held.values()}
-        plan = planner.plan_settle(
-            self.config,
-            self.book,
-            snap,
-            now,
-            groups,
-            held_jobs,
-            jit_limit=self.jit_per_iteration,
-            jit_budget=self.observer.jit_budget(),
-        )
+        budget = self.observer.jit_budget()
+        plan = self.observer.answered(
+            lambda answers: planner.plan_settle(
+                self.config, self.book, snap, now, groups, held_jobs, answers, jit_limit=self.jit_per_iteration,
+                jit_budget=budget,
+            ),
+            stop_at_failure=True,
+        )  # fmt: skip
         self.executor.execute(plan)
         if not groups:
             return

@@ -83,7 +83,8 @@ def reconcile_group(draft: Draft, group: str) -> None:
         key = f"vm:{group}:{inst.name}"
         draft.plan.seen.add(key)
         if inst.name not in said and not draft.original.confirmed(key):
-            draft.add(Mark(group=group, name=inst.name, reason=reason, key=key))
+            over = inst.name in before.finished
+            draft.add(Mark(group=group, name=inst.name, reason=reason, key=key, job_over=over))
             continue
         remove_vm(draft, group, inst, reason, check_made_for=inst.name not in never_ran)
         deleted.append(inst.name)
