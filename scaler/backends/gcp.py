@@ -166,18 +166,21 @@ class GcpBackend:
             row["name"] for row in self._rows(where) if row.get("currentAction") not in ("DELETING", "ABANDONING")
         }
         created = [n for n in wanted if n in existing]
+        existed = set(created)
         todo = [n for n in wanted if n not in existing]
         failed: dict[str, CreateFailure] = {}
         for mig in where.migs:
             if not todo:
                 break
-            ok, refused = self._create_in(mig, todo, metadata)
+            ok, refused, there = self._create_in(mig, todo, metadata)
             created += ok
+            existed |= there
             for name in ok:
                 failed.pop(name, None)
             failed.update(refused)  # the latest reason per name wins
             todo = [n for n, failure in refused.items() if failure.reason in FALLBACK]
-        return CreateResult(created=tuple(n for n in wanted if n in created), failed=failed)
+        made = tuple(n for n in wanted if n in created)
+        return CreateResult(created=made, failed=failed, existed=tuple(n for n in made if n in existed))
 
     def delete(self, group: str, names: Sequence[str]) -> None:
         where = self._group(group)
@@ -353,8 +356,10 @@ class GcpBackend:
 
     def _create_in(
         self, mig: str, names: Sequence[str], metadata: Mapping[str, Mapping[str, str]]
-    ) -> tuple[Names, dict[str, CreateFailure]]:
+    ) -> tuple[Names, dict[str, CreateFailure], set[str]]:
+        """Names created (or found there), refused, and found there already (RESOURCE_ALREADY_EXISTS)."""
         errors: dict[str, CreateFailure] = {}
+        there: set[str] = set()
         secrets = [v for items in metadata.values() for v in items.values()]
         born = str(int(self.wall_clock()))
         for batch in chunks(list(names), self.batch_limit):
@@ -375,7 +380,9 @@ class GcpBackend:
             )
             for error in op.get("error", {}).get("errors", []):
                 if error.get("code") == "RESOURCE_ALREADY_EXISTS":
-                    continue  # someone (a retry, another agent) created it: that is success
+                    # Someone (a retry, another agent) created it: that is success, but not ours.
+                    there |= {n for n in batch if n == error.get("location") or f"/{n}'" in error.get("message", "")}
+                    continue
                 blamed = [
                     n for n in batch if n == error.get("location") or f"'{n}'" in error.get("message", "")
                 ] or batch
@@ -397,7 +404,7 @@ class GcpBackend:
                 )
         stuck = [rows[n]["instance"] for n in failed if n in rows]
         self._mutate(mig, "deleteInstances", stuck, skipInstancesOnValidationError=True)
-        return created, failed
+        return created, failed, there
 
     def _instance(self, group: str, row: dict[str, Any]) -> Instance:
         preserved = (row.get("preservedStateFromConfig") or {}).get("metadata") or {}

@@ -101,9 +101,7 @@ CASES: dict[str, tuple[Callable[[], Case], list[tuple[Kind, str]]]] = {
         [],
     ),
     "a job whose VM another job took gets the next generation (GitHub: it still waits)": (
-        lambda: Case(
-            queued(Book(), 11), [BUSY_OTHER], [runner(BUSY_OTHER, busy=True)], answers=answered(11, "queued")
-        ),
+        lambda: Case(queued(Book(), 11), [BUSY_OTHER], [runner(BUSY_OTHER, busy=True)], answers=answered(11, "queued")),
         [(Kind.RECORD, "11"), (Kind.CLEAR_JIT, name(11)), (Kind.CREATE, name(11, 1))],
     ),
     "a job whose VM another job took gets no replacement once GitHub says it started elsewhere": (

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from scaler import naming
 from scaler.agent import Agent, Kind
+from scaler.agent.actions import Create, Plan
 from scaler.agent.policy import Schedule, plan_capacity, warm_target
 from scaler.backends.base import CreateResult, Instance
 from scaler.backends.local import LocalBackend
@@ -278,3 +279,23 @@ def test_a_group_that_cannot_be_listed_does_not_stop_the_others() -> None:
     assert "linux" in plan.desired and "gpu" not in plan.desired
     assert gpu_runners <= {r.name for r in world.github.runners.values()}, "a group we cannot see is not orphaned"
     assert gpu_job.status in ("queued", "in_progress")
+
+
+def test_a_vm_another_replica_created_is_not_this_replicas_to_configure() -> None:
+    """Replicas that asked to create the same name: only its maker gives it a JIT config.
+
+    The cloud answers "created" for a name that exists. A replica that took such
+    a VM as its own, and whose delivery lagged (GitHub retries), would give it a
+    second config after its first runner came and went: the used VM would then
+    wait with an offline runner until time-to-start, billing.
+    """
+    world = World()
+    mine, theirs = naming.instance_name("eng", "linux", 7), naming.instance_name("eng", "linux", 8)
+    world.backend.create("linux", [theirs], {})  # another replica was first
+    agent = world.agents[0]
+    plan = Plan(
+        [Create(group="linux", name=n, reason="queued job", job_id=int(n[-1]), repo="o/r") for n in (mine, theirs)]
+    )
+    outcome = agent.executor.execute(plan)
+    assert len(outcome.done) == 2 and outcome.added == [mine]
+    assert agent.book.pending_jit == {mine: "linux"}
