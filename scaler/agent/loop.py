@@ -105,6 +105,7 @@ class Agent:
         self._checked: dict[str, float] = {}
         self._leases_extended = clock()
         self._next_reconcile = 0.0  # reconcile on start
+        self._bus_down = False  # the last pull found the bus unavailable (see run_once)
 
     # ------------------------------------------------------------------ public API
 
@@ -137,9 +138,13 @@ class Agent:
             # lets a VM whose completed event was lost bill longer.
             wait = min(self.pull_timeout, max(0.0, self._next_reconcile - self.clock()))
             messages = self.subscriber.pull(self.batch_size, wait)
+            self._bus_down = False
         except BusUnavailable as exc:
             log.warning("bus unavailable", extra={"error": api_error_kind(exc)})
             messages = []
+            # No more bus calls this iteration: each would wait out the bus's own timeout and delay
+            # the next reconcile pass. Unacknowledged messages simply come back (idempotent).
+            self._bus_down = True
         touched: set[str] = set()
         acks: list[str] = []
         completions: list[VmEvent] = []
@@ -328,7 +333,7 @@ class Agent:
             self.executor.execute(plan)
 
     def _ack(self, ack_ids: list[str]) -> None:
-        if ack_ids:
+        if ack_ids and not self._bus_down:
             try:
                 self.subscriber.ack(ack_ids)
             except BusUnavailable as exc:
@@ -336,7 +341,7 @@ class Agent:
 
     def _extend_leases(self) -> None:
         now = self.clock()
-        if not self.held or now - self._leases_extended < self.lease_seconds / 3:
+        if not self.held or self._bus_down or now - self._leases_extended < self.lease_seconds / 3:
             return
         self._leases_extended = now
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -14,6 +15,7 @@ from scaler.agent.actions import Create, Plan
 from scaler.agent.policy import Schedule, plan_capacity, warm_target
 from scaler.backends.base import CreateResult, Instance
 from scaler.backends.local import LocalBackend
+from scaler.bus.base import BusUnavailable
 from scaler.config import WarmPool
 from scaler.github.models import GitHubError
 from scaler.github.sim import SimJob
@@ -299,3 +301,38 @@ def test_a_vm_another_replica_created_is_not_this_replicas_to_configure() -> Non
     outcome = agent.executor.execute(plan)
     assert len(outcome.done) == 2 and outcome.added == [mine]
     assert agent.book.pending_jit == {mine: "linux"}
+
+
+def test_a_bus_outage_costs_one_failed_call_per_iteration_and_loses_nothing() -> None:
+    """While the bus is down the agent does not wait out the bus's timeout on every ack and lease.
+
+    Each such call would block as long as a pull does and push the next reconcile
+    pass back (a VM whose completed event is stuck behind the outage would bill
+    longer). Unacknowledged messages come back, so skipping them loses nothing.
+    """
+    world = World()
+    jobs = [world.queue() for _ in range(2)]
+    world.step()  # held: the VMs do not exist yet
+    calls: list[str] = []
+    real = {name: getattr(world.bus, name) for name in ("pull", "ack", "modify_ack_deadline")}
+
+    def down(name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            raise BusUnavailable("bus locked")
+
+        return call
+
+    for name in real:
+        setattr(world.bus, name, down(name))
+    world.advance(30)  # the VMs exist and leases would be due for extension
+    world.step()
+    assert calls == ["pull"]
+    for name, call in real.items():
+        setattr(world.bus, name, call)
+    world.advance(world.bus.lease + 5)  # the messages whose acks were skipped come back
+    world.step()
+    world.advance(5)
+    world.step()
+    assert {i.name for i in world.instances("linux")} >= {naming.instance_name("eng", "linux", j.id) for j in jobs}
+    assert world.bus.pending() == 0
