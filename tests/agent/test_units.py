@@ -336,3 +336,29 @@ def test_a_bus_outage_costs_one_failed_call_per_iteration_and_loses_nothing() ->
     world.step()
     assert {i.name for i in world.instances("linux")} >= {naming.instance_name("eng", "linux", j.id) for j in jobs}
     assert world.bus.pending() == 0
+
+
+def test_a_started_runner_cancels_this_replicas_pending_config_for_its_vm() -> None:
+    """Another replica configured the VM this one created, and a job started there: no second config.
+
+    This replica's own delivery was held up (GitHub errors) and GitHub's runner
+    list could not be read; had it delivered after that runner's one job, the used
+    VM would have waited with an offline runner until time-to-start, billing.
+    """
+    world = World()
+    job = world.queue()
+    vm = naming.instance_name("eng", "linux", job.id)
+    world.step()
+    agent = world.agents[0]
+    world.github.faults["generate_jit_config"] = [GitHubError(502, "Bad Gateway")] * 50
+    world.advance(20)
+    world.step()  # the VM exists; its config could not be generated yet
+    assert vm in agent.book.pending_jit
+    faults = world.github.faults.pop("generate_jit_config")
+    other = world.github.generate_jit_config(vm, 1, list(world.config.group("linux").labels))  # another replica's
+    assert world.github.boot(other.encoded)
+    world.advance(1)  # GitHub hands the job to that runner: in_progress naming the VM
+    world.github.faults["generate_jit_config"] = faults
+    world.github.faults["list_runners"] = [GitHubError(502, "Bad Gateway")] * 50
+    world.step()
+    assert vm not in agent.book.pending_jit
