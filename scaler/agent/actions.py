@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from scaler.agent.state import Book
+from scaler.agent.state import Book, Sighting
 from scaler.backends.base import JOB_KEY, REPO_KEY
 from scaler.github.models import Job
 
@@ -167,6 +167,7 @@ class Plan:
     ages: dict[str, tuple[float, float]] = field(default_factory=dict)
     questions: dict[int, Question] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
+    sightings: dict[str, Sighting] = field(default_factory=dict)  # this pass's view of the VMs in ``seen``
     registered: frozenset[str] = frozenset()
     reconcile: bool = False  # a reconcile pass: the executor ends the pass (marks, pruning)
 

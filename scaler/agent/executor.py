@@ -103,7 +103,7 @@ class Executor:
         for group, (vm_age, job_age) in plan.ages.items():
             self.metrics.set_ages(group, vm_age, job_age, self.config.group(group).time_to_live)
         if plan.reconcile:
-            self.book.end_pass(plan.seen)
+            self.book.end_pass(plan.seen, plan.sightings)
             self.book.prune(self.clock())
             self.metrics.reconcile_passes.inc()
             self.metrics.reconcile_success.set(self.clock())

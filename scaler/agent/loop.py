@@ -30,6 +30,7 @@ from scaler.agent.events import ACTIONS, BadMessage, JobEvent, parse
 from scaler.agent.executor import Executor
 from scaler.agent.metrics import AgentMetrics
 from scaler.agent.observe import Observer
+from scaler.agent.reconcile import PASS_PERIOD, confirm_soon
 from scaler.agent.state import Book
 from scaler.agent.vm_events import VmEvent, VmEvents
 from scaler.backends.base import Backend
@@ -40,7 +41,6 @@ from scaler.github.ratelimit import JitBudget
 
 log = logging.getLogger("garo.agent")
 RETRY_SOON = 10  # seconds before a message whose action failed comes back
-PASS_PERIOD = 0.8  # share of the reconcile interval between passes (see Agent._reconcile_and_schedule)
 CONFIRM_FINISHED = 0.05  # share of the interval before a finished VM's first sighting is confirmed
 
 
@@ -187,23 +187,25 @@ class Agent:
         (first sighting) and a confirming pass deletes the VM. So passes start
         every :data:`PASS_PERIOD` of the interval, and a VM whose job is over is
         confirmed :data:`CONFIRM_FINISHED` of an interval later: both fit in one
-        interval with room for the passes' own calls. Other first sightings
-        (idle runners, VMs that never registered) and a group that could not be
-        listed are looked at again after ``max(5 s, interval / 6)``.
+        interval with room for the passes' own calls (on a newer runner listing:
+        ``Book.confirmed``). Other first sightings (idle runners, VMs that never
+        registered) and a group that could not be listed are looked at again
+        after :func:`~scaler.agent.reconcile.confirm_soon`; such a candidate is
+        confirmed only once it has been one that long (a quick pass for a
+        finished VM does not trim idle VMs that the next jobs would take).
         """
         interval = float(self.config.reconcile_interval)
-        period = interval * PASS_PERIOD
-        confirm_soon = min(period, max(5.0, interval / 6))
+        period, soon = interval * PASS_PERIOD, confirm_soon(interval)
         try:
             plan = self.reconcile()
         except Exception as exc:  # a dependency is down: try again soon, keep handling events
             self.metrics.reconcile_failures.inc()
             log.warning("reconcile failed; retrying soon", extra={"error": api_error_kind(exc)})
-            return confirm_soon
+            return soon
         if plan.finished_sightings:
             return interval * CONFIRM_FINISHED
         partial = set(self.group_names) - set(plan.vm_states)
-        return confirm_soon if plan.first_sightings or partial else period
+        return soon if plan.first_sightings or partial else period
 
     def hand_back(self) -> int:
         """Return every held message to the bus now (e.g. on exit); their jobs are not lost."""
