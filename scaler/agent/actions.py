@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from scaler.agent.state import Book
+from scaler.agent.state import Book, Sighting
 from scaler.backends.base import JOB_KEY, REPO_KEY
 from scaler.github.models import Job
 
@@ -72,6 +72,7 @@ class Requeue(Action):
 @dataclass(frozen=True)
 class Mark(Action):
     key: str = ""
+    job_over: bool = False  # a VM whose one job is over: its confirmation pass comes at once (loop.step)
 
     kind: Kind = field(init=False, default=Kind.MARK)
 
@@ -166,12 +167,18 @@ class Plan:
     ages: dict[str, tuple[float, float]] = field(default_factory=dict)
     questions: dict[int, Question] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
+    sightings: dict[str, Sighting] = field(default_factory=dict)  # this pass's view of the VMs in ``seen``
     registered: frozenset[str] = frozenset()
     reconcile: bool = False  # a reconcile pass: the executor ends the pass (marks, pruning)
 
     @property
     def first_sightings(self) -> bool:
         return any(a.kind is Kind.MARK for a in self.actions)
+
+    @property
+    def finished_sightings(self) -> bool:
+        """First sightings of VMs whose job is over: they bill for nothing, so confirm them at once."""
+        return any(isinstance(a, Mark) and a.job_over for a in self.actions)
 
     def of(self, kind: Kind) -> list[Action]:
         return [a for a in self.actions if a.kind is kind]

@@ -107,7 +107,7 @@ class Executor:
         for group, (vm_age, job_age) in plan.ages.items():
             self.metrics.set_ages(group, vm_age, job_age, self.config.group(group).time_to_live)
         if plan.reconcile:
-            self.book.end_pass(plan.seen)
+            self.book.end_pass(plan.seen, plan.sightings)
             self.book.prune(self.clock())
             self.metrics.reconcile_passes.inc()
             self.metrics.reconcile_success.set(self.clock())
@@ -191,14 +191,18 @@ class Executor:
             log.warning("cannot add capacity now; will retry", extra={"group": group, "error": api_error_kind(exc)})
             out.failed.update((a, exc) for a in run)
             return
-        created = set(result.created)
+        created, existed = set(result.created), set(result.existed)
         for action in run:
-            if action.name in created:
+            if action.name in existed:
+                # Another replica (or an earlier attempt) made it: its maker configures it. Taking it
+                # as ours could give a used VM a second config after its runner came and went.
+                out.done.append(action)
+            elif action.name in created:
                 self._done(action, out)
                 out.added.append(action.name)
             elif action.name in result.failed:
                 out.refused[action.name] = result.failed[action.name]
-        self.metrics.actions.labels(group, "create").inc(len(created & set(metadata)))
+        self.metrics.actions.labels(group, "create").inc(len((created - existed) & set(metadata)))
         if result.failed:
             reasons = sorted({str(f.reason) for f in result.failed.values()})
             log.warning(

@@ -31,6 +31,7 @@ from scaler.agent.events import ACTIONS, BadMessage, JobEvent, parse
 from scaler.agent.executor import Executor
 from scaler.agent.metrics import AgentMetrics
 from scaler.agent.observe import Observer
+from scaler.agent.reconcile import PASS_PERIOD, confirm_soon
 from scaler.agent.state import Book
 from scaler.agent.vm_events import VmEvent, VmEvents
 from scaler.backends.base import Backend
@@ -42,6 +43,7 @@ from scaler.github.runner_groups import SYNC_INTERVAL, sync_class_groups
 
 log = logging.getLogger("garo.agent")
 RETRY_SOON = 10  # seconds before a message whose action failed comes back
+CONFIRM_FINISHED = 0.05  # share of the interval before a finished VM's first sighting is confirmed
 
 
 @dataclass
@@ -107,6 +109,7 @@ class Agent:
         self._next_reconcile = 0.0  # reconcile on start
         self.github = github
         self._classes_synced_at = float("-inf")  # the priority classes' runner groups: synced on start
+        self._bus_down = False  # the last pull found the bus unavailable (see run_once)
 
     # ------------------------------------------------------------------ public API
 
@@ -159,10 +162,17 @@ class Agent:
     def run_once(self) -> int:
         """Pull and handle one batch, then settle held messages; return messages pulled."""
         try:
-            messages = self.subscriber.pull(self.batch_size, self.pull_timeout)
+            # Wait for messages no longer than until the next pass is due: a pass that starts late
+            # lets a VM whose completed event was lost bill longer.
+            wait = min(self.pull_timeout, max(0.0, self._next_reconcile - self.clock()))
+            messages = self.subscriber.pull(self.batch_size, wait)
+            self._bus_down = False
         except BusUnavailable as exc:
             log.warning("bus unavailable", extra={"error": api_error_kind(exc)})
             messages = []
+            # No more bus calls this iteration: each would wait out the bus's own timeout and delay
+            # the next reconcile pass. Unacknowledged messages simply come back (idempotent).
+            self._bus_down = True
         touched: set[str] = set()
         acks: list[str] = []
         completions: list[VmEvent] = []
@@ -193,20 +203,37 @@ class Agent:
         """One iteration of :meth:`run_forever`: reconcile when due, then one batch."""
         now = self.clock()
         if now >= self._next_reconcile:
-            interval = self.config.reconcile_interval
-            confirm_soon = min(interval, max(5.0, interval / 6))
-            try:
-                plan = self.reconcile()
-            except Exception as exc:  # a dependency is down: try again soon, keep handling events
-                self.metrics.reconcile_failures.inc()
-                log.warning("reconcile failed; retrying soon", extra={"error": api_error_kind(exc)})
-                self._next_reconcile = now + confirm_soon
-            else:
-                # Confirm first sightings soon, so a leftover VM lives at most about one interval;
-                # likewise a group that could not be listed this time is looked at again soon.
-                partial = set(self.group_names) - set(plan.vm_states)
-                self._next_reconcile = now + (confirm_soon if plan.first_sightings or partial else interval)
+            self._next_reconcile = now + self._reconcile_and_schedule()
         self.run_once()
+
+    def _reconcile_and_schedule(self) -> float:
+        """One reconcile pass; the seconds until the next.
+
+        The promise is that no VM bills more than one interval after its job
+        ended, even when its ``completed`` event is lost. A job can end just
+        after a pass listed the runners; the next pass sees its runner gone
+        (first sighting) and a confirming pass deletes the VM. So passes start
+        every :data:`PASS_PERIOD` of the interval, and a VM whose job is over is
+        confirmed :data:`CONFIRM_FINISHED` of an interval later: both fit in one
+        interval with room for the passes' own calls (on a newer runner listing:
+        ``Book.confirmed``). Other first sightings (idle runners, VMs that never
+        registered) and a group that could not be listed are looked at again
+        after :func:`~scaler.agent.reconcile.confirm_soon`; such a candidate is
+        confirmed only once it has been one that long (a quick pass for a
+        finished VM does not trim idle VMs that the next jobs would take).
+        """
+        interval = float(self.config.reconcile_interval)
+        period, soon = interval * PASS_PERIOD, confirm_soon(interval)
+        try:
+            plan = self.reconcile()
+        except Exception as exc:  # a dependency is down: try again soon, keep handling events
+            self.metrics.reconcile_failures.inc()
+            log.warning("reconcile failed; retrying soon", extra={"error": api_error_kind(exc)})
+            return soon
+        if plan.finished_sightings:
+            return interval * CONFIRM_FINISHED
+        partial = set(self.group_names) - set(plan.vm_states)
+        return soon if plan.first_sightings or partial else period
 
     def hand_back(self) -> int:
         """Return every held message to the bus now (e.g. on exit); their jobs are not lost."""
@@ -307,16 +334,14 @@ class Agent:
         for group in groups & set(snap.instances):
             self._checked[group] = now
         held_jobs = {h.event.job_id for h in self.held.values()}
-        plan = planner.plan_settle(
-            self.config,
-            self.book,
-            snap,
-            now,
-            groups,
-            held_jobs,
-            jit_limit=self.jit_per_iteration,
-            jit_budget=self.observer.jit_budget(),
-        )
+        budget = self.observer.jit_budget()
+        plan = self.observer.answered(
+            lambda answers: planner.plan_settle(
+                self.config, self.book, snap, now, groups, held_jobs, answers, jit_limit=self.jit_per_iteration,
+                jit_budget=budget,
+            ),
+            stop_at_failure=True,
+        )  # fmt: skip
         self.executor.execute(plan)
         if not groups:
             return
@@ -338,7 +363,7 @@ class Agent:
             self.executor.execute(plan)
 
     def _ack(self, ack_ids: list[str]) -> None:
-        if ack_ids:
+        if ack_ids and not self._bus_down:
             try:
                 self.subscriber.ack(ack_ids)
             except BusUnavailable as exc:
@@ -346,7 +371,7 @@ class Agent:
 
     def _extend_leases(self) -> None:
         now = self.clock()
-        if not self.held or now - self._leases_extended < self.lease_seconds / 3:
+        if not self.held or self._bus_down or now - self._leases_extended < self.lease_seconds / 3:
             return
         self._leases_extended = now
         try:

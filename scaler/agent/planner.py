@@ -33,7 +33,7 @@ from scaler.agent.classes import stranded
 from scaler.agent.draft import Draft
 from scaler.agent.policy import by_priority, kept_names, plan_capacity
 from scaler.agent.reconcile import orphan_runners, reconcile_group, remove_vm, unconfigured
-from scaler.agent.state import Book
+from scaler.agent.state import WAITING_STATUSES, Book, JobRecord
 from scaler.agent.views import ACTIVE, REPORTED_OVER, GroupView, Snapshot, covered, view
 from scaler.backends.base import JOB_KEY, STATE_LABEL, Instance, InstanceState
 from scaler.config import StackConfig
@@ -46,6 +46,7 @@ ACTIVE_STATES = (
     InstanceState.RESUMING,
 )  # a VM that exists: its metadata can be written
 MAX_GENERATION = 99
+REPLACEMENT_CHECKS = 20  # GitHub questions a plan asks before replacement VMs (one GET each)
 
 
 def plan_reconcile(
@@ -97,6 +98,7 @@ def plan_settle(
     now: float,
     groups: Collection[str],
     held_jobs: Collection[int],
+    answers: Mapping[int, Answer] = NO_ANSWERS,
     *,
     jit_limit: int = 50,
     jit_budget: int | None = None,
@@ -105,8 +107,9 @@ def plan_settle(
 
     A held job whose own VM exists without a config this agent gave (a create
     that timed out but landed, a VM from before a restart) gets one first.
+    ``answers``: GitHub's word on jobs the plan asked about (replacements).
     """
-    draft = Draft(config, book, snap, now, NO_ANSWERS)
+    draft = Draft(config, book, snap, now, answers)
     for group in sorted(set(groups) & set(draft.instances)):
         current = view(draft.department, draft.book, group, draft.snap)
         for job_id, own in covered(current).items():
@@ -270,6 +273,7 @@ def _creates(draft: Draft, group: str, current: GroupView, count: int, held: fro
         if job is not None
     }
     chosen: list[Create] = []
+    replacements = [0]  # questions asked for replacements this plan (bounded)
     for job in by_priority(draft.config, current.queued, draft.now):
         if len(chosen) >= count:
             return chosen
@@ -280,7 +284,11 @@ def _creates(draft: Draft, group: str, current: GroupView, count: int, held: fro
             continue
         if highest is None:
             highest = _highest_generations(draft.department, group, [*instances, *runners])
-        for gen in range(highest.get(job.id, -1) + 1, MAX_GENERATION + 1):
+        first = highest.get(job.id, -1) + 1
+        if first and not _still_waits(draft, group, job, replacements):
+            count -= 1  # asked (or to ask): its slot is not a warm VM's meanwhile
+            continue
+        for gen in range(first, MAX_GENERATION + 1):
             name = naming.instance_name(draft.department, group, job.id, gen)
             if not taken(name):
                 reason = f"queued job {job.id}" + (f" (replacement {gen})" if gen else "")
@@ -303,6 +311,28 @@ def _highest_generations(department: str, group: str, names: list[str]) -> dict[
         if parsed is not None:
             highest[parsed[0]] = max(parsed[1], highest.get(parsed[0], -1))
     return highest
+
+
+def _still_waits(draft: Draft, group: str, job: JobRecord, asked: list[int]) -> bool:
+    """Before a replacement VM: does GitHub say the job still waits? (No answer yet: not now.)
+
+    A job gets a replacement when the VM made for it went to another job; but
+    the job itself has often started elsewhere meanwhile (on a warm runner,
+    another job's VM), and only the replica that got its ``in_progress`` knows.
+    A replacement for it would run nothing, or another job, and bill while it
+    waits. One GET per replacement (at most :data:`REPLACEMENT_CHECKS` a plan;
+    the rest wait for the next one) settles it. A job whose repository is
+    unknown cannot be asked about and is replaced as before.
+    """
+    if not job.repo:
+        return True
+    answer = draft.answers.get(job.id)
+    if answer is None:
+        if asked[0] < REPLACEMENT_CHECKS:
+            asked[0] += 1
+            draft.ask(Question(job.id, group, job.repo))
+        return False
+    return answer.job.status in WAITING_STATUSES
 
 
 def _generation(department: str, group: str, name: str) -> tuple[int, int] | None:

@@ -18,13 +18,20 @@ from scaler.agent.actions import ClearJit, Delete, Deregister, Mark, Question, Q
 from scaler.agent.classes import stranded
 from scaler.agent.draft import Draft
 from scaler.agent.policy import desired_capacity, kept_names
-from scaler.agent.state import WAITING_STATUSES
+from scaler.agent.state import WAITING_STATUSES, Sighting
 from scaler.agent.views import REPORTED_OVER, github_says_over, spent_names, view
 from scaler.backends.base import REPO_KEY, STATE_LABEL, Instance, InstanceState
 
 CLEAR_PER_PASS = 50  # JIT configs cleared per group and pass (one Compute write each)
 WAITING = ("queued", "covered")  # the book's statuses of a job without a runner
 STOLEN_CHECKS_PER_PASS = 20  # busy VMs asked about per pass (one GitHub GET each; after a restart, all once)
+PASS_PERIOD = 0.8  # share of the reconcile interval between passes (Agent._reconcile_and_schedule)
+CONFIRM_AGE = 0.75  # share of confirm_soon a candidate other than a finished VM must have been one
+
+
+def confirm_soon(interval: float) -> float:
+    """Seconds until the pass that confirms a first sighting (other than a finished VM's)."""
+    return min(interval * PASS_PERIOD, max(5.0, interval / 6))
 
 
 def reconcile_group(draft: Draft, group: str) -> None:
@@ -88,11 +95,14 @@ def reconcile_group(draft: Draft, group: str) -> None:
     for name in [n for n in clear if n not in going][:CLEAR_PER_PASS]:
         draft.add(ClearJit(group=group, name=name, reason="runner online; its JIT config is spent"))
     deleted: list[str] = []
+    # The slack (CONFIRM_AGE) is for the passes' own time: the next pass is scheduled from its start.
+    min_age = CONFIRM_AGE * confirm_soon(draft.config.reconcile_interval)
     for inst, reason in removals:
         key = f"vm:{group}:{inst.name}"
         draft.plan.seen.add(key)
-        if inst.name not in said and not draft.original.confirmed(key):
-            draft.add(Mark(group=group, name=inst.name, reason=reason, key=key))
+        sighting = draft.plan.sightings[key] = Sighting(now, snap.runners_at, over=inst.name in before.finished)
+        if inst.name not in said and not draft.original.confirmed(key, sighting, min_age):
+            draft.add(Mark(group=group, name=inst.name, reason=reason, key=key, job_over=sighting.over))
             continue
         remove_vm(draft, group, inst, reason, check_made_for=inst.name not in never_ran)
         deleted.append(inst.name)

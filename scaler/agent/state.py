@@ -13,6 +13,7 @@ only after the cloud or GitHub confirmed the change.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 # A job's status only moves forward, so a reordered or duplicated event can
@@ -44,6 +45,20 @@ def _clone(record: JobRecord) -> JobRecord:
     return clone
 
 
+@dataclass(frozen=True)
+class Sighting:
+    """One reconcile pass's view of a VM it would delete: when, on which runner listing, and why.
+
+    ``listing`` is the time of the GitHub runner listing the pass judged on;
+    ``over``: the VM's one job was over (its runner came and went), as
+    opposed to idle, offline, never registered, ...
+    """
+
+    at: float
+    listing: float
+    over: bool = False
+
+
 @dataclass
 class Book:
     jobs: dict[int, JobRecord] = field(default_factory=dict)
@@ -60,6 +75,8 @@ class Book:
     stolen_checked: set[str] = field(default_factory=set)
     # deletion candidates: key -> reconcile pass number that first saw it
     marks: dict[str, int] = field(default_factory=dict)
+    # VM deletion candidates: key -> the pass's view at the first sighting (see confirmed)
+    sightings: dict[str, Sighting] = field(default_factory=dict)
     # reconcile passes carried out (dry runs do not count)
     passes: int = 0
     # VM names that ran a job other than their own -> when we learnt it (never reused)
@@ -97,6 +114,7 @@ class Book:
             jit_cleared=set(self.jit_cleared),
             stolen_checked=set(self.stolen_checked),
             marks=dict(self.marks),
+            sightings=dict(self.sightings),
             passes=self.passes,
             spent=dict(self.spent),
         )
@@ -293,16 +311,35 @@ class Book:
             record = self.jobs[job_id] = _clone(record)
         return record
 
-    def confirmed(self, key: str) -> bool:
-        """Was this deletion candidate already seen by an earlier pass (the one before this)?"""
-        first = self.marks.get(key)
-        return first is not None and first <= self.passes
+    def confirmed(self, key: str, sighting: Sighting | None = None, min_age: float = 0.0) -> bool:
+        """Was this deletion candidate already seen by an earlier pass (the one before this), long enough ago?
 
-    def end_pass(self, seen: set[str] | frozenset[str]) -> None:
+        A VM whose job is over in both sightings is confirmed by the next pass,
+        however soon, as long as it judged on a newer runner listing: two
+        listings, never one read twice. Any other candidate (idle beyond the
+        warm pool, offline, never registered) must have been a candidate for
+        ``min_age`` seconds: a quick pass that confirms finished VMs must not
+        trim an idle VM the next queued job would have taken.
+        """
+        first = self.marks.get(key)
+        if first is None or first > self.passes:
+            return False
+        before = self.sightings.get(key)
+        if sighting is None or before is None:
+            return True
+        if before.over and sighting.over:
+            return sighting.listing > before.listing
+        return sighting.at - before.at >= min_age
+
+    def end_pass(self, seen: set[str] | frozenset[str], sightings: Mapping[str, Sighting] | None = None) -> None:
         """A reconcile pass is done: mark what it saw first, drop marks it did not see again."""
         self.passes += 1
         for key in seen:
-            self.marks.setdefault(key, self.passes)
+            if key not in self.marks:
+                self.marks[key] = self.passes
+                if sightings and key in sightings:
+                    self.sightings[key] = sightings[key]
         for key in list(self.marks):
             if key not in seen:
                 del self.marks[key]
+                self.sightings.pop(key, None)

@@ -66,6 +66,9 @@ class VmEvents:
         if not starts:
             return []
         plan = Plan()
+        # A runner named X took a job: X had a config (maybe another replica's) and it is spent now.
+        # A config still pending here would reach a used VM once its runner is gone: drop it.
+        self.book.saw_runners({s.runner for s in starts}, self.observer.clock())
         for start in starts:
             event = start.event
             if event.created_at and event.started_at and event.started_at >= event.created_at:

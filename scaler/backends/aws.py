@@ -366,7 +366,8 @@ class AwsBackend:
         finally:
             for asg in where.asgs:
                 self._cache.pop(asg, None)
-        return CreateResult(created=tuple(n for n in wanted if n in created), failed=failed)
+        made = tuple(n for n in wanted if n in created)
+        return CreateResult(created=made, failed=failed, existed=tuple(n for n in made if n in existing))
 
     def delete(self, group: str, names: Sequence[str]) -> None:
         where = self._group(group)

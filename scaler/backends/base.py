@@ -90,6 +90,9 @@ class CreateResult:
     # Names the cloud refused (capacity, quota, ...): the agent retries them
     # later, or in the group's fallback pool when the reason is in FALLBACK.
     failed: Mapping[str, CreateFailure] = field(default_factory=dict)
+    # Those of ``created`` that existed before this call (another replica's, or an earlier attempt's):
+    # the caller did not make them, so it must not assume they still wait for their JIT config.
+    existed: tuple[str, ...] = ()
 
 
 class BackendError(RuntimeError):

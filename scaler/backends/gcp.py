@@ -180,6 +180,7 @@ class GcpBackend:
             row["name"] for row in self._rows(where) if row.get("currentAction") not in ("DELETING", "ABANDONING")
         }
         created = [n for n in wanted if n in existing]
+        existed = set(created)
         todo = [n for n in wanted if n not in existing]
         jits = {n: items[JIT_KEY] for n, items in metadata.items() if items.get(JIT_KEY)}
         metadata = {n: {k: v for k, v in items.items() if k != JIT_KEY} for n, items in metadata.items()}
@@ -187,8 +188,9 @@ class GcpBackend:
         for mig in where.migs:
             if not todo:
                 break
-            ok, refused = self._create_in(mig, todo, metadata)
+            ok, refused, there = self._create_in(mig, todo, metadata)
             created += ok
+            existed |= there
             for name in ok:
                 failed.pop(name, None)
             failed.update(refused)  # the latest reason per name wins
@@ -196,7 +198,8 @@ class GcpBackend:
         for name in created:
             if name in jits:
                 self._hold(group, name, jits[name])
-        return CreateResult(created=tuple(n for n in wanted if n in created), failed=failed)
+        made = tuple(n for n in wanted if n in created)
+        return CreateResult(created=made, failed=failed, existed=tuple(n for n in made if n in existed))
 
     def delete(self, group: str, names: Sequence[str]) -> None:
         where = self._group(group)
@@ -387,8 +390,10 @@ class GcpBackend:
 
     def _create_in(
         self, mig: str, names: Sequence[str], metadata: Mapping[str, Mapping[str, str]]
-    ) -> tuple[Names, dict[str, CreateFailure]]:
+    ) -> tuple[Names, dict[str, CreateFailure], set[str]]:
+        """Names created (or found there), refused, and found there already (RESOURCE_ALREADY_EXISTS)."""
         errors: dict[str, CreateFailure] = {}
+        there: set[str] = set()
         secrets = [v for items in metadata.values() for v in items.values()]
         asked = self.wall_clock()
         born = str(int(asked))
@@ -412,7 +417,9 @@ class GcpBackend:
             )
             for error in op.get("error", {}).get("errors", []):
                 if error.get("code") == "RESOURCE_ALREADY_EXISTS":
-                    continue  # someone (a retry, another agent) created it: that is success
+                    # Someone (a retry, another agent) created it: that is success, but not ours.
+                    there |= {n for n in batch if n == error.get("location") or f"/{n}'" in error.get("message", "")}
+                    continue
                 blamed = [
                     n for n in batch if n == error.get("location") or f"'{n}'" in error.get("message", "")
                 ] or batch
@@ -434,7 +441,7 @@ class GcpBackend:
                 )
         stuck = [rows[n]["instance"] for n in failed if n in rows]
         self._mutate(mig, "deleteInstances", stuck, skipInstancesOnValidationError=True)
-        return created, failed
+        return created, failed, there
 
     def _instance(self, group: str, row: dict[str, Any]) -> Instance:
         preserved = (row.get("preservedStateFromConfig") or {}).get("metadata") or {}

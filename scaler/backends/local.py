@@ -110,6 +110,7 @@ class LocalBackend:
         """Create named instances; existing names are reported created and left alone."""
         _check_names(names)
         created: list[str] = []
+        existed: list[str] = []
         failed: dict[str, CreateFailure] = {}
         with self._fleet() as fleet:
             records = fleet.setdefault(group, {})
@@ -117,12 +118,13 @@ class LocalBackend:
             for name in dict.fromkeys(names):
                 if name in records:
                     created.append(name)
+                    existed.append(name)
                 elif limit is not None and len(records) >= limit:
                     failed[name] = CAPACITY_ERROR
                 else:
                     records[name] = self._new_record(InstanceState.CREATING, metadata.get(name, {}))
                     created.append(name)
-        return CreateResult(created=tuple(created), failed=failed)
+        return CreateResult(created=tuple(created), failed=failed, existed=tuple(existed))
 
     def delete(self, group: str, names: Sequence[str]) -> None:
         with self._fleet() as fleet:

@@ -269,10 +269,12 @@ class SimCloud:
         self.usage.calls["create"] += 1
         records = self._records(group)
         created: list[str] = []
+        existed: list[str] = []
         failed: dict[str, CreateFailure] = {}
         for name in dict.fromkeys(names):
             if name in records:
                 created.append(name)
+                existed.append(name)
                 continue
             if self.rng.random() < self.model.capacity_error_rate.value:
                 self.usage.capacity_errors += 1
@@ -291,7 +293,7 @@ class SimCloud:
             self.timeline.at(self.clock.now + create, running)
         if created:
             self._count_active(group)
-        return CreateResult(created=tuple(created), failed=failed)
+        return CreateResult(created=tuple(created), failed=failed, existed=tuple(existed))
 
     def delete(self, group: str, names: Sequence[str]) -> None:
         self.usage.calls["delete"] += 1

@@ -21,7 +21,7 @@ from scaler.agent.state import Book
 from scaler.backends.base import KEEP_KEY, Instance
 from scaler.config import ConfigError, StackConfig
 from scaler.github.models import Runner
-from tests.agent.test_planner import NOW, REPO, Case, confirmed, name, queued, runner, vm
+from tests.agent.test_planner import NOW, REPO, Case, answered, confirmed, name, queued, runner, vm
 from tests.agent.world import make_config
 
 PRIORITIES = [
@@ -98,7 +98,7 @@ def test_a_kept_vm_that_never_registered_does_not_hold_its_job_back() -> None:
     """The operator keeps a VM that never booted to debug it: its job gets another VM."""
     book = queued(Book(), 1)
     stuck = kept(vm(1, age=30))
-    plan = Case(book=book, vms=[stuck], runners=[]).plan()
+    plan = Case(book=book, vms=[stuck], runners=[], answers=answered(1, "queued")).plan()
     assert [a.name for a in plan.of(Kind.CREATE)] == [name(1, 1)]
 
 

@@ -100,9 +100,15 @@ CASES: dict[str, tuple[Callable[[], Case], list[tuple[Kind, str]]]] = {
         lambda: Case(queued(Book(), 11), [vm(11, age=5, state="creating")]),
         [],
     ),
-    "a job whose VM another job took gets the next generation": (
-        lambda: Case(queued(Book(), 11), [BUSY_OTHER], [runner(BUSY_OTHER, busy=True)]),
-        [(Kind.CLEAR_JIT, name(11)), (Kind.CREATE, name(11, 1))],
+    "a job whose VM another job took gets the next generation (GitHub: it still waits)": (
+        lambda: Case(queued(Book(), 11), [BUSY_OTHER], [runner(BUSY_OTHER, busy=True)], answers=answered(11, "queued")),
+        [(Kind.RECORD, "11"), (Kind.CLEAR_JIT, name(11)), (Kind.CREATE, name(11, 1))],
+    ),
+    "a job whose VM another job took gets no replacement once GitHub says it started elsewhere": (
+        lambda: Case(
+            queued(Book(), 11), [BUSY_OTHER], [runner(BUSY_OTHER, busy=True)], answers=answered(11, "in_progress")
+        ),
+        [(Kind.RECORD, "11"), (Kind.CLEAR_JIT, name(11))],
     ),
     "a job with a listed replacement gets no second one, whatever this replica remembers of the name": (
         lambda: Case(
@@ -157,6 +163,16 @@ CASES: dict[str, tuple[Callable[[], Case], list[tuple[Kind, str]]]] = {
         [],
     ),
 }
+
+
+def test_a_replacement_waits_for_githubs_word_that_its_job_still_waits() -> None:
+    """The replica that got the job's in_progress may be another: a replacement would bill for nothing.
+
+    Until GitHub answers, the job's slot is neither a replacement nor a warm VM.
+    """
+    plan = Case(queued(Book(), 11), [BUSY_OTHER], [runner(BUSY_OTHER, busy=True)]).plan()
+    assert plan.of(Kind.CREATE) == []
+    assert list(plan.questions) == [11]
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -256,6 +272,9 @@ def test_a_job_whose_named_vm_ran_another_job_waits_again_when_its_spare_vm_goes
     plan = Case(book, [spent, spare], [runner(spent, busy=True)]).plan()
     assert [a.name for a in plan.of(Kind.DELETE)] == [spare.name]
     assert [a.name for a in plan.of(Kind.REQUEUE)] == ["22"]
+    assert 22 in plan.questions  # a replacement VM only once GitHub says the job still waits
+    answers = answered(22, "queued")
+    plan = Case(book, [spent, spare], [runner(spent, busy=True)], answers=answers).plan()
     assert [a.name for a in plan.of(Kind.CREATE)] == [name(22, 1)]
 
 

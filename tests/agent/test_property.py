@@ -213,6 +213,16 @@ def settle(world: World, replicas: int) -> None:
     [("queue", 0), ("queue", 0), ("queue", 0), ("queue", 0), ("queue", 1), ("queue", 7), ("agent", 0), ("tick", 5),
      ("agent", 0), ("restart", 0), ("tick", 0), ("agent", 0)],
 )  # fmt: skip
+# the same with one more tick (a variant that reached the seed-248 bug under the faster reconcile cadence)
+@example(
+    248,
+    1,
+    0.0,
+    0.0,
+    False,
+    [("queue", 0), ("queue", 0), ("queue", 0), ("queue", 0), ("queue", 1), ("queue", 7), ("agent", 0), ("tick", 5),
+     ("agent", 0), ("restart", 0), ("tick", 0), ("agent", 0), ("tick", 0)],
+)  # fmt: skip
 @pytest.mark.parametrize("cloud", ["local", "aws"])
 def test_random_event_streams_converge(
     cloud: str, seed: int, replicas: int, duplicate: float, drop: float, shuffle: bool, ops: list[tuple[str, int]]

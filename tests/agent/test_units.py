@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from scaler import naming
 from scaler.agent import Agent, Kind
+from scaler.agent.actions import Create, Plan
 from scaler.agent.policy import Schedule, plan_capacity, warm_target
+from scaler.agent.state import Book, Sighting
 from scaler.backends.base import CreateResult, Instance
 from scaler.backends.local import LocalBackend
+from scaler.bus.base import BusUnavailable
 from scaler.config import WarmPool
 from scaler.github.models import GitHubError
 from scaler.github.sim import SimJob
@@ -64,7 +68,7 @@ def test_burst_becomes_one_create_call_and_one_vm_per_job() -> None:
     jobs = [world.queue() for _ in range(30)]
     world.step()
     assert calls == [30]
-    assert {i.name for i in world.instances("linux")} == {naming.instance_name("eng", "linux", j.id) for j in jobs}
+    assert {i.name for i in world.active("linux")} == {naming.instance_name("eng", "linux", j.id) for j in jobs}
     assert world.bus.pending() == 30  # held, not acked: the VMs do not exist yet, so no JIT config either
     world.advance(20)  # the VMs exist (boot delay)
     world.step()
@@ -152,7 +156,10 @@ def test_reconcile_dry_run_changes_nothing_and_deletions_need_two_passes() -> No
     world.agents[0].reconcile()
     assert len(world.instances("linux")) == 1  # first sighting
     world.agents[0].reconcile()
-    assert world.instances("linux") == []
+    assert len(world.instances("linux")) == 1  # a second pass at once is too soon for a VM whose job is not over
+    world.advance(5)
+    world.agents[0].reconcile()
+    assert world.active("linux") == []
 
 
 def test_a_job_waiting_for_approval_gets_no_vm_until_github_queues_it() -> None:
@@ -278,3 +285,97 @@ def test_a_group_that_cannot_be_listed_does_not_stop_the_others() -> None:
     assert "linux" in plan.desired and "gpu" not in plan.desired
     assert gpu_runners <= {r.name for r in world.github.runners.values()}, "a group we cannot see is not orphaned"
     assert gpu_job.status in ("queued", "in_progress")
+
+
+def test_a_vm_another_replica_created_is_not_this_replicas_to_configure() -> None:
+    """Replicas that asked to create the same name: only its maker gives it a JIT config.
+
+    The cloud answers "created" for a name that exists. A replica that took such
+    a VM as its own, and whose delivery lagged (GitHub retries), would give it a
+    second config after its first runner came and went: the used VM would then
+    wait with an offline runner until time-to-start, billing.
+    """
+    world = World()
+    mine, theirs = naming.instance_name("eng", "linux", 7), naming.instance_name("eng", "linux", 8)
+    world.backend.create("linux", [theirs], {})  # another replica was first
+    agent = world.agents[0]
+    plan = Plan(
+        [Create(group="linux", name=n, reason="queued job", job_id=int(n[-1]), repo="o/r") for n in (mine, theirs)]
+    )
+    outcome = agent.executor.execute(plan)
+    assert len(outcome.done) == 2 and outcome.added == [mine]
+    assert agent.book.pending_jit == {mine: "linux"}
+
+
+def test_a_bus_outage_costs_one_failed_call_per_iteration_and_loses_nothing() -> None:
+    """While the bus is down the agent does not wait out the bus's timeout on every ack and lease.
+
+    Each such call would block as long as a pull does and push the next reconcile
+    pass back (a VM whose completed event is stuck behind the outage would bill
+    longer). Unacknowledged messages come back, so skipping them loses nothing.
+    """
+    world = World()
+    jobs = [world.queue() for _ in range(2)]
+    world.step()  # held: the VMs do not exist yet
+    calls: list[str] = []
+    real = {name: getattr(world.bus, name) for name in ("pull", "ack", "modify_ack_deadline")}
+
+    def down(name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            raise BusUnavailable("bus locked")
+
+        return call
+
+    for name in real:
+        setattr(world.bus, name, down(name))
+    world.advance(30)  # the VMs exist and leases would be due for extension
+    world.step()
+    assert calls == ["pull"]
+    for name, call in real.items():
+        setattr(world.bus, name, call)
+    world.advance(world.bus.lease + 5)  # the messages whose acks were skipped come back
+    world.step()
+    world.advance(5)
+    world.step()
+    assert {i.name for i in world.active("linux")} >= {naming.instance_name("eng", "linux", j.id) for j in jobs}
+    assert world.bus.pending() == 0
+
+
+def test_a_started_runner_cancels_this_replicas_pending_config_for_its_vm() -> None:
+    """Another replica configured the VM this one created, and a job started there: no second config.
+
+    This replica's own delivery was held up (GitHub errors) and GitHub's runner
+    list could not be read; had it delivered after that runner's one job, the used
+    VM would have waited with an offline runner until time-to-start, billing.
+    """
+    world = World()
+    job = world.queue()
+    vm = naming.instance_name("eng", "linux", job.id)
+    world.step()
+    agent = world.agents[0]
+    world.github.faults["generate_jit_config"] = [GitHubError(502, "Bad Gateway")] * 50
+    world.advance(20)
+    world.step()  # the VM exists; its config could not be generated yet
+    assert vm in agent.book.pending_jit
+    faults = world.github.faults.pop("generate_jit_config")
+    other = world.github.generate_jit_config(vm, 1, list(world.config.group("linux").labels))  # another replica's
+    assert world.github.boot(other.encoded)
+    world.advance(1)  # GitHub hands the job to that runner: in_progress naming the VM
+    world.github.faults["generate_jit_config"] = faults
+    world.github.faults["list_runners"] = [GitHubError(502, "Bad Gateway")] * 50
+    world.step()
+    assert vm not in agent.book.pending_jit
+
+
+def test_a_quick_confirming_pass_does_not_trim_a_vm_whose_job_is_not_over() -> None:
+    """Idle beyond the warm pool, say: it must stay a candidate for most of a pass period (the next job may take it)."""
+    book, key = Book(), "vm:linux:garo-eng-linux-w-3"
+    book.end_pass({key}, {key: Sighting(at=100.0, listing=99.9, over=False)})
+    assert not book.confirmed(key, Sighting(at=100.25, listing=100.2, over=False), min_age=3.0)
+    assert not book.confirmed(key, Sighting(at=100.25, listing=100.2, over=True), min_age=3.0)
+    assert book.confirmed(key, Sighting(at=104.0, listing=103.9, over=False), min_age=3.0)
+    over = "vm:linux:garo-eng-linux-5000000001"
+    book.end_pass({key, over}, {over: Sighting(at=104.0, listing=103.9, over=True)})
+    assert book.confirmed(over, Sighting(at=104.25, listing=104.2, over=True), min_age=3.0)
+    assert not book.confirmed(over, Sighting(at=104.25, listing=103.9, over=True), min_age=3.0)

@@ -44,7 +44,7 @@ def states(h: Harness) -> dict[str, InstanceState]:
 def test_created_names_are_listed_and_boot(harness: Harness) -> None:
     result = harness.backend.create(GROUP, ["garo-eng-linux-1", "garo-eng-linux-2"], {})
     assert sorted(result.created) == ["garo-eng-linux-1", "garo-eng-linux-2"]
-    assert result.failed == {}
+    assert result.failed == {} and result.existed == ()
     assert set(states(harness).values()) == {InstanceState.CREATING}
     harness.settle()
     assert states(harness) == {"garo-eng-linux-1": InstanceState.RUNNING, "garo-eng-linux-2": InstanceState.RUNNING}
@@ -55,6 +55,7 @@ def test_creating_the_same_names_again_does_not_duplicate(harness: Harness) -> N
     harness.backend.create(GROUP, ["garo-a", "garo-b"], {})
     again = harness.backend.create(GROUP, ["garo-b", "garo-c", "garo-c"], {})
     assert sorted(again.created) == ["garo-b", "garo-c"]
+    assert again.existed == ("garo-b",), "a name another replica made is not the caller's to configure"
     harness.settle()
     assert names_of(harness) == ["garo-a", "garo-b", "garo-c"]
 

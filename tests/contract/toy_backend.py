@@ -155,11 +155,12 @@ class ToyBackend:
     def create(self, group: str, names: Sequence[str], metadata: Mapping[str, Mapping[str, str]]) -> CreateResult:
         wanted = list(dict.fromkeys(names))
         try:
+            there = tuple(n for n in wanted if n in self.cloud.pool(group))
             refused = self.cloud.launch(group, wanted, metadata)
         except ToyCloudError as exc:
             raise _failure(exc) from None
         failed = {name: CreateFailure(TOY_FAILURES[code], f"{code}") for name, code in refused.items()}
-        return CreateResult(created=tuple(n for n in wanted if n not in failed), failed=failed)
+        return CreateResult(created=tuple(n for n in wanted if n not in failed), failed=failed, existed=there)
 
     def delete(self, group: str, names: Sequence[str]) -> None:
         for name in names:
