@@ -57,6 +57,8 @@ class Draft:
         remember(self.book, action, self.now)
         if isinstance(action, Delete):
             self.instances.get(action.group, {}).pop(action.name, None)
+            if action.runner_id is not None and self.snap.runners is not None:
+                self.snap.runners.pop(action.name, None)  # type: ignore[attr-defined]  # deregistered first
         elif isinstance(action, Deregister) and self.snap.runners is not None:
             self.snap.runners.pop(action.name, None)  # type: ignore[attr-defined]
         elif isinstance(action, Create):

@@ -263,6 +263,9 @@ def _creates(draft: Draft, group: str, current: GroupView, count: int, held: fro
         return []  # what follows only names VMs to create
     instances, book, runners = draft.instances[group], draft.book, draft.snap.runners or {}
 
+    def taken_by_a_job(name: str) -> bool:
+        return book.names_a_job(name) or name in book.spent
+
     def taken(name: str) -> bool:  # the listing's names and spent_names (asked per name: no set of them all)
         return name in instances or name in runners or book.names_a_job(name) or name in book.spent
 
@@ -272,6 +275,14 @@ def _creates(draft: Draft, group: str, current: GroupView, count: int, held: fro
         for job in (_waits_for(draft, group, i) for i in instances.values() if i.name not in held)
         if job is not None
     }
+    # A replica's VM listing may be older than its runner listing (backends cache listings): an idle
+    # runner named after a job, whose VM this listing does not show yet, is a VM on its way for it.
+    # Without this, replicas gave a job whose first VM another job took two replacements at once.
+    for name, runner in runners.items():
+        if name not in instances and not runner.busy and not taken_by_a_job(name):
+            parsed = _generation(draft.department, group, name)
+            if parsed is not None:
+                waited_on.add(parsed[0])
     chosen: list[Create] = []
     replacements = [0]  # questions asked for replacements this plan (bounded)
     for job in by_priority(draft.config, current.queued, draft.now):

@@ -294,3 +294,18 @@ def test_a_second_job_does_not_count_on_the_spare_vm_a_first_job_was_acked_on() 
     snap = Case(book, [resumed, standby]).snapshot()
     held = {"ack-31": (31, "linux"), "ack-32": (32, "linux")}
     assert planner.settled(config, book, snap, {"linux"}, held) == ["ack-31"], "32 is not acked on 31's VM"
+
+
+def test_a_runner_listed_before_its_vm_counts_as_that_jobs_vm_on_its_way() -> None:
+    """Listings are cached: another replica's replacement may show as a runner before it shows as a VM.
+
+    Creating yet another replacement then gave the job two VMs at once (found by the chaos run).
+    """
+    taken = vm(41)  # made for job 41, taken by another job
+    replacement = Runner(8, name(41, 1), "offline", False)  # its JIT config exists; its VM is not listed here yet
+    book = queued(Book(), 41)
+    book.spent[taken.name] = NOW - 10
+    plan = Case(book, [taken], [runner(taken, busy=True), replacement], answers=answered(41, "queued")).plan()
+    assert not plan.of(Kind.CREATE), str(plan)
+    without = Case(book, [taken], [runner(taken, busy=True)], answers=answered(41, "queued")).plan()
+    assert [a.name for a in without.of(Kind.CREATE)] == [name(41, 1)]
