@@ -109,30 +109,37 @@ class JitEndpoint(pulumi.ComponentResource):
             labels=labels,
             opts=child,
         )
-        gcp.compute.Firewall(
-            f"{name}-from-runners",
-            name=f"garo-{dept}-allow-runners-to-jit",
-            project=project,
-            network=args.network,
-            direction="INGRESS",
-            priority=1000,
-            allows=[{"protocol": "tcp", "ports": [port]}],
-            source_service_accounts=[args.runner_service_account],
-            target_service_accounts=[args.scaler_service_account],
-            description="Runner VMs pull their JIT configs from the scaler; nothing else reaches it",
-            opts=child,
+
+        def allow_to_scaler(
+            suffix: str,
+            rule: str,
+            description: str | None = None,
+            *,
+            accounts: list[pulumi.Input[str]] | None = None,
+            ranges: list[str] | None = None,
+        ) -> None:
+            """One ingress rule to the scaler's service account on the endpoint's port only."""
+            gcp.compute.Firewall(
+                f"{name}-{suffix}",
+                name=f"garo-{dept}-{rule}",
+                project=project,
+                network=args.network,
+                direction="INGRESS",
+                priority=1000,
+                allows=[{"protocol": "tcp", "ports": [port]}],
+                source_service_accounts=accounts,
+                source_ranges=ranges,
+                target_service_accounts=[args.scaler_service_account],
+                description=description,
+                opts=child,
+            )
+
+        allow_to_scaler(
+            "from-runners",
+            "allow-runners-to-jit",
+            "Runner VMs pull their JIT configs from the scaler; nothing else reaches it",
+            accounts=[args.runner_service_account],
         )
-        gcp.compute.Firewall(
-            f"{name}-health-checks",
-            name=f"garo-{dept}-allow-jit-health-checks",
-            project=project,
-            network=args.network,
-            direction="INGRESS",
-            priority=1000,
-            allows=[{"protocol": "tcp", "ports": [port]}],
-            source_ranges=list(HEALTH_CHECK_RANGES),
-            target_service_accounts=[args.scaler_service_account],
-            opts=child,
-        )
+        allow_to_scaler("health-checks", "allow-jit-health-checks", ranges=list(HEALTH_CHECK_RANGES))
         self.outputs = {"url": jit_url(config.network.cidr, args.port), "forwardingRule": rule.self_link}
         self.register_outputs(self.outputs)
