@@ -206,6 +206,16 @@ def listing_cost(org_runners: int = 10_000, ours: int = 100) -> dict[str, int]:
         server.close()
 
 
+def publish_due(bus: MemoryBus, jobs: int, published: int, start: float, spread: float) -> int:
+    """Publish the ``queued`` events due by now (evenly over ``spread`` seconds); the count published so far."""
+    due = min(jobs, int((time.monotonic() - start) / spread * jobs) + 1) if spread > 0 else jobs
+    for job_id in range(published + 1, due + 1):
+        payload = {"workflow_job": {"id": 9_000_000 + job_id, "labels": ["self-hosted"]}}
+        payload["repository"] = {"full_name": "octo-org/app"}
+        bus.publish_event(DEPARTMENT, GROUP, "queued", payload)
+    return due
+
+
 def run(
     jobs: int,
     max_vms: int,
@@ -256,12 +266,7 @@ def run(
     requested_at = None
     published = 0
     while True:
-        due = min(jobs, int((time.monotonic() - start) / spread * jobs) + 1) if spread > 0 else jobs
-        for job_id in range(published + 1, due + 1):
-            payload = {"workflow_job": {"id": 9_000_000 + job_id, "labels": ["self-hosted"]}}
-            payload["repository"] = {"full_name": "octo-org/app"}
-            bus.publish_event(DEPARTMENT, GROUP, "queued", payload)
-        published = due
+        published = publish_due(bus, jobs, published, start, spread)
         waiting = len(agent.book.pending_jit), len(fake.members(MIG))
         cpu.run(agent.run_once)
         passes += 1

@@ -13,7 +13,6 @@ errors, so the figures are call counts and the agent's own pace, not AWS's.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections import Counter
@@ -21,12 +20,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from bench.burst import BudgetedGitHub
+from bench.burst import BudgetedGitHub, publish_due
 from bench.docs import heading
 from scaler.agent import Agent
 from scaler.agent.executor import METADATA_WRITERS
 from scaler.backends.aws import AwsBackend, AwsGroup
 from scaler.config import StackConfig, parse_stack_config
+from scaler.demo.aws import start_moto
 from tests.agent.gcpkit import DEPARTMENT, GROUP, LABELS
 from tests.agent.membus import MemoryBus
 from tests.harness.aws import FAKE_CREDENTIALS, REGION, make_bucket
@@ -105,18 +105,8 @@ class AwsCalls:
 
 def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, list_ttl: float = 5.0) -> dict[str, Any]:
     import boto3
-    import requests
-    from moto import settings
-    from moto.server import ThreadedMotoServer
 
-    settings.EC2_ENABLE_INSTANCE_TYPE_VALIDATION = True
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server would log every request
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    # moto keeps its state per process, not per server: start from an empty account (its reset API).
-    requests.post(f"{endpoint}/moto-api/reset", timeout=30).raise_for_status()
+    server, endpoint = start_moto()  # the demo's: an empty account on a free loopback port
     try:
 
         def clients(service: str) -> Any:
@@ -141,12 +131,7 @@ def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, li
         start = calls.started = time.monotonic()
         published = 0
         while True:
-            due = min(jobs, int((time.monotonic() - start) / spread * jobs) + 1) if spread > 0 else jobs
-            for job_id in range(published + 1, due + 1):
-                payload = {"workflow_job": {"id": 9_000_000 + job_id, "labels": ["self-hosted"]}}
-                payload["repository"] = {"full_name": "octo-org/app"}
-                bus.publish_event(DEPARTMENT, GROUP, "queued", payload)
-            published = due
+            published = publish_due(bus, jobs, published, start, spread)
             agent.run_once()
             if len(calls.launched) >= target and not agent.book.pending_jit:
                 break
