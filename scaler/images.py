@@ -166,12 +166,12 @@ def fetch_releases(api_url: str, token: str | None = None, session: requests.Ses
 
 def fetch_runners(org: str, env: Mapping[str, str]) -> list[Runner]:
     """The organisation's runners, as a token (GARO_GITHUB_TOKEN) or App (GARO_GITHUB_APP_ID + key) sees them."""
+    from scaler.github.env import client_from_env
     from scaler.github.models import GitHubError
-    from scaler.history.export import ExportError, client_from_env
 
     try:
         client = client_from_env(org, env)
-    except ExportError as exc:
+    except ValueError as exc:
         raise CheckError(f"--org: {exc}") from None
     try:
         return list(client.list_runners())

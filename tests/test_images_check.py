@@ -126,7 +126,10 @@ def test_runners_without_credentials_say_what_to_set(tmp_path: Path) -> None:
     env = {"GARO_GITHUB_API_URL": "http://127.0.0.1:9", "GARO_GITHUB_APP_ID": "12"}
     code, lines = check(VARIABLES, env, org="octo-org", releases=False)
     assert code == Status.UNKNOWN
-    assert "runners: cannot check: --org: set GARO_GITHUB_TOKEN, or GARO_GITHUB_APP_ID with" in "\n".join(lines)
+    assert (
+        "runners: cannot check: --org: set GARO_GITHUB_PRIVATE_KEY (PEM) or GARO_GITHUB_PRIVATE_KEY_FILE"
+        in "\n".join(lines)
+    )
     code, lines = check(
         VARIABLES, {**env, "GARO_GITHUB_PRIVATE_KEY_FILE": str(missing)}, org="octo-org", releases=False
     )

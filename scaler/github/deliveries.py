@@ -36,13 +36,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import requests
 
 from scaler.github.auth import AppCredentials
+from scaler.github.env import api_url_from_env, app_from_env
 from scaler.github.http import GitHubHttp, raise_for
 from scaler.github.models import GitHubError
 
@@ -243,23 +243,12 @@ class DeliverySweeper:
 
 def sweeper_from_env(env: Mapping[str, str]) -> DeliverySweeper:
     """Build a sweeper from GARO_GITHUB_* variables; ValueError names what is missing."""
-    app_id = env.get("GARO_GITHUB_APP_ID", "").strip()
-    if not app_id.isdigit():
-        raise ValueError("GARO_GITHUB_APP_ID must be set to the GitHub App's numeric id")
-    key = env.get("GARO_GITHUB_PRIVATE_KEY", "")
-    key_file = env.get("GARO_GITHUB_PRIVATE_KEY_FILE", "")
-    if not key and key_file:
-        try:
-            key = Path(key_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(f"GARO_GITHUB_PRIVATE_KEY_FILE: cannot read {key_file}: {exc.strerror}") from None
-    if not key:
-        raise ValueError("set GARO_GITHUB_PRIVATE_KEY (PEM) or GARO_GITHUB_PRIVATE_KEY_FILE (path)")
-    api_url = env.get("GARO_GITHUB_API_URL", "") or "https://api.github.com"
+    app = app_from_env(env)
+    api_url = api_url_from_env(env)
     webhook_url = env.get("GARO_WEBHOOK_URL", "").strip()
     if webhook_url and urlparse(webhook_url).scheme not in ("http", "https"):
         raise ValueError("GARO_WEBHOOK_URL must be the webhook's http(s) base URL")
-    return DeliverySweeper(AppCredentials(int(app_id), key), GitHubHttp(api_url), webhook_url)
+    return DeliverySweeper(app, GitHubHttp(api_url), webhook_url)
 
 
 def run(since: str, dry_run: bool, env: Mapping[str, str], again: bool = False) -> tuple[int, list[str]]:

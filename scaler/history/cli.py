@@ -43,9 +43,10 @@ def export(org: str, since: str, repos: tuple[str, ...], out: Path, reserve: flo
     """Pull workflow runs and their jobs from GitHub (GARO_GITHUB_TOKEN or App; resumable; progress on stderr)."""
     from datetime import UTC, datetime
 
+    from scaler.github.env import client_from_env
     from scaler.github.models import GitHubError
     from scaler.github.ratelimit import SystemClock
-    from scaler.history.export import Exporter, ExportError, client_from_env, parse_since
+    from scaler.history.export import Exporter, ExportError, parse_since
     from scaler.history.github_jobs import Pacer, RunsReader
 
     names = [n.strip() for item in repos for n in item.split(",") if n.strip()]

@@ -19,8 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from scaler.github.auth import AppCredentials
-from scaler.github.client import GitHubClient
 from scaler.github.ratelimit import Clock, SystemClock
 from scaler.history.checkpoint import Checkpoint, CheckpointError, CheckpointState, checkpoint_path
 from scaler.history.github_jobs import RunsReader
@@ -233,24 +231,6 @@ class Exporter:
         limit = self.reader.pacer.http.rate_limit
         budget = f"; rate limit {limit.remaining}/{limit.limit} left" if limit.remaining is not None else ""
         self.progress(f"export: {message}; {self.reader.calls} API calls{budget}")
-
-
-def client_from_env(org: str, env: Mapping[str, str], **options: Any) -> GitHubClient:
-    """A client from GARO_GITHUB_TOKEN, or GARO_GITHUB_APP_ID with GARO_GITHUB_PRIVATE_KEY[_FILE]."""
-    api_url = env.get("GARO_GITHUB_API_URL", "") or "https://api.github.com"
-    token = env.get("GARO_GITHUB_TOKEN", "").strip()
-    if token:
-        return GitHubClient(org, token=token, api_url=api_url, **options)
-    app_id = env.get("GARO_GITHUB_APP_ID", "").strip()
-    key = env.get("GARO_GITHUB_PRIVATE_KEY", "")
-    if not key and env.get("GARO_GITHUB_PRIVATE_KEY_FILE"):
-        try:
-            key = Path(env["GARO_GITHUB_PRIVATE_KEY_FILE"]).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ExportError(f"GARO_GITHUB_PRIVATE_KEY_FILE: cannot read it: {exc.strerror}") from None
-    if not app_id.isdigit() or not key:
-        raise ExportError("set GARO_GITHUB_TOKEN, or GARO_GITHUB_APP_ID with GARO_GITHUB_PRIVATE_KEY[_FILE]")
-    return GitHubClient(org, app=AppCredentials(int(app_id), key), api_url=api_url, **options)
 
 
 def default_since(now: datetime | None = None) -> datetime:
