@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import os
 import resource
+import selectors
 import shlex
 import socket
 import statistics
@@ -46,6 +47,8 @@ from scaler.bus.sqlite import SqliteBus  # noqa: E402
 from tests.harness.webhooks import ROUTES, SECRET, sign  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
+RECYCLE_AFTER = 100  # requests per connection, like a load balancer recycling its backend connections
+MAX_CONNECTIONS = 64  # per client process; a request due while all are busy waits, and that wait counts
 
 
 class DelayProxy:
@@ -109,50 +112,99 @@ def _requests(port: int, bodies: list[bytes], count: int) -> list[bytes]:
     return built
 
 
-def _status(connection: socket.socket) -> int:
-    """Read one response (status line, headers, Content-Length body); return its status code."""
-    data = b""
-    while (end := data.find(b"\r\n\r\n")) < 0:
-        chunk = connection.recv(65536)
-        if not chunk:
-            raise ConnectionError("the server closed the connection mid-response")
-        data += chunk
-    head = data[:end].decode("latin-1")
+def _response_status(data: bytes | bytearray) -> int | None:
+    """The status code of the response in ``data`` once it is complete (headers and Content-Length body)."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = bytes(data[:end]).decode("latin-1")
     length = next(
         (int(line.split(":", 1)[1]) for line in head.split("\r\n") if line.lower().startswith("content-length:")), 0
     )
-    while len(data) - (end + 4) < length:
-        chunk = connection.recv(65536)
-        if not chunk:
-            raise ConnectionError("the server closed the connection mid-response")
-        data += chunk
-    return int(head.split(" ", 2)[1])
+    return int(head.split(" ", 2)[1]) if len(data) - (end + 4) >= length else None
+
+
+class _Connections:
+    """A client's keep-alive connections: idle ones to send on, busy ones with the due time of their request."""
+
+    def __init__(self, port: int, limit: int) -> None:
+        self.port, self.limit = port, limit
+        self.selector = selectors.DefaultSelector()
+        self.idle: list[socket.socket] = []
+        self.busy: dict[socket.socket, tuple[float, bytearray]] = {}  # due time, response bytes so far
+        self.uses: dict[socket.socket, int] = {}
+
+    def can_send(self) -> bool:
+        return bool(self.idle) or len(self.uses) < self.limit
+
+    def send(self, request: bytes, due: float) -> None:
+        connection = self.idle.pop() if self.idle else self._open()
+        connection.sendall(request)
+        self.busy[connection] = (due, bytearray())
+
+    def _open(self) -> socket.socket:
+        connection = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        self.selector.register(connection, selectors.EVENT_READ)
+        self.uses[connection] = 0
+        return connection
+
+    def _close(self, connection: socket.socket) -> None:
+        self.selector.unregister(connection)
+        del self.uses[connection]
+        connection.close()
+
+    def answered(self, timeout: float) -> list[tuple[float, int]]:
+        """(due time, status) of every response completed within ``timeout``."""
+        done = []
+        for key, _ in self.selector.select(timeout):
+            connection: socket.socket = key.fileobj  # type: ignore[assignment]
+            chunk = connection.recv(65536)
+            if connection not in self.busy:  # an idle connection the server closed
+                self.idle.remove(connection)
+                self._close(connection)
+                continue
+            if not chunk:
+                raise ConnectionError("the server closed the connection mid-response")
+            due, data = self.busy[connection]
+            data += chunk
+            if (status := _response_status(data)) is None:
+                continue
+            del self.busy[connection]
+            done.append((due, status))
+            self.uses[connection] += 1
+            if self.uses[connection] % RECYCLE_AFTER == 0:  # like a load balancer recycling its connections
+                self._close(connection)
+            else:
+                self.idle.append(connection)
+        return done
 
 
 def _client(
     port: int, bodies: list[bytes], rate: float, start: float, until: float, measure_from: float, out: Any
 ) -> None:
-    """Send at fixed times; requests are built (signed) before the first is due, so that the
-    client's own CPU, which shares the machine with the server, is only sending and reading."""
+    """Send each request at its due time, on an idle connection or a new one, whatever is still in flight.
+
+    Requests are built (signed) before the first is due, so that the client's own CPU, which shares
+    the machine with the server, is only sending and reading.
+    """
     requests = _requests(port, bodies, int((until - start) * rate) + 1)
+    dues = [due for k in range(len(requests)) if (due := start + k / rate) < until]
+    connections = _Connections(port, MAX_CONNECTIONS)
     latencies: list[float] = []
     errors, k, cpu_from = 0, 0, None
-    connection = socket.create_connection(("127.0.0.1", port), timeout=30)
-    while (due := start + k / rate) < until:
-        request = requests[k]
-        k += 1
-        if (wait := due - time.perf_counter()) > 0:
-            time.sleep(wait)
-        if cpu_from is None and due >= measure_from:
-            cpu_from = time.process_time()
-        if k % 100 == 0:  # like a load balancer recycling its connections (spreads them over workers)
-            connection.close()
-            connection = socket.create_connection(("127.0.0.1", port), timeout=30)
-        connection.sendall(request)
-        status = _status(connection)
-        if due >= measure_from:
-            latencies.append(time.perf_counter() - due)
-            errors += status != 202
+    while k < len(dues) or connections.busy:
+        now = time.perf_counter()
+        if k < len(dues) and dues[k] <= now and connections.can_send():
+            if cpu_from is None and dues[k] >= measure_from:
+                cpu_from = time.process_time()
+            connections.send(requests[k], dues[k])
+            k += 1
+            continue
+        wait = dues[k] - now if k < len(dues) and connections.can_send() else 30.0
+        for due, status in connections.answered(max(wait, 0.0)):
+            if due >= measure_from:
+                latencies.append(time.perf_counter() - due)
+                errors += status != 202
     cpu = time.process_time() - cpu_from if cpu_from is not None else 0.0
     out.put((latencies, errors, cpu))
 
