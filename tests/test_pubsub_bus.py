@@ -9,6 +9,7 @@ sees each event until it acknowledges it.
 from __future__ import annotations
 
 import threading
+import time
 
 import grpc
 import pytest
@@ -185,15 +186,14 @@ def _publish_concurrently(publisher: PubSubPublisher, count: int) -> dict[bytes,
 def test_concurrent_publishes_each_get_the_id_of_their_own_message(pubsub_emulator, bus):
     """A webhook worker's request threads share Publish calls; each still answers for its own event."""
     publisher, _ = bus
-    client = publisher.client
-    calls: list[int] = []
-    real_publish = client.publish
+    calls: list[int] = []  # messages per Publish call, as the server received them
+    broker_publish = pubsub_emulator.broker.publish
 
-    def counting_publish(*, request, **kwargs):
-        calls.append(len(request.messages))
-        return real_publish(request=request, **kwargs)
+    def counting_publish(topic, messages):
+        calls.append(len(messages))
+        return broker_publish(topic, messages)
 
-    client.publish = counting_publish
+    pubsub_emulator.broker.publish = counting_publish
     outcomes = _publish_concurrently(publisher, 32)
     stored = {m.message_id: m for m in pubsub_emulator.published("jobs")}
     assert len(stored) == 32 and sum(calls) == 32
@@ -214,3 +214,70 @@ def test_a_refused_shared_call_fails_only_its_own_messages(pubsub_emulator, bus)
     stored = pubsub_emulator.published("jobs")
     assert sorted(m.data for m in stored) == sorted(data for data in outcomes if data not in failed)
     assert {m.message_id for m in stored} == {outcomes[m.data] for m in stored}
+
+
+def test_messages_that_arrive_during_a_call_go_out_together_in_the_next(pubsub_emulator, bus):
+    """While one Publish call is on the wire, the messages that arrive wait for it and then share one
+    call; each publisher still gets the id of its own message, and none is sent twice."""
+    publisher, _ = bus
+    calls: list[int] = []
+    on_the_wire, release = threading.Event(), threading.Event()
+    broker_publish = pubsub_emulator.broker.publish
+
+    def held_publish(topic, messages):
+        calls.append(len(messages))
+        if len(calls) == 1:  # hold the first call at the server until the others are queued
+            on_the_wire.set()
+            release.wait(10)
+        return broker_publish(topic, messages)
+
+    pubsub_emulator.broker.publish = held_publish
+    outcomes: dict[bytes, str] = {}
+
+    def publish(data: bytes) -> None:
+        outcomes[data] = publisher.publish(data, {**ATTRS, "delivery": data.decode()})
+
+    first = threading.Thread(target=publish, args=(b"first",))
+    first.start()
+    assert on_the_wire.wait(10)
+    later = [threading.Thread(target=publish, args=(f"later-{i}".encode(),)) for i in range(8)]
+    for thread in later:
+        thread.start()
+    waited = 0
+    while len(publisher._queue) < 8 and waited < 1000:  # all eight queued behind the call on the wire
+        time.sleep(0.01)
+        waited += 1
+    release.set()
+    for thread in [first, *later]:
+        thread.join(10)
+    assert calls == [1, 8]
+    stored = {m.message_id: m.data for m in pubsub_emulator.published("jobs")}
+    assert len(stored) == 9 and {stored[message_id]: message_id for message_id in stored} == outcomes
+
+
+def test_a_message_whose_publisher_gave_up_while_queued_is_not_sent(pubsub_emulator, bus):
+    """A request that timed out waiting behind a stuck call got 503: its message must not be published
+    afterwards by the next call (GitHub's redelivery publishes it)."""
+    publisher, _ = bus
+    on_the_wire, release = threading.Event(), threading.Event()
+    broker_publish = pubsub_emulator.broker.publish
+
+    def held_publish(topic, messages):
+        if not on_the_wire.is_set():
+            on_the_wire.set()
+            release.wait(10)
+        return broker_publish(topic, messages)
+
+    pubsub_emulator.broker.publish = held_publish
+    publisher.timeout = 10.0  # the first call may wait at the server longer than the second request waits
+    leader = threading.Thread(target=publisher.publish, args=(b"stuck", ATTRS))
+    leader.start()
+    assert on_the_wire.wait(10)
+    publisher.timeout = 0.5
+    with pytest.raises(BusUnavailable):
+        publisher.publish(b"gave-up", {**ATTRS, "delivery": "d-2"})  # queued behind the stuck call, times out
+    release.set()
+    leader.join(10)
+    publisher.publish(b"next", {**ATTRS, "delivery": "d-3"})
+    assert b"gave-up" not in [m.data for m in pubsub_emulator.published("jobs")]
+    assert [m.data for m in pubsub_emulator.published("jobs")][-1] == b"next"

@@ -20,9 +20,12 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
+import grpc
 from google import pubsub_v1 as gapic
 from google.api_core import exceptions as gexc
+from google.api_core.gapic_v1 import routing_header
 from google.cloud import pubsub_v1
+from google.pubsub_v1.services.publisher.transports.base import DEFAULT_CLIENT_INFO
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_before_delay
 
 from scaler.bus.base import BusUnavailable, Message
@@ -44,22 +47,36 @@ _MAX_BATCH_MESSAGES = 1000
 _MAX_BATCH_BYTES = 9_000_000  # data; attributes and framing stay well inside the rest
 _RAW_MESSAGE = gapic.PubsubMessage.pb()  # the protobuf classes behind the proto-plus types
 _RAW_REQUEST = gapic.PublishRequest.pb()
+_RAW_RESPONSE = gapic.PublishResponse.pb()
+_PUBLISH_METHOD = "/google.pubsub.v1.Publisher/Publish"  # as the generated transport names it
 # PublisherClient.publish takes attributes as keyword arguments; these names would collide.
 _RESERVED_ATTRIBUTES = frozenset({"topic", "data", "ordering_key", "retry", "timeout"})  # the client's keywords
 
 
 class _Pending:
-    """One message waiting for a Publish call; ``done`` is set once that call ended."""
+    """One message waiting for a Publish call.
 
-    __slots__ = ("abandoned", "done", "error", "message", "message_id", "size")
+    ``wake`` is a lock taken at creation and released once, by whoever has news for the
+    message's request thread: its call ended (``message_id`` or ``error`` set), or it
+    became the leader. A bare lock is the cheapest way to park and wake a thread.
+    """
+
+    __slots__ = ("abandoned", "error", "lead", "message", "message_id", "size", "taken", "wake")
 
     def __init__(self, message: Any, size: int) -> None:
         self.message = message
         self.size = size
         self.message_id = ""
         self.error: BaseException | None = None
-        self.done = threading.Event()
-        self.abandoned = False  # its publisher stopped waiting: later calls leave it out
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.lead = False  # this thread sends the next Publish call
+        self.taken = False  # in a Publish call (on the wire, or done)
+        self.abandoned = False  # its publisher stopped waiting before a call took it: later calls leave it out
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.message_id) or self.error is not None
 
 
 class PubSubPublisher:
@@ -67,10 +84,12 @@ class PubSubPublisher:
 
     Group commit, as the embedded bus does it (scaler/bus/sqlite.py): the
     request threads of a worker share Publish calls. A publisher queues its
-    message and takes the worker's publish lock; whoever holds it sends
-    everything queued so far in one call, so while one call is on the wire the
-    next batch gathers, with no timer and no wait when there is no
-    concurrency. The client library's own batching (``PublisherClient.publish``)
+    message; if no call is on the wire it leads one, sending everything queued
+    so far, else it parks until a call carried its message (or it is made the
+    next leader: the oldest waiting message leads the next call). While one
+    call is on the wire the next batch gathers, with no timer and no wait when
+    there is no concurrency, and a parked thread wakes once, with its answer.
+    The client library's own batching (``PublisherClient.publish``)
     waits ``max_latency`` before each batch and starts two threads per batch;
     under steady load that cost more latency and CPU than the call itself
     (docs/benchmarks.md, "Webhook at fixed rates").
@@ -94,7 +113,12 @@ class PubSubPublisher:
         self._lock = threading.Lock()
         self._queue: deque[_Pending] = deque()  # messages waiting for the next Publish call
         self._queue_lock = threading.Lock()
-        self._publish_lock = threading.Lock()  # held by the thread whose Publish call is on the wire
+        self._leading = False  # a request thread is sending a Publish call (under _queue_lock)
+        self._metadata = (
+            routing_header.to_grpc_metadata((("topic", self.topic_path),)),
+            DEFAULT_CLIENT_INFO.to_grpc_metadata(),
+        )
+        self._publish_rpc: Any = None
 
     @property
     def client(self) -> Any:
@@ -104,6 +128,17 @@ class PubSubPublisher:
                 # own; it honours PUBSUB_EMULATOR_HOST as the high-level client does.
                 self._client = gapic.PublisherClient()
             return self._client
+
+    @property
+    def _publish_call(self) -> Any:
+        """The Publish method on the client's gRPC channel (plain protobuf in and out)."""
+        if self._publish_rpc is None:
+            self._publish_rpc = self.client.transport.grpc_channel.unary_unary(
+                _PUBLISH_METHOD,
+                request_serializer=_RAW_REQUEST.SerializeToString,
+                response_deserializer=_RAW_RESPONSE.FromString,
+            )
+        return self._publish_rpc
 
     def publish(self, data: bytes, attributes: Mapping[str, str]) -> str:
         """Return the message id once Pub/Sub accepted it; raise BusUnavailable after ``timeout``.
@@ -146,22 +181,53 @@ class PubSubPublisher:
             raise BusUnavailable(f"Pub/Sub did not accept the message for {self.topic_path}: {exc!r}") from exc
 
     def _publish_once(self, pending: _Pending, deadline: float) -> str:
-        """Queue ``pending``; lead Publish calls until a call carried it; its id, or its call's error."""
+        """Queue ``pending`` and wait for its Publish call, leading one if no one else is; its id, or the call's error."""
         with self._queue_lock:
             self._queue.append(pending)
-        while not pending.done.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._publish_lock.acquire(timeout=remaining):
-                pending.abandoned = True  # a leader may still send it: at least once, as before
-                raise TimeoutError(f"no Publish call carried the message within {self.timeout:g} s")
-            try:
-                if not pending.done.is_set():
-                    self._send(self._take_batch(), deadline)
-            finally:
-                self._publish_lock.release()
+            pending.lead = not self._leading
+            self._leading = True
+        if not pending.lead:
+            self._wait(pending, deadline)
+        if pending.lead:
+            self._lead(deadline)
         if pending.error is not None:
             raise pending.error
         return pending.message_id
+
+    def _wait(self, pending: _Pending, deadline: float) -> None:
+        """Park until ``pending``'s call ended or it was made the leader; TimeoutError if neither in time."""
+        if pending.wake.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+            return
+        with self._queue_lock:
+            if pending.lead or pending.finished:  # woken just as the wait ended
+                return
+            if not pending.taken:
+                pending.abandoned = True
+                raise TimeoutError(f"no Publish call carried the message within {self.timeout:g} s")
+        # On the wire in another thread's call, whose own timeout ends it: its outcome is ours.
+        if not pending.wake.acquire(timeout=self.timeout):
+            raise TimeoutError(f"the Publish call carrying the message did not end within {self.timeout:g} s")
+
+    def _lead(self, deadline: float) -> None:
+        """Send one Publish call with what is queued (this thread's message first), then hand the lead on.
+
+        The next leader is the oldest message still waiting, so no request thread leads
+        more than one call: under steady load each call carries what gathered while the
+        previous one was on the wire, and the threads it carried only wake once, with
+        their answer.
+        """
+        try:
+            self._send(self._take_batch(), deadline)
+        finally:
+            with self._queue_lock:
+                while self._queue and self._queue[0].abandoned:
+                    self._queue.popleft()
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.lead = True
+                    successor.wake.release()
+                else:
+                    self._leading = False
 
     def _take_batch(self) -> list[_Pending]:
         """What is queued, up to Pub/Sub's limits per call (1,000 messages, 10 MB), oldest first."""
@@ -176,17 +242,28 @@ class PubSubPublisher:
                 if batch and size + head.size > _MAX_BATCH_BYTES:
                     break
                 batch.append(self._queue.popleft())
+                head.taken = True
                 size += head.size
         return batch
 
     def _send(self, batch: list[_Pending], deadline: float) -> None:
-        """One Publish call for ``batch``; every message of it gets the call's outcome."""
+        """One Publish call for ``batch``; every message of it gets the call's outcome.
+
+        The call goes straight to the generated client's gRPC channel with the plain
+        protobuf messages and the metadata the client would add: its wrappers
+        (proto-plus, retry and timeout objects, a logging interceptor) cost more CPU per
+        call than the call itself, and we retry with tenacity anyway. gRPC errors become
+        the client's exceptions (``from_grpc_error``), as in its own wrapper.
+        """
         try:
             if batch:
-                request = gapic.PublishRequest(_RAW_REQUEST(topic=self.topic_path, messages=[p.message for p in batch]))
-                response = self.client.publish(
-                    request=request, retry=None, timeout=max(deadline - time.monotonic(), 0.05)
-                )
+                request = _RAW_REQUEST(topic=self.topic_path, messages=[p.message for p in batch])
+                try:
+                    response = self._publish_call(
+                        request, timeout=max(deadline - time.monotonic(), 0.05), metadata=self._metadata
+                    )
+                except grpc.RpcError as exc:
+                    raise gexc.from_grpc_error(exc) from exc
                 ids = list(response.message_ids)
                 if len(ids) != len(batch):
                     raise BusUnavailable(f"Pub/Sub answered {len(ids)} message ids for {len(batch)} messages")
@@ -197,9 +274,10 @@ class PubSubPublisher:
                 pending.error = exc
         finally:
             for pending in batch:
-                if not pending.message_id and pending.error is None:  # interrupted: outcome unknown
+                if not pending.finished:  # interrupted: outcome unknown
                     pending.error = BusUnavailable(f"publishing to {self.topic_path} was interrupted")
-                pending.done.set()
+                if not pending.lead:  # the leader is this thread, awake already
+                    pending.wake.release()
 
     def ready(self) -> bool:
         """True if the topic answered GetTopic recently (cached so /readyz stays cheap)."""
