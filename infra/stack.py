@@ -88,7 +88,7 @@ def github_portal(config: StackConfig) -> dict[str, Any]:
 
 _STRING_KEYS = frozenset(
     {"garo:kind", "garo:cloud", "garo:region", "garo:department", "garo:costCenter", "garo:project", "garo:scalerImage"}
-    | {"garo:hubTopic", "garo:hubStack", "gcp:project", "gcp:region", "aws:region"}
+    | {"garo:hubTopic", "garo:hubStack", "garo:awsIdentityCert", "gcp:project", "gcp:region", "aws:region"}
 )
 
 
@@ -159,7 +159,7 @@ def load() -> LoadedStack:
         raw[key] = value
     stack = pulumi.get_stack()
     try:
-        config = parse_stack_config(raw, f"Pulumi.{stack}.yaml")
+        config = parse_stack_config(raw, f"Pulumi.{stack}.yaml", deploying=True)
     except ConfigError as exc:
         raise pulumi.RunError(str(exc)) from None
     if config.cloud == "gcp" and not config.project:
