@@ -137,6 +137,15 @@ class AwsJitEndpoint(pulumi.ComponentResource):
             tags=dict(args.tags),
             opts=child,
         )
+        health: aws.lb.TargetGroupHealthCheckArgsDict = {
+            "protocol": "HTTP",
+            "path": HEALTH_PATH,
+            "port": "traffic-port",
+            "matcher": "200",
+            "interval": 10,
+            "healthy_threshold": 2,
+            "unhealthy_threshold": 2,
+        }
         self.target_group = aws.lb.TargetGroup(
             f"{name}-targets",
             name=f"garo-{dept}-jit",
@@ -144,16 +153,8 @@ class AwsJitEndpoint(pulumi.ComponentResource):
             protocol="TCP",
             target_type="instance",
             vpc_id=args.vpc,
-            deregistration_delay=str(DEREGISTRATION_DELAY),
-            health_check={
-                "protocol": "HTTP",
-                "path": HEALTH_PATH,
-                "port": "traffic-port",
-                "matcher": "200",
-                "interval": 10,
-                "healthy_threshold": 2,
-                "unhealthy_threshold": 2,
-            },
+            deregistration_delay=DEREGISTRATION_DELAY,
+            health_check=health,
             tags=dict(args.tags),
             opts=child,
         )

@@ -116,7 +116,7 @@ IDENTITY_CERT_KEY = "garo:awsIdentityCert"
 IDENTITY_CERT_HELP = (
     "the PEM text of AWS's RSA certificate for instance identity documents of this stack's region "
     '(AWS\'s page "AWS public certificates for instance identity document signatures", RSA), e.g. '
-    "pulumi config set garo:awsIdentityCert -- \"$(cat <region>.pem)\""
+    'pulumi config set garo:awsIdentityCert -- "$(cat <region>.pem)"'
 )
 
 
