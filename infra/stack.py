@@ -167,9 +167,18 @@ def load() -> LoadedStack:
     return LoadedStack(config=config, stack=stack, raw=raw, secrets=secrets)
 
 
+#: Garo keys the agent gets another way: the identity certificate is a file (GARO_JIT_AWS_CERT_FILE), and
+#: a second copy would only eat into EC2's 16 KB of user data.
+_NOT_FOR_SCALER = frozenset({"garo:awsIdentityCert"})
+
+
 def for_scaler(raw: Mapping[str, Any]) -> dict[str, Any]:
     """What the scaler needs of the stack config: Garo's keys and where it runs, no provider credentials."""
-    return {k: v for k, v in raw.items() if k.startswith("garo:") or k in ("gcp:project", "gcp:region", "aws:region")}
+    return {
+        k: v
+        for k, v in raw.items()
+        if (k.startswith("garo:") and k not in _NOT_FOR_SCALER) or k in ("gcp:project", "gcp:region", "aws:region")
+    }
 
 
 def name_for(base: str, limit: int) -> str:

@@ -35,8 +35,9 @@ def one(capture: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 def rules(capture: dict[str, Any], direction: str) -> list[dict[str, Any]]:
+    """The separate rule resources of one direction (no group declares inline rules: test_policy_aws)."""
     kind = "SecurityGroupIngressRule" if direction == "in" else "SecurityGroupEgressRule"
-    return [dict(r["inputs"]) for r in of_type(capture, f"vpc/securityGroup{kind[13:]}:{kind}")]
+    return [dict(r["inputs"]) for r in of_type(capture, f":{kind}")]
 
 
 def admits(capture: dict[str, Any], group: str, source: str, port: int, direction: str = "in") -> bool:
@@ -137,7 +138,9 @@ def test_the_agent_is_told_its_url_and_given_the_regions_certificate(
     written = host_files(capture, stack)[path]
     stack_cert = x509.load_pem_x509_certificate(config.aws_identity_cert.encode())
     assert x509.load_pem_x509_certificate(written.encode()) == stack_cert
-    assert f"-v {path}:{path}:ro" in scaler_script(capture, stack)
+    script = scaler_script(capture, stack)
+    assert f"-v {path}:{path}:ro" in script
+    assert script.count("BEGIN CERTIFICATE") == 1  # not again in GARO_STACK_CONFIG: user data holds 16 KB
     # The agent, started with that environment and those files, serves pulls at that URL with that certificate.
     settings = load(deployed_env(capture, stack, tmp_path))
     assert settings.jit is not None and settings.jit.url == url and settings.jit.port == DEFAULT_JIT_PORT
