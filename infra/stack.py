@@ -88,7 +88,7 @@ def github_portal(config: StackConfig) -> dict[str, Any]:
 
 _STRING_KEYS = frozenset(
     {"garo:kind", "garo:cloud", "garo:region", "garo:department", "garo:costCenter", "garo:project", "garo:scalerImage"}
-    | {"garo:hubTopic", "garo:hubStack", "gcp:project", "gcp:region", "aws:region"}
+    | {"garo:hubTopic", "garo:hubStack", "garo:awsIdentityCert", "gcp:project", "gcp:region", "aws:region"}
 )
 
 
@@ -159,7 +159,7 @@ def load() -> LoadedStack:
         raw[key] = value
     stack = pulumi.get_stack()
     try:
-        config = parse_stack_config(raw, f"Pulumi.{stack}.yaml")
+        config = parse_stack_config(raw, f"Pulumi.{stack}.yaml", deploying=True)
     except ConfigError as exc:
         raise pulumi.RunError(str(exc)) from None
     if config.cloud == "gcp" and not config.project:
@@ -167,9 +167,18 @@ def load() -> LoadedStack:
     return LoadedStack(config=config, stack=stack, raw=raw, secrets=secrets)
 
 
+#: Garo keys the agent gets another way: the identity certificate is a file (GARO_JIT_AWS_CERT_FILE), and
+#: a second copy would only eat into EC2's 16 KB of user data.
+_NOT_FOR_SCALER = frozenset({"garo:awsIdentityCert"})
+
+
 def for_scaler(raw: Mapping[str, Any]) -> dict[str, Any]:
     """What the scaler needs of the stack config: Garo's keys and where it runs, no provider credentials."""
-    return {k: v for k, v in raw.items() if k.startswith("garo:") or k in ("gcp:project", "gcp:region", "aws:region")}
+    return {
+        k: v
+        for k, v in raw.items()
+        if (k.startswith("garo:") and k not in _NOT_FOR_SCALER) or k in ("gcp:project", "gcp:region", "aws:region")
+    }
 
 
 def name_for(base: str, limit: int) -> str:

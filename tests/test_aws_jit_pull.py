@@ -252,7 +252,7 @@ def test_the_agent_on_aws_refuses_a_url_without_a_certificate_and_serves_nothing
 def test_an_instance_without_the_agent_url_tag_gets_its_config_through_s3(
     rig: Rig, aws_clients: Callable[..., Any]
 ) -> None:
-    """A warm instance the ASG launched carries only the ASG's tags: its boot agent reads S3, so the config goes there."""
+    """An instance without the agent's URL (launched under an older stack): its boot agent reads S3, so the config goes there."""
     subnet = (
         aws_clients("autoscaling")
         .describe_auto_scaling_groups(AutoScalingGroupNames=[ASG])["AutoScalingGroups"][0]["VPCZoneIdentifier"]
@@ -271,3 +271,34 @@ def test_an_instance_without_the_agent_url_tag_gets_its_config_through_s3(
     assert key.endswith(launched["InstanceId"])
     rig.backend.delete("linux", ["garo-eng-linux-9"])
     assert rig.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+
+
+def test_an_instance_the_asg_launched_with_the_deployed_tags_pulls_from_the_agent(
+    rig: Rig, aws_clients: Callable[..., Any]
+) -> None:
+    """infra/aws tags every runner ASG with garo-agent-url, propagated at launch: its own launches pull, no S3."""
+    autoscaling = aws_clients("autoscaling")
+    declared = {"garo-asg": ASG, "garo-department": "eng", "garo-jit-bucket": BUCKET, AGENT_URL_TAG: AGENT_URL}
+    autoscaling.create_or_update_tags(
+        Tags=[
+            {"ResourceId": ASG, "ResourceType": "auto-scaling-group", "Key": k, "Value": v, "PropagateAtLaunch": True}
+            for k, v in declared.items()
+        ]
+    )
+    autoscaling.set_desired_capacity(AutoScalingGroupName=ASG, DesiredCapacity=1)  # the ASG launches, not the agent
+    [row] = rig.backend.list("linux")
+    [instance] = [
+        i
+        for r in rig.ec2.describe_instances(Filters=[{"Name": "tag:garo-asg", "Values": [ASG]}])["Reservations"]
+        for i in r["Instances"]
+    ]
+    instance_id = instance["InstanceId"]
+    assert row.name.endswith("w-" + instance_id.removeprefix("i-"))  # no Garo name: the ASG made it
+    assert {t["Key"]: t["Value"] for t in instance["Tags"]}[AGENT_URL_TAG] == AGENT_URL
+    before = len(rig.gaps.requests)
+    rig.backend.set_metadata("linux", row.name, {JIT_KEY: CONFIG})
+    assert "PutObject" not in [op for op, _ in rig.gaps.requests[before:]]  # one listing, then held in memory
+    assert rig.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+    token = rig.signer.token(rig.signer.document(instance_id, account=rig.account))
+    pulled = rig.pull(token)
+    assert pulled.status_code == 200 and pulled.get_data(as_text=True) == CONFIG

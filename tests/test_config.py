@@ -315,10 +315,11 @@ def test_across_clouds_overlapping_cidrs_and_label_collisions_are_caught() -> No
     gcp = parse_stack_config(VALID)
     aws = parse_stack_config(
         aws_with(
+            None,
             **{
                 "garo:network": {"cidr": "10.20.8.0/22"},
                 "garo:groups": [{"name": "x", "labels": ["self-hosted", "payments"], "machineType": "m7i.large"}],
-            }
+            },
         )
     )
     issues = [str(i) for i in check_across_departments([gcp, aws])]
@@ -495,3 +496,76 @@ def test_departments_sharing_an_app_must_stay_under_its_jit_limit_together() -> 
     assert "'payments', 'research' share runner App 500 and may create 210 JIT configs a minute" in issue
     a["garo:github"]["runnerApp"]["jitPerMinute"] = 60
     assert across(a, b) == []
+
+
+def self_signed(key: Any) -> str:
+    """A PEM certificate for ``key`` (AWS's real ones are RSA; a DSA or EC one cannot check RSA signatures)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ec2.amazonaws.com")])
+    now = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def rsa_certificate() -> str:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return self_signed(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+
+def with_certificate(value: Any) -> dict[str, Any]:
+    return {**copy.deepcopy(AWS), "garo:awsIdentityCert": value}
+
+
+def test_aws_identity_certificate_is_required_to_deploy_and_kept_normalised() -> None:
+    # The agent re-reads its stack config without it; a stack file (garo validate, the program) needs it.
+    assert parse_stack_config(AWS).aws_identity_cert == ""
+    with pytest.raises(ConfigError, match=r"garo:awsIdentityCert: is required for an AWS department"):
+        parse_stack_config(AWS, deploying=True)
+    pem = rsa_certificate()
+    # Pasted with indentation and a trailing blank line: read alike, written back as one clean PEM block.
+    pasted = "\n".join(f"  {line}" for line in pem.splitlines()) + "\n\n"
+    config = parse_stack_config(with_certificate(pasted.strip()), deploying=True)
+    assert config.aws_identity_cert == pem
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("MIIDIjCCAougAwIBAgIJAKnL4UEDMN", "expected the PEM text of AWS's RSA certificate"),
+        ("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----", "is not a readable PEM"),
+        ({"path": "eu-central-1.pem"}, "expected the PEM text of AWS's RSA certificate"),
+        ("ec", "is not an RSA certificate"),
+    ],
+)
+def test_a_malformed_aws_identity_certificate_is_refused(value: Any, message: str) -> None:
+    if value == "ec":
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        value = self_signed(ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(ConfigError) as refused:
+        parse_stack_config(with_certificate(value))
+    [issue] = refused.value.issues
+    assert str(issue).startswith("garo:awsIdentityCert: ") and message in str(issue)
+
+
+def test_aws_identity_certificate_belongs_to_aws_departments_only() -> None:
+    pem = rsa_certificate()
+    for raw in (copy.deepcopy(VALID), copy.deepcopy(HUB)):
+        raw["garo:awsIdentityCert"] = pem
+        with pytest.raises(ConfigError, match=r"garo:awsIdentityCert: is an AWS department setting"):
+            parse_stack_config(raw)

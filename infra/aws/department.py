@@ -17,10 +17,11 @@ import pulumi_aws as aws
 
 from infra.aws.federation import AwsFederation, FederationArgs
 from infra.aws.jit_bucket import JitBucket, JitBucketArgs
+from infra.aws.jit_endpoint import AwsJitEndpoint, AwsJitEndpointArgs
 from infra.aws.network import AwsNetwork, AwsNetworkArgs
 from infra.aws.permissions import assume_role_policy, runner_policy, secret_policy
 from infra.aws.runner_pool import AwsRunnerPool, AwsRunnerPoolArgs, image_source
-from infra.aws.scaler import AwsScaler, AwsScalerArgs
+from infra.aws.scaler import IDENTITY_CERT_PATH, AwsScaler, AwsScalerArgs
 from infra.stack import LoadedStack, for_scaler, portal_document, portal_group
 from infra.subscription import JobSubscription, JobSubscriptionArgs
 from scaler.config.routing import routing_document
@@ -50,6 +51,19 @@ class AwsDepartment(pulumi.ComponentResource):
             AwsNetworkArgs(dept, region, self.account, config.network.cidr, config.network.zones, tags),
             opts=child,
         )
+        # Runners pull their JIT configs from the agent through an internal load balancer (a stable address).
+        self.endpoint = AwsJitEndpoint(
+            f"{name}-jit-endpoint",
+            AwsJitEndpointArgs(
+                dept,
+                self.network.vpc.id,
+                [s.id for s in self.network.private_subnets.values()],
+                self.network.security_group.id,
+                tags,
+            ),
+            opts=child,
+        )
+        # The fallback for instances without the agent's URL (launched under an older stack).
         self.jit = JitBucket(f"{name}-jit", JitBucketArgs(dept, region, self.account, tags), opts=child)
         # Runners hold a single-use JIT config and nothing else.
         runner_role = aws.iam.Role(
@@ -109,6 +123,7 @@ class AwsDepartment(pulumi.ComponentResource):
                     self.network.security_group.id,
                     runner_profile.arn,
                     self.jit.name,
+                    self.endpoint.url,
                     tags,
                 ),
                 opts=child,
@@ -136,6 +151,10 @@ class AwsDepartment(pulumi.ComponentResource):
             # The JIT object of an instance is jit/<runner role id>:<instance id> (scaler/backends/aws.py).
             "GARO_JIT_BUCKET": self.jit.name,
             "GARO_RUNNER_ROLE_ID": runner_role.unique_id,
+            # Runners pull from here (their garo-agent-url tag is the same URL); documents are checked
+            # with the region's certificate, a file beside the env (infra/aws/scaler.py).
+            "GARO_JIT_URL": self.endpoint.url,
+            "GARO_JIT_AWS_CERT_FILE": IDENTITY_CERT_PATH,
         }
         self.scaler = AwsScaler(
             f"{name}-scaler",
@@ -145,7 +164,9 @@ class AwsDepartment(pulumi.ComponentResource):
                 account=self.account,
                 image=config.scaler_image,
                 subnets=tuple(s.id for s in self.network.private_subnets.values()),
-                security_group=self.network.security_group.id,
+                security_group=self.endpoint.scaler_security_group.id,
+                target_group_arn=self.endpoint.target_group.arn,
+                identity_cert=config.aws_identity_cert,
                 runner_role_arn=runner_role.arn,
                 github_secret_arn=github_secret_arn,
                 jit_bucket=self.jit.name,
@@ -215,4 +236,6 @@ class AwsDepartment(pulumi.ComponentResource):
             "asgs": {g.name: pool.asg.name for g, pool in zip(self.config.groups, self.pools, strict=True)},
             # The external_account file the agent reads (GOOGLE_APPLICATION_CREDENTIALS); no key in it.
             "gcpCredentialConfig": self.federation.credential_config,
+            # Where runners pull their JIT configs (the internal load balancer; not reachable from outside).
+            "jitUrl": self.endpoint.url,
         }

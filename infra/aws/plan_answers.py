@@ -27,6 +27,8 @@ ID_PREFIX = {
     "ec2/routeTableAssociation:RouteTableAssociation": "rtbassoc",
     "ec2/flowLog:FlowLog": "fl",
     "ec2/launchTemplate:LaunchTemplate": "lt",
+    "vpc/securityGroupIngressRule:SecurityGroupIngressRule": "sgr",
+    "vpc/securityGroupEgressRule:SecurityGroupEgressRule": "sgr",
 }
 
 
@@ -95,6 +97,14 @@ def new_resource(
         if kind == "iam/role:Role":
             state["uniqueId"] = f"AROA{_hex(label, length=17).upper()}"
         return rid, state
+    if kind in ("lb/loadBalancer:LoadBalancer", "lb/targetGroup:TargetGroup"):
+        what = "loadbalancer/net" if kind == "lb/loadBalancer:LoadBalancer" else "targetgroup"
+        arn = f"arn:aws:elasticloadbalancing:{region}:{acct}:{what}/{label}/{_hex(typ, name, length=16)}"
+        state["arn"] = arn
+        if kind == "lb/loadBalancer:LoadBalancer":
+            # Internal or not, an NLB's DNS name is <name>-<id>.elb.<region>.amazonaws.com.
+            state["dnsName"] = f"{label}-{_hex(typ, name, length=16)}.elb.{region}.amazonaws.com"
+        return arn, state
     if kind == "s3/bucket:Bucket":
         state.update(arn=f"arn:aws:s3:::{inputs['bucket']}", bucketDomainName=f"{inputs['bucket']}.s3.amazonaws.com")
         return str(inputs["bucket"]), state

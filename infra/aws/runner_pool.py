@@ -36,7 +36,8 @@ IMDS_OPTIONS: aws.ec2.LaunchTemplateMetadataOptionsArgsDict = {
     "http_endpoint": "enabled",
     "http_tokens": "required",
     "http_put_response_hop_limit": 1,
-    # The boot agent finds its JIT bucket in its own tags (garo-jit-bucket); no tag holds a secret.
+    # The boot agent finds where to pull (garo-agent-url), or its JIT bucket (garo-jit-bucket), in its own
+    # tags; no tag holds a secret.
     "instance_metadata_tags": "enabled",
 }
 
@@ -84,6 +85,7 @@ class AwsRunnerPoolArgs:
     security_group: pulumi.Input[str]
     instance_profile: pulumi.Input[str]  # ARN
     jit_bucket: pulumi.Input[str]
+    agent_url: pulumi.Input[str]  # the agent's JIT endpoint (infra/aws/jit_endpoint.py)
     tags: Mapping[str, str]
 
 
@@ -194,14 +196,16 @@ class AwsRunnerPool(pulumi.ComponentResource):
             protect_from_scale_in=True,
             suspended_processes=list(SUSPENDED_PROCESSES),
             wait_for_capacity_timeout="0",
-            # garo-asg and garo-jit-bucket reach instances the ASG itself launches (the warm pool's).
-            tags=pulumi.Output.from_input(args.jit_bucket).apply(
-                lambda bucket: asg_tags(
+            # garo-asg, garo-agent-url and garo-jit-bucket reach instances the ASG itself launches (the warm
+            # pool's): with the agent's URL their boot agents pull, like those the agent launches.
+            tags=pulumi.Output.all(args.jit_bucket, args.agent_url).apply(
+                lambda v: asg_tags(
                     {
                         **self.tags,
                         "garo-market": "spot" if spot else "on-demand",
                         "garo-asg": asg_name,
-                        "garo-jit-bucket": bucket,
+                        "garo-jit-bucket": v[0],
+                        "garo-agent-url": v[1],
                     }
                 )
             ),

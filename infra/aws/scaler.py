@@ -5,15 +5,19 @@ container on Container-Optimized OS): an ASG of exactly one Amazon Linux 2023
 instance in a private subnet that runs the Garo container image with Docker.
 The ASG replaces the instance when it fails a health check or its zone goes
 away, and rolls it (instance refresh) when the launch template changes; the
-agent is stateless, so replacing it loses nothing. No load balancer, no
-ingress, no cluster to run. ECS on Fargate was the alternative: no OS to
-patch, but a cluster, a service, a task definition and two more roles for one
-container, and the same IAM (docs/deploy-aws.md).
+agent is stateless, so replacing it loses nothing. Its one way in is the JIT
+port, from the department's internal load balancer (infra/aws/jit_endpoint.py),
+whose target group the ASG registers the instance in; the load balancer's
+health check on ``/healthz`` is the ASG's too, so an agent that stops answering
+is replaced. ECS on Fargate was the alternative: no OS to patch, but a
+cluster, a service, a task definition and two more roles for one container,
+and the same IAM (docs/deploy-aws.md).
 
 The container uses the host's network so IMDSv2 works with a hop limit of 1,
 like the runners. Its environment holds no secret: the GitHub credential is
 read from Secrets Manager with the instance role, and Pub/Sub is reached with
-the ``external_account`` credential configuration (no key in it).
+the ``external_account`` credential configuration (no key in it). The region's
+certificate for instance identity documents (public) is a file beside it.
 """
 
 from __future__ import annotations
@@ -34,13 +38,24 @@ from infra.aws.runner_pool import IMDS_OPTIONS, asg_tags
 AMAZON_LINUX = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 INSTANCE_TYPE = "t3.small"
 CREDENTIALS_PATH = "/etc/garo/gcp-credentials.json"
+IDENTITY_CERT_PATH = "/etc/garo/aws-identity.pem"  # GARO_JIT_AWS_CERT_FILE
+#: Seconds before the load balancer's health check counts: Docker's install and the image pull come first.
+HEALTH_CHECK_GRACE = 300
 LOG_RETENTION_DAYS = 30
 
 
 def user_data(
-    image: str, env: Mapping[str, str], credential_config: Mapping[str, Any], log_group: str, region: str
+    image: str,
+    env: Mapping[str, str],
+    credential_config: Mapping[str, Any],
+    log_group: str,
+    region: str,
+    identity_cert: str,
 ) -> str:
-    """cloud-init shell script: Docker, the credential file, the container (restarted always)."""
+    """cloud-init shell script: Docker, the credential and certificate files, the container (restarted always).
+
+    ``identity_cert`` is one PEM block as ``garo validate`` normalised it, so no line of it ends the heredoc.
+    """
     env_file = "".join(f"{k}={v}\n" for k, v in sorted(env.items()) if "\n" not in v)
     script = f"""#!/bin/bash
 set -euo pipefail
@@ -50,11 +65,14 @@ install -d -m 0755 /etc/garo
 cat > {CREDENTIALS_PATH} <<'GARO_EOF'
 {json.dumps(credential_config, sort_keys=True)}
 GARO_EOF
+cat > {IDENTITY_CERT_PATH} <<'GARO_EOF'
+{identity_cert.strip()}
+GARO_EOF
 cat > /etc/garo/agent.env <<'GARO_EOF'
 {env_file}GARO_EOF
 docker run -d --name garo-scaler --restart always --network host \\
   --env-file /etc/garo/agent.env -e GOOGLE_APPLICATION_CREDENTIALS={CREDENTIALS_PATH} \\
-  -v {CREDENTIALS_PATH}:{CREDENTIALS_PATH}:ro \\
+  -v {CREDENTIALS_PATH}:{CREDENTIALS_PATH}:ro -v {IDENTITY_CERT_PATH}:{IDENTITY_CERT_PATH}:ro \\
   --log-driver awslogs --log-opt awslogs-group={shlex.quote(log_group)} --log-opt awslogs-region={region} \\
   {shlex.quote(image)} agent
 """
@@ -68,7 +86,9 @@ class AwsScalerArgs:
     account: pulumi.Input[str]
     image: str
     subnets: tuple[pulumi.Input[str], ...]
-    security_group: pulumi.Input[str]
+    security_group: pulumi.Input[str]  # the scaler's own (infra/aws/jit_endpoint.py), not the runners'
+    target_group_arn: pulumi.Input[str]  # the JIT load balancer's
+    identity_cert: str  # PEM, validated (garo:awsIdentityCert)
     runner_role_arn: pulumi.Input[str]
     github_secret_arn: pulumi.Input[str]
     jit_bucket: pulumi.Input[str]
@@ -145,7 +165,7 @@ class AwsScaler(pulumi.ComponentResource):
             ],
             iam_instance_profile={"arn": profile.arn},
             user_data=pulumi.Output.all(args.env, args.credential_config, log_group.name).apply(
-                lambda v: user_data(args.image, v[0], v[1], v[2], args.region)
+                lambda v: user_data(args.image, v[0], v[1], v[2], args.region, args.identity_cert)
             ),
             tag_specifications=[
                 {"resource_type": "instance", "tags": {**tags, "Name": f"garo-{dept}--scaler"}},
@@ -163,8 +183,9 @@ class AwsScaler(pulumi.ComponentResource):
             desired_capacity=1,
             vpc_zone_identifiers=list(args.subnets),
             launch_template={"id": template.id, "version": "$Latest"},
-            health_check_type="EC2",
-            health_check_grace_period=120,
+            target_group_arns=[args.target_group_arn],
+            health_check_type="ELB",
+            health_check_grace_period=HEALTH_CHECK_GRACE,
             # A new template (image, env) replaces the one instance; the agent is stateless.
             instance_refresh={"strategy": "Rolling", "preferences": {"min_healthy_percentage": 0}},
             wait_for_capacity_timeout="0",

@@ -14,6 +14,10 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from scaler.config.model import (
     AMI_NAME_RE,
     AWS_INSTANCE_FAMILIES,
@@ -106,6 +110,44 @@ def read_network_zones(r: Reader, net: Mapping[str, Any], cidr: str) -> tuple[st
             f"{cidr} is too small for an AWS department (at most /{MAX_PREFIX}: private and NAT subnets in each zone)",
         )
     return tuple(zones)
+
+
+IDENTITY_CERT_KEY = "garo:awsIdentityCert"
+IDENTITY_CERT_HELP = (
+    "the PEM text of AWS's RSA certificate for instance identity documents of this stack's region "
+    '(AWS\'s page "AWS public certificates for instance identity document signatures", RSA), e.g. '
+    'pulumi config set garo:awsIdentityCert -- "$(cat <region>.pem)"'
+)
+
+
+def read_identity_certificate(r: Reader, own: Mapping[str, Any], kind: str, cloud: str, required: bool) -> str:
+    """``garo:awsIdentityCert``: the certificate the agent checks runner VMs' identity documents with.
+
+    Public (AWS publishes it), not a secret. An AWS department serves JIT configs from its
+    agent, which cannot verify a VM without it, so a stack file must carry it (``required``);
+    the agent re-reads the same config and only needs it well formed. Returned normalised
+    (one PEM block, as the cryptography library writes it) so it can go into a file verbatim.
+    """
+    value = own.get("awsIdentityCert")
+    if value is None:
+        if required and kind == "department" and cloud == "aws":
+            r.fail(IDENTITY_CERT_KEY, f"is required for an AWS department: {IDENTITY_CERT_HELP}")
+        return ""
+    if kind != "department" or cloud != "aws":
+        r.fail(IDENTITY_CERT_KEY, f"is an AWS department setting; this stack is a {cloud} {kind}")
+        return ""
+    if not isinstance(value, str) or "-----BEGIN CERTIFICATE-----" not in value:
+        r.fail(IDENTITY_CERT_KEY, f"expected {IDENTITY_CERT_HELP}")
+        return ""
+    try:
+        certificate = x509.load_pem_x509_certificate(value.strip().encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        r.fail(IDENTITY_CERT_KEY, "is not a readable PEM certificate (copy the whole block, BEGIN to END lines)")
+        return ""
+    if not isinstance(certificate.public_key(), rsa.RSAPublicKey):
+        r.fail(IDENTITY_CERT_KEY, "is not an RSA certificate: identity document signatures are RSA (not DSA/PKCS7)")
+        return ""
+    return certificate.public_bytes(Encoding.PEM).decode("ascii")
 
 
 def reject_aws_keys(r: Reader, data: Mapping[str, Any], path: str, cloud: str) -> None:

@@ -300,6 +300,8 @@ class StackConfig:
     priority_aging: int = 600
     # A runner group per class (scaler/agent/classes.py): priorities exact even on shared labels.
     priority_runner_groups: bool = False
+    # AWS departments: the region's RSA certificate for instance identity documents (PEM; public).
+    aws_identity_cert: str = ""
 
     def group(self, name: str) -> RunnerGroup:
         for group in self.groups:

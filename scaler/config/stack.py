@@ -29,12 +29,16 @@ from scaler.config.routing import parse_routing_table
 
 ALLOWED_KEYS = frozenset(
     "kind cloud region department costCenter labels network github groups hub scalerImage reconcileInterval "
-    "project hubTopic hubStack keepFor priorities priorityAging priorityRunnerGroups".split()
+    "project hubTopic hubStack keepFor priorities priorityAging priorityRunnerGroups awsIdentityCert".split()
 )
 
 
-def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> StackConfig:
-    """Validate the ``config:`` mapping of a stack file; raise ConfigError listing every issue."""
+def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config", *, deploying: bool = False) -> StackConfig:
+    """Validate the ``config:`` mapping of a stack file; raise ConfigError listing every issue.
+
+    ``deploying``: the whole stack as ``pulumi up`` gets it (``garo validate``, the program), so
+    inputs only the infrastructure needs are required too; the agent re-reads a subset.
+    """
     r = Reader()
     own, provider = namespaced(raw)
     r.unknown({f"garo:{k}": v for k, v in own.items()}, {f"garo:{k}" for k in ALLOWED_KEYS}, "config")
@@ -78,6 +82,7 @@ def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> 
             "is required for an AWS department: the GCP project of its subscription and workload identity pool "
             "(usually the hub's)",
         )
+    aws_identity_cert = aws.read_identity_certificate(r, own, str(kind), str(cloud), required=deploying)
     reconcile_interval = r.integer(own, "reconcileInterval", "garo", 60, minimum=5)
     scaler_image = r.string(own, "scalerImage", "garo", "ghcr.io/garo/scaler:latest")
     if r.issues:
@@ -102,6 +107,7 @@ def parse_stack_config(raw: Mapping[str, Any], source: str = "stack config") -> 
         priorities=priorities,
         priority_aging=priority_aging,
         priority_runner_groups=priority_runner_groups,
+        aws_identity_cert=aws_identity_cert,
     )
 
 
@@ -199,4 +205,4 @@ def load_stack_file(path: str | Path) -> StackConfig:
     document = read_document(path)
     if not isinstance(document, Mapping) or not isinstance(document.get("config"), Mapping):
         raise ConfigError([Issue("config", "the stack file needs a top-level `config:` mapping")], str(path))
-    return parse_stack_config(document["config"], str(path))
+    return parse_stack_config(document["config"], str(path), deploying=True)

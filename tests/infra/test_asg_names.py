@@ -30,16 +30,38 @@ BOOT_AGENT = Path(__file__).resolve().parents[2] / "images" / "garo-runner" / "g
 FAKE = boto3.Session(region_name="eu-central-1", aws_access_key_id="x", aws_secret_access_key="x")
 
 
-def deployed_env(capture: dict[str, Any], stack: str) -> dict[str, str]:
-    """The scaler container's environment, from the user data of the template the program declares."""
+def scaler_script(capture: dict[str, Any], stack: str) -> str:
+    """The scaler instance's user data (a shell script), as the program declares it."""
     [template] = [
         t
         for t in of_type(capture, "ec2/launchTemplate:LaunchTemplate", raw=True)
         if t["name"] == f"{stack}-scaler-template"
     ]
-    script = base64.b64decode(template["inputs"]["userData"]).decode()
-    env_file = script.split("cat > /etc/garo/agent.env <<'GARO_EOF'\n", 1)[1].split("GARO_EOF", 1)[0]
-    return dict(line.split("=", 1) for line in env_file.splitlines())
+    return base64.b64decode(template["inputs"]["userData"]).decode()
+
+
+def host_files(capture: dict[str, Any], stack: str) -> dict[str, str]:
+    """Every file the user data writes (``cat > <path> <<'GARO_EOF'``), by path."""
+    files = {}
+    for chunk in scaler_script(capture, stack).split("cat > ")[1:]:
+        head, rest = chunk.split(" <<'GARO_EOF'\n", 1)
+        files[head] = rest.split("GARO_EOF", 1)[0]
+    return files
+
+
+def deployed_env(capture: dict[str, Any], stack: str, root: Path | None = None) -> dict[str, str]:
+    """The scaler container's environment, from the user data of the template the program declares.
+
+    With ``root``, the files the user data writes are written under it, and the env names them there.
+    """
+    files = host_files(capture, stack)
+    env = dict(line.split("=", 1) for line in files["/etc/garo/agent.env"].splitlines())
+    if root is not None:
+        for path, text in files.items():
+            (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            (root / path.lstrip("/")).write_text(text)
+        env = {k: str(root / v.lstrip("/")) if v in files else v for k, v in env.items()}
+    return env
 
 
 def runner_asgs(capture: dict[str, Any], stack: str) -> dict[str, dict[str, Any]]:
@@ -52,10 +74,10 @@ def runner_asgs(capture: dict[str, Any], stack: str) -> dict[str, dict[str, Any]
 
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
-def test_the_agent_uses_the_asg_names_pulumi_declares(captures: dict[str, Any], stack: str) -> None:
+def test_the_agent_uses_the_asg_names_pulumi_declares(captures: dict[str, Any], stack: str, tmp_path: Path) -> None:
     config = load_stack_file(EXAMPLES / f"Pulumi.{stack}.yaml")
     declared = {name: inputs["name"] for name, inputs in runner_asgs(captures[stack], stack).items()}
-    env = deployed_env(captures[stack], stack)
+    env = deployed_env(captures[stack], stack, tmp_path)
     by_convention = AwsBackend.from_config(config, jit_bucket="b", runner_role_id="r", session=FAKE).groups
     as_deployed = open_backend(config, load(env))
     assert isinstance(as_deployed, AwsBackend)

@@ -110,16 +110,24 @@ def test_no_ingress_from_anywhere(captures: dict[str, Any], stack: str) -> None:
     groups = of_type(capture, "ec2/securityGroup:SecurityGroup") + of_type(
         capture, "ec2/defaultSecurityGroup:DefaultSecurityGroup"
     )
-    assert len(groups) == 2
+    # Runners, the emptied default, the scaler's and the JIT load balancer's: no inline ingress in any.
+    assert len(groups) == 4
     for group in groups:
         assert group["inputs"].get("ingress", []) == [], group["name"]
-    for r in aws_resources(capture):
-        if "ingress" in r["type"].lower() or r["type"].endswith("SecurityGroupRule"):
-            assert r["inputs"].get("type", "ingress") != "ingress" or not WIDE_OPEN & {
-                r["inputs"].get("cidrIpv4"),
-                r["inputs"].get("cidrIpv6"),
-                *r["inputs"].get("cidrBlocks", []),
-            }, r["name"]
+    runners = capture["raw_outputs"]["portal"]["network"]["securityGroup"]
+    rules = [
+        r for r in aws_resources(capture) if "ingress" in r["type"].lower() or r["type"].endswith("SecurityGroupRule")
+    ]
+    assert rules, "the JIT endpoint admits runners through rules of its own"
+    for r in rules:
+        inputs = r["inputs"]
+        if inputs.get("type", "ingress") != "ingress":
+            continue
+        # Ingress only ever names a security group as its source, never an address range...
+        assert not {"cidrIpv4", "cidrIpv6", "cidrBlocks", "prefixListId"} & set(inputs), r["name"]
+        assert inputs.get("referencedSecurityGroupId") or inputs.get("sourceSecurityGroupId"), r["name"]
+        # ...and nothing is admitted into the runners' group.
+        assert inputs["securityGroupId"] != runners, r["name"]
 
 
 @pytest.mark.parametrize("stack", AWS_STACKS)
