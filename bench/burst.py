@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -152,37 +153,63 @@ class AgentCpu:
 class PullingVms:
     """Booted VMs of the fake that ask the agent's JIT endpoint for their configs, as the boot agent does.
 
-    A background thread goes over the MIG's running members every
-    ``interval`` seconds (the boot agent's GARO_PULL_INTERVAL); each VM without
-    its config yet POSTs its identity token, minted once and reused as the boot
-    agent does (404: not held yet, asked again next round). Nothing here calls
-    Compute.
+    A background thread goes over the MIG's running members every ``tick``
+    seconds; each VM without its config yet POSTs its identity token, minted
+    once and reused as the boot agent does, when its last answer's
+    Retry-After has passed (404: not held yet; the agent says when it expects
+    the config). A VM asks first as soon as it is seen running; ``interval``
+    is the wait after an answer without a Retry-After. Nothing here calls Compute.
     """
 
-    def __init__(self, fake: ComputeFake, issuer: IdentityIssuer, url: str, interval: float = 3.0) -> None:
-        self.fake, self.issuer, self.url, self.interval = fake, issuer, url, interval
+    def __init__(
+        self, fake: ComputeFake, issuer: IdentityIssuer, url: str, interval: float = 3.0, tick: float = 0.25
+    ) -> None:
+        self.fake, self.issuer, self.url, self.interval, self.tick = fake, issuer, url, interval, tick
+        self.concurrency = 512
         self.tokens: dict[str, str] = {}
+        self.next_ask: dict[str, float] = {}
         self.pulled: set[str] = set()
         self.answers: dict[int, int] = {}
         self.stop = threading.Event()
         self.session = requests.Session()
+        self.session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=self.concurrency))
         self.thread = threading.Thread(target=self._run, name="bench-vms", daemon=True)
 
     def _run(self) -> None:
-        while not self.stop.wait(self.interval):
-            for name, vm in list(self.fake.members(MIG).items()):
-                if name in self.pulled or vm.status != "RUNNING":
-                    continue
-                token = self.tokens.get(name) or self.issuer.token(
-                    self.url, name, project=self.fake.project, zone=vm.zone
-                )
-                self.tokens[name] = token
-                status = self.session.post(
-                    self.url + PATH, headers={"Authorization": f"Bearer {token}"}, timeout=10
-                ).status_code
+        asking: set[str] = set()
+        lock = threading.Lock()
+
+        def ask(name: str, token: str) -> None:
+            try:
+                response = self.session.post(self.url + PATH, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            except requests.RequestException:
+                response = None
+            with lock:
+                asking.discard(name)
+                status = response.status_code if response is not None else 0
                 self.answers[status] = self.answers.get(status, 0) + 1
                 if status in (200, 410):
                     self.pulled.add(name)
+                    return
+                retry = response.headers.get("Retry-After", "") if response is not None else ""
+                self.next_ask[name] = time.monotonic() + (float(retry) if retry.isdigit() else self.interval)
+
+        # Each VM asks on its own (an ask may wait for its config at the endpoint): one thread per VM at most.
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="bench-vm") as pool:
+            while not self.stop.wait(self.tick):
+                for name, vm in list(self.fake.members(MIG).items()):
+                    now = time.monotonic()
+                    with lock:
+                        if name in self.pulled or name in asking or vm.status != "RUNNING":
+                            continue
+                        if now < self.next_ask.setdefault(name, now):
+                            continue
+                        asking.add(name)
+                    token = self.tokens.get(name) or self.issuer.token(
+                        self.url, name, project=self.fake.project, zone=vm.zone
+                    )
+                    self.tokens[name] = token
+                    pool.submit(ask, name, token)
 
 
 def listing_cost(org_runners: int = 10_000, ours: int = 100) -> dict[str, int]:
