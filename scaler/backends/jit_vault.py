@@ -168,6 +168,11 @@ class JitVault:
         at = self._expected.get(name)
         return None if at is None else max(0.0, at - self.clock())
 
+    def waiting(self) -> int:
+        """Asks waiting for their config right now (wait_held)."""
+        with self._lock:
+            return self._waiters
+
     def holds(self, name: str) -> bool:
         with self._lock:
             return name in self._held and self._held[name].expires_at > self.clock()
