@@ -40,7 +40,6 @@ from scaler.github.runner_groups import ClassGroups
 
 log = logging.getLogger("garo.agent")
 METADATA_WRITERS = 16  # concurrent metadata writes (JIT delivery and clearing)
-JIT_THREADS = 16  # most JIT requests in flight at once (one per runner App with room)
 QUEUE_REFRESH = 1.0  # seconds between two publications of the JIT queue's expected times (publish_jit_queue)
 BATCHED = (Kind.CLEAR_JIT, Kind.DELETE, Kind.CREATE, Kind.DELIVER_JIT)
 
@@ -78,9 +77,6 @@ class Executor:
         # The priority classes' runner groups (set by the agent's sync; empty: the department's groups).
         self.class_groups = ClassGroups()
         self._queue_published: tuple[float, int] = (float("-inf"), -1)  # (when, how many were pending)
-        # Threads for JIT requests and metadata writes, kept between passes: starting a pool's threads
-        # afresh for every batch cost more agent CPU in a burst than the work they did.
-        self._pools: dict[tuple[str, int], ThreadPoolExecutor] = {}
 
     def execute(self, plan: Plan) -> Outcome:
         """Carry out the plan's actions in order; never raises for a failed action (see the outcome)."""
@@ -316,8 +312,8 @@ class Executor:
 
         if width <= 1 or len(batch) <= 1:
             return [generate(action) for action in batch]
-        # At most len(batch) <= width requests run at once: the batch is no larger than the Apps with room.
-        return list(self._pool("garo-jit", JIT_THREADS).map(generate, batch))
+        with ThreadPoolExecutor(min(width, len(batch)), thread_name_prefix="garo-jit") as pool:
+            return list(pool.map(generate, batch))
 
     def _clear_jits(self, run: list[ClearJit], out: Outcome) -> None:
         """Take used JIT configs out of VMs' metadata (and label a stolen VM with the job it runs).
@@ -355,11 +351,5 @@ class Executor:
         width = max(1, int(getattr(self.backend, "metadata_writers", METADATA_WRITERS)))
         if len(writes) <= 1 or width == 1:
             return [write(item) for item in writes]
-        return list(self._pool("garo-metadata", width).map(write, writes))
-
-    def _pool(self, name: str, size: int) -> ThreadPoolExecutor:
-        """The executor's pool of ``size`` threads named ``name`` (made on first use, its threads reused)."""
-        pool = self._pools.get((name, size))
-        if pool is None:
-            pool = self._pools[name, size] = ThreadPoolExecutor(size, thread_name_prefix=name)
-        return pool
+        with ThreadPoolExecutor(min(width, len(writes)), thread_name_prefix="garo-metadata") as pool:
+            return list(pool.map(write, writes))
