@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ from scaler.agent import Agent  # noqa: E402
 from scaler.agent.executor import METADATA_WRITERS  # noqa: E402
 from scaler.agent.jit_endpoint import PATH, CallerRate, jit_app, serve  # noqa: E402
 from scaler.backends.gcp import GcpBackend, GcpGroup  # noqa: E402
-from scaler.backends.jit_vault import IdentityVerifier  # noqa: E402
+from scaler.backends.jit_vault import IdentityVerifier, JitVault  # noqa: E402
 from scaler.github.apps import RunnerApps, RunnerAppSlot  # noqa: E402
 from scaler.github.client import GitHubClient  # noqa: E402
 from scaler.github.models import GitHubApi, JitConfig, Job, Runner  # noqa: E402
@@ -152,37 +153,86 @@ class AgentCpu:
 class PullingVms:
     """Booted VMs of the fake that ask the agent's JIT endpoint for their configs, as the boot agent does.
 
-    A background thread goes over the MIG's running members every
-    ``interval`` seconds (the boot agent's GARO_PULL_INTERVAL); each VM without
-    its config yet POSTs its identity token, minted once and reused as the boot
-    agent does (404: not held yet, asked again next round). Nothing here calls
-    Compute.
+    A background thread goes over the MIG's running members every ``tick``
+    seconds; each VM without its config yet POSTs its identity token, minted
+    once and reused as the boot agent does, when its last answer's
+    Retry-After has passed (404: not held yet; the agent says when it expects
+    the config). A VM asks first as soon as it is seen running; ``interval``
+    is the wait after an answer without a Retry-After. Nothing here calls Compute.
     """
 
-    def __init__(self, fake: ComputeFake, issuer: IdentityIssuer, url: str, interval: float = 3.0) -> None:
-        self.fake, self.issuer, self.url, self.interval = fake, issuer, url, interval
+    def __init__(
+        self, fake: ComputeFake, issuer: IdentityIssuer, url: str, interval: float = 3.0, tick: float = 0.25
+    ) -> None:
+        self.fake, self.issuer, self.url, self.interval, self.tick = fake, issuer, url, interval, tick
+        self.concurrency = 512
         self.tokens: dict[str, str] = {}
+        self.next_ask: dict[str, float] = {}
         self.pulled: set[str] = set()
+        self.pulled_at: dict[str, float] = {}  # monotonic time of each VM's 200
         self.answers: dict[int, int] = {}
         self.stop = threading.Event()
         self.session = requests.Session()
+        self.session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=self.concurrency))
         self.thread = threading.Thread(target=self._run, name="bench-vms", daemon=True)
 
     def _run(self) -> None:
-        while not self.stop.wait(self.interval):
-            for name, vm in list(self.fake.members(MIG).items()):
-                if name in self.pulled or vm.status != "RUNNING":
-                    continue
-                token = self.tokens.get(name) or self.issuer.token(
-                    self.url, name, project=self.fake.project, zone=vm.zone
-                )
-                self.tokens[name] = token
-                status = self.session.post(
-                    self.url + PATH, headers={"Authorization": f"Bearer {token}"}, timeout=10
-                ).status_code
+        asking: set[str] = set()
+        lock = threading.Lock()
+
+        def ask(name: str, token: str) -> None:
+            try:
+                response = self.session.post(self.url + PATH, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            except requests.RequestException:
+                response = None
+            with lock:
+                asking.discard(name)
+                status = response.status_code if response is not None else 0
                 self.answers[status] = self.answers.get(status, 0) + 1
                 if status in (200, 410):
                     self.pulled.add(name)
+                    self.pulled_at[name] = time.monotonic()
+                    return
+                retry = response.headers.get("Retry-After", "") if response is not None else ""
+                self.next_ask[name] = time.monotonic() + (float(retry) if retry.isdigit() else self.interval)
+
+        # Each VM asks on its own (an ask may wait for its config at the endpoint): one thread per VM at most.
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="bench-vm") as pool:
+            while not self.stop.wait(self.tick):
+                for name, vm in list(self.fake.members(MIG).items()):
+                    now = time.monotonic()
+                    with lock:
+                        if name in self.pulled or name in asking or vm.status != "RUNNING":
+                            continue
+                        if now < self.next_ask.setdefault(name, now):
+                            continue
+                        asking.add(name)
+                    token = self.tokens.get(name) or self.issuer.token(
+                        self.url, name, project=self.fake.project, zone=vm.zone
+                    )
+                    self.tokens[name] = token
+                    pool.submit(ask, name, token)
+
+
+def hold_times(vault: JitVault) -> dict[str, float]:
+    """Record when the agent holds each config (monotonic time, by VM name): the start of its pickup."""
+    held_at: dict[str, float] = {}
+    hold = vault.hold
+
+    def timed(group: str, name: str, config: str, ttl: float, requested_at: float | None = None) -> None:
+        held_at[name] = time.monotonic()
+        hold(group, name, config, ttl, requested_at)
+
+    vault.hold = timed  # type: ignore[method-assign]
+    return held_at
+
+
+def pickup(held_at: dict[str, float], pulled_at: dict[str, float]) -> tuple[float, float, float]:
+    """p50, p99 and max seconds from a config being held to its VM having it (what waiting adds to a job)."""
+    waits = sorted(pulled_at[n] - held_at[n] for n in pulled_at if n in held_at)
+    if not waits:
+        return (0.0, 0.0, 0.0)
+    return waits[len(waits) // 2], waits[min(len(waits) - 1, int(len(waits) * 0.99))], waits[-1]
 
 
 def listing_cost(org_runners: int = 10_000, ours: int = 100) -> dict[str, int]:
@@ -238,6 +288,7 @@ def run(
     )
     cpu = AgentCpu()
     backend.set_metadata = cpu.around(backend.set_metadata)  # type: ignore[method-assign]
+    held_at = hold_times(backend.jit_vault)
     issuer = IdentityIssuer()
     certs = issuer.serve()
     certs_url = certs.__enter__()
@@ -337,6 +388,7 @@ def run(
         "pulled": len(vms.pulled),
         "pull_answers": sorted(vms.answers.items()),  # (HTTP status, count)
         "still_held": len(backend.jit_vault),
+        "pickup_s": pickup(held_at, vms.pulled_at),
         "listing": listing_cost(),
     }
 
@@ -382,7 +434,8 @@ size **{r["peak"]}**; resize calls: {r["resize"]}.
 **{r["configs_per_minute"]:.0f} configs a minute** over the whole run; the budget alone needs {r["budget_s"]} s \
 for that many. Messages still held at the end: {r["held"]}.
 - VMs that pulled their config from the agent's endpoint: **{r["pulled"]}** (answers: {answers}); configs \
-still unread in the agent at the end: {r["still_held"]}.
+still unread in the agent at the end: {r["still_held"]}. From the agent holding a config to its VM having it: \
+p50 {r["pickup_s"][0]:.2f} s, p99 {r["pickup_s"][1]:.2f} s, max {r["pickup_s"][2]:.2f} s.
 - Agent CPU: **{r["agent_cpu_s"]:.2f} s** for {r["jobs"]} `queued` events and {r["passes"]} passes (a pass \
 that changed nothing waits {r["idle_wait_s"]:g} s, as the agent's bus pull would) \
 (**{r["agent_cpu_per_thousand_s"]:.2f} s per thousand events**).

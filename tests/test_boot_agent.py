@@ -867,3 +867,56 @@ def test_gce_vm_whose_config_was_taken_fails_at_once(
     assert rc != 0
     assert fake.states == ["waiting", "failed"] and fake.reasons[-1] == "jit-taken"
     assert vm.runner_args() is None
+
+
+class ScriptedAgent(BaseHTTPRequestHandler):
+    """A JIT endpoint that answers each ask from a script: (status, Retry-After or None, body)."""
+
+    script: list[tuple[int, str | None, str]] = []
+    asks: list[str] = []
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.asks.append(self.path)
+        status, retry, body = self.script.pop(0) if self.script else (404, None, "")
+        data = body.encode()
+        self.send_response(status)
+        if retry is not None:
+            self.send_header("Retry-After", retry)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "extra"),
+    [("1", {}), ("86400", {"GARO_PULL_MAX": "1"})],
+    ids=["waits-the-retry-after", "bounded-by-garo-pull-max"],
+)
+def test_gce_vm_asks_again_when_the_agents_retry_after_says_not_on_its_own_interval(
+    metadata: tuple[FakeMetadata, str], vm: Vm, retry_after: str, extra: dict[str, str]
+) -> None:
+    """The agent says when the config is expected: the VM waits that long (bounded), not GARO_PULL_INTERVAL.
+
+    The interval is an hour here: a VM that ignored the Retry-After would not ask again before the test gives up.
+    """
+    fake, url = metadata
+
+    class Agent(ScriptedAgent):
+        script = [(404, retry_after, "no config held for this VM yet"), (200, None, JIT)]
+        asks: list[str] = []
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Agent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    fake.set_attr("garo-agent-url", f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        rc, out = finish(vm.start(url, GARO_PULL_INTERVAL="3600", **extra))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert rc == 0, out
+    assert Agent.asks == ["/v1/jit-config", "/v1/jit-config"]
+    assert vm.wait_for("listener-jit").strip() == JIT_SHA
+    assert fake.states == ["waiting", "running", "done"]

@@ -32,6 +32,7 @@ from scaler.agent.classes import runner_group_for
 from scaler.agent.metrics import AgentMetrics
 from scaler.agent.state import Book
 from scaler.backends.base import JIT_KEY, JOB_KEY, Backend, BackendError, CreateFailure
+from scaler.backends.jit_vault import JitVault
 from scaler.config import StackConfig
 from scaler.github.models import GitHubApi, JitConfig
 from scaler.github.ratelimit import JitBudget
@@ -39,6 +40,7 @@ from scaler.github.runner_groups import ClassGroups
 
 log = logging.getLogger("garo.agent")
 METADATA_WRITERS = 16  # concurrent metadata writes (JIT delivery and clearing)
+QUEUE_REFRESH = 1.0  # seconds between two publications of the JIT queue's expected times (publish_jit_queue)
 BATCHED = (Kind.CLEAR_JIT, Kind.DELETE, Kind.CREATE, Kind.DELIVER_JIT)
 
 
@@ -74,6 +76,7 @@ class Executor:
         self.budget = jit_budget
         # The priority classes' runner groups (set by the agent's sync; empty: the department's groups).
         self.class_groups = ClassGroups()
+        self._queue_published: tuple[float, int] = (float("-inf"), -1)  # (when, how many were pending)
 
     def execute(self, plan: Plan) -> Outcome:
         """Carry out the plan's actions in order; never raises for a failed action (see the outcome)."""
@@ -106,6 +109,7 @@ class Executor:
             self.metrics.kept_vms.labels(group).set(count)
         for group, (vm_age, job_age) in plan.ages.items():
             self.metrics.set_ages(group, vm_age, job_age, self.config.group(group).time_to_live)
+        self.publish_jit_queue()
         if plan.reconcile:
             self.book.end_pass(plan.seen, plan.sightings)
             self.book.prune(self.clock())
@@ -271,6 +275,25 @@ class Executor:
                 self.book.pending_jit.pop(action.name, None)  # the VM is gone; reconcile decides what next
         generated.clear()  # drop the secrets as soon as they are written
         writes.clear()
+
+    def publish_jit_queue(self) -> None:
+        """Tell the backend's JIT vault when each awaited config should be there, for the VMs that ask early.
+
+        The pending VMs are served oldest first, each as soon as GitHub's budget
+        has room (:meth:`JitBudget.etas`); the endpoint turns that into the
+        Retry-After of its 404s. At most once a :data:`QUEUE_REFRESH`, or when
+        the queue's length changed: an estimate, never a promise.
+        """
+        vault = getattr(self.backend, "jit_vault", None)
+        if not isinstance(vault, JitVault) or self.budget is None:
+            return
+        now, pending = self.clock(), self.book.pending_jit
+        last, size = self._queue_published
+        if len(pending) == size and now - last < QUEUE_REFRESH:
+            return
+        self._queue_published = (now, len(pending))
+        at = vault.clock()
+        vault.expect({name: at + eta for name, eta in zip(pending, self.budget.etas(len(pending)), strict=True)})
 
     def _generate(self, batch: Sequence[DeliverJit], width: int) -> list[JitConfig | Exception]:
         """One JIT config per action, up to ``width`` requests at once; the config or the error of each."""

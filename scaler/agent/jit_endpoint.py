@@ -20,6 +20,7 @@ outcome only, and werkzeug's request log is off.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +30,15 @@ from flask import Blueprint, Flask, Response, request
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from scaler.agent.settings import DEFAULT_JIT_PORT
-from scaler.backends.jit_vault import Identity, IdentityVerifier, JitVault, Refused, Verifier, token_digest
+from scaler.backends.jit_vault import (
+    PRUNE_EVERY,
+    Identity,
+    IdentityVerifier,
+    JitVault,
+    Refused,
+    Verifier,
+    token_digest,
+)
 
 if TYPE_CHECKING:
     from scaler.agent.settings import AgentSettings
@@ -41,7 +50,9 @@ MAX_TOKEN = 4096  # bytes of Authorization header; a Compute identity token with
 MAX_BODY = 1024
 RATE = 30  # requests per caller (source address) per RATE_WINDOW
 RATE_WINDOW = 60.0
-RETRY_AFTER = 3  # seconds the boot agent is told to wait after a 404 or 429
+RETRY_AFTER = 3  # seconds the boot agent is told to wait after a 404 or 429 when nothing better is known
+RETRY_MAX = 30  # seconds at most a VM is told to wait: a config that comes earlier than expected waits no longer
+LONG_POLL = 10.0  # seconds an ask waits for a config expected that soon (the boot agent's request times out at 20)
 
 
 class CallerRate:
@@ -70,13 +81,15 @@ class UsedTokens:
         self.clock = clock
         self._lock = threading.Lock()
         self._until: dict[str, float] = {}
+        self._pruned_at = float("-inf")
 
     def seen(self, digest: str) -> bool:
         now = self.clock()
         with self._lock:
-            for d in [d for d, until in self._until.items() if until <= now]:
-                del self._until[d]
-            return digest in self._until
+            if now - self._pruned_at >= PRUNE_EVERY:  # a sweep per ask would cost a pass over every used token
+                self._pruned_at = now
+                self._until = {d: until for d, until in self._until.items() if until > now}
+            return self._until.get(digest, now) > now
 
     def add(self, digest: str, until: float) -> None:
         with self._lock:
@@ -127,18 +140,30 @@ def jit_blueprint(vault: JitVault, verifier: Verifier, rate: CallerRate | None =
     used = UsedTokens(verifier.clock)
     verified = VerifiedTokens(verifier.clock)
 
-    def answer(status: int, body: str = "", retry: bool = False) -> Response:
+    def answer(status: int, body: str = "", retry: int | None = None) -> Response:
         response = Response(body or _REASONS.get(status, ""), status=status, mimetype="text/plain")
         response.headers["Cache-Control"] = "no-store"
-        if retry:
-            response.headers["Retry-After"] = str(RETRY_AFTER)
+        if retry is not None:
+            response.headers["Retry-After"] = str(retry)
         return response
+
+    def take_or_wait(who: Identity) -> str:
+        """The VM's config; an ask for one the agent expects within LONG_POLL waits for it instead of a 404."""
+        try:
+            return vault.take(who)
+        except Refused as refused:
+            expected = vault.expected_in(who.instance_name)
+            if refused.status != 404 or expected is None or expected > LONG_POLL:
+                raise
+            if not vault.wait_held(who.instance_name, LONG_POLL):
+                raise
+        return vault.take(who)  # it arrived while this ask waited (or a newer one did: take checks it again)
 
     @bp.post(PATH)
     def pull() -> Response:
         caller = request.remote_addr or "unknown"
         if not limiter.allow(caller):
-            return answer(429, retry=True)
+            return answer(429, retry=RETRY_AFTER)
         if (request.content_length or 0) > MAX_BODY:
             return answer(413)
         header = request.headers.get("Authorization", "")
@@ -158,11 +183,13 @@ def jit_blueprint(vault: JitVault, verifier: Verifier, rate: CallerRate | None =
                 who = verifier.verify(token)
                 verified.add(digest, who)
             name = who.instance_name
-            config = vault.take(who)
+            config = take_or_wait(who)
         except Refused as refused:
             level = logging.DEBUG if refused.status == 404 else logging.WARNING
             log.log(level, "JIT pull refused", extra={"instance": name, "reason": refused.reason, "caller": caller})
-            return answer(refused.status, retry=refused.status in (404, 503))
+            if refused.status == 404:
+                return answer(404, retry=retry_after(vault.expected_in(name)))
+            return answer(refused.status, retry=RETRY_AFTER if refused.status == 503 else None)
         used.add(digest, who.expires_at)
         verified.forget(digest)
         log.info("JIT config pulled", extra={"instance": name, "zone": who.zone})
@@ -173,6 +200,21 @@ def jit_blueprint(vault: JitVault, verifier: Verifier, rate: CallerRate | None =
         return answer(200, "ok")
 
     return bp
+
+
+def retry_after(expected: float | None) -> int:
+    """Seconds a VM without its config yet should wait: until the agent expects to hold it, within bounds.
+
+    The agent publishes when it expects each awaited config (its place in the
+    JIT queue against GitHub's budget, JitVault.expect), so a VM far back in a
+    burst asks a few times, not every few seconds for minutes. Never less than
+    the flat :data:`RETRY_AFTER`, which is also the answer for a VM the agent
+    does not expect (not listed yet, or not ours); a config expected sooner is
+    waited for (LONG_POLL) rather than asked for again.
+    """
+    if expected is None:
+        return RETRY_AFTER
+    return min(RETRY_MAX, max(RETRY_AFTER, math.ceil(expected)))
 
 
 _REASONS = {

@@ -34,6 +34,8 @@ GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 ISSUERS = frozenset({"https://accounts.google.com", "accounts.google.com"})
 CLOCK_SKEW = 30  # seconds of clock difference tolerated on iat/exp and on the creation check
 CERTS_MIN_REFRESH = 60.0  # seconds between two fetches of the keys for an unknown key id
+PRUNE_EVERY = 5.0  # seconds between sweeps of expired entries (lookups check expiry themselves)
+MAX_WAITERS = 256  # asks that may wait for their config at once (JitVault.wait_held); more are answered at once
 _MAX_AGE = re.compile(r"max-age=(\d+)")
 
 
@@ -74,6 +76,13 @@ class JitVault:
     and replaces the VM, as it does for any VM that never started).
     Thread-safe: the agent's executor holds configs while the endpoint's
     threads take them.
+
+    It also keeps when the agent expects to hold each awaited config
+    (:meth:`expect`), so that the endpoint can tell a VM that asks too early
+    when to come back instead of being asked again every few seconds.
+    Expired entries are swept every :data:`PRUNE_EVERY` seconds, not on every
+    ask: a burst of a thousand waiting VMs would otherwise make each ask cost
+    a pass over a thousand entries.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
@@ -81,6 +90,10 @@ class JitVault:
         self._lock = threading.Lock()
         self._held: dict[str, _Held] = {}
         self._taken: dict[str, float] = {}  # name -> until when a second ask is answered 410, not 404
+        self._expected: Mapping[str, float] = {}  # name -> when the agent expects to hold its config (clock time)
+        self._waiting: dict[str, tuple[threading.Event, int]] = {}  # name -> (set when held, asks waiting on it)
+        self._waiters = 0
+        self._pruned_at = float("-inf")
 
     def hold(self, group: str, name: str, config: str, ttl: float, requested_at: float | None = None) -> None:
         """Keep ``config`` for VM ``name`` for ``ttl`` seconds; a newer config for the same name replaces it."""
@@ -89,6 +102,37 @@ class JitVault:
             self._prune(now)
             self._taken.pop(name, None)
             self._held[name] = _Held(group, config, now + ttl, requested_at)
+            waiting = self._waiting.get(name)
+        if waiting is not None:
+            waiting[0].set()
+
+    def wait_held(self, name: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until a config is held for ``name``; False at once past MAX_WAITERS.
+
+        Lets the endpoint answer an ask that came a little early when the
+        config arrives instead of sending the VM away to ask again. Each name
+        has one event, set by :meth:`hold`: no waiter wakes for another VM's
+        config. True means a config arrived (it may still be refused by
+        :meth:`take`).
+        """
+        with self._lock:
+            if name in self._held:
+                return True
+            if self._waiters >= MAX_WAITERS:
+                return False
+            event, count = self._waiting.get(name, (threading.Event(), 0))
+            self._waiting[name] = (event, count + 1)
+            self._waiters += 1
+        try:
+            return event.wait(timeout)
+        finally:
+            with self._lock:
+                self._waiters -= 1
+                event, count = self._waiting[name]
+                if count <= 1:
+                    del self._waiting[name]
+                else:
+                    self._waiting[name] = (event, count - 1)
 
     def drop(self, names: Iterable[str]) -> int:
         """Forget the configs of these VMs (deleted, or their config is spent); how many were still held."""
@@ -101,8 +145,11 @@ class JitVault:
         with self._lock:
             self._prune(now)
             held = self._held.get(who.instance_name)
+            if held is not None and held.expires_at <= now:
+                del self._held[who.instance_name]
+                held = None
             if held is None:
-                if who.instance_name in self._taken:
+                if self._taken.get(who.instance_name, now) > now:
                     raise Refused(410, "already-taken")
                 raise Refused(404, "not-held")
             if held.requested_at is not None and who.created_at < held.requested_at - CLOCK_SKEW:
@@ -111,6 +158,20 @@ class JitVault:
             del self._held[who.instance_name]
             self._taken[who.instance_name] = held.expires_at
             return held.config
+
+    def expect(self, expected_at: Mapping[str, float]) -> None:
+        """When the agent expects to hold each awaited config (clock time, by VM name); replaces the last."""
+        self._expected = expected_at  # one reference swap: readers see the old or the new mapping, never half
+
+    def expected_in(self, name: str) -> float | None:
+        """Seconds until the config for ``name`` is expected (0 if overdue); None if the agent expects none."""
+        at = self._expected.get(name)
+        return None if at is None else max(0.0, at - self.clock())
+
+    def waiting(self) -> int:
+        """Asks waiting for their config right now (wait_held)."""
+        with self._lock:
+            return self._waiters
 
     def holds(self, name: str) -> bool:
         with self._lock:
@@ -124,10 +185,13 @@ class JitVault:
 
     def __len__(self) -> int:
         with self._lock:
-            self._prune(self.clock())
+            self._prune(self.clock(), force=True)
             return len(self._held)
 
-    def _prune(self, now: float) -> None:
+    def _prune(self, now: float, force: bool = False) -> None:
+        if not force and now - self._pruned_at < PRUNE_EVERY:
+            return
+        self._pruned_at = now
         for name in [n for n, h in self._held.items() if h.expires_at <= now]:
             del self._held[name]
         for name in [n for n, until in self._taken.items() if until <= now]:

@@ -21,6 +21,8 @@ App installed with the same scope.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -58,6 +60,11 @@ class PooledJitBudget(JitBudget):
 
     def remaining(self) -> int:
         return sum(max(0, slot.jit_room(self._apps.reserve)) for slot in self._apps.slots)
+
+    def etas(self, count: int) -> list[float]:
+        """The Apps' send times merged: the pool sends each config on whichever App is free first."""
+        merged = heapq.merge(*(slot.jit.etas(count) for slot in self._apps.slots))
+        return list(itertools.islice(merged, max(0, count)))
 
     def try_acquire(self) -> float:
         """Never spends: each App's client spends its own budget when it posts."""

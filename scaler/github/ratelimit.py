@@ -87,6 +87,18 @@ class JitBudget:
                 return 0.0
             return max(self._spent[0] + self.window - now, 0.001)
 
+    def etas(self, count: int) -> list[float]:
+        """Seconds from now until each of the next ``count`` POSTs fits, if each is sent as soon as it fits.
+
+        Exact for this window: the free tokens now, then each spent token when
+        it comes back, then those again a window later. The agent tells a VM
+        waiting for its config when to ask again from this (jit_endpoint).
+        """
+        with self._lock:
+            now = self._clock.monotonic()
+            self._expire(now)
+            return _schedule(count, [t + self.window - now for t in self._spent], self.per_minute, self.window)
+
     def acquire(self) -> float:
         """Block (on the injected clock) until a token is free; return the total time waited."""
         waited = 0.0
@@ -96,3 +108,9 @@ class JitBudget:
                 return waited
             self._clock.sleep(wait)
             waited += wait
+
+
+def _schedule(count: int, returns: list[float], per_minute: int, window: float) -> list[float]:
+    """The next ``count`` send times of one window: ``returns`` are the spent tokens' return times, oldest first."""
+    cycle = [0.0] * (per_minute - len(returns)) + returns  # one window's tokens in the order they can be sent
+    return [cycle[i % per_minute] + window * (i // per_minute) for i in range(max(0, count))]
