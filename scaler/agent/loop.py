@@ -326,7 +326,7 @@ class Agent:
         for held in self.held.values():
             if now - self._checked.get(held.event.group, 0.0) >= self.hold_refresh:
                 groups.add(held.event.group)
-        pending_groups = set(self.book.pending_jit.values())
+        pending_groups = set(self.book.pending_jit.values()) | self._asking_groups()
         if not groups and not pending_groups:
             return
         # Runners matter for capacity; JIT delivery alone needs only the VMs' states.
@@ -351,6 +351,15 @@ class Agent:
             self.book.cover(self.held.pop(ack_id).event.job_id)
             self.metrics.events.labels("queued", "ok").inc()
         self._ack(acks)
+
+    def _asking_groups(self) -> set[str]:
+        """Groups with a VM that asked this agent for a JIT config in vain: answer it now, not at reconcile."""
+        asking = self.observer.asking()
+        if not asking:
+            return set()
+        book, names = self.book, list(self.group_names)
+        fresh = [n for n in asking if n not in book.delivered and n not in book.pending_jit]
+        return {g for g in (naming.group_of(self.config.department, names, n) for n in fresh) if g}
 
     def _verify_stale(self) -> None:
         """Ask GitHub about jobs we think wait (or covered) but have not heard of for a while."""
