@@ -53,12 +53,5 @@ def test_the_webhook_answers_no_5xx_but_bus_outage_503s_and_publishes_every_even
     assert chaos.not_published == {}
 
 
-@pytest.mark.xfail(
-    reason="known finding (docs/reliability.md, 1): a replica that did not make a VM configures it while it looks "
-    "unconfigured (younger than one interval, or its job's queued message held); if its runner came and went between "
-    "that replica's listings the used VM gets a second config and waits for timeToStart; and an agent loop stalled "
-    "by GitHub retries or a bus outage can still delay a lost completed event's VM past one interval",
-    strict=False,
-)
 def test_no_vm_outlives_its_job_by_more_than_a_reconcile_interval(chaos: Report) -> None:
     assert chaos.leaked == []

@@ -108,6 +108,23 @@ def test_persistent_5xx_becomes_a_retryable_error(fake: ComputeFake, clock: Cloc
     assert fake.calls["regionInstanceGroupManagers.listManagedInstances"] == 4
 
 
+def test_by_default_a_failing_call_gives_up_within_two_seconds_for_the_next_pass_to_retry(
+    fake: ComputeFake, clock: Clock
+) -> None:
+    """The agent's loop retries from the truth anyway: five retries from 0.5 s held it for up to 15 s.
+
+    Every replica hit by the same Compute errors stalled at once, and finished VMs
+    outlived their jobs by more than a reconcile interval (docs/reliability.md, 1 (b)).
+    """
+    backend = make(fake, clock)
+    fake.fail_next(503, 10, "regionInstanceGroupManagers.listManagedInstances")
+    with pytest.raises(BackendError) as excinfo:
+        backend.list("linux")
+    assert excinfo.value.retryable is True
+    assert fake.calls["regionInstanceGroupManagers.listManagedInstances"] == 4
+    assert sum(clock.sleeps) < 2.0
+
+
 def test_client_errors_are_final_and_carry_computes_message(fake: ComputeFake, clock: Clock) -> None:
     backend = make(fake, clock, groups={"linux": GcpGroup("garo-eng-missing")})
     with pytest.raises(BackendError) as excinfo:

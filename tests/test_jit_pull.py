@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 
 from scaler.agent.jit_endpoint import PATH, CallerRate, jit_app
 from scaler.backends.gcp import GcpBackend, GcpGroup
-from scaler.backends.jit_vault import Identity, IdentityVerifier, JitVault
+from scaler.backends.jit_vault import Identity, IdentityVerifier, JitVault, Refused
 from tests.harness.compute import ComputeFake
 from tests.harness.gce_identity import PROJECT, IdentityIssuer
 
@@ -204,6 +204,34 @@ def test_a_waiting_vm_asking_again_with_its_token_is_verified_once(
     assert pull(client, token) == (200, CONFIG)
     assert pull(client, token)[0] == 410
     assert len(checked) == 1
+
+
+def test_a_vm_asking_in_vain_is_known_to_the_vault_until_it_gets_a_config(
+    client: FlaskClient, vault: JitVault, issuer: IdentityIssuer
+) -> None:
+    """The one sign that a VM this agent did not make needs a config (reconcile.unconfigured)."""
+    assert vault.asking(3.0) == frozenset()
+    assert pull(client, issuer.token(AUDIENCE, "garo-eng-linux-9"))[0] == 404
+    assert vault.asking(3.0) == {"garo-eng-linux-9"}
+    vault.hold("linux", "garo-eng-linux-9", "jit-config", ttl=60)
+    assert vault.asking(3.0) == frozenset()  # held now: it gets this one on its next ask
+    assert pull(client, issuer.token(AUDIENCE, "garo-eng-linux-9")) == (200, "jit-config")
+    assert vault.asking(3.0) == frozenset()  # used: it never asks again
+
+
+def test_an_old_ask_or_one_from_a_deleted_vm_is_forgotten() -> None:
+    now = [1000.0]
+    vault = JitVault(clock=lambda: now[0])
+    who = Identity("garo-eng-linux-9", "1", "europe-west4-a", now[0], now[0] - 60, now[0] + 600)
+    with pytest.raises(Refused):
+        vault.take(who)
+    assert vault.asking(3.0) == {"garo-eng-linux-9"}
+    now[0] += 3.5
+    assert vault.asking(3.0) == frozenset()  # it would have asked again if it still waited
+    with pytest.raises(Refused):
+        vault.take(who)
+    vault.drop(["garo-eng-linux-9"])
+    assert vault.asking(3.0) == frozenset()
 
 
 def test_unread_configs_expire_after_time_to_start() -> None:

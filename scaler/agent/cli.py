@@ -42,6 +42,7 @@ def open_github(settings: AgentSettings, registry: Any = None) -> GitHubApi:
     """The GitHub client from the one credential the settings name (never logged)."""
     from scaler.github.auth import AppCredentials
     from scaler.github.client import GitHubClient
+    from scaler.github.http import LOOP_RETRIES
 
     gh = settings.config.github
     token, key = settings.github_token, None
@@ -67,6 +68,7 @@ def open_github(settings: AgentSettings, registry: Any = None) -> GitHubApi:
                 registry=registry if app_id == gh.app_id else None,
                 jit_per_minute=per_minute,
                 runner_groups=groups,
+                **LOOP_RETRIES,
             )
             for app_id, installation_id, app_key in [
                 (gh.app_id, gh.installation_id, key),
@@ -80,7 +82,13 @@ def open_github(settings: AgentSettings, registry: Any = None) -> GitHubApi:
         return RunnerApps([RunnerAppSlot(f"app-{c.app_id}", c, c.jit_budget, c.hourly_remaining) for c in clients])
     if token:
         return GitHubClient(
-            gh.org, token=token, repo=gh.runner_repository, api_url=gh.api_url, registry=registry, runner_groups=groups
+            gh.org,
+            token=token,
+            repo=gh.runner_repository,
+            api_url=gh.api_url,
+            registry=registry,
+            runner_groups=groups,
+            **LOOP_RETRIES,
         )
     raise click.ClickException(
         "set GARO_GITHUB_SECRET, GARO_GITHUB_TOKEN, or GARO_GITHUB_APP_KEY_FILE with github.runnerApp in the stack"

@@ -32,7 +32,7 @@ class Draft:
         self.book = book.copy()
         runners: dict[str, Runner] | None = dict(snap.runners) if snap.runners is not None else None
         self.instances: dict[str, dict[str, Instance]] = {g: dict(i) for g, i in snap.instances.items()}
-        self.snap = Snapshot(runners, self.instances, snap.runners_at)
+        self.snap = Snapshot(runners, self.instances, snap.runners_at, snap.asking)
         self.plan = Plan(registered=frozenset(runners or ()))
         self.book.saw_runners(self.plan.registered, now)
         # What GitHub answered is recorded first: every later decision reads it from the book.

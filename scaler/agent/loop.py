@@ -81,6 +81,7 @@ class Agent:
         jit_per_iteration: int = 50,
         verify_after: float = 120.0,
         jit_budget: JitBudget | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if config.kind != "department":
             raise ValueError("the agent runs for a department stack, not the hub")
@@ -110,6 +111,8 @@ class Agent:
         self.github = github
         self._classes_synced_at = float("-inf")  # the priority classes' runner groups: synced on start
         self._bus_down = False  # the last pull found the bus unavailable (see run_once)
+        self._bus_down_cost = 0.0  # seconds the last failed pull took (the bus's own timeout)
+        self.sleep = sleep
 
     # ------------------------------------------------------------------ public API
 
@@ -161,18 +164,24 @@ class Agent:
 
     def run_once(self) -> int:
         """Pull and handle one batch, then settle held messages; return messages pulled."""
+        # Wait for messages no longer than until the next pass is due: a pass that starts late
+        # lets a VM whose completed event was lost bill longer.
+        started = self.clock()
+        until_pass = max(0.0, self._next_reconcile - started)
+        if self._bus_down and until_pass < self._bus_down_cost:
+            # A pull of a bus that is down takes the bus's own timeout to fail: one now would
+            # make the pass due sooner (a finished VM's confirming pass) late. Wait for the pass.
+            self.sleep(until_pass)
+            return 0
         try:
-            # Wait for messages no longer than until the next pass is due: a pass that starts late
-            # lets a VM whose completed event was lost bill longer.
-            wait = min(self.pull_timeout, max(0.0, self._next_reconcile - self.clock()))
-            messages = self.subscriber.pull(self.batch_size, wait)
+            messages = self.subscriber.pull(self.batch_size, min(self.pull_timeout, until_pass))
             self._bus_down = False
         except BusUnavailable as exc:
             log.warning("bus unavailable", extra={"error": api_error_kind(exc)})
             messages = []
             # No more bus calls this iteration: each would wait out the bus's own timeout and delay
             # the next reconcile pass. Unacknowledged messages simply come back (idempotent).
-            self._bus_down = True
+            self._bus_down, self._bus_down_cost = True, self.clock() - started
         touched: set[str] = set()
         acks: list[str] = []
         completions: list[VmEvent] = []
@@ -326,7 +335,7 @@ class Agent:
         for held in self.held.values():
             if now - self._checked.get(held.event.group, 0.0) >= self.hold_refresh:
                 groups.add(held.event.group)
-        pending_groups = set(self.book.pending_jit.values())
+        pending_groups = set(self.book.pending_jit.values()) | self._asking_groups()
         if not groups and not pending_groups:
             return
         # Runners matter for capacity; JIT delivery alone needs only the VMs' states.
@@ -351,6 +360,15 @@ class Agent:
             self.book.cover(self.held.pop(ack_id).event.job_id)
             self.metrics.events.labels("queued", "ok").inc()
         self._ack(acks)
+
+    def _asking_groups(self) -> set[str]:
+        """Groups with a VM that asked this agent for a JIT config in vain: answer it now, not at reconcile."""
+        asking = self.observer.asking()
+        if not asking:
+            return set()
+        book, names = self.book, list(self.group_names)
+        fresh = [n for n in asking if n not in book.delivered and n not in book.pending_jit]
+        return {g for g in (naming.group_of(self.config.department, names, n) for n in fresh) if g}
 
     def _verify_stale(self) -> None:
         """Ask GitHub about jobs we think wait (or covered) but have not heard of for a while."""

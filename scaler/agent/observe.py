@@ -25,6 +25,10 @@ from scaler.github.ratelimit import JitBudget
 log = logging.getLogger("garo.agent")
 RUNNERS_MAX_AGE = 5.0  # seconds a runner listing serves event handling
 OURS_REMEMBERED = 20_000  # runner names whose ownership is remembered (an org's runners, with room)
+# Seconds an unanswered ask for a JIT config counts as the VM still wanting one. Short: the ask
+# must not outlive a config the VM took from another replica meanwhile (then a runner that came
+# and went, and a second config would keep the used VM waiting); a VM that waits asks again.
+ASKED_WITHIN = 3.0
 QUESTION_ROUNDS = 3  # plan, ask, plan again: answers can raise new questions (a job over -> its VM goes)
 
 
@@ -65,7 +69,12 @@ class Observer:
                     "cannot list the group's VMs; skipping it this time",
                     extra={"group": group, "error": api_error_kind(exc)},
                 )
-        return Snapshot(runners, instances, runners_at)
+        return Snapshot(runners, instances, runners_at, self.asking())
+
+    def asking(self) -> frozenset[str] | None:
+        """VMs that asked the backend's JIT vault (this process's) for a config lately and got none."""
+        vault = getattr(self.backend, "jit_vault", None)
+        return vault.asking(ASKED_WITHIN) if vault is not None else None
 
     def runners(self, max_age: float = RUNNERS_MAX_AGE) -> dict[str, Runner] | None:
         """Our runners by name as GitHub lists them, at most ``max_age`` seconds old; None if unknown."""

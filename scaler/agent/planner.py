@@ -106,7 +106,8 @@ def plan_settle(
     """Between reconciles: capacity for groups with waiting jobs, and JIT configs for VMs that exist.
 
     A held job whose own VM exists without a config this agent gave (a create
-    that timed out but landed, a VM from before a restart) gets one first.
+    that timed out but landed, a VM from before a restart) gets one first; so
+    does a VM that asks this agent for its config in vain (its maker died).
     ``answers``: GitHub's word on jobs the plan asked about (replacements).
     """
     draft = Draft(config, book, snap, now, answers)
@@ -117,6 +118,12 @@ def plan_settle(
             if own and job_id in held_jobs and unconfigured(draft, draft.instances[group][own], max_age):
                 draft.add(QueueJit(group=group, name=own, reason=f"VM of held job {job_id} has no runner config"))
         add_capacity(draft, group, current)  # a queued config changes no view: reuse it
+    asking = snap.asking or frozenset()
+    for group in sorted(draft.instances) if asking else ():
+        for name in sorted(asking & draft.instances[group].keys()):
+            inst = draft.instances[group][name]
+            if inst.state in READY and unconfigured(draft, inst):
+                draft.add(QueueJit(group=group, name=name, reason="VM asks for a runner config nobody gave it"))
     deliver(draft, jit_limit, jit_budget)
     return draft.plan
 

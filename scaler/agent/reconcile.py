@@ -112,13 +112,18 @@ def reconcile_group(draft: Draft, group: str) -> None:
 
 
 def unconfigured(draft: Draft, inst: Instance, max_age: float | None = None) -> bool:
-    """A VM without a runner that should get a JIT config from this agent (its creator died, say).
+    """A VM without a runner that should get a JIT config from this agent (its maker died, say).
 
-    Only while it is young: a runner that came and went between this agent's
-    listings (a short job, another replica's config) leaves a VM without a
-    runner too, and a second config would keep that used VM waiting with an
-    offline runner until time-to-start. Its creator configures a VM within
-    seconds; one that nobody configured within a reconcile interval is replaced
+    A runner that came and went between this agent's listings (a short job,
+    another replica's config) leaves a VM without a runner too, and a second
+    config would register a runner that the used VM never starts: it would
+    wait with that offline runner until time-to-start. So where VMs pull their
+    config (``Snapshot.asking``), a VM this agent did not make gets one only
+    while it asks this agent for it in vain: a VM asks until it has a config,
+    never after. It must also be older than :func:`ask_grace`, so that its
+    maker, which configures it within seconds, is not raced for every VM.
+    Without that sign (configs written, not pulled) only while it is young,
+    within a reconcile interval: one that nobody configured by then is replaced
     after time-to-start like any VM that never registered. (``max_age``: the
     VM of a job whose message this agent holds, e.g. a create that timed out
     but landed, may be older: the agent is that job's keeper.)
@@ -128,7 +133,16 @@ def unconfigured(draft: Draft, inst: Instance, max_age: float | None = None) -> 
         return False
     if inst.labels.get(STATE_LABEL) not in (None, "waiting"):
         return False
-    return draft.now - inst.created_at <= (draft.config.reconcile_interval if max_age is None else max_age)
+    age = draft.now - inst.created_at
+    if draft.snap.asking is not None:
+        grace, limit = ask_grace(draft.config.reconcile_interval), draft.config.group(inst.group).time_to_start
+        return inst.name in draft.snap.asking and grace <= age <= limit
+    return age <= (draft.config.reconcile_interval if max_age is None else max_age)
+
+
+def ask_grace(interval: float) -> float:
+    """Seconds a VM's maker has to configure it before another replica answers the VM's asks."""
+    return interval / 2
 
 
 def remove_vm(draft: Draft, group: str, inst: Instance, reason: str, *, check_made_for: bool = True) -> None:

@@ -32,6 +32,9 @@ class Snapshot:
     instances: Mapping[str, Mapping[str, Instance]] = field(default_factory=dict)
     # When GitHub listed the runners (-inf: unknown). A JIT config generated before then would show.
     runners_at: float = float("-inf")
+    # VMs that asked this agent's JIT vault for a config lately and got none (None: the backend
+    # has no vault, e.g. the local fleet). The one sign that a VM this agent did not make needs one.
+    asking: frozenset[str] | None = None
 
     def runner(self, name: str) -> Runner | None:
         return self.runners.get(name) if self.runners is not None else None

@@ -31,7 +31,8 @@ Choices worth knowing:
 * **Quota.** ``listManagedInstances`` counts against the mutation quota, so
   results are cached for ``list_ttl`` seconds and invalidated by our own changes.
 * **Failures.** 429/5xx/timeouts are retried (tenacity, in ``gcp_api``: backoff
-  with jitter, an overall deadline) with the same ``requestId`` (Compute then
+  with jitter, an overall deadline; by default 3 quick retries, under 2 s, since
+  the agent's next pass retries anyway) with the same ``requestId`` (Compute then
   de-duplicates retried mutations), then raise
   ``BackendError`` with ``Failure.UNAVAILABLE`` or ``THROTTLED``; other 4xx
   raise theirs (``NOT_FOUND``, ``INVALID`` ...) with Compute's message
@@ -107,8 +108,8 @@ class GcpBackend:
         base_url: str = "https://compute.googleapis.com/compute/v1",
         batch_limit: int = BATCH_LIMIT,
         list_ttl: float = 5.0,
-        retries: int = 5,
-        backoff: float = 0.5,
+        retries: int = 3,  # the agent retries from the truth on its next pass: a failing call must
+        backoff: float = 0.25,  # not hold its other actions for seconds (docs/reliability.md, 1 (b))
         timeout: float = 30.0,
         deadline: float = 120.0,
         operation_timeout: float = 300.0,

@@ -94,6 +94,7 @@ class JitVault:
         self._waiting: dict[str, tuple[threading.Event, int]] = {}  # name -> (set when held, asks waiting on it)
         self._waiters = 0
         self._pruned_at = float("-inf")
+        self._asked: dict[str, float] = {}  # name -> when it last asked and this vault held nothing for it
 
     def hold(self, group: str, name: str, config: str, ttl: float, requested_at: float | None = None) -> None:
         """Keep ``config`` for VM ``name`` for ``ttl`` seconds; a newer config for the same name replaces it."""
@@ -101,6 +102,7 @@ class JitVault:
         with self._lock:
             self._prune(now)
             self._taken.pop(name, None)
+            self._asked.pop(name, None)
             self._held[name] = _Held(group, config, now + ttl, requested_at)
             waiting = self._waiting.get(name)
         if waiting is not None:
@@ -137,6 +139,9 @@ class JitVault:
     def drop(self, names: Iterable[str]) -> int:
         """Forget the configs of these VMs (deleted, or their config is spent); how many were still held."""
         with self._lock:
+            names = list(names)
+            for name in names:
+                self._asked.pop(name, None)
             return sum(self._held.pop(name, None) is not None for name in names)
 
     def take(self, who: Identity) -> str:
@@ -151,6 +156,7 @@ class JitVault:
             if held is None:
                 if self._taken.get(who.instance_name, now) > now:
                     raise Refused(410, "already-taken")
+                self._asked[who.instance_name] = now
                 raise Refused(404, "not-held")
             if held.requested_at is not None and who.created_at < held.requested_at - CLOCK_SKEW:
                 # A VM of that name that existed before this agent asked for it: not the one the config is for.
@@ -172,6 +178,19 @@ class JitVault:
         """Asks waiting for their config right now (wait_held)."""
         with self._lock:
             return self._waiters
+
+    def asking(self, within: float) -> frozenset[str]:
+        """VMs that asked this vault for a config in the last ``within`` seconds and got none (404).
+
+        A VM asks only until it has a config, so a recent ask is the one sign
+        that it still needs one: a replica that did not make a VM configures it
+        only then, never a used VM whose runner came and went unseen.
+        """
+        now = self.clock()
+        with self._lock:
+            for name in [n for n, at in self._asked.items() if now - at > within]:
+                del self._asked[name]
+            return frozenset(self._asked)
 
     def holds(self, name: str) -> bool:
         with self._lock:

@@ -58,6 +58,13 @@ class GitHubMetrics:
         )
 
 
+#: ``GitHubHttp`` options for a caller that retries from the truth on its next pass anyway (the
+#: agent's loop): a few quick tries for a 5xx, so one failing endpoint does not hold every other
+#: action (deleting finished VMs above all) for the 7-15 s that five tries with 1 s backoff take.
+#: Rate-limit waits stay what GitHub asks for: calling again sooner would only prolong the limit.
+LOOP_RETRIES: dict[str, Any] = {"max_attempts": 3, "backoff_base": 0.25, "backoff_cap": 1.0}
+
+
 def _int(value: str | None) -> int | None:
     try:
         return int(value) if value is not None else None

@@ -180,3 +180,25 @@ def test_a_department_registers_runners_where_its_runner_app_reaches(
         if sample.name == "garo_github_api_calls_total"
     }
     assert calls == {"/app/installations/{installation_id}/access_tokens": 1, endpoint: 1}
+
+
+def test_the_agents_github_client_hands_a_failing_call_back_to_the_next_pass(
+    scripted_github: ScriptedGitHub, tmp_path: Path
+) -> None:
+    """Three quick tries, then the error: the loop retries from the truth on its next pass anyway.
+
+    Five tries with 1, 2, 4 and 8 s of backoff held the agent's whole loop (deleting finished
+    VMs too) for 7-15 s on one failing endpoint (docs/reliability.md, 1 (b)).
+    """
+    from scaler.agent.cli import open_github
+    from scaler.github.models import GitHubError
+
+    jit = r"/orgs/octo-org/actions/runners/generate-jitconfig"
+    scripted_github.script("POST", jit, *[Reply(502, {"message": "Server Error"})] * 6)
+    path = tmp_path / f"Pulumi.{DEPARTMENT}.yaml"
+    path.write_text(yaml.safe_dump({"config": raw_config(scripted_github.url)}))
+    github = open_github(load({"GARO_GITHUB_TOKEN": "dev-token"}, str(path)))
+    with pytest.raises(GitHubError) as err:
+        github.generate_jit_config(naming.instance_name(DEPARTMENT, GROUP, 1), 1, LABELS)
+    assert err.value.status == 502
+    assert len(scripted_github.calls("POST", jit)) == 3

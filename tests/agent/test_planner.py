@@ -227,6 +227,42 @@ def test_a_vm_older_than_an_interval_without_a_runner_gets_no_second_config() ->
     assert [a.name for a in plan.of(Kind.QUEUE_JIT)] == [young.name]
 
 
+def pulling(case: Case, *asking: str) -> Snapshot:
+    """The case's snapshot from an agent whose VMs pull their configs; ``asking``: they asked it in vain."""
+    snap = case.snapshot()
+    return Snapshot(snap.runners, snap.instances, snap.runners_at, frozenset(asking))
+
+
+def test_a_replica_that_did_not_make_a_pulling_vm_configures_it_only_while_it_asks_in_vain() -> None:
+    """A used VM whose runner came and went looks unconfigured; only its ask says it still needs a config.
+
+    A second config would register a runner the used VM never starts, and it would wait with that
+    offline runner until time-to-start: the chaos run's ~30 s leaks (docs/reliability.md, 1 (a)).
+    """
+    grace = CONFIG.reconcile_interval / 2
+    used = vm(None, age=grace + 1.0)  # young, no runner listed, not made by this replica
+    book = Book()
+    plan = planner.plan_reconcile(CONFIG, book, pulling(Case(book, [used])), NOW)
+    assert not plan.of(Kind.QUEUE_JIT) and not plan.of(Kind.DELIVER_JIT)
+    plan = planner.plan_reconcile(CONFIG, book, pulling(Case(book, [used]), used.name), NOW)
+    assert [a.name for a in plan.of(Kind.QUEUE_JIT)] == [used.name]  # it asks: its maker died
+    fresh = vm(None, age=grace - 1.0)  # its maker configures it within seconds: no race for it
+    plan = planner.plan_reconcile(CONFIG, book, pulling(Case(book, [fresh]), fresh.name), NOW)
+    assert not plan.of(Kind.QUEUE_JIT)
+
+
+def test_settle_answers_a_vm_asking_in_vain_but_not_a_held_jobs_vm_that_does_not_ask() -> None:
+    asking, quiet = vm(20, age=CONFIG.reconcile_interval), vm(21, age=CONFIG.reconcile_interval)
+    book = queued(Book(), 21)
+    plan = planner.plan_settle(CONFIG, book, pulling(Case(book, [asking, quiet]), asking.name), NOW, {"linux"}, {21})
+    jit = [(a.kind, a.name) for a in plan.actions if a.kind in (Kind.QUEUE_JIT, Kind.DELIVER_JIT)]
+    assert jit == [(Kind.QUEUE_JIT, asking.name), (Kind.DELIVER_JIT, asking.name)]
+    # This replica made it (its config is pending or was given): nothing more, ask or not.
+    book.delivered[asking.name] = NOW - 10.0
+    plan = planner.plan_settle(CONFIG, book, pulling(Case(book, [asking]), asking.name), NOW, {"linux"}, set())
+    assert not plan.of(Kind.QUEUE_JIT) and not plan.of(Kind.DELIVER_JIT)
+
+
 def test_a_vm_another_replica_configured_counts_as_having_had_a_runner() -> None:
     """A 409 told this replica a config exists; a later listing without the runner means it came and went."""
     used = vm(20, age=60.0)
