@@ -14,6 +14,7 @@ after the highest one the listing (or this agent) has seen for that job.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping
 
 from scaler import naming
@@ -34,7 +35,7 @@ from scaler.agent.draft import Draft
 from scaler.agent.policy import by_priority, kept_names, plan_capacity
 from scaler.agent.reconcile import orphan_runners, reconcile_group, remove_vm, unconfigured
 from scaler.agent.state import WAITING_STATUSES, Book, JobRecord
-from scaler.agent.views import ACTIVE, REPORTED_OVER, GroupView, Snapshot, covered, view
+from scaler.agent.views import ACTIVE, REPORTED_OVER, GroupView, Snapshot, covered, job_of, view
 from scaler.backends.base import JOB_KEY, STATE_LABEL, Instance, InstanceState
 from scaler.config import StackConfig
 
@@ -131,14 +132,19 @@ def settled(
     still waits for one.
     """
     listed = set(groups) & set(snap.instances)
-    cover = {g: covered(view(config.department, book, g, snap)) for g in listed}
+    cover: dict[str, dict[int, str | None]] = {}  # per group, derived once a held job there needs it
     pending_groups = set(book.pending_jit.values())
     done: list[str] = []
     for ack_id, (job_id, group) in held.items():
         record = book.jobs.get(job_id)
         if record is None or record.status != "queued":
             done.append(ack_id)
-        elif job_id in cover.get(group, {}):
+            continue
+        if group not in listed:
+            continue
+        if group not in cover:
+            cover[group] = covered(view(config.department, book, group, snap))
+        if job_id in cover[group]:
             own = cover[group][job_id]
             if (own not in book.pending_jit) if own else (group not in pending_groups):
                 done.append(ack_id)
@@ -346,8 +352,13 @@ def _still_waits(draft: Draft, group: str, job: JobRecord, asked: list[int]) -> 
     return answer.job.status in WAITING_STATUSES
 
 
+@functools.lru_cache(maxsize=65536)
 def _generation(department: str, group: str, name: str) -> tuple[int, int] | None:
-    """(job, generation) of a job VM's name; None for warm and foreign names."""
+    """(job, generation) of a job VM's name; None for warm and foreign names.
+
+    Cached: ``_creates`` asks it of every name listed on every batch that creates, and a name's
+    parts never change.
+    """
     prefix = naming.group_prefix(department, group)
     if not name.startswith(prefix):
         return None
@@ -359,7 +370,7 @@ def _generation(department: str, group: str, name: str) -> tuple[int, int] | Non
 
 def _waits_for(draft: Draft, group: str, inst: Instance) -> int | None:
     """The job an active VM still waits for, unless the listing shows it was used (shared by all replicas)."""
-    job_id = naming.job_of(draft.department, group, inst.name)
+    job_id = job_of(draft.department, group, inst.name)
     runner = draft.snap.runner(inst.name)
     if job_id is None or inst.state not in ACTIVE or (runner is not None and runner.busy):
         return None

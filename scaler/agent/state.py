@@ -13,7 +13,7 @@ only after the cloud or GitHub confirmed the change.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import KeysView, Mapping
 from dataclasses import dataclass, field
 
 # A job's status only moves forward, so a reordered or duplicated event can
@@ -105,20 +105,22 @@ class Book:
             self._add_index(record)
 
     def copy(self) -> Book:
-        """An independent copy: the planner's scratch book, so planning never changes this one."""
+        """An independent copy: the planner's scratch book, so planning never changes this one.
+
+        Built field by field, without ``__init__`` (which would index ``jobs`` again): planning copies
+        the book on every batch.
+        """
         self._owned, self._shared = set(), True
-        clone = Book(
-            pending_jit=dict(self.pending_jit),
-            delivered=dict(self.delivered),
-            registered=dict(self.registered),
-            jit_cleared=set(self.jit_cleared),
-            stolen_checked=set(self.stolen_checked),
-            marks=dict(self.marks),
-            sightings=dict(self.sightings),
-            passes=self.passes,
-            spent=dict(self.spent),
+        clone = object.__new__(Book)
+        clone.jobs, clone.pending_jit, clone.delivered = self.jobs, dict(self.pending_jit), dict(self.delivered)
+        clone.registered, clone.jit_cleared = dict(self.registered), set(self.jit_cleared)
+        clone.stolen_checked, clone.marks, clone.sightings = (
+            set(self.stolen_checked),
+            dict(self.marks),
+            dict(self.sightings),
         )
-        clone.jobs, clone._owned, clone._shared = self.jobs, set(), True
+        clone.passes, clone.spent = self.passes, dict(self.spent)
+        clone._owned, clone._shared = set(), True
         clone._queued = {group: set(ids) for group, ids in self._queued.items()}
         clone._open, clone._in_progress = set(self._open), dict(self._in_progress)
         clone._runner_names, clone._running = self._runner_names, self._running
@@ -213,9 +215,11 @@ class Book:
         job is over, it would leave a used VM waiting with an offline runner.
         """
         self.registered.update(dict.fromkeys(names, now))
-        for name in names:
-            if self.pending_jit.pop(name, None) is not None:
-                self.delivered.setdefault(name, now)
+        pending = self.pending_jit
+        # The few pending configs looked up in the listing, not the listing in them (a hot line).
+        for name in [name for name in pending if name in names] if pending else ():
+            del pending[name]
+            self.delivered.setdefault(name, now)
 
     def queued(self, group: str) -> list[JobRecord]:
         """Jobs of a group still waiting for a runner, oldest first.
@@ -237,6 +241,11 @@ class Book:
     def names_a_job(self, name: str) -> bool:
         """Does any job in the book name this runner (it ran, runs or was handed a job)?"""
         return name in self._runner_names
+
+    @property
+    def job_runner_names(self) -> KeysView[str]:
+        """The runner names the book's jobs carry, live (``names_a_job`` for a loop: no call per name)."""
+        return self._runner_names.keys()
 
     def runner_names(self) -> set[str]:
         """Every runner name the book's jobs carry."""
