@@ -269,26 +269,11 @@ def _creates(draft: Draft, group: str, current: GroupView, count: int, held: fro
         return []  # what follows only names VMs to create
     instances, book, runners = draft.instances[group], draft.book, draft.snap.runners or {}
 
-    def taken_by_a_job(name: str) -> bool:
-        return book.names_a_job(name) or name in book.spent
-
     def taken(name: str) -> bool:  # the listing's names and spent_names (asked per name: no set of them all)
         return name in instances or name in runners or book.names_a_job(name) or name in book.spent
 
     highest: dict[int, int] | None = None  # parsed only when a job needs a VM named
-    waited_on = {
-        job
-        for job in (_waits_for(draft, group, i) for i in instances.values() if i.name not in held)
-        if job is not None
-    }
-    # A replica's VM listing may be older than its runner listing (backends cache listings): an idle
-    # runner named after a job, whose VM this listing does not show yet, is a VM on its way for it.
-    # Without this, replicas gave a job whose first VM another job took two replacements at once.
-    for name, runner in runners.items():
-        if name not in instances and not runner.busy and not taken_by_a_job(name):
-            parsed = _generation(draft.department, group, name)
-            if parsed is not None:
-                waited_on.add(parsed[0])
+    waited_on = _waited_on(draft, group, held) if current.queued else set()
     chosen: list[Create] = []
     replacements = [0]  # questions asked for replacements this plan (bounded)
     for job in by_priority(draft.config, current.queued, draft.now):
@@ -318,6 +303,25 @@ def _creates(draft: Draft, group: str, current: GroupView, count: int, held: fro
             chosen.append(Create(group=group, name=name, reason="warm pool"))
         slot += 1
     return chosen
+
+
+def _waited_on(draft: Draft, group: str, held: frozenset[str]) -> set[int]:
+    """Jobs that have a VM on its way or idle for them, as the listings show it (see ``_creates``)."""
+    instances, book, runners = draft.instances[group], draft.book, draft.snap.runners or {}
+    waited_on = {
+        job
+        for job in (_waits_for(draft, group, i) for i in instances.values() if i.name not in held)
+        if job is not None
+    }
+    # A replica's VM listing may be older than its runner listing (backends cache listings): an idle
+    # runner named after a job, whose VM this listing does not show yet, is a VM on its way for it.
+    # Without this, replicas gave a job whose first VM another job took two replacements at once.
+    for name, runner in runners.items():
+        if name not in instances and not runner.busy and not book.names_a_job(name) and name not in book.spent:
+            parsed = _generation(draft.department, group, name)
+            if parsed is not None:
+                waited_on.add(parsed[0])
+    return waited_on
 
 
 def _highest_generations(department: str, group: str, names: list[str]) -> dict[int, int]:
@@ -371,8 +375,10 @@ def _generation(department: str, group: str, name: str) -> tuple[int, int] | Non
 def _waits_for(draft: Draft, group: str, inst: Instance) -> int | None:
     """The job an active VM still waits for, unless the listing shows it was used (shared by all replicas)."""
     job_id = job_of(draft.department, group, inst.name)
+    if job_id is None or inst.state not in ACTIVE:
+        return None
     runner = draft.snap.runner(inst.name)
-    if job_id is None or inst.state not in ACTIVE or (runner is not None and runner.busy):
+    if runner is not None and runner.busy:
         return None
     if inst.metadata.get(JOB_KEY, str(job_id)) != str(job_id) or inst.labels.get(STATE_LABEL) in REPORTED_OVER:
         return None  # relabelled for the job that took it, or its one job is over
