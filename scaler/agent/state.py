@@ -13,6 +13,7 @@ only after the cloud or GitHub confirmed the change.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import KeysView, Mapping
 from dataclasses import dataclass, field
 
@@ -93,13 +94,17 @@ class Book:
     _in_progress: dict[int, None] = field(init=False, repr=False, compare=False)
     _runner_names: dict[str, int] = field(init=False, repr=False, compare=False)  # name -> records naming it
     _running: dict[str, int] | None = field(init=False, repr=False, compare=False)  # running_on(), cached
+    # (seen_at, id) of records that became finished, oldest first: ``prune`` pops what is an hour old
+    # instead of scanning an hour of jobs on every pass. An entry whose record moved on is skipped.
+    # None in a planning copy (which is never pruned): built from ``jobs`` if it ever is.
+    _finished: list[tuple[float, int]] | None = field(init=False, repr=False, compare=False)
     # ``jobs`` and ``_runner_names`` are shared with a copy (or the book copied from) until either
     # book adds, replaces or drops a record: a plan that changes no job then copies neither dict.
     _shared: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._queued, self._open, self._in_progress, self._runner_names = {}, set(), {}, {}
-        self._running, self._shared = None, False
+        self._running, self._shared, self._finished = None, False, []
         self._owned = set(self.jobs)
         for record in self.jobs.values():
             self._add_index(record)
@@ -123,7 +128,7 @@ class Book:
         clone._owned, clone._shared = set(), True
         clone._queued = {group: set(ids) for group, ids in self._queued.items()}
         clone._open, clone._in_progress = set(self._open), dict(self._in_progress)
-        clone._runner_names, clone._running = self._runner_names, self._running
+        clone._runner_names, clone._running, clone._finished = self._runner_names, self._running, None
         return clone
 
     def _unshare(self) -> None:
@@ -142,6 +147,8 @@ class Book:
         elif status == "in_progress":
             self._in_progress[record.id] = None
             self._running = None
+        elif status == "completed" and self._finished is not None:
+            heapq.heappush(self._finished, (record.seen_at, record.id))
         if record.runner_name:
             self._runner_names[record.runner_name] = self._runner_names.get(record.runner_name, 0) + 1
 
@@ -286,9 +293,16 @@ class Book:
 
     def prune(self, now: float) -> None:
         """Forget finished jobs after an hour; a duplicate that late is harmless (reconcile trims)."""
-        for job_id in [
-            j.id for j in self.jobs.values() if j.status == "completed" and now - j.seen_at > _KEEP_FINISHED
-        ]:
+        if self._finished is None:
+            self._finished = [(j.seen_at, j.id) for j in self.jobs.values() if j.status == "completed"]
+            heapq.heapify(self._finished)
+        finished, old = self._finished, []
+        while finished and now - finished[0][0] > _KEEP_FINISHED:
+            seen_at, job_id = heapq.heappop(finished)
+            record = self.jobs.get(job_id)
+            if record is not None and record.status == "completed" and record.seen_at == seen_at:
+                old.append(job_id)
+        for job_id in dict.fromkeys(old):
             self._unshare()
             self._drop_index(self.jobs.pop(job_id))
             self._owned.discard(job_id)
