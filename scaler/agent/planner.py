@@ -74,10 +74,10 @@ def plan_reconcile(
     for group in draft.group_names:
         if group in draft.instances:
             add_capacity(draft, group)
-            states: dict[str, int] = {}
+            by_state: dict[InstanceState, int] = {}  # counted by member: ``.value`` is a slow property
             for inst in snap.instances[group].values():
-                states[inst.state.value] = states.get(inst.state.value, 0) + 1
-            draft.plan.vm_states[group] = states
+                by_state[inst.state] = by_state.get(inst.state, 0) + 1
+            draft.plan.vm_states[group] = {state.value: count for state, count in by_state.items()}
             kept = kept_names(config.group(group), snap.instances[group].values(), now)
             draft.plan.kept[group] = len(kept)
             draft.plan.ages[group] = _oldest(book, snap, group, now, kept)
@@ -110,6 +110,10 @@ def plan_settle(
     that timed out but landed, a VM from before a restart) gets one first.
     ``answers``: GitHub's word on jobs the plan asked about (replacements).
     """
+    if not groups and not answers and snap.runners is None:
+        # JIT delivery only (most batches between reconciles): it reads nothing a draft would change
+        # first, so the plan is built without one (a copy of the book per batch).
+        return Plan(actions=list(_deliveries(book.pending_jit, snap.instances, jit_limit, jit_budget)))
     draft = Draft(config, book, snap, now, answers)
     for group in sorted(set(groups) & set(draft.instances)):
         current = view(draft.department, draft.book, group, draft.snap)
@@ -387,14 +391,22 @@ def _waits_for(draft: Draft, group: str, inst: Instance) -> int | None:
 
 def deliver(draft: Draft, limit: int, budget: int | None) -> None:
     """JIT configs for pending VMs that exist (on GCE a VM is listed before it does), oldest request first."""
+    for action in _deliveries(draft.book.pending_jit, draft.instances, limit, budget):
+        draft.add(action)
+
+
+def _deliveries(
+    pending: Mapping[str, str], instances: Mapping[str, Mapping[str, Instance]], limit: int, budget: int | None
+) -> list[DeliverJit]:
     room = limit if budget is None else min(limit, max(0, budget))
-    for name, group in list(draft.book.pending_jit.items()):
-        if room <= 0:
-            return
-        inst = draft.instances.get(group, {}).get(name)
+    actions: list[DeliverJit] = []
+    for name, group in pending.items():
+        if len(actions) >= room:
+            break
+        inst = instances.get(group, {}).get(name)
         if inst is not None and inst.state in READY:
-            draft.add(DeliverJit(group=group, name=name, reason="VM exists; give it its runner config"))
-            room -= 1
+            actions.append(DeliverJit(group=group, name=name, reason="VM exists; give it its runner config"))
+    return actions
 
 
 __all__ = [
