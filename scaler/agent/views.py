@@ -16,6 +16,7 @@ from scaler.backends.base import STATE_LABEL, Instance, InstanceState
 from scaler.github.models import Runner
 
 ACTIVE = frozenset({InstanceState.CREATING, InstanceState.RUNNING, InstanceState.RESUMING})
+STANDBY = InstanceState.STANDBY  # looked up once: ``view`` compares every VM's state with it
 REPORTED_OVER = ("done", "failed")  # what the boot agent reports once its one job is over
 # Seconds a generated JIT config may take to show in GitHub's runner listing: a runner missing
 # from a listing taken sooner says nothing about whether it came and went.
@@ -162,7 +163,7 @@ def view(department: str, book: Book, group: str, snap: Snapshot) -> GroupView:
             if job_id is not None and (job_id not in idle_for or name < idle_for[job_id]):
                 idle_for[job_id] = name
         own = {job.id: idle_for[job.id] for job in queued if job.id in idle_for}
-    standby = tuple(i for i in instances if i.state is InstanceState.STANDBY)
+    standby = tuple(i for i in instances if i.state is STANDBY)
     own_names = set(own.values())
     reserved = set()
     for inst in active:
