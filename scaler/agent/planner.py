@@ -14,6 +14,7 @@ after the highest one the listing (or this agent) has seen for that job.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping
 
 from scaler import naming
@@ -34,7 +35,7 @@ from scaler.agent.draft import Draft
 from scaler.agent.policy import by_priority, kept_names, plan_capacity
 from scaler.agent.reconcile import orphan_runners, reconcile_group, remove_vm, unconfigured
 from scaler.agent.state import WAITING_STATUSES, Book, JobRecord
-from scaler.agent.views import ACTIVE, REPORTED_OVER, GroupView, Snapshot, covered, view
+from scaler.agent.views import ACTIVE, REPORTED_OVER, GroupView, Snapshot, covered, job_of, view
 from scaler.backends.base import JOB_KEY, STATE_LABEL, Instance, InstanceState
 from scaler.config import StackConfig
 
@@ -73,10 +74,10 @@ def plan_reconcile(
     for group in draft.group_names:
         if group in draft.instances:
             add_capacity(draft, group)
-            states: dict[str, int] = {}
+            by_state: dict[InstanceState, int] = {}  # counted by member: ``.value`` is a slow property
             for inst in snap.instances[group].values():
-                states[inst.state.value] = states.get(inst.state.value, 0) + 1
-            draft.plan.vm_states[group] = states
+                by_state[inst.state] = by_state.get(inst.state, 0) + 1
+            draft.plan.vm_states[group] = {state.value: count for state, count in by_state.items()}
             kept = kept_names(config.group(group), snap.instances[group].values(), now)
             draft.plan.kept[group] = len(kept)
             draft.plan.ages[group] = _oldest(book, snap, group, now, kept)
@@ -110,6 +111,10 @@ def plan_settle(
     does a VM that asks this agent for its config in vain (its maker died).
     ``answers``: GitHub's word on jobs the plan asked about (replacements).
     """
+    if not groups and not answers and snap.runners is None:
+        # JIT delivery only (most batches between reconciles): it reads nothing a draft would change
+        # first, so the plan is built without one (a copy of the book per batch).
+        return Plan(actions=list(_deliveries(book.pending_jit, snap.instances, jit_limit, jit_budget)))
     draft = Draft(config, book, snap, now, answers)
     for group in sorted(set(groups) & set(draft.instances)):
         current = view(draft.department, draft.book, group, draft.snap)
@@ -138,14 +143,19 @@ def settled(
     still waits for one.
     """
     listed = set(groups) & set(snap.instances)
-    cover = {g: covered(view(config.department, book, g, snap)) for g in listed}
+    cover: dict[str, dict[int, str | None]] = {}  # per group, derived once a held job there needs it
     pending_groups = set(book.pending_jit.values())
     done: list[str] = []
     for ack_id, (job_id, group) in held.items():
         record = book.jobs.get(job_id)
         if record is None or record.status != "queued":
             done.append(ack_id)
-        elif job_id in cover.get(group, {}):
+            continue
+        if group not in listed:
+            continue
+        if group not in cover:
+            cover[group] = covered(view(config.department, book, group, snap))
+        if job_id in cover[group]:
             own = cover[group][job_id]
             if (own not in book.pending_jit) if own else (group not in pending_groups):
                 done.append(ack_id)
@@ -270,26 +280,11 @@ def _creates(draft: Draft, group: str, current: GroupView, count: int, held: fro
         return []  # what follows only names VMs to create
     instances, book, runners = draft.instances[group], draft.book, draft.snap.runners or {}
 
-    def taken_by_a_job(name: str) -> bool:
-        return book.names_a_job(name) or name in book.spent
-
     def taken(name: str) -> bool:  # the listing's names and spent_names (asked per name: no set of them all)
         return name in instances or name in runners or book.names_a_job(name) or name in book.spent
 
     highest: dict[int, int] | None = None  # parsed only when a job needs a VM named
-    waited_on = {
-        job
-        for job in (_waits_for(draft, group, i) for i in instances.values() if i.name not in held)
-        if job is not None
-    }
-    # A replica's VM listing may be older than its runner listing (backends cache listings): an idle
-    # runner named after a job, whose VM this listing does not show yet, is a VM on its way for it.
-    # Without this, replicas gave a job whose first VM another job took two replacements at once.
-    for name, runner in runners.items():
-        if name not in instances and not runner.busy and not taken_by_a_job(name):
-            parsed = _generation(draft.department, group, name)
-            if parsed is not None:
-                waited_on.add(parsed[0])
+    waited_on = _waited_on(draft, group, held) if current.queued else set()
     chosen: list[Create] = []
     replacements = [0]  # questions asked for replacements this plan (bounded)
     for job in by_priority(draft.config, current.queued, draft.now):
@@ -319,6 +314,25 @@ def _creates(draft: Draft, group: str, current: GroupView, count: int, held: fro
             chosen.append(Create(group=group, name=name, reason="warm pool"))
         slot += 1
     return chosen
+
+
+def _waited_on(draft: Draft, group: str, held: frozenset[str]) -> set[int]:
+    """Jobs that have a VM on its way or idle for them, as the listings show it (see ``_creates``)."""
+    instances, book, runners = draft.instances[group], draft.book, draft.snap.runners or {}
+    waited_on = {
+        job
+        for job in (_waits_for(draft, group, i) for i in instances.values() if i.name not in held)
+        if job is not None
+    }
+    # A replica's VM listing may be older than its runner listing (backends cache listings): an idle
+    # runner named after a job, whose VM this listing does not show yet, is a VM on its way for it.
+    # Without this, replicas gave a job whose first VM another job took two replacements at once.
+    for name, runner in runners.items():
+        if name not in instances and not runner.busy and not book.names_a_job(name) and name not in book.spent:
+            parsed = _generation(draft.department, group, name)
+            if parsed is not None:
+                waited_on.add(parsed[0])
+    return waited_on
 
 
 def _highest_generations(department: str, group: str, names: list[str]) -> dict[int, int]:
@@ -353,8 +367,13 @@ def _still_waits(draft: Draft, group: str, job: JobRecord, asked: list[int]) -> 
     return answer.job.status in WAITING_STATUSES
 
 
+@functools.lru_cache(maxsize=65536)
 def _generation(department: str, group: str, name: str) -> tuple[int, int] | None:
-    """(job, generation) of a job VM's name; None for warm and foreign names."""
+    """(job, generation) of a job VM's name; None for warm and foreign names.
+
+    Cached: ``_creates`` asks it of every name listed on every batch that creates, and a name's
+    parts never change.
+    """
     prefix = naming.group_prefix(department, group)
     if not name.startswith(prefix):
         return None
@@ -366,9 +385,11 @@ def _generation(department: str, group: str, name: str) -> tuple[int, int] | Non
 
 def _waits_for(draft: Draft, group: str, inst: Instance) -> int | None:
     """The job an active VM still waits for, unless the listing shows it was used (shared by all replicas)."""
-    job_id = naming.job_of(draft.department, group, inst.name)
+    job_id = job_of(draft.department, group, inst.name)
+    if job_id is None or inst.state not in ACTIVE:
+        return None
     runner = draft.snap.runner(inst.name)
-    if job_id is None or inst.state not in ACTIVE or (runner is not None and runner.busy):
+    if runner is not None and runner.busy:
         return None
     if inst.metadata.get(JOB_KEY, str(job_id)) != str(job_id) or inst.labels.get(STATE_LABEL) in REPORTED_OVER:
         return None  # relabelled for the job that took it, or its one job is over
@@ -377,14 +398,22 @@ def _waits_for(draft: Draft, group: str, inst: Instance) -> int | None:
 
 def deliver(draft: Draft, limit: int, budget: int | None) -> None:
     """JIT configs for pending VMs that exist (on GCE a VM is listed before it does), oldest request first."""
+    for action in _deliveries(draft.book.pending_jit, draft.instances, limit, budget):
+        draft.add(action)
+
+
+def _deliveries(
+    pending: Mapping[str, str], instances: Mapping[str, Mapping[str, Instance]], limit: int, budget: int | None
+) -> list[DeliverJit]:
     room = limit if budget is None else min(limit, max(0, budget))
-    for name, group in list(draft.book.pending_jit.items()):
-        if room <= 0:
-            return
-        inst = draft.instances.get(group, {}).get(name)
+    actions: list[DeliverJit] = []
+    for name, group in pending.items():
+        if len(actions) >= room:
+            break
+        inst = instances.get(group, {}).get(name)
         if inst is not None and inst.state in READY:
-            draft.add(DeliverJit(group=group, name=name, reason="VM exists; give it its runner config"))
-            room -= 1
+            actions.append(DeliverJit(group=group, name=name, reason="VM exists; give it its runner config"))
+    return actions
 
 
 __all__ = [

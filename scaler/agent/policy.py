@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -62,11 +63,15 @@ class Schedule:
         return t < self.end and (local.weekday() - 1) % 7 in self.days
 
 
+# A schedule's text parsed once: the planner asks for the warm target of every group on every batch.
+_schedule = functools.lru_cache(maxsize=64)(Schedule.parse)
+
+
 def warm_target(pool: WarmPool, now: float) -> int:
     """Warm pool size in force at ``now`` (unix seconds)."""
     if pool.schedule is None:
         return pool.size
-    return pool.size if Schedule.parse(pool.schedule).active(now) else pool.off_hours_size
+    return pool.size if _schedule(pool.schedule).active(now) else pool.off_hours_size
 
 
 def desired_capacity(group: RunnerGroup, *, busy: int, queued: int, now: float) -> int:

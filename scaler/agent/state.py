@@ -13,7 +13,8 @@ only after the cloud or GitHub confirmed the change.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import heapq
+from collections.abc import KeysView, Mapping
 from dataclasses import dataclass, field
 
 # A job's status only moves forward, so a reordered or duplicated event can
@@ -93,35 +94,41 @@ class Book:
     _in_progress: dict[int, None] = field(init=False, repr=False, compare=False)
     _runner_names: dict[str, int] = field(init=False, repr=False, compare=False)  # name -> records naming it
     _running: dict[str, int] | None = field(init=False, repr=False, compare=False)  # running_on(), cached
+    # (seen_at, id) of records that became finished, oldest first: ``prune`` pops what is an hour old
+    # instead of scanning an hour of jobs on every pass. An entry whose record moved on is skipped.
+    # None in a planning copy (which is never pruned): built from ``jobs`` if it ever is.
+    _finished: list[tuple[float, int]] | None = field(init=False, repr=False, compare=False)
     # ``jobs`` and ``_runner_names`` are shared with a copy (or the book copied from) until either
     # book adds, replaces or drops a record: a plan that changes no job then copies neither dict.
     _shared: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._queued, self._open, self._in_progress, self._runner_names = {}, set(), {}, {}
-        self._running, self._shared = None, False
+        self._running, self._shared, self._finished = None, False, []
         self._owned = set(self.jobs)
         for record in self.jobs.values():
             self._add_index(record)
 
     def copy(self) -> Book:
-        """An independent copy: the planner's scratch book, so planning never changes this one."""
+        """An independent copy: the planner's scratch book, so planning never changes this one.
+
+        Built field by field, without ``__init__`` (which would index ``jobs`` again): planning copies
+        the book on every batch.
+        """
         self._owned, self._shared = set(), True
-        clone = Book(
-            pending_jit=dict(self.pending_jit),
-            delivered=dict(self.delivered),
-            registered=dict(self.registered),
-            jit_cleared=set(self.jit_cleared),
-            stolen_checked=set(self.stolen_checked),
-            marks=dict(self.marks),
-            sightings=dict(self.sightings),
-            passes=self.passes,
-            spent=dict(self.spent),
+        clone = object.__new__(Book)
+        clone.jobs, clone.pending_jit, clone.delivered = self.jobs, dict(self.pending_jit), dict(self.delivered)
+        clone.registered, clone.jit_cleared = dict(self.registered), set(self.jit_cleared)
+        clone.stolen_checked, clone.marks, clone.sightings = (
+            set(self.stolen_checked),
+            dict(self.marks),
+            dict(self.sightings),
         )
-        clone.jobs, clone._owned, clone._shared = self.jobs, set(), True
+        clone.passes, clone.spent = self.passes, dict(self.spent)
+        clone._owned, clone._shared = set(), True
         clone._queued = {group: set(ids) for group, ids in self._queued.items()}
         clone._open, clone._in_progress = set(self._open), dict(self._in_progress)
-        clone._runner_names, clone._running = self._runner_names, self._running
+        clone._runner_names, clone._running, clone._finished = self._runner_names, self._running, None
         return clone
 
     def _unshare(self) -> None:
@@ -140,6 +147,8 @@ class Book:
         elif status == "in_progress":
             self._in_progress[record.id] = None
             self._running = None
+        elif status == "completed" and self._finished is not None:
+            heapq.heappush(self._finished, (record.seen_at, record.id))
         if record.runner_name:
             self._runner_names[record.runner_name] = self._runner_names.get(record.runner_name, 0) + 1
 
@@ -213,9 +222,11 @@ class Book:
         job is over, it would leave a used VM waiting with an offline runner.
         """
         self.registered.update(dict.fromkeys(names, now))
-        for name in names:
-            if self.pending_jit.pop(name, None) is not None:
-                self.delivered.setdefault(name, now)
+        pending = self.pending_jit
+        # The few pending configs looked up in the listing, not the listing in them (a hot line).
+        for name in [name for name in pending if name in names] if pending else ():
+            del pending[name]
+            self.delivered.setdefault(name, now)
 
     def queued(self, group: str) -> list[JobRecord]:
         """Jobs of a group still waiting for a runner, oldest first.
@@ -237,6 +248,11 @@ class Book:
     def names_a_job(self, name: str) -> bool:
         """Does any job in the book name this runner (it ran, runs or was handed a job)?"""
         return name in self._runner_names
+
+    @property
+    def job_runner_names(self) -> KeysView[str]:
+        """The runner names the book's jobs carry, live (``names_a_job`` for a loop: no call per name)."""
+        return self._runner_names.keys()
 
     def runner_names(self) -> set[str]:
         """Every runner name the book's jobs carry."""
@@ -277,9 +293,16 @@ class Book:
 
     def prune(self, now: float) -> None:
         """Forget finished jobs after an hour; a duplicate that late is harmless (reconcile trims)."""
-        for job_id in [
-            j.id for j in self.jobs.values() if j.status == "completed" and now - j.seen_at > _KEEP_FINISHED
-        ]:
+        if self._finished is None:
+            self._finished = [(j.seen_at, j.id) for j in self.jobs.values() if j.status == "completed"]
+            heapq.heapify(self._finished)
+        finished, old = self._finished, []
+        while finished and now - finished[0][0] > _KEEP_FINISHED:
+            seen_at, job_id = heapq.heappop(finished)
+            record = self.jobs.get(job_id)
+            if record is not None and record.status == "completed" and record.seen_at == seen_at:
+                old.append(job_id)
+        for job_id in dict.fromkeys(old):
             self._unshare()
             self._drop_index(self.jobs.pop(job_id))
             self._owned.discard(job_id)

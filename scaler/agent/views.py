@@ -6,6 +6,7 @@ planner can derive the same view as often as it likes (and a dry run is free).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -15,10 +16,13 @@ from scaler.backends.base import STATE_LABEL, Instance, InstanceState
 from scaler.github.models import Runner
 
 ACTIVE = frozenset({InstanceState.CREATING, InstanceState.RUNNING, InstanceState.RESUMING})
+STANDBY = InstanceState.STANDBY  # looked up once: ``view`` compares every VM's state with it
 REPORTED_OVER = ("done", "failed")  # what the boot agent reports once its one job is over
 # Seconds a generated JIT config may take to show in GitHub's runner listing: a runner missing
 # from a listing taken sooner says nothing about whether it came and went.
 LISTING_LAG = 30.0
+# naming.job_of, cached: the planner asks it of every VM name on every batch, and a name's job never changes.
+job_of = functools.lru_cache(maxsize=65536)(naming.job_of)
 
 
 @dataclass(frozen=True)
@@ -118,19 +122,14 @@ def spent_names(book: Book, group: str, snap: Snapshot) -> set[str]:
 
 def view(department: str, book: Book, group: str, snap: Snapshot) -> GroupView:
     # The planner derives this on every batch, so it is written for speed: one pass per question,
-    # each name parsed once (``made_for``), dict lookups rather than helper calls. Same answers as
-    # the helpers above (``finished``, ``Snapshot.runner``, ``naming.job_of``).
+    # names parsed through a cache (``job_of``), dict and set lookups rather than helper calls. Same
+    # answers as the helpers above (``finished``, ``Snapshot.runner``, ``naming.job_of``).
     instances = snap.instances[group].values()
     live = [i for i in instances if i.state in ACTIVE]
     runners = snap.runners
     registered, delivered, running_on = book.registered, book.delivered, book.running_on()
+    named, spent, jobs = book.job_runner_names, book.spent, book.jobs
     lag_before = snap.runners_at - LISTING_LAG
-    parsed: dict[str, int | None] = {}
-
-    def made_for(name: str) -> int | None:
-        if name not in parsed:
-            parsed[name] = naming.job_of(department, group, name)
-        return parsed[name]
 
     # finished(), inlined: a VM reporting its job over; else a runner that came and went.
     over_names: set[str] = set()
@@ -148,33 +147,33 @@ def view(department: str, book: Book, group: str, snap: Snapshot) -> GroupView:
     active = tuple(i for i in live if i.name not in over) if over else tuple(live)
     busy: set[str] = set()
     for inst in active:
-        runner = runners.get(inst.name) if runners is not None else None
-        if (runner is not None and runner.busy) or (
-            inst.name in running_on and (runners is None or runner is not None)
-        ):
-            busy.add(inst.name)
+        name = inst.name
+        runner = runners.get(name) if runners is not None else None
+        if (runner is not None and runner.busy) or (name in running_on and (runners is None or runner is not None)):
+            busy.add(name)
     queued = tuple(book.queued(group))
-    # A job's own VM: any idle VM named after it (generations need not be contiguous:
-    # some were deleted, some ran another job and are spent).
-    # Spent names (spent_names: a runner GitHub lists without a VM is never one of these idle VMs).
-    spent = book.spent
-    idle_for: dict[int, str] = {}
-    idle_names = sorted(
-        i.name for i in active if i.name not in busy and not book.names_a_job(i.name) and i.name not in spent
-    )
-    for name in idle_names:
-        job_id = made_for(name)
-        if job_id is not None:
-            idle_for.setdefault(job_id, name)
-    own = {job.id: idle_for[job.id] for job in queued if job.id in idle_for}
-    standby = tuple(i for i in instances if i.state is InstanceState.STANDBY)
+    own: dict[int, str] = {}
+    if queued:
+        # A job's own VM: any idle VM named after it (generations need not be contiguous: some were
+        # deleted, some ran another job and are spent); the first name in order if it has several.
+        # Spent names (spent_names: a runner GitHub lists without a VM is never one of these idle VMs).
+        idle_for: dict[int, str] = {}
+        for i in active:
+            name = i.name
+            if name in busy or name in named or name in spent:
+                continue
+            job_id = job_of(department, group, name)
+            if job_id is not None and (job_id not in idle_for or name < idle_for[job_id]):
+                idle_for[job_id] = name
+        own = {job.id: idle_for[job.id] for job in queued if job.id in idle_for}
+    standby = tuple(i for i in instances if i.state is STANDBY)
     own_names = set(own.values())
     reserved = set()
-    jobs = book.jobs
     for inst in active:
-        if inst.name in busy or inst.name in own_names:
+        name = inst.name
+        if name in busy or name in own_names:
             continue
-        job_id = made_for(inst.name)
+        job_id = job_of(department, group, name)
         if job_id is None:
             continue
         record = jobs.get(job_id)
@@ -182,16 +181,18 @@ def view(department: str, book: Book, group: str, snap: Snapshot) -> GroupView:
             continue
         # A JIT runner is listed (offline) from the moment its config is generated: only an
         # online runner means the VM has booted and GitHub may hand it any job.
-        runner = runners.get(inst.name) if runners is not None else None
-        online = runner.status == "online" if runner is not None else runners is None and inst.name in registered
+        runner = runners.get(name) if runners is not None else None
+        online = runner.status == "online" if runner is not None else runners is None and name in registered
         if not online and inst.labels.get(STATE_LABEL) not in REPORTED_OVER:
-            reserved.add(inst.name)
+            reserved.add(name)
     # A job with a VM named after it that no other job used counts on that VM (on its way, idle,
     # or already running or done with the job), not on spare capacity.
     on_spare: frozenset[int] = frozenset()
     covered_jobs = book.covered(group)
     if covered_jobs:
-        named_for = {made_for(i.name) for i in instances if i.name not in spent and not book.names_a_job(i.name)}
+        named_for = {
+            job_of(department, group, i.name) for i in instances if i.name not in spent and i.name not in named
+        }
         on_spare = frozenset(j.id for j in covered_jobs if j.id not in named_for)
     return GroupView(active, standby, frozenset(busy), queued, own, frozenset(reserved), over, on_spare)
 

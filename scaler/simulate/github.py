@@ -11,6 +11,7 @@ generated is timed for the budget report.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +19,12 @@ from typing import Any
 from scaler.github.models import GitHubError, JitConfig, Runner
 from scaler.github.ratelimit import JitBudget
 from scaler.github.sim import GitHubSim, SimJob
+
+
+@functools.lru_cache(maxsize=1024)
+def _lowered(labels: tuple[str, ...]) -> frozenset[str]:
+    """A label tuple as GitHub matches it (case-insensitively); the dispatcher asks on every try."""
+    return frozenset(label.lower() for label in labels)
 
 
 class HistoryGitHub(GitHubSim):
@@ -117,8 +124,8 @@ class HistoryGitHub(GitHubSim):
         for job in list(self.waiting.values()):
             if not idle:
                 break
-            wanted = {label.lower() for label in job.labels}
-            fits = [r for r in idle if wanted <= {label.lower() for label in r.labels} and self.admits(r, job)]
+            wanted = _lowered(job.labels)
+            fits = [r for r in idle if wanted <= _lowered(r.labels) and self.admits(r, job)]
             if not fits:
                 continue
             runner = self.rng.choice(fits)

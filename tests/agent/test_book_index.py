@@ -36,7 +36,7 @@ def assert_answers_match_jobs(book: Book) -> None:
         j.id for j in book.jobs.values() if j.status in ("queued", "covered")
     )
     names = {j.runner_name for j in book.jobs.values() if j.runner_name}
-    assert book.runner_names() == names
+    assert book.runner_names() == names and set(book.job_runner_names) == names
     assert all(book.names_a_job(n) == (n in names) for n in RUNNERS if n)
 
 
@@ -54,8 +54,10 @@ def apply(book: Book, rng: random.Random, now: float) -> None:
         book.requeue(job_id, now)
     elif op == 4:
         book.forget_instance(rng.choice([r for r in RUNNERS if r]))
-    else:
+    else:  # forgets exactly the jobs finished over an hour ago, however they came to be finished
+        kept = {j.id for j in book.jobs.values() if j.status != "completed" or now - j.seen_at <= 3600.0}
         book.prune(now)
+        assert set(book.jobs) == kept
 
 
 @settings(max_examples=200, deadline=None)
