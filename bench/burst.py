@@ -8,8 +8,14 @@ time: the agent checks the budget rather than blocking on it, so a run for
 1,000 jobs lasts at least the ~5.5 minutes the budget needs.
 
     .venv/bin/python bench/burst.py [--jobs 1000] [--max 500] [--latency 0.15] [--op-seconds 2]
-        [--github-latency 0.1] [--spread 10] [--apps 1] [--write-docs]
+        [--github-latency 0.1] [--spread 10] [--apps 1] [--run SECONDS] [--write-docs]
     .venv/bin/python bench/burst.py --cloud aws [--list-ttl 5] ...   (AwsBackend on moto: bench/burst_aws.py)
+
+With ``--run SECONDS`` each job lives a whole life (:class:`RunningJobs`): GitHub hands
+it to the runner that boots with a pulled config, it runs that long and completes, and
+the agent gets its ``in_progress`` and ``completed`` events, deletes its VM and runs its
+reconcile passes when due (``Agent.step``), so calls per job count deletion and agent
+CPU counts all three events of each job and the reconciles.
 
 With ``--apps N`` the agent has N runner Apps (each with its own 180/min budget) behind
 :class:`scaler.github.apps.RunnerApps`. Agent CPU is the CPU time of the agent's own
@@ -31,6 +37,7 @@ every figure in it comes from this run or its arguments.
 from __future__ import annotations
 
 import argparse
+import heapq
 import logging
 import os
 import random
@@ -61,7 +68,7 @@ from scaler.github.client import GitHubClient  # noqa: E402
 from scaler.github.models import GitHubApi, JitConfig, Job, Runner  # noqa: E402
 from scaler.github.ratelimit import JitBudget  # noqa: E402
 from scaler.github.sim import GitHubSim  # noqa: E402
-from tests.agent.gcpkit import DEPARTMENT, GROUP, MIG, gcp_config  # noqa: E402
+from tests.agent.gcpkit import DEPARTMENT, GROUP, LABELS, MIG, REPO, gcp_config  # noqa: E402
 from tests.agent.membus import MemoryBus  # noqa: E402
 from tests.harness.compute import ComputeFake, _QuietHandler  # noqa: E402
 from tests.harness.gce_identity import IdentityIssuer  # noqa: E402
@@ -90,9 +97,15 @@ class BudgetedGitHub:
     """The simulator with network latency and the real JIT budget (180 a minute, real time)."""
 
     def __init__(
-        self, latency: float, per_minute: int = 180, sim: GitHubSim | None = None, calls: dict[str, int] | None = None
+        self,
+        latency: float,
+        per_minute: int = 180,
+        sim: GitHubSim | None = None,
+        calls: dict[str, int] | None = None,
+        lock: threading.Lock | None = None,
     ) -> None:
         self.sim = sim or GitHubSim(time.time, lambda action, payload: None, random.Random(0))
+        self.lock = lock or threading.Lock()  # the simulator is one world: one caller at a time
         self.latency = latency
         self.budget = JitBudget(per_minute)
         self.jit_budget = self.budget
@@ -105,19 +118,23 @@ class BudgetedGitHub:
     def generate_jit_config(self, name: str, runner_group_id: int, labels: Sequence[str]) -> JitConfig:
         self.budget.acquire()
         self._call("generate_jit_config")
-        return self.sim.generate_jit_config(name, runner_group_id, labels)
+        with self.lock:
+            return self.sim.generate_jit_config(name, runner_group_id, labels)
 
     def list_runners(self) -> Sequence[Runner]:
         self._call("list_runners")
-        return self.sim.list_runners()
+        with self.lock:
+            return self.sim.list_runners()
 
     def delete_runner(self, runner_id: int) -> None:
         self._call("delete_runner")
-        self.sim.delete_runner(runner_id)
+        with self.lock:
+            self.sim.delete_runner(runner_id)
 
     def get_job(self, repo_full_name: str, job_id: int) -> Job:
         self._call("get_job")
-        return self.sim.get_job(repo_full_name, job_id)
+        with self.lock:
+            return self.sim.get_job(repo_full_name, job_id)
 
 
 IDLE_WAIT = 0.5  # seconds a pass that changed nothing waits, as the agent's bus pull would
@@ -170,11 +187,17 @@ class PullingVms:
         self.next_ask: dict[str, float] = {}
         self.pulled: set[str] = set()
         self.pulled_at: dict[str, float] = {}  # monotonic time of each VM's 200
+        self.configs: list[str] = []  # configs pulled and not yet started by a runner (RunningJobs.boot)
         self.answers: dict[int, int] = {}
         self.stop = threading.Event()
         self.session = requests.Session()
         self.session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=self.concurrency))
         self.thread = threading.Thread(target=self._run, name="bench-vms", daemon=True)
+
+    def take_configs(self) -> list[str]:
+        """The configs pulled since the last call (the runners that start now)."""
+        taken, self.configs = self.configs, []
+        return taken
 
     def _run(self) -> None:
         asking: set[str] = set()
@@ -192,6 +215,8 @@ class PullingVms:
                 if status in (200, 410):
                     self.pulled.add(name)
                     self.pulled_at[name] = time.monotonic()
+                    if status == 200 and response is not None:
+                        self.configs.append(response.text)
                     return
                 retry = response.headers.get("Retry-After", "") if response is not None else ""
                 self.next_ask[name] = time.monotonic() + (float(retry) if retry.isdigit() else self.interval)
@@ -212,6 +237,69 @@ class PullingVms:
                     )
                     self.tokens[name] = token
                     pool.submit(ask, name, token)
+
+
+class RunningJobs:
+    """GitHub's side of a whole job life: queue each job, hand it to a runner that boots, end it ``run_s`` later.
+
+    Every event the simulator emits (``queued``, ``in_progress`` with the
+    runner's name, ``completed``) reaches the agent's bus as the webhook would
+    publish it, so the agent sees all three events of each job and deletes
+    each VM when its job completes. Runs in the bench's loop thread; the
+    simulator's lock keeps the agent's GitHub calls (executor threads) out
+    meanwhile. Nothing here calls Compute.
+    """
+
+    def __init__(self, github: BudgetedGitHub, bus: MemoryBus, run_s: float) -> None:
+        self.github, self.bus, self.run_s = github, bus, run_s
+        github.sim.emit = self._emit
+        self.ends: list[tuple[float, int]] = []  # (monotonic end, job id), a heap
+        self.queued = self.started = self.completed = 0
+
+    def _emit(self, action: str, payload: dict[str, Any]) -> None:
+        self.bus.publish_event(DEPARTMENT, GROUP, action, payload)
+
+    def queue(self, count: int) -> None:
+        with self.github.lock:
+            for _ in range(count):
+                self.github.sim.queue_job(REPO, LABELS)
+        self.queued += count
+
+    def boot(self, configs: Sequence[str]) -> None:
+        """Runners start with the configs their VMs pulled; GitHub hands them queued jobs."""
+        if not configs:
+            return
+        with self.github.lock:
+            for config in configs:
+                self.github.sim.boot(config)
+            for job in self.github.sim.assign():
+                heapq.heappush(self.ends, (time.monotonic() + self.run_s, job.id))
+                self.started += 1
+
+    def finish_due(self) -> None:
+        now = time.monotonic()
+        with self.github.lock:
+            while self.ends and self.ends[0][0] <= now:
+                self.github.sim.complete(heapq.heappop(self.ends)[1])
+                self.completed += 1
+
+
+def live_members(fake: ComputeFake) -> int:
+    """The MIG's members not being deleted (the fake drops a deleted one at its next listing)."""
+    return sum(1 for vm in fake.members(MIG).values() if vm.action != "DELETING")
+
+
+def count_reconciles(agent: Agent) -> list[int]:
+    """A one-item list that counts the agent's reconcile passes as they happen."""
+    passes = [0]
+    reconcile = agent.reconcile
+
+    def counted(dry_run: bool = False) -> Any:
+        passes[0] += 1
+        return reconcile(dry_run)
+
+    agent.reconcile = counted  # type: ignore[method-assign]
+    return passes
 
 
 def hold_times(vault: JitVault) -> dict[str, float]:
@@ -256,9 +344,14 @@ def listing_cost(org_runners: int = 10_000, ours: int = 100) -> dict[str, int]:
         server.close()
 
 
+def due_by_now(jobs: int, start: float, spread: float) -> int:
+    """How many of ``jobs`` are queued by now, evenly over ``spread`` seconds."""
+    return min(jobs, int((time.monotonic() - start) / spread * jobs) + 1) if spread > 0 else jobs
+
+
 def publish_due(bus: MemoryBus, jobs: int, published: int, start: float, spread: float) -> int:
     """Publish the ``queued`` events due by now (evenly over ``spread`` seconds); the count published so far."""
-    due = min(jobs, int((time.monotonic() - start) / spread * jobs) + 1) if spread > 0 else jobs
+    due = due_by_now(jobs, start, spread)
     for job_id in range(published + 1, due + 1):
         payload = {"workflow_job": {"id": 9_000_000 + job_id, "labels": ["self-hosted"]}}
         payload["repository"] = {"full_name": "octo-org/app"}
@@ -274,7 +367,9 @@ def run(
     op_seconds: float = 2.0,
     spread: float = 10.0,
     apps: int = 1,
+    run_s: float | None = None,
 ) -> dict[str, Any]:
+    """One burst; with ``run_s`` each job also starts on its VM, runs that long and completes (RunningJobs)."""
     fake = SlowCompute()
     fake.op_seconds = op_seconds
     fake.created = []
@@ -301,27 +396,44 @@ def run(
     vms = PullingVms(fake, issuer, verifier.audience)
     vms.thread.start()
     first = BudgetedGitHub(github_latency)
-    members = [first] + [BudgetedGitHub(github_latency, sim=first.sim, calls=first.calls) for _ in range(apps - 1)]
+    others = [
+        BudgetedGitHub(github_latency, sim=first.sim, calls=first.calls, lock=first.lock) for _ in range(apps - 1)
+    ]
+    members = [first, *others]
     for member in members:  # with several Apps, JIT requests run in the executor's threads
         member.generate_jit_config = cpu.around(member.generate_jit_config)  # type: ignore[method-assign]
     pool = RunnerApps([RunnerAppSlot(f"app-{chr(97 + i)}", m, m.budget) for i, m in enumerate(members)])
     github: GitHubApi = first if apps == 1 else pool
     bus = MemoryBus(time.time)
+    world = RunningJobs(first, bus, run_s) if run_s is not None else None
     agent = Agent(
         gcp_config(max_vms=max_vms), backend, github, bus, registry=CollectorRegistry(), pull_timeout=0,
         jit_budget=first.budget if apps == 1 else pool.jit_budget,
     )  # fmt: skip
+    reconciles = count_reconciles(agent)
     peak = 0
     passes = 0
     start = fake.started = time.monotonic()
     requested_at = None
     published = 0
     while True:
-        published = publish_due(bus, jobs, published, start, spread)
-        waiting = len(agent.book.pending_jit), len(fake.members(MIG))
-        cpu.run(agent.run_once)
+        if world is None:
+            published = publish_due(bus, jobs, published, start, spread)
+        else:
+            due = due_by_now(jobs, start, spread)
+            world.queue(due - published)
+            published = due
+            world.boot(vms.take_configs())
+            world.finish_due()
+
+        def progress() -> tuple[int, ...]:
+            done = (world.started, world.completed) if world is not None else ()
+            return len(agent.book.pending_jit), len(fake.members(MIG)), *done
+
+        waiting = progress()
+        cpu.run(agent.run_once if world is None else agent.step)  # step: reconcile passes when due, too
         passes += 1
-        if published == jobs and (len(agent.book.pending_jit), len(fake.members(MIG))) == waiting:
+        if published == jobs and progress() == waiting:
             # Nothing moved (the JIT budget is spent): the real agent would now block up to
             # its pull timeout on the bus; this bench's bus answers at once, so wait here.
             time.sleep(IDLE_WAIT)
@@ -337,7 +449,10 @@ def run(
                     break
         pulled_all = len(vms.pulled) >= len(fake.members(MIG))
         settled = len(agent.held) <= max(0, jobs - max_vms)  # jobs beyond max stay held, by design
-        if requested_at is not None and not agent.book.pending_jit and pulled_all and settled:
+        if world is not None:
+            if world.completed == jobs and not live_members(fake) and not agent.held:
+                break
+        elif requested_at is not None and not agent.book.pending_jit and pulled_all and settled:
             break
         if time.monotonic() - start > 600:
             break
@@ -348,6 +463,7 @@ def run(
     server.shutdown()
     calls = dict(sorted(fake.calls.items()))
     wall = time.monotonic() - start
+    events = jobs if world is None else world.queued + world.started + world.completed
     delivery = wall - (requested_at or 0.0)
     jit_configs = first.calls.get("generate_jit_config", 0)
     per_minute = first.budget.per_minute * apps
@@ -379,7 +495,12 @@ def run(
         "per_vm_s": delivery / max(jit_configs, 1),
         "configs_per_minute": jit_configs / max(wall, 1e-9) * 60,
         "agent_cpu_s": cpu.seconds,
-        "agent_cpu_per_thousand_s": cpu.seconds / max(jobs, 1) * 1000,
+        "events": events,
+        "agent_cpu_per_thousand_s": cpu.seconds / max(events, 1) * 1000,
+        "reconciles": reconciles[0],
+        "run_s": run_s,
+        "completed": world.completed if world is not None else 0,
+        "members_left": live_members(fake),
         "passes": passes,
         "idle_wait_s": IDLE_WAIT,
         "peak": peak,
@@ -401,6 +522,24 @@ and comes back. Jobs beyond `max` and jobs waiting for a config stay held (unack
 dropped. The agent holds each JIT config in memory and the simulated VMs pull it from its JIT endpoint with a
 signed identity token (since 2026-11-30; before, the agent wrote it into each VM's metadata). This bench starts
 no runners, so the agent re-checks (`get_job`) jobs whose VMs got configs but never ran."""
+
+
+def events_text(r: dict[str, Any]) -> str:
+    if r["run_s"] is None:
+        return f"{r['jobs']} `queued` events"
+    return f"{r['events']} events (`queued`, `in_progress`, `completed`)"
+
+
+def lifecycle(r: dict[str, Any]) -> str:
+    """The line on whole job lives (``--run``); empty for a burst of queued jobs only."""
+    if r["run_s"] is None:
+        return ""
+    return (
+        f"- Whole job lives (`--run {r['run_s']:g}`): each job started on its VM when its runner booted with the "
+        f"pulled config, ran {r['run_s']:g} s and completed; the agent saw all three events of each and deleted "
+        f"each VM when its job completed. Jobs completed: **{r['completed']}**; VMs left at the end: "
+        f"**{r['members_left']}**.\n"
+    )
 
 
 def markdown(r: dict[str, Any], command: str, date: str | None = None) -> str:
@@ -436,9 +575,9 @@ for that many. Messages still held at the end: {r["held"]}.
 - VMs that pulled their config from the agent's endpoint: **{r["pulled"]}** (answers: {answers}); configs \
 still unread in the agent at the end: {r["still_held"]}. From the agent holding a config to its VM having it: \
 p50 {r["pickup_s"][0]:.2f} s, p99 {r["pickup_s"][1]:.2f} s, max {r["pickup_s"][2]:.2f} s.
-- Agent CPU: **{r["agent_cpu_s"]:.2f} s** for {r["jobs"]} `queued` events and {r["passes"]} passes (a pass \
-that changed nothing waits {r["idle_wait_s"]:g} s, as the agent's bus pull would) \
-(**{r["agent_cpu_per_thousand_s"]:.2f} s per thousand events**).
+{lifecycle(r)}- Agent CPU: **{r["agent_cpu_s"]:.2f} s** for {events_text(r)} and {r["passes"]} passes, \
+{r["reconciles"]} of them with a reconcile (a pass that changed nothing waits {r["idle_wait_s"]:g} s, as the \
+agent's bus pull would) (**{r["agent_cpu_per_thousand_s"]:.2f} s per thousand events**).
 - Runner listing with {listing["organisation runners"]} runners answered per organisation and \
 {listing["runner group runners"]} in the department's runner group: **{listing["organisation"]}** GitHub requests \
 per listing of the organisation, **{listing["runner group"]}** per listing of the runner group.
@@ -455,6 +594,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--github-latency", type=float, default=0.1, help="seconds per GitHub call")
     parser.add_argument("--spread", type=float, default=10.0, help="seconds over which the jobs are queued")
     parser.add_argument("--apps", type=int, default=1, help="runner Apps, each with its own JIT budget")
+    parser.add_argument(
+        "--run", type=float, default=None, metavar="SECONDS",
+        help="gcp: each job also starts on its VM, runs this long and completes (the agent deletes the VM)",
+    )  # fmt: skip
     parser.add_argument("--cloud", choices=("gcp", "aws"), default="gcp", help="aws: AwsBackend on moto")
     parser.add_argument("--list-ttl", type=float, default=5.0, help="aws: seconds AwsBackend caches a listing")
     parser.add_argument("--write-docs", action="store_true", help="add a dated entry to docs/benchmarks.md")
@@ -472,7 +615,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if args.write_docs:
             add_entry("Burst on AWS", burst_aws.INTRO, entry, args.docs)
         return result
-    result = run(args.jobs, args.max, args.latency, args.github_latency, args.op_seconds, args.spread, args.apps)
+    result = run(
+        args.jobs, args.max, args.latency, args.github_latency, args.op_seconds, args.spread, args.apps, args.run
+    )
     entry = markdown(result, command)
     print(entry)
     if args.write_docs:

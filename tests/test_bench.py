@@ -144,3 +144,19 @@ def test_fixed_rate_entries_carry_only_figures_of_their_run(tmp_path: Path) -> N
     assert all(r["requests"] > 0 and r["cpu_ms_per_request"] > 0 for r in rows)
     allowed = [*numbers(rows), 1.0, 0.2, 2.0, 64.0, float(os.cpu_count() or 0)]  # 64: --connections default
     assert unexplained_figures(newest, allowed) == []
+
+
+def test_a_burst_of_whole_job_lives_deletes_every_vm_and_counts_all_three_events(tmp_path: Path) -> None:
+    docs = tmp_path / "benchmarks.md"
+    argv = ["--jobs", "4", "--max", "2", "--latency", "0.01", "--op-seconds", "0.05", "--github-latency", "0.01"]
+    argv += ["--spread", "0.2", "--run", "0.3", "--write-docs", "--docs", str(docs)]
+    result = burst.main(argv)
+
+    # Max 2 for 4 jobs: the last two get VMs only once the first ones completed and their VMs went.
+    assert result["completed"] == 4 and result["members_left"] == 0 and result["held"] == 0
+    assert result["events"] == 12  # queued, in_progress and completed of each job reached the agent
+    assert result["compute_calls"].get("regionInstanceGroupManagers.deleteInstances", 0) >= 1
+    assert result["reconciles"] >= 1  # the measured CPU includes reconcile passes
+    (entry,) = entries(docs, "Burst")
+    assert "Jobs completed: **4**; VMs left at the end: **0**" in entry
+    assert unexplained_figures(entry, list(numbers(result))) == []
