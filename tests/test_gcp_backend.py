@@ -219,8 +219,8 @@ def test_concurrent_writers_share_one_listing(fake: ComputeFake, clock: Clock) -
     backend = make(fake, clock, list_ttl=5.0)
     fake.latency = 0.05  # every call takes a while, so the threads really overlap
     with ThreadPoolExecutor(len(names)) as pool:
-        list(pool.map(lambda name: backend.set_metadata("linux", name, {"garo-job": name}), names))
-    assert all(fake.instance(MIG, n).metadata == {"garo-job": n} for n in names)  # type: ignore[union-attr]
+        list(pool.map(lambda name: backend.set_metadata("linux", name, {"garo-note": name}), names))
+    assert all(fake.instance(MIG, n).metadata == {"garo-note": n} for n in names)  # type: ignore[union-attr]
     assert fake.calls["regionInstanceGroupManagers.listManagedInstances"] == 1
 
 
@@ -231,11 +231,11 @@ def test_set_metadata_retries_on_a_fingerprint_race_and_refuses_unborn_vms(fake:
     fake.restore()
     fake.seed(MIG, ["garo-a"], status="RUNNING")
     fake.fail_next(412, 1, "instances.setMetadata")
-    backend.set_metadata("linux", "garo-a", {"garo-job": "abc"})
-    assert fake.instance(MIG, "garo-a").metadata == {"garo-job": "abc"}  # type: ignore[union-attr]
+    backend.set_metadata("linux", "garo-a", {"garo-note": "abc"})
+    assert fake.instance(MIG, "garo-a").metadata == {"garo-note": "abc"}  # type: ignore[union-attr]
     assert fake.calls["instances.setMetadata"] == 2
     with pytest.raises(BackendError) as excinfo:
-        backend.set_metadata("linux", "garo-nobody", {"garo-job": "1"})
+        backend.set_metadata("linux", "garo-nobody", {"garo-note": "1"})
     assert excinfo.value.retryable is False
 
 
@@ -293,11 +293,24 @@ def test_a_keep_is_written_to_the_per_instance_config_so_the_listing_shows_it(fa
     backend = make(fake, clock, list_ttl=60, wall_clock=lambda: 1_700_000_000.0)
     fake.seed(MIG, ["garo-a"], status="RUNNING")[0].preserved.update({"garo-job": "7", "garo-repo": "octo/app"})
     backend.list("linux")  # cached for a minute: the keep must invalidate it
-    backend.set_metadata("linux", "garo-a", {"garo-keep": "1700007200", "garo-job": "8"})
+    backend.set_metadata("linux", "garo-a", {"garo-keep": "1700007200", "garo-note": "8"})
     listed = {i.name: i for i in backend.list("linux")}
     assert listed["garo-a"].metadata == {"garo-job": "7", "garo-repo": "octo/app", "garo-keep": "1700007200"}
     assert fake.calls["regionInstanceGroupManagers.patchPerInstanceConfigs"] == 1
-    assert fake.instance(MIG, "garo-a").metadata.get("garo-job") == "8"  # type: ignore[union-attr]
+    assert fake.instance(MIG, "garo-a").metadata.get("garo-note") == "8"  # type: ignore[union-attr]
+
+
+def test_relabelling_a_taken_vm_costs_no_compute_call_and_the_listing_keeps_its_birth_job(
+    fake: ComputeFake, clock: Clock
+) -> None:
+    """The agent relabels a VM another job's runner took; on GCP no listing could show that, so nothing is sent."""
+    fake.seed(MIG, ["garo-a"], status="RUNNING")[0].preserved.update({"garo-job": "7", "garo-repo": "octo/app"})
+    backend = make(fake, clock, list_ttl=60)
+    backend.list("linux")
+    before = dict(fake.calls)
+    backend.set_metadata("linux", "garo-a", {"garo-jit-config": "", "garo-job": "8"})  # what ClearJit writes
+    assert fake.calls == before
+    assert {i.name: i.metadata for i in backend.list("linux")}["garo-a"]["garo-job"] == "7"
 
 
 def test_a_metadata_write_is_two_calls_and_its_operation_is_not_awaited(fake: ComputeFake, clock: Clock) -> None:
@@ -306,8 +319,8 @@ def test_a_metadata_write_is_two_calls_and_its_operation_is_not_awaited(fake: Co
     backend.list("linux")
     before = dict(fake.calls)
     for i in range(5):
-        backend.set_metadata("linux", f"garo-w-{i}", {"garo-job": f"{i}"})
+        backend.set_metadata("linux", f"garo-w-{i}", {"garo-note": f"{i}"})
     made = {k: v - before.get(k, 0) for k, v in fake.calls.items() if v != before.get(k, 0)}
     # One read for the fingerprint and one write per VM; no zonal operation wait (~2 s and a call each).
     assert made == {"instances.get": 5, "instances.setMetadata": 5}
-    assert all(fake.instance(MIG, f"garo-w-{i}").metadata == {"garo-job": f"{i}"} for i in range(5))  # type: ignore[union-attr]
+    assert all(fake.instance(MIG, f"garo-w-{i}").metadata == {"garo-note": f"{i}"} for i in range(5))  # type: ignore[union-attr]

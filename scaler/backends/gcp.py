@@ -11,7 +11,10 @@ Choices worth knowing:
   with them and no second call races the instance's creation. The MIG
   therefore holds per-instance configs (it is "stateful": regional MIGs then
   need ``updatePolicy.instanceRedistributionType = NONE``); ``deleteInstances``
-  removes them with the VM. Later changes go through ``instances.setMetadata``
+  removes them with the VM. ``garo-job`` is not rewritten later (the agent
+  relabels a VM another job took; the listing would not show it, so on GCP a
+  replica that did not see that job start asks GitHub instead, as trust.py
+  says). Later changes go through ``instances.setMetadata``
   with Compute's fingerprint (optimistic locking, retried on 412); an empty
   value removes the key. A write is two calls (``instances.get`` for the
   fingerprint, then ``setMetadata``, whose operation is not awaited).
@@ -57,6 +60,7 @@ import requests
 from scaler.backends.base import (
     FALLBACK,
     JIT_KEY,
+    JOB_KEY,
     KEEP_KEY,
     SECRET_METADATA,
     BackendError,
@@ -250,7 +254,10 @@ class GcpBackend:
 
     def set_metadata(self, group: str, name: str, items: Mapping[str, str]) -> None:
         jit = items.get(JIT_KEY)
-        items = {k: v for k, v in items.items() if k != JIT_KEY}
+        # garo-job is never rewritten on GCP: the listing shows only the per-instance config's copy
+        # (set at birth), so a relabel in instance metadata would be read by no one and cost two calls
+        # per job another job's runner took (most jobs of a burst). See "Metadata at birth" above.
+        items = {k: v for k, v in items.items() if k not in (JIT_KEY, JOB_KEY)}
         if jit == "":
             self.jit_vault.drop([name])  # spent or unwanted: no Compute call, the config never reached Compute
             if not items:
