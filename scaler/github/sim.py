@@ -203,20 +203,18 @@ class GitHubSim:
 
     def assign(self) -> list[SimJob]:
         """GitHub's dispatcher: each queued job to a random idle online runner that fits it."""
-        started = []
+        started: list[SimJob] = []
+        # The idle runners once, in id order (not every runner per queued job: a burst has thousands of each).
+        idle = sorted((r for r in self.runners.values() if r.online and r.job is None), key=lambda r: r.id)
+        if not idle:
+            return started
         for job in sorted((j for j in self.jobs.values() if j.status == "queued"), key=lambda j: j.id):
             wanted = {label.lower() for label in job.labels}
-            idle = [
-                r
-                for r in self.runners.values()
-                if r.online
-                and r.job is None
-                and wanted <= {label.lower() for label in r.labels}
-                and self.admits(r, job)
-            ]
-            if not idle:
+            fits = [r for r in idle if wanted <= {label.lower() for label in r.labels} and self.admits(r, job)]
+            if not fits:
                 continue
-            runner = self.rng.choice(sorted(idle, key=lambda r: r.id))
+            runner = self.rng.choice(fits)
+            idle.remove(runner)
             runner.job, job.runner, job.status, job.started_at = job.id, runner, "in_progress", self.clock()
             job.ran_on.append(runner.name)
             self.emit("in_progress", self.payload(job))
