@@ -205,9 +205,16 @@ class VmEvents:
         acks.append(done.event.ack_id)
 
     def _deregister_after_completion(self, done: VmEvent, last: dict[str, Runner] | None) -> bool:
-        """An ephemeral runner deregisters itself; if it is still listed, remove it. False: retry later."""
+        """An ephemeral runner deregisters itself; if it is still listed idle, remove it. False: retry later.
+
+        A runner the listing shows busy was listed before its job ended (the
+        event says it ended): that listing says nothing about it now, and in a
+        burst nearly every completion is in that case, so a DELETE for each
+        would mostly find it gone and cost a GitHub call per job. One that did
+        linger is deregistered by reconcile ("runner has no VM").
+        """
         present = last.get(done.runner) if last is not None else None
-        if present is None:
+        if present is None or present.busy:
             return True  # not listed (or no listing): an id from the message alone is never trusted
         runner_id = present.id
         action = Deregister(group=done.group, name=done.runner, reason="job completed", runner_id=runner_id)

@@ -233,6 +233,35 @@ def test_a_burst_of_completions_is_one_delete_call_per_group() -> None:
     assert world.instances("linux") == [] and world.bus.pending() == 0
 
 
+def test_completions_send_no_runner_delete_for_runners_listed_busy_but_a_lingering_runner_goes() -> None:
+    """Ephemeral runners deregister themselves: a listing from before the jobs ended is no reason to DELETE."""
+    world = World()
+    world.configure(max_linux=10)
+    jobs = [world.queue() for _ in range(3)]
+    world.step()
+    world.advance(20)
+    world.step()
+    world.advance(1)
+    world.step()
+    assert all(j.status == "in_progress" for j in jobs)
+    world.agents[0].reconcile()  # a fresh runner listing: all three runners busy
+    for job in jobs[:2]:
+        world.finish(job)
+    world.step()
+    assert world.github.calls.get("delete_runner", 0) == 0
+    assert sorted(i.name for i in world.instances("linux")) == [jobs[2].runner.name]  # type: ignore[union-attr]
+
+    lingering = jobs[2].runner
+    assert lingering is not None
+    world.finish(jobs[2])
+    lingering.job = None
+    world.github.runners[lingering.id] = lingering  # it failed to deregister itself
+    world.advance(10)  # the next listing is taken after the job ended: the runner is listed idle
+    world.step()
+    assert lingering.id not in world.github.runners
+    assert world.instances("linux") == []
+
+
 def test_a_group_that_cannot_be_listed_does_not_stop_the_others() -> None:
     from scaler.backends.base import BackendError, Failure
 
