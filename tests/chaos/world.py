@@ -24,6 +24,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,12 @@ class World:
     ask_every: float = 2.0  # under the endpoint's 30 asks a minute per caller, like the boot agent's 3 s
     _asked: dict[tuple[str, int], float] = field(default_factory=dict)  # VM -> when it last asked
     _asks: dict[tuple[str, int], int] = field(default_factory=dict)  # VM -> how many times it asked
+    # VM -> its ask in flight: an agent may hold an ask for a config due soon (LONG_POLL), and the
+    # world's loop must not wait on it meanwhile (it would observe, start and end jobs late).
+    _asking: dict[tuple[str, int], Future[str | None]] = field(default_factory=dict)
+    _askers: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(64, thread_name_prefix="chaos-vm-ask"), init=False
+    )
 
     def __post_init__(self) -> None:
         self.compute = ComputeFake()
@@ -92,25 +99,40 @@ class World:
         self.certs_url = self._certs.__enter__()  # GARO_JIT_CERTS_URL of every agent
 
     def close(self) -> None:
+        self._askers.shutdown(wait=False, cancel_futures=True)
         self.github.close()
         self._compute_server.shutdown()
         self._certs.__exit__(None, None, None)
 
     def _pull(self, key: tuple[str, int], zone: str, now: float) -> str | None:
-        """One ask for VM ``key``'s config, of the next agent in turn; the config or None.
+        """VM ``key``'s config once an ask (of the next agent in turn) brought it; None meanwhile.
 
         Each VM asks from its own loopback address (127.0.x.y, from its Compute
         id), as each real VM has its own IP: the endpoint limits each caller.
+        Asks run in the background, one per VM at a time, so that an agent
+        holding one for a config due soon stalls that VM only, as on a real fleet.
         """
+        asking = self._asking.get(key)
+        if asking is not None:
+            if not asking.done():
+                return None
+            del self._asking[key]
+            return asking.result()
         if not self.agent_urls or now - self._asked.get(key, float("-inf")) < self.ask_every:
             return None
         asks = self._asks.get(key, 0)
         self._asked[key], self._asks[key] = now, asks + 1
         url = self.agent_urls[asks % len(self.agent_urls)]
         token = self.issuer.token(url, key[0], project=self.compute.project, zone=zone)
-        host, port = url.removeprefix("http://").split(":")
         source = f"127.0.{key[1] // 250 % 250}.{key[1] % 250 + 2}"
-        conn = http.client.HTTPConnection(host, int(port), timeout=1, source_address=(source, 0))
+        self._asking[key] = self._askers.submit(self._ask, url, token, source)
+        return None
+
+    @staticmethod
+    def _ask(url: str, token: str, source: str) -> str | None:
+        """One POST to an agent's JIT endpoint, timing out as the boot agent's does (20 s)."""
+        host, port = url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=20, source_address=(source, 0))
         try:
             conn.request("POST", PATH, headers={"Authorization": f"Bearer {token}", "Content-Length": "0"})
             answer = conn.getresponse()
