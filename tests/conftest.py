@@ -16,6 +16,7 @@ pytest_plugins: list[str] = [
     "tests.harness.github",
     "tests.harness.aws",
     "tests.harness.compute",
+    "tests.harness.gce_identity",
     "tests.harness.pubsub",
     "tests.harness.webhooks",
 ]

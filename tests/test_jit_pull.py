@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -34,17 +33,6 @@ GCP_STACK = {
     "garo:network": {"cidr": "10.10.0.0/20"},
     "garo:groups": [{"name": "linux", "labels": ["self-hosted", "linux"]}],
 }
-
-
-@pytest.fixture(scope="module")
-def issuer() -> IdentityIssuer:
-    return IdentityIssuer()
-
-
-@pytest.fixture
-def certs_url(issuer: IdentityIssuer) -> Iterator[str]:
-    with issuer.serve() as url:
-        yield url
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from flask.testing import FlaskClient
@@ -37,17 +37,6 @@ AUDIENCE = "http://10.10.0.5:8780"
 REGION = "europe-west4"
 VM = "garo-eng-linux-9001"
 CONFIG = "eyJqaXQiOiAic2VjcmV0In0-" + "c" * 1500
-
-
-@pytest.fixture(scope="module")
-def issuer() -> IdentityIssuer:
-    return IdentityIssuer()
-
-
-@pytest.fixture
-def certs_url(issuer: IdentityIssuer) -> Iterator[str]:
-    with issuer.serve() as url:
-        yield url
 
 
 def ask(

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt, jwt
@@ -108,3 +109,19 @@ class IdentityIssuer:
         finally:
             server.shutdown()
             server.server_close()
+
+
+# ------------------------------------------------------------------ pytest fixtures (a plugin: tests/conftest.py)
+
+
+@pytest.fixture(scope="module")
+def issuer() -> IdentityIssuer:
+    """A signing key for the module's tests (RSA key generation is the slow part)."""
+    return IdentityIssuer()
+
+
+@pytest.fixture
+def certs_url(issuer: IdentityIssuer) -> Iterator[str]:
+    """Where the verifier fetches the issuer's certificates, served for one test."""
+    with issuer.serve() as url:
+        yield url
