@@ -8,16 +8,91 @@ those would grow the series without bound.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter as Tally
 from collections.abc import Iterable
+from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import prometheus_client
+from prometheus_client import CollectorRegistry
 
 from scaler.backends.base import InstanceState
 from scaler.github.models import Runner
 
 _VERSION = re.compile(r"^[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}$")
+
+
+M = TypeVar("M", bound="prometheus_client.metrics.MetricWrapperBase")
+
+
+def _cached_labels(metric: M, labelvalues: tuple[Any, ...], labelkwargs: dict[str, Any], parent: Any) -> M:
+    """The child for these label values, looked up once: the agent labels a few series on every batch,
+    and prometheus_client's ``labels`` checks and locks on each call (`garo simulate` profiles)."""
+    if labelkwargs:
+        return parent.labels(metric, *labelvalues, **labelkwargs)  # type: ignore[no-any-return]
+    cache: dict[tuple[Any, ...], M] | None = metric.__dict__.get("_children")
+    if cache is None:
+        cache = metric.__dict__["_children"] = {}
+    child = cache.get(labelvalues)
+    if child is None:
+        child = cache[labelvalues] = parent.labels(metric, *labelvalues)
+    return child
+
+
+def _forget_children(metric: prometheus_client.metrics.MetricWrapperBase) -> None:
+    metric.__dict__.pop("_children", None)
+
+
+class Counter(prometheus_client.Counter):
+    """A Counter whose labelled children are cached (same series, same values)."""
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Counter:
+        return _cached_labels(self, labelvalues, labelkwargs, prometheus_client.Counter)
+
+    def remove(self, *labelvalues: Any) -> None:
+        _forget_children(self)
+        super().remove(*labelvalues)
+
+    def clear(self) -> None:
+        _forget_children(self)
+        super().clear()
+
+
+class Gauge(prometheus_client.Gauge):
+    """A Gauge whose labelled children are cached (same series, same values)."""
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Gauge:
+        return _cached_labels(self, labelvalues, labelkwargs, prometheus_client.Gauge)
+
+    def remove(self, *labelvalues: Any) -> None:
+        _forget_children(self)
+        super().remove(*labelvalues)
+
+    def clear(self) -> None:
+        _forget_children(self)
+        super().clear()
+
+
+class Histogram(prometheus_client.Histogram):
+    """A Histogram whose labelled children are cached (same series, same values)."""
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Histogram:
+        return _cached_labels(self, labelvalues, labelkwargs, prometheus_client.Histogram)
+
+    def remove(self, *labelvalues: Any) -> None:
+        _forget_children(self)
+        super().remove(*labelvalues)
+
+    def clear(self) -> None:
+        _forget_children(self)
+        super().clear()
+
+
+@functools.lru_cache(maxsize=256)
+def _version_series(version: str) -> str:
+    """The series a reported version counts in (a listing repeats the same few versions)."""
+    return version if version and _VERSION.match(version) else ("unknown" if not version else "other")
 
 
 def runner_version_counts(runners: Iterable[Runner]) -> dict[str, int]:
@@ -26,11 +101,7 @@ def runner_version_counts(runners: Iterable[Runner]) -> dict[str, int]:
     "unknown" for a runner that has not connected yet; anything that is not a
     plain x.y.z becomes "other", so a strange value cannot grow the series.
     """
-    tally = Tally(
-        r.version if r.version and _VERSION.match(r.version) else ("unknown" if not r.version else "other")
-        for r in runners
-    )
-    return dict(tally)
+    return dict(Tally(_version_series(r.version or "") for r in runners))
 
 
 #: Where a deployed agent serves its metrics (GARO_METRICS_PORT; infra/department.py sets it and
@@ -72,6 +143,8 @@ class AgentMetrics:
             registry=r,
         )
         self._versions_seen: set[str] = set()
+        self._versions_set: dict[str, int] | None = None  # the counts last set (a listing often repeats)
+        self._vms_set: dict[str, dict[str, int]] = {}  # group -> the VM counts last set
 
         # For the alerts in deploy/prometheus/garo-alerts.yaml (docs/operations.md).
         self.reconcile_failures = Counter(
@@ -98,12 +171,18 @@ class AgentMetrics:
 
     def set_runner_versions(self, runners: Iterable[Runner]) -> None:
         counts = runner_version_counts(runners)
+        if counts == self._versions_set:
+            return  # the gauges already say so
+        self._versions_set = counts
         # Versions no longer seen drop to 0 rather than vanish: an alert over a window still sees them go.
         for version in self._versions_seen | counts.keys():
             self.runner_versions.labels(version).set(counts.get(version, 0))
         self._versions_seen |= counts.keys()
 
     def set_vms(self, group: str, counts: dict[str, int]) -> None:
+        if self._vms_set.get(group) == counts:
+            return  # the gauges already say so (set on every batch that plans the group)
+        self._vms_set[group] = dict(counts)
         for state in InstanceState:
             self.vms.labels(group, state.value).set(counts.get(state.value, 0))
 
