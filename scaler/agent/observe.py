@@ -55,6 +55,10 @@ class Observer:
         self._runners: dict[str, Runner] | None = None
         self._runners_at = float("-inf")
         self._ours: dict[str, bool] = {}  # runner name -> ours? (naming.is_ours is pure; listings repeat names)
+        # The last listing GitHub gave and our runners in it: an equal listing (no runner came, went or
+        # changed) gives the same runners, so they are not picked out again, nor the metric set again.
+        self._listed: list[Runner] | None = None
+        self._listed_ours: dict[str, Runner] = {}
 
     def snapshot(self, groups: Iterable[str] | None = None, runners_max_age: float | None = 0.0) -> Snapshot:
         """Runners (at most ``runners_max_age`` old; None: not read) and the instances of the given groups."""
@@ -87,6 +91,11 @@ class Observer:
             log.warning("cannot list runners; acting on what the book knows", extra={"error": api_error_kind(exc)})
             self._runners = None
             return None
+        self._runners_at = now
+        listed = list(listed)
+        if listed == self._listed:
+            self._runners = self._listed_ours  # nobody changes a listing's dict: planning copies it
+            return self._runners
         ours = self._ours
         if len(ours) > OURS_REMEMBERED:
             ours.clear()
@@ -97,8 +106,8 @@ class Observer:
                 mine = ours[runner.name] = naming.is_ours(self.department, runner.name, self.group_names)
             if mine:
                 runners[runner.name] = runner
-        self._runners = runners
-        self._runners_at = now
+        self._runners = self._listed_ours = runners
+        self._listed = listed
         if self.on_runners is not None:
             self.on_runners(self._runners.values())
         return self._runners
