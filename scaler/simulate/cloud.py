@@ -115,6 +115,7 @@ class SimCloud:
         self.usage = Usage()
         self._serial = 0
         self._standby_slots: dict[str, int] = {g.name: 0 for g in config.groups}
+        self._has_standby = {g.name: g.standby_pool.size > 0 for g in config.groups}
         # group -> its listing (sorted by name) until a VM comes or goes; a VM that only changed is
         # swapped in place at the next listing (``_stale``), since the agent lists on most of its steps.
         self._listed: dict[str, list[Instance]] = {}
@@ -149,7 +150,13 @@ class SimCloud:
 
     def _count_active(self, group: str) -> None:
         self._touch(group)
-        active = sum(1 for v in self.vms[group].values() if v.state is not InstanceState.STANDBY)
+        vms = self.vms[group]
+        # Only a standby pool's VMs are ever in standby: without one, every VM is active (no count).
+        active = (
+            sum(1 for v in vms.values() if v.state is not InstanceState.STANDBY)
+            if self._has_standby[group]
+            else len(vms)
+        )
         self.usage.active_series.append((self.clock.now, group, active))
 
     def _bill(self, vm: SimVm) -> None:
@@ -173,6 +180,7 @@ class SimCloud:
 
     def _add_standby(self, group: str, ready: bool = False) -> None:
         """The cloud refills the standby pool: create and boot, then suspend (or stop)."""
+        self._has_standby[group] = True
         slot = STANDBY_SLOT_BASE + self._standby_slots[group]
         self._standby_slots[group] = (self._standby_slots[group] + 1) % 999
         name = naming.warm_name(self.config.department, group, slot)
