@@ -9,6 +9,7 @@ those would grow the series without bound.
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections import Counter as Tally
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from scaler.backends.base import InstanceState
 from scaler.github.models import Runner
 
+_VERSION_OF = operator.attrgetter("version")
 _VERSION = re.compile(r"^[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}$")
 
 
@@ -101,7 +103,11 @@ def runner_version_counts(runners: Iterable[Runner]) -> dict[str, int]:
     "unknown" for a runner that has not connected yet; anything that is not a
     plain x.y.z becomes "other", so a strange value cannot grow the series.
     """
-    return dict(Tally(_version_series(r.version or "") for r in runners))
+    counts: dict[str, int] = {}
+    for version, n in Tally(map(_VERSION_OF, runners)).items():  # the few distinct versions, then their series
+        series = _version_series(version or "")
+        counts[series] = counts.get(series, 0) + n
+    return counts
 
 
 #: Where a deployed agent serves its metrics (GARO_METRICS_PORT; infra/department.py sets it and

@@ -16,6 +16,7 @@ so the simulation wakes the agent exactly when something happened.
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -120,6 +121,7 @@ class SimCloud:
         # swapped in place at the next listing (``_stale``), since the agent lists on most of its steps.
         self._listed: dict[str, list[Instance]] = {}
         self._position: dict[str, dict[str, int]] = {}  # group -> name -> index in its listing
+        self._names: dict[str, list[str]] = {g.name: [] for g in config.groups}  # each group's VM names, sorted
         self._stale: dict[str, set[str]] = {}  # group -> names whose listing entry is out of date
 
     def begin(self) -> None:
@@ -148,6 +150,12 @@ class SimCloud:
         vm.listed = None
         self._stale.setdefault(vm.group, set()).add(vm.name)
 
+    def _forget(self, group: str, name: str) -> None:
+        """The VM is gone from the cloud."""
+        del self.vms[group][name]
+        names = self._names[group]
+        del names[bisect.bisect_left(names, name)]
+
     def _count_active(self, group: str) -> None:
         self._touch(group)
         vms = self.vms[group]
@@ -173,6 +181,8 @@ class SimCloud:
         now = self.clock.now
         vm = SimVm(name, group, state, now, dict(metadata), serial=self._serial, billed_from=now)
         vm.startup = self.startup.sample(self.rng)
+        if name not in self.vms[group]:
+            bisect.insort(self._names[group], name)
         self.vms[group][name] = vm
         self.usage.created[group] += 1
         self._touch(group)
@@ -254,7 +264,7 @@ class SimCloud:
         self.usage.preemptions += 1
         self._note("preempted", name)
         self._bill(vm)
-        del self.vms[group][name]
+        self._forget(group, name)
         self._count_active(group)
         self.on_vm_lost(name)
 
@@ -320,7 +330,7 @@ class SimCloud:
             def gone(vm: SimVm = vm, serial: int = serial) -> None:
                 if self._alive(vm.group, vm.name, serial):
                     self._bill(vm)
-                    del self.vms[vm.group][vm.name]
+                    self._forget(vm.group, vm.name)
                     self._count_active(vm.group)
                     self.on_change(None)
 
@@ -332,9 +342,10 @@ class SimCloud:
         listed = self._listed.get(group)
         stale = self._stale.pop(group, None)
         if listed is None:
-            listed = [self._entry(vm) for vm in sorted(records.values(), key=lambda v: v.name)]
+            names = self._names[group]
+            listed = [vm.listed if vm.listed is not None else self._entry(vm) for vm in map(records.__getitem__, names)]
             self._listed[group] = listed
-            self._position[group] = {entry.name: i for i, entry in enumerate(listed)}
+            self._position[group] = dict(zip(names, range(len(names)), strict=True))
         elif stale:
             position = self._position[group]
             for name in stale:
