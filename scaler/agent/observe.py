@@ -59,6 +59,8 @@ class Observer:
         # changed) gives the same runners, so they are not picked out again, nor the metric set again.
         self._listed: list[Runner] | None = None
         self._listed_ours: dict[str, Runner] = {}
+        # Each group's last VM listing and its VMs by name: an equal listing gives the same dict.
+        self._groups_listed: dict[str, tuple[list[Instance], dict[str, Instance]]] = {}
 
     def snapshot(self, groups: Iterable[str] | None = None, runners_max_age: float | None = 0.0) -> Snapshot:
         """Runners (at most ``runners_max_age`` old; None: not read) and the instances of the given groups."""
@@ -67,7 +69,13 @@ class Observer:
         instances: dict[str, dict[str, Instance]] = {}
         for group in groups if groups is not None else self.group_names:
             try:
-                instances[group] = {i.name: i for i in self.calls("compute", "list", self.backend.list, group)}
+                listed = list(self.calls("compute", "list", self.backend.list, group))
+                last = self._groups_listed.get(group)
+                if last is not None and last[0] == listed:
+                    instances[group] = last[1]  # nobody changes a snapshot's dicts: planning copies them
+                else:
+                    instances[group] = {i.name: i for i in listed}
+                    self._groups_listed[group] = (listed, instances[group])
             except Exception as exc:  # one broken group (a misnamed MIG, ...) must not stop the others
                 log.warning(
                     "cannot list the group's VMs; skipping it this time",
