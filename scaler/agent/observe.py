@@ -107,13 +107,9 @@ class Observer:
         ours = self._ours
         if len(ours) > OURS_REMEMBERED:
             ours.clear()
-        runners: dict[str, Runner] = {}
-        for runner in listed:
-            mine = ours.get(runner.name)
-            if mine is None:
-                mine = ours[runner.name] = naming.is_ours(self.department, runner.name, self.group_names)
-            if mine:
-                runners[runner.name] = runner
+        for name in [r.name for r in listed if r.name not in ours]:
+            ours[name] = naming.is_ours(self.department, name, self.group_names)
+        runners = {r.name: r for r in listed if ours[r.name]}
         self._runners = self._listed_ours = runners
         self._listed = listed
         if self.on_runners is not None:
