@@ -12,7 +12,7 @@ import functools
 import operator
 import re
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import prometheus_client
@@ -62,10 +62,32 @@ class Counter(prometheus_client.Counter):
 
 
 class Gauge(prometheus_client.Gauge):
-    """A Gauge whose labelled children are cached (same series, same values)."""
+    """A Gauge whose labelled children are cached, and set only when the value changes (same values).
+
+    The executor sets each group's gauges after every plan, mostly to what they already say.
+    """
 
     def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Gauge:
         return _cached_labels(self, labelvalues, labelkwargs, prometheus_client.Gauge)
+
+    def set(self, value: float) -> None:
+        value = float(value)
+        if self.__dict__.get("_last_set") == value and not self._is_most_recent:
+            return
+        super().set(value)
+        self._last_set = value
+
+    def inc(self, amount: float = 1) -> None:
+        self.__dict__.pop("_last_set", None)
+        super().inc(amount)
+
+    def dec(self, amount: float = 1) -> None:
+        self.__dict__.pop("_last_set", None)
+        super().dec(amount)
+
+    def set_function(self, f: Callable[[], float]) -> None:
+        self.__dict__.pop("_last_set", None)
+        super().set_function(f)
 
     def remove(self, *labelvalues: Any) -> None:
         _forget_children(self)
