@@ -171,8 +171,6 @@ class AgentMetrics:
             registry=r,
         )
         self._versions_seen: set[str] = set()
-        self._versions_set: dict[str, int] | None = None  # the counts last set (a listing often repeats)
-        self._vms_set: dict[str, dict[str, int]] = {}  # group -> the VM counts last set
 
         # For the alerts in deploy/prometheus/garo-alerts.yaml (docs/operations.md).
         self.reconcile_failures = Counter(
@@ -199,18 +197,12 @@ class AgentMetrics:
 
     def set_runner_versions(self, runners: Iterable[Runner]) -> None:
         counts = runner_version_counts(runners)
-        if counts == self._versions_set:
-            return  # the gauges already say so
-        self._versions_set = counts
         # Versions no longer seen drop to 0 rather than vanish: an alert over a window still sees them go.
         for version in self._versions_seen | counts.keys():
             self.runner_versions.labels(version).set(counts.get(version, 0))
         self._versions_seen |= counts.keys()
 
     def set_vms(self, group: str, counts: dict[str, int]) -> None:
-        if self._vms_set.get(group) == counts:
-            return  # the gauges already say so (set on every batch that plans the group)
-        self._vms_set[group] = dict(counts)
         for state in InstanceState:
             self.vms.labels(group, state.value).set(counts.get(state.value, 0))
 
