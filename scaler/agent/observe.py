@@ -5,7 +5,9 @@ A :class:`~scaler.agent.views.Snapshot` is read once per batch or pass (one
 a handful of API calls rather than one per job. Questions the planner raises
 (is this job still queued?) are GETs; their answers go back to the planner,
 which turns them into actions. Only the runner listing is cached here, for a
-few seconds: it pages through the whole organisation.
+few seconds: it pages through the whole organisation. Every other read is
+made afresh; a listing equal to the previous one just reuses what was picked
+out of it (our runners, VMs by name).
 """
 
 from __future__ import annotations
