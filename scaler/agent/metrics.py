@@ -8,16 +8,115 @@ those would grow the series without bound.
 
 from __future__ import annotations
 
+import functools
+import operator
 import re
 from collections import Counter as Tally
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import prometheus_client
+from prometheus_client import CollectorRegistry
 
 from scaler.backends.base import InstanceState
 from scaler.github.models import Runner
 
+_VERSION_OF = operator.attrgetter("version")
 _VERSION = re.compile(r"^[0-9]{1,4}\.[0-9]{1,4}\.[0-9]{1,4}$")
+
+
+M = TypeVar("M", bound="prometheus_client.metrics.MetricWrapperBase")
+
+
+def _cached_labels(metric: M, labelvalues: tuple[Any, ...], labelkwargs: dict[str, Any], parent: Any) -> M:
+    """The child for these label values, looked up once: the agent labels a few series on every batch,
+    and prometheus_client's ``labels`` checks and locks on each call (`garo simulate` profiles)."""
+    if labelkwargs:
+        return parent.labels(metric, *labelvalues, **labelkwargs)  # type: ignore[no-any-return]
+    cache: dict[tuple[Any, ...], M] | None = metric.__dict__.get("_children")
+    if cache is None:
+        cache = metric.__dict__["_children"] = {}
+    child = cache.get(labelvalues)
+    if child is None:
+        child = cache[labelvalues] = parent.labels(metric, *labelvalues)
+    return child
+
+
+def _forget_children(metric: prometheus_client.metrics.MetricWrapperBase) -> None:
+    metric.__dict__.pop("_children", None)
+
+
+class Counter(prometheus_client.Counter):
+    """A Counter whose labelled children are cached (same series, same values)."""
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Counter:
+        return _cached_labels(self, labelvalues, labelkwargs, prometheus_client.Counter)
+
+    def remove(self, *labelvalues: Any) -> None:
+        _forget_children(self)
+        super().remove(*labelvalues)
+
+    def clear(self) -> None:
+        _forget_children(self)
+        super().clear()
+
+
+class Gauge(prometheus_client.Gauge):
+    """A Gauge whose labelled children are cached, and set only when the value changes (same values).
+
+    The executor sets each group's gauges after every plan, mostly to what they already say.
+    """
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Gauge:
+        return _cached_labels(self, labelvalues, labelkwargs, prometheus_client.Gauge)
+
+    def set(self, value: float) -> None:
+        value = float(value)
+        if self.__dict__.get("_last_set") == value and not self._is_most_recent:
+            return
+        super().set(value)
+        self._last_set = value
+
+    def inc(self, amount: float = 1) -> None:
+        self.__dict__.pop("_last_set", None)
+        super().inc(amount)
+
+    def dec(self, amount: float = 1) -> None:
+        self.__dict__.pop("_last_set", None)
+        super().dec(amount)
+
+    def set_function(self, f: Callable[[], float]) -> None:
+        self.__dict__.pop("_last_set", None)
+        super().set_function(f)
+
+    def remove(self, *labelvalues: Any) -> None:
+        _forget_children(self)
+        super().remove(*labelvalues)
+
+    def clear(self) -> None:
+        _forget_children(self)
+        super().clear()
+
+
+class Histogram(prometheus_client.Histogram):
+    """A Histogram whose labelled children are cached (same series, same values)."""
+
+    def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Histogram:
+        return _cached_labels(self, labelvalues, labelkwargs, prometheus_client.Histogram)
+
+    def remove(self, *labelvalues: Any) -> None:
+        _forget_children(self)
+        super().remove(*labelvalues)
+
+    def clear(self) -> None:
+        _forget_children(self)
+        super().clear()
+
+
+@functools.lru_cache(maxsize=256)
+def _version_series(version: str) -> str:
+    """The series a reported version counts in (a listing repeats the same few versions)."""
+    return version if version and _VERSION.match(version) else ("unknown" if not version else "other")
 
 
 def runner_version_counts(runners: Iterable[Runner]) -> dict[str, int]:
@@ -26,11 +125,11 @@ def runner_version_counts(runners: Iterable[Runner]) -> dict[str, int]:
     "unknown" for a runner that has not connected yet; anything that is not a
     plain x.y.z becomes "other", so a strange value cannot grow the series.
     """
-    tally = Tally(
-        r.version if r.version and _VERSION.match(r.version) else ("unknown" if not r.version else "other")
-        for r in runners
-    )
-    return dict(tally)
+    counts: dict[str, int] = {}
+    for version, n in Tally(map(_VERSION_OF, runners)).items():  # the few distinct versions, then their series
+        series = _version_series(version or "")
+        counts[series] = counts.get(series, 0) + n
+    return counts
 
 
 #: Where a deployed agent serves its metrics (GARO_METRICS_PORT; infra/department.py sets it and

@@ -5,7 +5,9 @@ A :class:`~scaler.agent.views.Snapshot` is read once per batch or pass (one
 a handful of API calls rather than one per job. Questions the planner raises
 (is this job still queued?) are GETs; their answers go back to the planner,
 which turns them into actions. Only the runner listing is cached here, for a
-few seconds: it pages through the whole organisation.
+few seconds: it pages through the whole organisation. Every other read is
+made afresh; a listing equal to the previous one just reuses what was picked
+out of it (our runners, VMs by name).
 """
 
 from __future__ import annotations
@@ -55,6 +57,12 @@ class Observer:
         self._runners: dict[str, Runner] | None = None
         self._runners_at = float("-inf")
         self._ours: dict[str, bool] = {}  # runner name -> ours? (naming.is_ours is pure; listings repeat names)
+        # The last listing GitHub gave and our runners in it: an equal listing (no runner came, went or
+        # changed) gives the same runners, so they are not picked out again, nor the metric set again.
+        self._listed: list[Runner] | None = None
+        self._listed_ours: dict[str, Runner] = {}
+        # Each group's last VM listing and its VMs by name: an equal listing gives the same dict.
+        self._groups_listed: dict[str, tuple[list[Instance], dict[str, Instance]]] = {}
 
     def snapshot(self, groups: Iterable[str] | None = None, runners_max_age: float | None = 0.0) -> Snapshot:
         """Runners (at most ``runners_max_age`` old; None: not read) and the instances of the given groups."""
@@ -63,7 +71,13 @@ class Observer:
         instances: dict[str, dict[str, Instance]] = {}
         for group in groups if groups is not None else self.group_names:
             try:
-                instances[group] = {i.name: i for i in self.calls("compute", "list", self.backend.list, group)}
+                listed = list(self.calls("compute", "list", self.backend.list, group))
+                last = self._groups_listed.get(group)
+                if last is not None and last[0] == listed:
+                    instances[group] = last[1]  # nobody changes a snapshot's dicts: planning copies them
+                else:
+                    instances[group] = {i.name: i for i in listed}
+                    self._groups_listed[group] = (listed, instances[group])
             except Exception as exc:  # one broken group (a misnamed MIG, ...) must not stop the others
                 log.warning(
                     "cannot list the group's VMs; skipping it this time",
@@ -87,18 +101,19 @@ class Observer:
             log.warning("cannot list runners; acting on what the book knows", extra={"error": api_error_kind(exc)})
             self._runners = None
             return None
+        self._runners_at = now
+        listed = list(listed)
+        if listed == self._listed:
+            self._runners = self._listed_ours  # nobody changes a listing's dict: planning copies it
+            return self._runners
         ours = self._ours
         if len(ours) > OURS_REMEMBERED:
             ours.clear()
-        runners: dict[str, Runner] = {}
-        for runner in listed:
-            mine = ours.get(runner.name)
-            if mine is None:
-                mine = ours[runner.name] = naming.is_ours(self.department, runner.name, self.group_names)
-            if mine:
-                runners[runner.name] = runner
-        self._runners = runners
-        self._runners_at = now
+        for name in [r.name for r in listed if r.name not in ours]:
+            ours[name] = naming.is_ours(self.department, name, self.group_names)
+        runners = {r.name: r for r in listed if ours[r.name]}
+        self._runners = self._listed_ours = runners
+        self._listed = listed
         if self.on_runners is not None:
             self.on_runners(self._runners.values())
         return self._runners

@@ -318,18 +318,29 @@ def _creates(draft: Draft, group: str, current: GroupView, count: int, held: fro
 
 def _waited_on(draft: Draft, group: str, held: frozenset[str]) -> set[int]:
     """Jobs that have a VM on its way or idle for them, as the listings show it (see ``_creates``)."""
-    instances, book, runners = draft.instances[group], draft.book, draft.snap.runners or {}
-    waited_on = {
-        job
-        for job in (_waits_for(draft, group, i) for i in instances.values() if i.name not in held)
-        if job is not None
-    }
+    department, instances, book = draft.department, draft.instances[group], draft.book
+    runners = draft.snap.runners
+    waited_on: set[int] = set()
+    for inst in instances.values():  # _waits_for, inlined: asked of every VM on every batch that creates
+        name = inst.name
+        if name in held or inst.state not in ACTIVE:
+            continue
+        job_id = job_of(department, group, name)
+        if job_id is None:
+            continue
+        runner = runners.get(name) if runners is not None else None
+        if runner is not None and runner.busy:
+            continue
+        labelled = inst.metadata.get(JOB_KEY)
+        if (labelled is not None and labelled != str(job_id)) or inst.labels.get(STATE_LABEL) in REPORTED_OVER:
+            continue
+        waited_on.add(job_id)
     # A replica's VM listing may be older than its runner listing (backends cache listings): an idle
     # runner named after a job, whose VM this listing does not show yet, is a VM on its way for it.
     # Without this, replicas gave a job whose first VM another job took two replacements at once.
-    for name, runner in runners.items():
+    for name, runner in (runners or {}).items():
         if name not in instances and not runner.busy and not book.names_a_job(name) and name not in book.spent:
-            parsed = _generation(draft.department, group, name)
+            parsed = _generation(department, group, name)
             if parsed is not None:
                 waited_on.add(parsed[0])
     return waited_on
@@ -337,11 +348,16 @@ def _waited_on(draft: Draft, group: str, held: frozenset[str]) -> set[int]:
 
 def _highest_generations(department: str, group: str, names: list[str]) -> dict[int, int]:
     """Job -> the highest generation of its VMs among these names."""
+    prefix = _prefix(department, group)
     highest: dict[int, int] = {}
     for name in names:
+        if not name.startswith(prefix):
+            continue  # another group's runner: no generation of this group's jobs
         parsed = _generation(department, group, name)
         if parsed is not None:
-            highest[parsed[0]] = max(parsed[1], highest.get(parsed[0], -1))
+            job, gen = parsed
+            if gen > highest.get(job, -1):
+                highest[job] = gen
     return highest
 
 
@@ -367,6 +383,11 @@ def _still_waits(draft: Draft, group: str, job: JobRecord, asked: list[int]) -> 
     return answer.job.status in WAITING_STATUSES
 
 
+@functools.lru_cache(maxsize=1024)
+def _prefix(department: str, group: str) -> str:
+    return naming.group_prefix(department, group)
+
+
 @functools.lru_cache(maxsize=65536)
 def _generation(department: str, group: str, name: str) -> tuple[int, int] | None:
     """(job, generation) of a job VM's name; None for warm and foreign names.
@@ -374,26 +395,13 @@ def _generation(department: str, group: str, name: str) -> tuple[int, int] | Non
     Cached: ``_creates`` asks it of every name listed on every batch that creates, and a name's
     parts never change.
     """
-    prefix = naming.group_prefix(department, group)
+    prefix = _prefix(department, group)
     if not name.startswith(prefix):
         return None
     job, sep, gen = name[len(prefix) :].partition("-r")
     if not job.isdigit() or (sep and not gen.isdigit()):
         return None
     return int(job), int(gen or 0)
-
-
-def _waits_for(draft: Draft, group: str, inst: Instance) -> int | None:
-    """The job an active VM still waits for, unless the listing shows it was used (shared by all replicas)."""
-    job_id = job_of(draft.department, group, inst.name)
-    if job_id is None or inst.state not in ACTIVE:
-        return None
-    runner = draft.snap.runner(inst.name)
-    if runner is not None and runner.busy:
-        return None
-    if inst.metadata.get(JOB_KEY, str(job_id)) != str(job_id) or inst.labels.get(STATE_LABEL) in REPORTED_OVER:
-        return None  # relabelled for the job that took it, or its one job is over
-    return job_id
 
 
 def deliver(draft: Draft, limit: int, budget: int | None) -> None:

@@ -121,36 +121,49 @@ def spent_names(book: Book, group: str, snap: Snapshot) -> set[str]:
 
 
 def view(department: str, book: Book, group: str, snap: Snapshot) -> GroupView:
-    # The planner derives this on every batch, so it is written for speed: one pass per question,
-    # names parsed through a cache (``job_of``), dict and set lookups rather than helper calls. Same
-    # answers as the helpers above (``finished``, ``Snapshot.runner``, ``naming.job_of``).
+    # The planner derives this on every batch, so it is written for speed: one pass over the VMs for
+    # their states, finished ones and busy ones, names parsed once through a cache (``job_of``), dict
+    # and set lookups rather than helper calls. Same answers as the helpers above (``finished``,
+    # ``Snapshot.runner``, ``naming.job_of``).
     instances = snap.instances[group].values()
-    live = [i for i in instances if i.state in ACTIVE]
     runners = snap.runners
     registered, delivered, running_on = book.registered, book.delivered, book.running_on()
     named, spent, jobs = book.job_runner_names, book.spent, book.jobs
     lag_before = snap.runners_at - LISTING_LAG
 
-    # finished(), inlined: a VM reporting its job over; else a runner that came and went.
+    active_list: list[Instance] = []
+    standby_list: list[Instance] = []
     over_names: set[str] = set()
-    for i in live:
-        if i.labels.get(STATE_LABEL) in REPORTED_OVER:
-            over_names.add(i.name)
-        elif runners is not None and i.name not in runners:
-            seen = registered.get(i.name, float("-inf"))
-            configured = delivered.get(i.name)
-            if configured is not None and configured < lag_before:
-                seen = max(seen, configured)
-            if seen >= i.created_at and i.name not in running_on:
-                over_names.add(i.name)
-    over = frozenset(over_names)
-    active = tuple(i for i in live if i.name not in over) if over else tuple(live)
     busy: set[str] = set()
-    for inst in active:
-        name = inst.name
-        runner = runners.get(name) if runners is not None else None
+    idle: list[tuple[Instance, str, int | None]] = []  # active, not busy: (VM, name, the job it is named after)
+    for i in instances:
+        state = i.state
+        if state is STANDBY:
+            standby_list.append(i)
+            continue
+        if state not in ACTIVE:
+            continue
+        name = i.name
+        # finished(), inlined: a VM reporting its job over; else a runner that came and went.
+        if i.labels.get(STATE_LABEL) in REPORTED_OVER:
+            over_names.add(name)
+            continue
+        runner = None
+        if runners is not None:
+            runner = runners.get(name)
+            if runner is None:
+                seen = registered.get(name, float("-inf"))
+                configured = delivered.get(name)
+                if configured is not None and configured < lag_before:
+                    seen = max(seen, configured)
+                if seen >= i.created_at and name not in running_on:
+                    over_names.add(name)
+                    continue
+        active_list.append(i)
         if (runner is not None and runner.busy) or (name in running_on and (runners is None or runner is not None)):
             busy.add(name)
+        else:
+            idle.append((i, name, job_of(department, group, name)))
     queued = tuple(book.queued(group))
     own: dict[int, str] = {}
     if queued:
@@ -158,23 +171,16 @@ def view(department: str, book: Book, group: str, snap: Snapshot) -> GroupView:
         # deleted, some ran another job and are spent); the first name in order if it has several.
         # Spent names (spent_names: a runner GitHub lists without a VM is never one of these idle VMs).
         idle_for: dict[int, str] = {}
-        for i in active:
-            name = i.name
-            if name in busy or name in named or name in spent:
+        for _, name, job_id in idle:
+            if job_id is None or name in named or name in spent:
                 continue
-            job_id = job_of(department, group, name)
-            if job_id is not None and (job_id not in idle_for or name < idle_for[job_id]):
+            if job_id not in idle_for or name < idle_for[job_id]:
                 idle_for[job_id] = name
         own = {job.id: idle_for[job.id] for job in queued if job.id in idle_for}
-    standby = tuple(i for i in instances if i.state is STANDBY)
     own_names = set(own.values())
     reserved = set()
-    for inst in active:
-        name = inst.name
-        if name in busy or name in own_names:
-            continue
-        job_id = job_of(department, group, name)
-        if job_id is None:
+    for inst, name, job_id in idle:
+        if job_id is None or name in own_names:
             continue
         record = jobs.get(job_id)
         if record is not None and record.status in ("in_progress", "completed"):
@@ -194,7 +200,16 @@ def view(department: str, book: Book, group: str, snap: Snapshot) -> GroupView:
             job_of(department, group, i.name) for i in instances if i.name not in spent and i.name not in named
         }
         on_spare = frozenset(j.id for j in covered_jobs if j.id not in named_for)
-    return GroupView(active, standby, frozenset(busy), queued, own, frozenset(reserved), over, on_spare)
+    return GroupView(
+        tuple(active_list),
+        tuple(standby_list),
+        frozenset(busy),
+        queued,
+        own,
+        frozenset(reserved),
+        frozenset(over_names),
+        on_spare,
+    )
 
 
 def covered(group_view: GroupView) -> dict[int, str | None]:

@@ -16,6 +16,7 @@ so the simulation wakes the agent exactly when something happened.
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -115,10 +116,12 @@ class SimCloud:
         self.usage = Usage()
         self._serial = 0
         self._standby_slots: dict[str, int] = {g.name: 0 for g in config.groups}
+        self._has_standby = {g.name: g.standby_pool.size > 0 for g in config.groups}
         # group -> its listing (sorted by name) until a VM comes or goes; a VM that only changed is
         # swapped in place at the next listing (``_stale``), since the agent lists on most of its steps.
         self._listed: dict[str, list[Instance]] = {}
         self._position: dict[str, dict[str, int]] = {}  # group -> name -> index in its listing
+        self._names: dict[str, list[str]] = {g.name: [] for g in config.groups}  # each group's VM names, sorted
         self._stale: dict[str, set[str]] = {}  # group -> names whose listing entry is out of date
 
     def begin(self) -> None:
@@ -147,9 +150,21 @@ class SimCloud:
         vm.listed = None
         self._stale.setdefault(vm.group, set()).add(vm.name)
 
+    def _forget(self, group: str, name: str) -> None:
+        """The VM is gone from the cloud."""
+        del self.vms[group][name]
+        names = self._names[group]
+        del names[bisect.bisect_left(names, name)]
+
     def _count_active(self, group: str) -> None:
         self._touch(group)
-        active = sum(1 for v in self.vms[group].values() if v.state is not InstanceState.STANDBY)
+        vms = self.vms[group]
+        # Only a standby pool's VMs are ever in standby: without one, every VM is active (no count).
+        active = (
+            sum(1 for v in vms.values() if v.state is not InstanceState.STANDBY)
+            if self._has_standby[group]
+            else len(vms)
+        )
         self.usage.active_series.append((self.clock.now, group, active))
 
     def _bill(self, vm: SimVm) -> None:
@@ -166,6 +181,8 @@ class SimCloud:
         now = self.clock.now
         vm = SimVm(name, group, state, now, dict(metadata), serial=self._serial, billed_from=now)
         vm.startup = self.startup.sample(self.rng)
+        if name not in self.vms[group]:
+            bisect.insort(self._names[group], name)
         self.vms[group][name] = vm
         self.usage.created[group] += 1
         self._touch(group)
@@ -173,6 +190,7 @@ class SimCloud:
 
     def _add_standby(self, group: str, ready: bool = False) -> None:
         """The cloud refills the standby pool: create and boot, then suspend (or stop)."""
+        self._has_standby[group] = True
         slot = STANDBY_SLOT_BASE + self._standby_slots[group]
         self._standby_slots[group] = (self._standby_slots[group] + 1) % 999
         name = naming.warm_name(self.config.department, group, slot)
@@ -246,7 +264,7 @@ class SimCloud:
         self.usage.preemptions += 1
         self._note("preempted", name)
         self._bill(vm)
-        del self.vms[group][name]
+        self._forget(group, name)
         self._count_active(group)
         self.on_vm_lost(name)
 
@@ -312,7 +330,7 @@ class SimCloud:
             def gone(vm: SimVm = vm, serial: int = serial) -> None:
                 if self._alive(vm.group, vm.name, serial):
                     self._bill(vm)
-                    del self.vms[vm.group][vm.name]
+                    self._forget(vm.group, vm.name)
                     self._count_active(vm.group)
                     self.on_change(None)
 
@@ -324,9 +342,10 @@ class SimCloud:
         listed = self._listed.get(group)
         stale = self._stale.pop(group, None)
         if listed is None:
-            listed = [self._entry(vm) for vm in sorted(records.values(), key=lambda v: v.name)]
+            names = self._names[group]
+            listed = [vm.listed if vm.listed is not None else self._entry(vm) for vm in map(records.__getitem__, names)]
             self._listed[group] = listed
-            self._position[group] = {entry.name: i for i, entry in enumerate(listed)}
+            self._position[group] = dict(zip(names, range(len(names)), strict=True))
         elif stale:
             position = self._position[group]
             for name in stale:
