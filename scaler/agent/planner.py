@@ -194,7 +194,8 @@ def start_actions(config: StackConfig, book: Book, group: str, runner: str, job_
         ]
     if made_for is None:
         # A warm VM: label it with the job it runs, so that any replica can believe that job's
-        # completed event from the VM's own metadata (scaler/agent/trust.py) without asking GitHub.
+        # completed event from the VM's own metadata (scaler/agent/trust.py) without asking GitHub,
+        # where the listing shows such a label (AWS tags; the GCP backend sends none, see gcp.py).
         return [ClearJit(group=group, name=runner, reason="warm runner took a job", job_label=job_id)]
     if runner in book.jit_cleared:
         return []
