@@ -25,7 +25,7 @@ from scaler.backends.aws import AGENT_URL_TAG, AwsBackend, AwsGroup
 from scaler.backends.aws_identity import AwsIdentityVerifier
 from scaler.backends.base import JIT_KEY
 from scaler.backends.jit_vault import Refused
-from tests.harness.aws import REGION, AwsGaps, make_asg, make_bucket
+from tests.harness.aws import REGION, AwsGaps, garo_name, make_asg, make_bucket
 from tests.harness.iid import Signer
 
 ASG, BUCKET, ROLE = "garo-eng-linux", "garo-eng-jit", "AROAEXAMPLERUNNER"
@@ -61,9 +61,12 @@ class Rig:
         self.client = jit_app(self.backend.jit_vault, verifier).test_client()
 
     def instance(self, name: str) -> dict[str, Any]:
-        filters = [{"Name": "tag:Name", "Values": [name]}]
+        filters = [{"Name": "tag:garo-asg", "Values": [ASG]}]
         found: list[dict[str, Any]] = [
-            i for r in self.ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]
+            i
+            for r in self.ec2.describe_instances(Filters=filters)["Reservations"]
+            for i in r["Instances"]
+            if garo_name(i) == name
         ]
         assert len(found) == 1
         return found[0]
