@@ -146,6 +146,21 @@ def test_an_unread_config_dies_with_its_instance_and_a_spent_one_costs_no_call(r
     assert rig.pull(token).status_code in (403, 404)
 
 
+def test_each_instance_of_a_batch_gets_its_own_config_and_no_other(rig: Rig) -> None:
+    """One RunInstances for three names: the endpoint tells the instances apart by their ids."""
+    names = ["garo-eng-linux-1", "garo-eng-linux-2", "garo-eng-linux-3"]
+    rig.backend.create("linux", names, {})
+    assert [op for op in rig.operations() if op == "RunInstances"] == ["RunInstances"]
+    configs = {name: f"{CONFIG}-{name[-1]}" for name in names}
+    for name in names[:2]:
+        rig.backend.set_metadata("linux", name, {JIT_KEY: configs[name]})
+    tokens = {n: rig.signer.token(rig.signer.document(rig.instance(n)["InstanceId"], account=rig.account)) for n in names}
+    assert rig.pull(tokens["garo-eng-linux-3"]).status_code == 404  # its config is not ready: nobody else's
+    for name in names[:2]:
+        answer = rig.pull(tokens[name])
+        assert answer.status_code == 200 and answer.get_data(as_text=True) == configs[name]
+
+
 def test_an_instance_listed_by_another_agent_process_is_known_after_a_listing(
     rig: Rig, moto_server: str, signer: Signer
 ) -> None:
