@@ -183,4 +183,8 @@ def test_a_full_batch_stays_within_ec2s_tag_limits_and_the_next_name_starts_a_ne
 def test_a_name_whose_facts_fit_no_tag_value_launches_alone() -> None:
     odd = {"garo-eng-linux-2": {REPO_KEY: "has space/in it"}, "garo-eng-linux-3": {JOB_KEY: "9" * 300}}
     assert launch_tag_value("garo-eng-linux-2", odd["garo-eng-linux-2"]) is None
-    assert batches(names(4), odd) == [["garo-eng-linux-0", "garo-eng-linux-1"], ["garo-eng-linux-2"], ["garo-eng-linux-3"]]
+    assert batches(names(4), odd) == [
+        ["garo-eng-linux-0", "garo-eng-linux-1"],
+        ["garo-eng-linux-2"],
+        ["garo-eng-linux-3"],
+    ]

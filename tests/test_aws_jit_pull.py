@@ -154,7 +154,9 @@ def test_each_instance_of_a_batch_gets_its_own_config_and_no_other(rig: Rig) -> 
     configs = {name: f"{CONFIG}-{name[-1]}" for name in names}
     for name in names[:2]:
         rig.backend.set_metadata("linux", name, {JIT_KEY: configs[name]})
-    tokens = {n: rig.signer.token(rig.signer.document(rig.instance(n)["InstanceId"], account=rig.account)) for n in names}
+    tokens = {
+        n: rig.signer.token(rig.signer.document(rig.instance(n)["InstanceId"], account=rig.account)) for n in names
+    }
     assert rig.pull(tokens["garo-eng-linux-3"]).status_code == 404  # its config is not ready: nobody else's
     for name in names[:2]:
         answer = rig.pull(tokens[name])

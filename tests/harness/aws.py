@@ -303,11 +303,21 @@ def make_bucket(aws_clients: Callable[..., Any], name: str) -> None:
     aws_clients("s3").create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
 
 
-def garo_name(instance: dict[str, Any]) -> str:
-    """The Garo name an EC2 instance (a DescribeInstances item) was launched for, as docs/aws-backend.md says.
+def garo_identity(instance: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The Garo name an EC2 instance (a DescribeInstances item) was launched for and its tags, as documented.
 
-    Launched with others: the first field of its ``garo-launch-<AmiLaunchIndex>`` tag; alone: its ``Name``.
+    Launched with others (docs/aws-backend.md): the name and facts in its ``garo-launch-<AmiLaunchIndex>``
+    tag, under the tags written since; alone: its ``Name`` and its tags.
     """
     tags = {t["Key"]: t.get("Value", "") for t in instance.get("Tags", [])}
     own = tags.get(f"garo-launch-{instance.get('AmiLaunchIndex', 0)}")
-    return own.split(" ")[0] if own else str(tags.get("Name", ""))
+    if not own:
+        return str(tags.get("Name", "")), tags
+    name, *pairs = own.split(" ")
+    facts = dict(pair.split("=", 1) for pair in pairs)
+    return name, {**facts, **{k: v for k, v in tags.items() if not k.startswith("garo-launch-")}}
+
+
+def garo_name(instance: dict[str, Any]) -> str:
+    """The Garo name an EC2 instance was launched for (:func:`garo_identity`)."""
+    return garo_identity(instance)[0]
