@@ -16,7 +16,7 @@ import pytest
 from scaler.backends.aws import AwsBackend, AwsGroup
 from scaler.backends.aws_launch import BATCH_LIMIT, MAX_TAGS, TAG_VALUE_LIMIT, batches, launch_tag_value
 from scaler.backends.base import JOB_KEY, REPO_KEY
-from tests.harness.aws import REGION, AwsGaps, garo_name, make_asg, make_bucket
+from tests.harness.aws import REGION, AwsGaps, _error_reply, garo_name, make_asg, make_bucket
 
 ASG, BUCKET, ROLE = "garo-eng-linux", "garo-eng-jit", "AROAEXAMPLERUNNER"
 
@@ -29,10 +29,10 @@ class Rig:
         self.gaps = AwsGaps(endpoint)
         self.ec2, self.asg = clients("ec2"), clients("autoscaling")
 
-    def backend(self, *, list_ttl: float = 0) -> AwsBackend:
+    def backend(self, *, list_ttl: float = 0, session: Any = None) -> AwsBackend:
         return AwsBackend(
             "eng", REGION, {"linux": AwsGroup(ASG, ("m6i.large",))}, jit_bucket=BUCKET, runner_role_id=ROLE,
-            session=self.gaps.session(), endpoint_url=self.endpoint, list_ttl=list_ttl,
+            session=session or self.gaps.session(), endpoint_url=self.endpoint, list_ttl=list_ttl,
         )  # fmt: skip
 
     def instances(self) -> list[dict[str, Any]]:
@@ -154,6 +154,27 @@ def test_deleting_many_members_is_a_few_calls_and_lowers_desired_capacity_by_exa
     group = rig.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[ASG])["AutoScalingGroups"][0]
     assert {garo_name(rig.live()[n]) for n in wanted[22:]} == set(wanted[22:])
     assert len(group["Instances"]) == 3  # the ASG launched no replacements
+
+
+def test_a_detach_aws_refuses_falls_back_to_terminating_each_member_with_decrement(rig: Rig) -> None:
+    """AWS refuses to detach a member that left InService since the listing: one by one, the old way."""
+    session = rig.gaps.session()
+    refused: list[int] = []
+
+    def refuse(model: Any, **_: Any) -> Any:
+        refused.append(1)
+        return _error_reply(model, 400, "ValidationError", "The instance is not in InService or Standby.")
+
+    session.events.register("before-call.auto-scaling.DetachInstances", refuse)
+    wanted = names(3)
+    backend = rig.backend(session=session)
+    backend.create("linux", wanted, facts(wanted))
+    backend.list("linux")
+    backend.delete("linux", wanted[:2])
+    assert refused == [1]
+    singles = rig.calls("TerminateInstanceInAutoScalingGroup")
+    assert len(singles) == 2 and all(p["ShouldDecrementDesiredCapacity"] is True for p in singles)
+    assert rig.desired() == 1 and set(rig.live()) == {wanted[2]}
 
 
 def test_a_relabelled_or_cleared_fact_of_a_batched_instance_is_its_own(rig: Rig) -> None:
