@@ -70,6 +70,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 from botocore.waiter import WaiterModel, create_waiter_with_client
 
+from scaler.backends.aws_errors import backend_error, failure_for
+from scaler.backends.aws_errors import error_parts as _error
 from scaler.backends.aws_launch import (
     Placement,
     batch_name_tag,
@@ -131,67 +133,6 @@ PERMISSIONS: Mapping[str, str] = {
     "s3:PutObject": "arn:aws:s3:::<jit bucket>/jit/*",
     "s3:DeleteObject": "arn:aws:s3:::<jit bucket>/jit/*",
 }
-
-_CAPACITY = {
-    "InsufficientInstanceCapacity",
-    "InsufficientHostCapacity",
-    "InsufficientReservedInstanceCapacity",
-    "InsufficientCapacityOnHost",
-    "InsufficientFreeAddressesInSubnet",
-    "SpotMaxPriceTooLow",
-    "Unsupported",  # the instance type is not offered in this AZ
-    "UnfulfillableCapacity",
-}
-_QUOTA = {
-    "InstanceLimitExceeded",
-    "VcpuLimitExceeded",
-    "MaxSpotInstanceCountExceeded",
-    "LimitExceeded",
-    "AddressLimitExceeded",
-    "VolumeLimitExceeded",
-}
-_THROTTLED = {
-    "RequestLimitExceeded",
-    "Throttling",
-    "ThrottlingException",
-    "SlowDown",
-    "TooManyRequestsException",
-    "RequestThrottled",
-}
-_UNAVAILABLE = {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "ServerInternal"}
-_CONFLICT = {"IdempotentParameterMismatch", "ResourceContention", "ScalingActivityInProgress", "IncorrectState"}
-
-
-def failure_for(code: str, status: int = 400) -> Failure:
-    """An EC2/Auto Scaling/S3 error code in the backend vocabulary."""
-    code = code.removeprefix("Server.").removeprefix("Client.")
-    if code in _CAPACITY:
-        return Failure.CAPACITY
-    if code in _QUOTA:
-        return Failure.QUOTA
-    if code in _THROTTLED:
-        return Failure.THROTTLED
-    if code in _UNAVAILABLE or status >= 500:
-        return Failure.UNAVAILABLE
-    if code in _CONFLICT:
-        return Failure.CONFLICT
-    if code.endswith(("NotFound", ".NotFound", "NoSuchKey")) or code in ("NoSuchBucket", "NotFound"):
-        return Failure.NOT_FOUND
-    return Failure.INVALID
-
-
-def _error(exc: ClientError) -> tuple[str, str, int]:
-    error = exc.response.get("Error", {})
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400) or 400)
-    return str(error.get("Code", "")), str(error.get("Message", "")), status
-
-
-def backend_error(exc: Exception, action: str) -> BackendError:
-    """A botocore exception as a :class:`BackendError` (the message never echoes request values)."""
-    if isinstance(exc, ClientError):
-        code, message, status = _error(exc)
-        return BackendError(f"AWS {action}: {code}: {message[:300]}", reason=failure_for(code, status))
-    return BackendError(f"AWS {action}: {type(exc).__name__}", reason=Failure.UNAVAILABLE)
 
 
 @dataclass(frozen=True)
@@ -875,6 +816,7 @@ __all__ = [
     "AwsGroup",
     "Placement",
     "asg_name",
+    "backend_error",
     "client_token",
     "failure_for",
     "jit_key",
