@@ -201,6 +201,16 @@ def test_a_full_batch_stays_within_ec2s_tag_limits_and_the_next_name_starts_a_ne
     assert set(rig.live()) == set(wanted)
 
 
+def test_a_burst_of_many_batches_uses_the_same_zone_while_it_has_room(rig: Rig) -> None:
+    wanted = names(2 * BATCH_LIMIT + 1)
+    result = rig.backend().create("linux", wanted, facts(wanted))
+    assert result.created == tuple(wanted) and not result.failed
+    runs = rig.calls("RunInstances")
+    assert [r["MaxCount"] for r in runs] == [BATCH_LIMIT, BATCH_LIMIT, 1]
+    assert {r["SubnetId"] for r in runs} == {rig.net["subnets"][0]}  # a full answer is no reason to move on
+    assert set(rig.live()) == set(wanted)
+
+
 def test_a_name_whose_facts_fit_no_tag_value_launches_alone() -> None:
     odd = {"garo-eng-linux-2": {REPO_KEY: "has space/in it"}, "garo-eng-linux-3": {JOB_KEY: "9" * 300}}
     assert launch_tag_value("garo-eng-linux-2", odd["garo-eng-linux-2"]) is None

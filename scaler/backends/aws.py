@@ -318,7 +318,8 @@ class AwsBackend:
         where = self._group(group)
         wanted = set(names)
         rows = [r for r in self._find(group, where, wanted) if r.name in wanted and r.ec2_state != "shutting-down"]
-        loose = [r.id for r in rows if not r.lifecycle or r.warm]
+        # Not attached, warm, or detached already (by a delete that failed before terminating): plain terminate.
+        loose = [r.id for r in rows if not r.lifecycle or r.warm or r.lifecycle.startswith("Detach")]
         members = [r for r in rows if r.lifecycle and not r.warm and not r.lifecycle.startswith(("Terminat", "Detach"))]
         try:
             loose += self._detach(r for r in members if r.lifecycle in _DETACHABLE)
@@ -513,7 +514,9 @@ class AwsBackend:
                 asking, salt = dead, str(reply.get("ReservationId") or by_index[0].get("InstanceId"))
             else:
                 last = CreateFailure(Failure.CONFLICT, "client token keeps answering with terminated instances")
-            if left and last.reason not in FALLBACK:
+            if not left:
+                break  # all launched here: the placement stays open for the next batch
+            if last.reason not in FALLBACK:
                 break
             dry.add(placement)
         return launched, {n: last for n in left}
