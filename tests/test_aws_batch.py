@@ -166,14 +166,26 @@ def test_a_detach_aws_refuses_falls_back_to_terminating_each_member_with_decreme
         return _error_reply(model, 400, "ValidationError", "The instance is not in InService or Standby.")
 
     session.events.register("before-call.auto-scaling.DetachInstances", refuse)
-    wanted = names(3)
+    wanted = names(4)
     backend = rig.backend(session=session)
     backend.create("linux", wanted, facts(wanted))
     backend.list("linux")
-    backend.delete("linux", wanted[:2])
+    backend.delete("linux", wanted[:3])
     assert refused == [1]
     singles = rig.calls("TerminateInstanceInAutoScalingGroup")
-    assert len(singles) == 2 and all(p["ShouldDecrementDesiredCapacity"] is True for p in singles)
+    assert len(singles) == 3 and all(p["ShouldDecrementDesiredCapacity"] is True for p in singles)
+    assert rig.desired() == 1 and set(rig.live()) == {wanted[3]}
+
+
+def test_one_or_two_members_go_one_by_one_when_that_is_no_more_calls(rig: Rig) -> None:
+    wanted = names(3)
+    backend = rig.backend()
+    backend.create("linux", wanted, facts(wanted))
+    backend.list("linux")
+    before = len(rig.gaps.requests)
+    backend.delete("linux", wanted[:2])
+    ops = Counter(op for op, _ in rig.gaps.requests[before:])
+    assert ops["TerminateInstanceInAutoScalingGroup"] == 2 and ops["DetachInstances"] == 0
     assert rig.desired() == 1 and set(rig.live()) == {wanted[2]}
 
 

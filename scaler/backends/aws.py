@@ -23,8 +23,9 @@ Choices worth knowing (docs/aws-backend.md has the reasoning and the figures):
 * **Never by size.** Removal takes members out with ``DetachInstances`` (up
   to 20 ids, ``ShouldDecrementDesiredCapacity=True``: desired capacity drops
   by exactly those) and terminates them all with one ``TerminateInstances``;
-  members AWS will not detach (``Pending``) go through
-  ``TerminateInstanceInAutoScalingGroup`` one by one, and instances not yet
+  members AWS will not detach (``Pending``), and one or two members when that
+  is no more calls, go through ``TerminateInstanceInAutoScalingGroup`` one by
+  one, and instances not yet
   attached are plain ``TerminateInstances``. Desired capacity is raised by
   attaching and by resuming the warm pool, and never lowered on its own: the
   ASG would pick its own victims.
@@ -62,6 +63,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -321,10 +323,14 @@ class AwsBackend:
         # Not attached, warm, or detached already (by a delete that failed before terminating): plain terminate.
         loose = [r.id for r in rows if not r.lifecycle or r.warm or r.lifecycle.startswith("Detach")]
         members = [r for r in rows if r.lifecycle and not r.warm and not r.lifecycle.startswith(("Terminat", "Detach"))]
+        detachable = [r for r in members if r.lifecycle in _DETACHABLE]
+        if _detach_calls(detachable) + (0 if loose else 1) >= len(detachable):
+            detachable = []  # as few or fewer calls one by one (one instance, two): no detached-but-live window
         try:
-            loose += self._detach(r for r in members if r.lifecycle in _DETACHABLE)
+            loose += self._detach(detachable)
+            detaching = {r.id for r in detachable}
             for row in members:
-                if row.lifecycle not in _DETACHABLE:
+                if row.id not in detaching:
                     self._terminate_in_asg(row)  # Pending ...: AWS detaches only InService and Standby members
             for start in range(0, len(loose), TERMINATE_LIMIT):
                 chunk = loose[start : start + TERMINATE_LIMIT]
@@ -793,6 +799,12 @@ class AwsBackend:
                 if v and k.startswith("garo-") and k not in _BOOKKEEPING_TAGS and k not in SECRET_METADATA
             },
         )
+
+
+def _detach_calls(rows: Sequence[_Row]) -> int:
+    """``DetachInstances`` calls that take ``rows`` out of their ASGs (up to 20 ids each, one ASG per call)."""
+    per_asg = Counter(r.asg for r in rows)
+    return sum(-(-n // ATTACH_LIMIT) for n in per_asg.values())
 
 
 def _facts(metadata: Mapping[str, str]) -> dict[str, str]:
