@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -35,6 +36,7 @@ from scaler.backends.aws_launch import is_launch_tag, launch_identity
 from scaler.backends.base import JOB_KEY
 from scaler.config import StackConfig, parse_stack_config
 from scaler.demo.aws import start_moto
+from scaler.github.models import JitConfig
 from tests.agent.gcpkit import DEPARTMENT, GROUP, LABELS
 from tests.agent.membus import MemoryBus
 from tests.harness.aws import FAKE_CREDENTIALS, REGION, AwsGaps, make_bucket
@@ -157,6 +159,15 @@ def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, li
             runner_role_id=ROLE, session=session, endpoint_url=endpoint, list_ttl=list_ttl, agent_url=AGENT_URL,
         )  # fmt: skip
         github = BudgetedGitHub(github_latency)
+        configured: set[str] = set()  # runner names whose JIT config the agent generated
+        generate = github.generate_jit_config
+
+        def generate_and_note(name: str, runner_group_id: int, labels: Sequence[str]) -> JitConfig:
+            config = generate(name, runner_group_id, labels)
+            configured.add(name)
+            return config
+
+        github.generate_jit_config = generate_and_note  # type: ignore[method-assign]
         bus = MemoryBus(time.time)
         agent = Agent(
             aws_config(max_vms), backend, github, bus, registry=CollectorRegistry(), pull_timeout=0,
@@ -182,7 +193,7 @@ def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, li
         while time.monotonic() - start < 1800:
             live = live_jobs(clients)
             for name, job_id in live.items():
-                if job_id not in done and backend.jit_vault.peek(name) is not None:  # its runner got its config
+                if job_id not in done and name in configured:  # its runner got its config
                     complete(bus, name, job_id, runner_id=job_id)
                     done.add(job_id)
             if len(done) >= jobs and not live:
