@@ -131,7 +131,6 @@ def test_aws_burst_entries_count_every_aws_call_of_their_run(tmp_path: Path) -> 
     assert result["completed"] == 4 and result["left"] == 0  # every job done, every VM deleted
     removals = calls.get("DetachInstances", 0) + calls.get("TerminateInstanceInAutoScalingGroup", 0)
     assert 1 <= removals <= result["completed"]  # by id with decrement, never more than a call per VM
-    )
     assert result["aws_total"] == sum(calls.values()) == result["create_calls"] + result["delete_calls"]
     assert f"| **total** | **{result['aws_total']}** | **{result['calls_per_job']:.3f}** |" in entry
 
