@@ -2,13 +2,19 @@
 
 ``bench/burst.py --cloud aws`` runs this. EC2, Auto Scaling and S3 are a moto
 server over HTTP on loopback (in this process), with an ASG, a launch template
-and a /20 subnet in each of two AZs; GitHub is the
-same budgeted simulator as the GCP burst (the real :class:`JitBudget`, real
-time). Every AWS call the agent's boto3 session makes is counted by operation
-with botocore's ``after-call`` event, with its HTTP status; the time until all
-capacity is requested is when the last ``RunInstances`` needed for the target
-answered. moto adds no latency of its own and models no throttling or capacity
-errors, so the figures are call counts and the agent's own pace, not AWS's.
+and a /20 subnet in each of two AZs, behind ``AwsGaps`` (tests/harness/aws.py:
+moto launches ``MinCount`` instances where AWS launches up to ``MaxCount``, and
+has no ClientToken idempotency); GitHub is the same budgeted simulator as the
+GCP burst (the real :class:`JitBudget`, real time). Every AWS call the agent's
+boto3 session makes is counted by operation with botocore's ``after-call``
+event, with its HTTP status; the time until all capacity is requested is when
+the ``RunInstances`` that launched the target's last instance answered.
+
+Then every job completes (a ``completed`` event naming its VM, once the agent
+holds its config), the agent deletes the VMs, and the run ends when the group
+is empty: calls per job count create, delivery, clearing, delete and listing.
+moto adds no latency of its own and models no throttling or capacity errors,
+so the figures are call counts and the agent's own pace, not AWS's.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -25,11 +32,14 @@ from bench.docs import heading
 from scaler.agent import Agent
 from scaler.agent.executor import METADATA_WRITERS
 from scaler.backends.aws import AwsBackend, AwsGroup
+from scaler.backends.aws_launch import is_launch_tag, launch_identity
+from scaler.backends.base import JOB_KEY
 from scaler.config import StackConfig, parse_stack_config
 from scaler.demo.aws import start_moto
+from scaler.github.models import JitConfig
 from tests.agent.gcpkit import DEPARTMENT, GROUP, LABELS
 from tests.agent.membus import MemoryBus
-from tests.harness.aws import FAKE_CREDENTIALS, REGION, make_bucket
+from tests.harness.aws import FAKE_CREDENTIALS, REGION, AwsGaps, make_bucket
 
 ASG, BUCKET, ROLE = f"garo-{DEPARTMENT}-{GROUP}", f"garo-{DEPARTMENT}-jit", "AROAEXAMPLERUNNER"
 INSTANCE_TYPE = "m6i.large"
@@ -87,20 +97,47 @@ def declare_group(clients: Any, max_size: int) -> None:
 
 
 class AwsCalls:
-    """Every answer the agent's session got: by operation, with when each RunInstances succeeded."""
+    """Every answer the agent's session got: by operation, with when each RunInstances launched how many."""
 
     def __init__(self) -> None:
         self.by_method: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
-        self.launched: list[float] = []
+        self.launched: list[float] = []  # one entry per instance launched: seconds since the start
         self.started = time.monotonic()
 
-    def __call__(self, http_response: Any, model: Any, **_: Any) -> None:
+    def __call__(self, http_response: Any, parsed: Any, model: Any, **_: Any) -> None:
         self.by_method[model.name] += 1
         if http_response.status_code >= 400:
             self.errors[f"{model.name} {http_response.status_code}"] += 1
         elif model.name == "RunInstances":
-            self.launched.append(time.monotonic() - self.started)
+            self.launched += [time.monotonic() - self.started] * len(parsed.get("Instances", []))
+
+
+def live_jobs(clients: Any) -> dict[str, int]:
+    """Our live instances by Garo name, with the job each was made for (read as the backend reads them)."""
+    found: dict[str, int] = {}
+    pages = clients("ec2").get_paginator("describe_instances").paginate(
+        Filters=[{"Name": "tag:garo-asg", "Values": [ASG]},
+                 {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+    )  # fmt: skip
+    for page in pages:
+        for instance in (i for r in page["Reservations"] for i in r["Instances"]):
+            tags = {t["Key"]: t.get("Value", "") for t in instance.get("Tags", [])}
+            launched = launch_identity(tags, instance.get("AmiLaunchIndex"))
+            name, facts = launched if launched else (tags.get("Name", ""), {})
+            facts = {**facts, **{k: v for k, v in tags.items() if not is_launch_tag(k)}}
+            if facts.get(JOB_KEY, "").isdigit():
+                found[name] = int(facts[JOB_KEY])
+    return found
+
+
+def complete(bus: MemoryBus, name: str, job_id: int, runner_id: int) -> None:
+    """The ``completed`` event GitHub sends once the job on runner ``name`` finished."""
+    job = {"id": job_id, "labels": ["self-hosted"], "status": "completed", "conclusion": "success"}
+    job.update(runner_name=name, runner_id=runner_id)
+    bus.publish_event(
+        DEPARTMENT, GROUP, "completed", {"workflow_job": job, "repository": {"full_name": "octo-org/app"}}
+    )
 
 
 def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, list_ttl: float = 5.0) -> dict[str, Any]:
@@ -114,7 +151,7 @@ def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, li
 
         declare_group(clients, max(max_vms, 1))
         make_bucket(clients, BUCKET)
-        session = boto3.Session(region_name=REGION, **FAKE_CREDENTIALS)
+        session = AwsGaps(endpoint, REGION).session()
         calls = AwsCalls()
         session.events.register("after-call", calls)
         backend = AwsBackend(
@@ -122,6 +159,15 @@ def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, li
             runner_role_id=ROLE, session=session, endpoint_url=endpoint, list_ttl=list_ttl, agent_url=AGENT_URL,
         )  # fmt: skip
         github = BudgetedGitHub(github_latency)
+        configured: set[str] = set()  # runner names whose JIT config the agent generated
+        generate = github.generate_jit_config
+
+        def generate_and_note(name: str, runner_group_id: int, labels: Sequence[str]) -> JitConfig:
+            config = generate(name, runner_group_id, labels)
+            configured.add(name)
+            return config
+
+        github.generate_jit_config = generate_and_note  # type: ignore[method-assign]
         bus = MemoryBus(time.time)
         agent = Agent(
             aws_config(max_vms), backend, github, bus, registry=CollectorRegistry(), pull_timeout=0,
@@ -137,15 +183,31 @@ def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, li
                 break
             if time.monotonic() - start > 900:
                 break
-        wall = time.monotonic() - start
+        created_s = time.monotonic() - start
+        created = Counter(calls.by_method)
         group = clients("autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[ASG])["AutoScalingGroups"]
         members = len(group[0]["Instances"]) if group else 0
         objects = clients("s3").list_objects_v2(Bucket=BUCKET).get("KeyCount", 0)
+        jit_in_vault = len(backend.jit_vault)
+        done: set[int] = set()
+        while time.monotonic() - start < 1800:
+            live = live_jobs(clients)
+            for name, job_id in live.items():
+                if job_id not in done and name in configured:  # its runner got its config
+                    complete(bus, name, job_id, runner_id=job_id)
+                    done.add(job_id)
+            if len(done) >= jobs and not live:
+                break
+            published = publish_due(bus, jobs, published, start, spread)
+            agent.run_once()
+        wall = time.monotonic() - start
+        left = len(live_jobs(clients))
     finally:
         server.stop()
     requested = calls.launched[target - 1] if target and len(calls.launched) >= target else None
     jit_configs = github.calls.get("generate_jit_config", 0)
     total = sum(calls.by_method.values())
+    before_total = sum(created.values())
     return {
         "cloud": "aws",
         "jobs": jobs,
@@ -158,17 +220,24 @@ def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, li
         "jit_per_minute": github.budget.per_minute,
         "writers": METADATA_WRITERS,
         "aws_calls": dict(sorted(calls.by_method.items())),
-        "aws_per_instance": {m: n / max(target, 1) for m, n in sorted(calls.by_method.items())},
+        "aws_per_job": {m: n / max(jobs, 1) for m, n in sorted(calls.by_method.items())},
         "aws_errors": dict(sorted(calls.errors.items())),
         "aws_total": total,
-        "calls_per_job": total / max(target, 1),
+        "calls_per_job": total / max(jobs, 1),
+        "create_calls": before_total,
+        "create_calls_per_job": before_total / max(jobs, 1),
+        "delete_calls": total - before_total,
+        "delete_calls_per_job": (total - before_total) / max(jobs, 1),
         "github_calls": dict(sorted(github.calls.items())),
         "requested_s": requested,
+        "created_s": created_s,
         "launched": len(calls.launched),
         "members": members,
         "jit_objects": objects,
-        "jit_in_vault": len(backend.jit_vault),
+        "jit_in_vault": jit_in_vault,
         "jit_configs": jit_configs,
+        "completed": len(done),
+        "left": left,
         "wall_s": wall,
         "held": len(agent.held),
     }
@@ -179,15 +248,18 @@ one group and runs the real agent and AwsBackend against a moto server over HTTP
 process): an Auto Scaling group with a launch template and a /20 subnet in each of two AZs, and the JIT bucket. Every
 call of the agent's boto3 session is counted by operation with botocore's `after-call` event. GitHub is the same
 simulator as above, behind the real `JitBudget`, in real time. moto adds no latency, no throttling and no capacity
-errors, so these entries measure how many AWS calls the agent makes per job and its own pace, not AWS's; each
-instance is one `RunInstances` (a client token per name) and one share of an `AttachInstances` (up to 20), and
-its config waits in the agent's memory until the instance pulls it with its signed identity document (no AWS
-call; entries measured before that, the oldest, wrote it to S3 with one `PutObject` per instance)."""
+errors, so these entries measure how many AWS calls the agent makes per job and its own pace, not AWS's. Each
+config waits in the agent's memory until its instance pulls it with its signed identity document (no AWS call;
+the oldest entries wrote it to S3 with one `PutObject` per instance). Entries until 2026-11-30 launched each
+instance with its own `RunInstances`, counted calls per instance and stopped once every config was handed out;
+since then up to 40 names share a `RunInstances`, and every job then completes and the agent deletes its VM
+(`DetachInstances`, up to 20, and one `TerminateInstances`), so calls per job count create, delivery, clearing,
+deletion and listing."""
 
 
 def markdown(r: dict[str, Any], command: str, date: str | None = None) -> str:
     """One dated entry; every figure in it is a value of ``r`` (the run and its arguments)."""
-    rows = "\n".join(f"| {m} | {n} | {r['aws_per_instance'][m]:.2f} |" for m, n in r["aws_calls"].items())
+    rows = "\n".join(f"| {m} | {n} | {r['aws_per_job'][m]:.3f} |" for m, n in r["aws_calls"].items())
     gh = ", ".join(f"{k} {v}" for k, v in r["github_calls"].items())
     errors = ", ".join(f"{k} ×{v}" for k, v in r["aws_errors"].items()) or "none"
     requested = "never" if r["requested_s"] is None else f"**{r['requested_s']:.1f} s** after the first message"
@@ -197,15 +269,18 @@ def markdown(r: dict[str, Any], command: str, date: str | None = None) -> str:
 {r["list_ttl_s"]:g} s; GitHub {r["github_latency_ms"]:g} ms per call, JIT budget {r["jit_per_minute"]}/min; the \
 agent writes configs to up to {r["writers"]} instances at a time.
 
-| AWS method | calls | per instance |
+| AWS method | calls | per job |
 |---|---|---|
 {rows}
-| **total** | **{r["aws_total"]}** | **{r["calls_per_job"]:.2f}** |
+| **total** | **{r["aws_total"]}** | **{r["calls_per_job"]:.3f}** |
 
+- Until every config was handed out: {r["create_calls"]} calls ({r["create_calls_per_job"]:.3f} per job); \
+completing the jobs and deleting their VMs: {r["delete_calls"]} calls ({r["delete_calls_per_job"]:.3f} per job).
 - AWS errors answered: {errors}. GitHub calls: {gh}.
-- All capacity requested ({r["target"]} successful RunInstances): {requested}; instances launched \
-{r["launched"]}, ASG members at the end {r["members"]}.
-- JIT configs generated: {r["jit_configs"]}; waiting to be pulled at the end: {r.get("jit_in_vault", 0)} in the \
-agent's memory, {r["jit_objects"]} as S3 objects (no runner boots in this bench). Messages still held at the end: {r["held"]}.
-- Wall time of the run: {r["wall_s"]:.1f} s.
+- All capacity requested ({r["target"]} instances launched): {requested}; instances launched \
+{r["launched"]}, ASG members once every config was handed out {r["members"]}.
+- JIT configs generated: {r["jit_configs"]}; waiting to be pulled then: {r["jit_in_vault"]} in the \
+agent's memory, {r["jit_objects"]} as S3 objects (no runner boots in this bench).
+- Jobs completed: {r["completed"]}; instances left at the end: {r["left"]}; messages still held: {r["held"]}.
+- Wall time of the run: {r["wall_s"]:.1f} s ({r["created_s"]:.1f} s until every config was handed out).
 """

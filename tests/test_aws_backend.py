@@ -17,7 +17,7 @@ from botocore.retries.standard import ExponentialBackoff
 
 from scaler.backends.aws import AwsBackend, AwsGroup, client_token, default_config, failure_for, jit_key
 from scaler.backends.base import JIT_KEY, BackendError, Failure, InstanceState
-from tests.harness.aws import REGION, AwsGaps, make_asg, make_bucket
+from tests.harness.aws import REGION, AwsGaps, garo_name, make_asg, make_bucket
 
 ASG, BUCKET, ROLE = "garo-eng-linux", "garo-eng-jit", "AROAEXAMPLERUNNER"
 TYPES = ("m6i.large", "m6a.large")
@@ -48,9 +48,8 @@ class Rig:
 
     def instances(self, name: str | None = None) -> list[dict[str, Any]]:
         filters = [{"Name": "tag:garo-asg", "Values": [ASG]}]
-        if name:
-            filters.append({"Name": "tag:Name", "Values": [name]})
-        return [i for r in self.ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
+        found = [i for r in self.ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
+        return [i for i in found if name is None or garo_name(i) == name]
 
     def live(self, name: str | None = None) -> list[dict[str, Any]]:
         return [i for i in self.instances(name) if i["State"]["Name"] not in ("terminated", "shutting-down")]
@@ -188,20 +187,20 @@ def test_client_tokens_are_per_name_and_placement() -> None:
 # ---------------------------------------------------------------- deletion and desired capacity
 
 
-def test_delete_terminates_by_id_and_decrements_in_the_same_call(rig: Rig) -> None:
+def test_delete_lowers_desired_capacity_by_exactly_the_deleted_members(rig: Rig) -> None:
     backend = rig.backend()
     backend.create("linux", ["garo-eng-linux-1", "garo-eng-linux-2"], {})
     backend.list("linux")  # running: attached, desired capacity 2
     assert rig.desired() == 2
     backend.delete("linux", ["garo-eng-linux-1"])
     assert rig.desired() == 1
-    assert [i["Tags"] for i in rig.live()] and {
-        t["Value"] for i in rig.live() for t in i["Tags"] if t["Key"] == "Name"
-    } == {"garo-eng-linux-2"}
+    assert [garo_name(i) for i in rig.live()] == ["garo-eng-linux-2"]
+    # One instance: one TerminateInstanceInAutoScalingGroup is fewer calls than detaching, then terminating.
     ops = [op for op, _ in rig.gaps.requests]
-    terminations = [p for op, p in rig.gaps.requests if op == "TerminateInstanceInAutoScalingGroup"]
-    assert terminations and all(p["ShouldDecrementDesiredCapacity"] is True for p in terminations)
-    assert "SetDesiredCapacity" not in ops  # never resized
+    singles = [p for op, p in rig.gaps.requests if op == "TerminateInstanceInAutoScalingGroup"]
+    assert len(singles) == 1 and singles[0]["ShouldDecrementDesiredCapacity"] is True
+    assert "DetachInstances" not in ops
+    assert "SetDesiredCapacity" not in [op for op, _ in rig.gaps.requests]  # never resized
 
 
 # ---------------------------------------------------------------- warm pool

@@ -25,7 +25,7 @@ from scaler.backends.aws import AGENT_URL_TAG, AwsBackend, AwsGroup
 from scaler.backends.aws_identity import AwsIdentityVerifier
 from scaler.backends.base import JIT_KEY
 from scaler.backends.jit_vault import Refused
-from tests.harness.aws import REGION, AwsGaps, make_asg, make_bucket
+from tests.harness.aws import REGION, AwsGaps, garo_name, make_asg, make_bucket
 from tests.harness.iid import Signer
 
 ASG, BUCKET, ROLE = "garo-eng-linux", "garo-eng-jit", "AROAEXAMPLERUNNER"
@@ -61,9 +61,12 @@ class Rig:
         self.client = jit_app(self.backend.jit_vault, verifier).test_client()
 
     def instance(self, name: str) -> dict[str, Any]:
-        filters = [{"Name": "tag:Name", "Values": [name]}]
+        filters = [{"Name": "tag:garo-asg", "Values": [ASG]}]
         found: list[dict[str, Any]] = [
-            i for r in self.ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]
+            i
+            for r in self.ec2.describe_instances(Filters=filters)["Reservations"]
+            for i in r["Instances"]
+            if garo_name(i) == name
         ]
         assert len(found) == 1
         return found[0]
@@ -141,6 +144,23 @@ def test_an_unread_config_dies_with_its_instance_and_a_spent_one_costs_no_call(r
     assert "DeleteObjects" not in rig.operations() and "PutObject" not in rig.operations()
     token = rig.signer.token(rig.signer.document(iid, account=rig.account))
     assert rig.pull(token).status_code in (403, 404)
+
+
+def test_each_instance_of_a_batch_gets_its_own_config_and_no_other(rig: Rig) -> None:
+    """One RunInstances for three names: the endpoint tells the instances apart by their ids."""
+    names = ["garo-eng-linux-1", "garo-eng-linux-2", "garo-eng-linux-3"]
+    rig.backend.create("linux", names, {})
+    assert [op for op in rig.operations() if op == "RunInstances"] == ["RunInstances"]
+    configs = {name: f"{CONFIG}-{name[-1]}" for name in names}
+    for name in names[:2]:
+        rig.backend.set_metadata("linux", name, {JIT_KEY: configs[name]})
+    tokens = {
+        n: rig.signer.token(rig.signer.document(rig.instance(n)["InstanceId"], account=rig.account)) for n in names
+    }
+    assert rig.pull(tokens["garo-eng-linux-3"]).status_code == 404  # its config is not ready: nobody else's
+    for name in names[:2]:
+        answer = rig.pull(tokens[name])
+        assert answer.status_code == 200 and answer.get_data(as_text=True) == configs[name]
 
 
 def test_an_instance_listed_by_another_agent_process_is_known_after_a_listing(

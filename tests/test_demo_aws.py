@@ -55,8 +55,10 @@ def test_aws_demo_takes_every_job_from_queued_to_instance_terminated() -> None:
     calls = re.search(r"cloud API:\s+(.*)", text)
     assert calls is not None
     counted = dict((k, int(v)) for k, v in re.findall(r"(\w+) (\d+)", calls.group(1)))
-    assert counted["RunInstances"] == len(DEMO_JOBS)
-    assert counted["TerminateInstanceInAutoScalingGroup"] == len(DEMO_JOBS)
+    assert 1 <= counted["RunInstances"] <= len(DEMO_JOBS)  # names asked for together share one
+    # Deleted by id with decrement: one call per VM at most (detaching many at once, or one by one).
+    removals = counted.get("DetachInstances", 0) + counted.get("TerminateInstanceInAutoScalingGroup", 0)
+    assert 1 <= removals <= len(DEMO_JOBS)
     assert counted["PutObject"] == len(DEMO_JOBS) and "SetDesiredCapacity" not in counted
 
 

@@ -31,6 +31,7 @@ UNSCOPED_READS = (
 # Calls on this department's Auto Scaling groups (tag-conditioned; never the scaler's own group).
 GROUP_ACTIONS = (
     "autoscaling:AttachInstances",
+    "autoscaling:DetachInstances",
     "autoscaling:SetDesiredCapacity",
     "autoscaling:TerminateInstanceInAutoScalingGroup",
 )

@@ -2,22 +2,31 @@
 
 Choices worth knowing (docs/aws-backend.md has the reasoning and the figures):
 
-* **Names without names.** EC2 has no instance names, so a Garo name lives in
-  the ``Name`` tag. ``create`` launches each name with its own ``RunInstances``
-  (the group's launch template, ``MinCount=MaxCount=1``) carrying a
-  ``ClientToken`` derived from the name and the placement tried: a retried or
-  repeated request returns the same instance instead of a second one, and a
-  listing by tag finds names launched earlier (another replica, a restart).
-  If the token answers with an instance that is already terminated (a name
-  used before), the next token is salted with that instance id, which every
-  replica derives alike.
+* **Names without names, many per call.** EC2 has no instance names, so a
+  Garo name lives in tags. ``create`` launches up to 40 names of one placement
+  with one ``RunInstances`` (the group's launch template, ``MinCount=1``,
+  ``MaxCount=k``); EC2 tags all instances of a call alike, so each finds its
+  name and facts in the tag of its own launch index (``garo-launch-<i>``,
+  :mod:`scaler.backends.aws_launch`), and a batch of one keeps ``Name`` and its
+  facts as plain tags. A ``ClientToken`` derived from the batch's names, the
+  placement tried and a salt makes a retried or repeated request return the
+  same instances instead of a second set, and a listing by tag finds names
+  launched earlier (another replica, a restart). If the token answers with
+  instances already terminated (names used before), those names are asked
+  again with the token salted by that reservation's id, which every replica
+  derives alike. Names beyond what EC2 launched (capacity) go to the next
+  placement.
 * **Attach, then the ASG owns it.** A launched instance joins its group's ASG
   with ``AttachInstances`` (which raises the desired capacity by one) as soon
   as it is ``running`` (AWS refuses earlier); listing does this for any of our
   instances still outside, so a crash between the two calls heals itself.
-* **Never by size.** Removal is ``TerminateInstanceInAutoScalingGroup`` with
-  ``ShouldDecrementDesiredCapacity=True`` per instance id (instances not yet
-  attached are plain ``TerminateInstances``). Desired capacity is raised by
+* **Never by size.** Removal takes members out with ``DetachInstances`` (up
+  to 20 ids, ``ShouldDecrementDesiredCapacity=True``: desired capacity drops
+  by exactly those) and terminates them all with one ``TerminateInstances``;
+  members AWS will not detach (``Pending``), and one or two members when that
+  is no more calls, go through ``TerminateInstanceInAutoScalingGroup`` one by
+  one, and instances not yet
+  attached are plain ``TerminateInstances``. Desired capacity is raised by
   attaching and by resuming the warm pool, and never lowered on its own: the
   ASG would pick its own victims.
 * **Standby is the warm pool.** Warm instances (``Warmed:Stopped`` or
@@ -51,10 +60,10 @@ Choices worth knowing (docs/aws-backend.md has the reasoning and the figures):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +72,18 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 from botocore.waiter import WaiterModel, create_waiter_with_client
 
+from scaler.backends.aws_errors import backend_error, failure_for
+from scaler.backends.aws_errors import error_parts as _error
+from scaler.backends.aws_launch import (
+    Placement,
+    batch_name_tag,
+    batch_tags,
+    batch_token,
+    batches,
+    client_token,
+    is_launch_tag,
+    launch_identity,
+)
 from scaler.backends.base import (
     FALLBACK,
     JIT_KEY,
@@ -88,7 +109,9 @@ AGENT_URL_TAG = "garo-agent-url"  # where the boot agent pulls its JIT config in
 DEFAULT_TIME_TO_START = 900.0  # seconds an unread JIT config is held when the group names no time_to_start
 _BOOKKEEPING_TAGS = frozenset({ASG_TAG, DEPARTMENT_TAG, BUCKET_TAG, AGENT_URL_TAG, STATE_LABEL, "Name"})
 JIT_PREFIX = "jit/"
-ATTACH_LIMIT = 20  # AttachInstances: "You can specify up to 20 instances"
+ATTACH_LIMIT = 20  # AttachInstances, DetachInstances: "You can specify up to 20 instances"
+TERMINATE_LIMIT = 1000  # TerminateInstances: up to 1,000 instance ids per request
+_DETACHABLE = frozenset({"InService", "Standby"})
 DELETE_OBJECTS_LIMIT = 1000  # S3 DeleteObjects: up to 1,000 keys per request
 _LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 _WARM_READY = frozenset({"Warmed:Stopped", "Warmed:Hibernated"})
@@ -101,87 +124,17 @@ PERMISSIONS: Mapping[str, str] = {
     "ec2:CreateTags": "instances: at launch (ec2:CreateAction=RunInstances) and garo-* metadata on own instances",
     "ec2:DeleteTags": "own instances (metadata removal)",
     "ec2:DescribeInstances": "* (describe calls take no resource ARNs)",
-    "ec2:TerminateInstances": "own instances not yet attached to their ASG",
+    "ec2:TerminateInstances": "own instances: detached from their ASG, or not yet attached",
     "iam:PassRole": "the runner role only (its instance profile is in the launch template)",
     "autoscaling:DescribeAutoScalingGroups": "* (describe calls take no resource ARNs)",
     "autoscaling:DescribeWarmPool": "* (describe calls take no resource ARNs)",
     "autoscaling:AttachInstances": "own ASGs",
+    "autoscaling:DetachInstances": "own ASGs (with ShouldDecrementDesiredCapacity, right before TerminateInstances)",
     "autoscaling:SetDesiredCapacity": "own ASGs (raised only, to resume the warm pool)",
-    "autoscaling:TerminateInstanceInAutoScalingGroup": "own ASGs",
+    "autoscaling:TerminateInstanceInAutoScalingGroup": "own ASGs (members AWS will not detach: Pending ...)",
     "s3:PutObject": "arn:aws:s3:::<jit bucket>/jit/*",
     "s3:DeleteObject": "arn:aws:s3:::<jit bucket>/jit/*",
 }
-
-_CAPACITY = {
-    "InsufficientInstanceCapacity",
-    "InsufficientHostCapacity",
-    "InsufficientReservedInstanceCapacity",
-    "InsufficientCapacityOnHost",
-    "InsufficientFreeAddressesInSubnet",
-    "SpotMaxPriceTooLow",
-    "Unsupported",  # the instance type is not offered in this AZ
-    "UnfulfillableCapacity",
-}
-_QUOTA = {
-    "InstanceLimitExceeded",
-    "VcpuLimitExceeded",
-    "MaxSpotInstanceCountExceeded",
-    "LimitExceeded",
-    "AddressLimitExceeded",
-    "VolumeLimitExceeded",
-}
-_THROTTLED = {
-    "RequestLimitExceeded",
-    "Throttling",
-    "ThrottlingException",
-    "SlowDown",
-    "TooManyRequestsException",
-    "RequestThrottled",
-}
-_UNAVAILABLE = {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "ServerInternal"}
-_CONFLICT = {"IdempotentParameterMismatch", "ResourceContention", "ScalingActivityInProgress", "IncorrectState"}
-
-
-def failure_for(code: str, status: int = 400) -> Failure:
-    """An EC2/Auto Scaling/S3 error code in the backend vocabulary."""
-    code = code.removeprefix("Server.").removeprefix("Client.")
-    if code in _CAPACITY:
-        return Failure.CAPACITY
-    if code in _QUOTA:
-        return Failure.QUOTA
-    if code in _THROTTLED:
-        return Failure.THROTTLED
-    if code in _UNAVAILABLE or status >= 500:
-        return Failure.UNAVAILABLE
-    if code in _CONFLICT:
-        return Failure.CONFLICT
-    if code.endswith(("NotFound", ".NotFound", "NoSuchKey")) or code in ("NoSuchBucket", "NotFound"):
-        return Failure.NOT_FOUND
-    return Failure.INVALID
-
-
-def _error(exc: ClientError) -> tuple[str, str, int]:
-    error = exc.response.get("Error", {})
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400) or 400)
-    return str(error.get("Code", "")), str(error.get("Message", "")), status
-
-
-def backend_error(exc: Exception, action: str) -> BackendError:
-    """A botocore exception as a :class:`BackendError` (the message never echoes request values)."""
-    if isinstance(exc, ClientError):
-        code, message, status = _error(exc)
-        return BackendError(f"AWS {action}: {code}: {message[:300]}", reason=failure_for(code, status))
-    return BackendError(f"AWS {action}: {type(exc).__name__}", reason=Failure.UNAVAILABLE)
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where one RunInstances tries: market, instance type, subnet, and the ASG the instance joins."""
-
-    spot: bool
-    instance_type: str
-    subnet: str
-    asg: str
 
 
 @dataclass(frozen=True)
@@ -219,6 +172,7 @@ class _Row:
     zone: str
     lifecycle: str = ""  # the ASG's (InService, Pending, Warmed:Stopped ...); "" when not a member
     warm: bool = False
+    batched: bool = False  # launched with others: its facts came from its garo-launch-<index> tag
 
 
 _Rows = list[_Row]  # aliases: inside AwsBackend, ``list`` is the Backend method
@@ -235,12 +189,6 @@ class _Listing:
 def asg_name(department: str, group: str) -> str:
     """The ASG of a runner group when the deployment names none (the Pulumi program uses the same rule)."""
     return f"garo-{department}-{group}"
-
-
-def client_token(name: str, placement: Placement, salt: str = "") -> str:
-    """RunInstances' idempotency token (at most 64 ASCII characters) for a name at a placement."""
-    key = f"{name}|{placement.spot}|{placement.instance_type}|{placement.subnet}|{salt}"
-    return "garo-" + hashlib.sha256(key.encode()).hexdigest()[:48]
 
 
 def jit_key(instance_id: str, runner_role_id: str) -> str:
@@ -356,13 +304,12 @@ class AwsBackend:
         failed: dict[str, CreateFailure] = {}
         dry: set[Placement] = set()  # refused for capacity or quota in this call: not asked again
         placements = self._placements(where)
+        facts = {n: _facts(metadata.get(n, {})) for n in wanted}
         try:
-            for name in (n for n in wanted if n not in existing):
-                outcome = self._launch(group, name, metadata.get(name, {}), placements, dry)
-                if isinstance(outcome, CreateFailure):
-                    failed[name] = outcome
-                else:
-                    created.append(name)
+            for batch in batches([n for n in wanted if n not in existing], facts):
+                launched, refused = self._launch(group, batch, facts, placements, dry)
+                created += launched
+                failed.update(refused)
         finally:
             for asg in where.asgs:
                 self._cache.pop(asg, None)
@@ -373,13 +320,21 @@ class AwsBackend:
         where = self._group(group)
         wanted = set(names)
         rows = [r for r in self._find(group, where, wanted) if r.name in wanted and r.ec2_state != "shutting-down"]
-        loose = [r.id for r in rows if not r.lifecycle or r.warm]
+        # Not attached, warm, or detached already (by a delete that failed before terminating): plain terminate.
+        loose = [r.id for r in rows if not r.lifecycle or r.warm or r.lifecycle.startswith("Detach")]
+        members = [r for r in rows if r.lifecycle and not r.warm and not r.lifecycle.startswith(("Terminat", "Detach"))]
+        detachable = [r for r in members if r.lifecycle in _DETACHABLE]
+        if _detach_calls(detachable) + (0 if loose else 1) >= len(detachable):
+            detachable = []  # as few or fewer calls one by one (one instance, two): no detached-but-live window
         try:
-            for row in rows:
-                if row.lifecycle and not row.warm and row.lifecycle != "Terminating":
-                    self._terminate_in_asg(row)
-            for start in range(0, len(loose), 1000):
-                self._call(self.ec2.terminate_instances, "TerminateInstances", InstanceIds=loose[start : start + 1000])
+            loose += self._detach(detachable)
+            detaching = {r.id for r in detachable}
+            for row in members:
+                if row.id not in detaching:
+                    self._terminate_in_asg(row)  # Pending ...: AWS detaches only InService and Standby members
+            for start in range(0, len(loose), TERMINATE_LIMIT):
+                chunk = loose[start : start + TERMINATE_LIMIT]
+                self._call(self.ec2.terminate_instances, "TerminateInstances", InstanceIds=chunk)
         finally:
             for asg in where.asgs:
                 self._cache.pop(asg, None)
@@ -461,6 +416,11 @@ class AwsBackend:
                 self._call(self.s3.delete_object, "DeleteObject", Bucket=self.jit_bucket, Key=key)
         put = [{"Key": k, "Value": v} for k, v in tags.items() if v]
         drop = [{"Key": k} for k, v in tags.items() if not v]
+        if row.batched:
+            # A fact of a batched instance also lives in its garo-launch-<index> tag, which the other
+            # instances of its batch share: an empty tag of its own hides it (listings skip empty values).
+            put += [{"Key": d["Key"], "Value": ""} for d in drop]
+            drop = []
         if put:
             self._call(self.ec2.create_tags, "CreateTags", Resources=[row.id], Tags=put)
         if drop:
@@ -506,41 +466,74 @@ class AwsBackend:
     def _launch(
         self,
         group: str,
-        name: str,
-        facts: Mapping[str, str],
+        names: Sequence[str],
+        facts: Mapping[str, Mapping[str, str]],
         placements: Sequence[Placement],
         dry: set[Placement],
-    ) -> str | CreateFailure:
-        """RunInstances for one name, placement after placement; the instance id or why not."""
+    ) -> tuple[_Names, dict[str, CreateFailure]]:
+        """One batch, placement after placement: the names launched, and why the others were not.
+
+        A placement that launched fewer instances than asked (EC2 fills the lowest
+        launch indexes first) is short of capacity: the rest try the next one, as
+        a new batch. Names whose instance the token answers with is terminated (a
+        name used before) are asked again at the same placement, with the token
+        salted by that reservation's id, which every replica derives alike.
+        """
+        launched: _Names = []
+        left = list(names)
         last = CreateFailure(Failure.CAPACITY, "no placement left to try")
         for placement in placements:
+            if not left:
+                break
             if placement in dry:
                 continue
-            salt = ""
-            self._requested.setdefault(name, self.wall_clock())  # before the ask: pendingTime comes after it
-            for _ in range(3):  # a token that answers with a terminated instance is salted with its id
+            asking, salt = list(left), ""
+            for _ in range(3):
+                now = self.wall_clock()
+                for name in asking:
+                    self._requested.setdefault(name, now)  # before the ask: pendingTime comes after it
                 try:
-                    reply = self.ec2.run_instances(**self._run_request(group, name, facts, placement, salt))
+                    reply = self.ec2.run_instances(**self._run_request(group, asking, facts, placement, salt))
                 except ClientError as exc:
                     code, message, status = _error(exc)
                     last = CreateFailure(failure_for(code, status), f"{code}: {message[:200]}")
                     break
                 except BotoCoreError as exc:
-                    return CreateFailure(Failure.UNAVAILABLE, type(exc).__name__)
-                instance = reply["Instances"][0]
-                if instance.get("State", {}).get("Name") not in ("shutting-down", "terminated"):
+                    last = CreateFailure(Failure.UNAVAILABLE, type(exc).__name__)
+                    return launched, {n: last for n in left}
+                by_index = {int(i.get("AmiLaunchIndex") or 0): i for i in reply.get("Instances", [])}
+                dead: _Names = []
+                for index, name in enumerate(asking):
+                    instance = by_index.get(index)
+                    if instance is None:
+                        continue  # not launched here: capacity ran short
+                    if instance.get("State", {}).get("Name") in ("shutting-down", "terminated"):
+                        dead.append(name)
+                        continue
                     self._names[str(instance["InstanceId"])] = name
-                    return str(instance["InstanceId"])
-                salt = str(instance["InstanceId"])
+                    launched.append(name)
+                    left.remove(name)
+                if len(by_index) < len(asking):
+                    last = CreateFailure(Failure.CAPACITY, f"{placement.instance_type} in {placement.subnet}: short")
+                if not dead:
+                    break
+                asking, salt = dead, str(reply.get("ReservationId") or by_index[0].get("InstanceId"))
             else:
                 last = CreateFailure(Failure.CONFLICT, "client token keeps answering with terminated instances")
+            if not left:
+                break  # all launched here: the placement stays open for the next batch
             if last.reason not in FALLBACK:
-                return last
+                break
             dry.add(placement)
-        return last
+        return launched, {n: last for n in left}
 
     def _run_request(
-        self, group: str, name: str, facts: Mapping[str, str], placement: Placement, salt: str
+        self,
+        group: str,
+        names: Sequence[str],
+        facts: Mapping[str, Mapping[str, str]],
+        placement: Placement,
+        salt: str,
     ) -> dict[str, Any]:
         asg = self._asg(placement.asg)
         # A group with a mixed-instances policy (spot, several types) keeps its template inside the policy.
@@ -550,26 +543,32 @@ class AwsBackend:
         if not spec:
             raise BackendError(f"ASG {placement.asg} has no launch template", reason=Failure.INVALID)
         spec["Version"] = str(template.get("Version") or "$Default")
+        # One name: its Name and facts as plain tags (as before batching). Several: each instance finds
+        # its own in the tag of its launch index (scaler/backends/aws_launch.py).
+        identity = dict(facts.get(names[0], {})) if len(names) == 1 else batch_tags(names, facts)
         tags = {
-            "Name": name,
+            "Name": batch_name_tag(names),
             ASG_TAG: placement.asg,
             DEPARTMENT_TAG: self.department,
             BUCKET_TAG: self.jit_bucket,
             **({AGENT_URL_TAG: self.agent_url} if self.agent_url else {}),
-            **{k: v for k, v in facts.items() if v and k not in SECRET_METADATA},
+            **identity,
         }
         request: dict[str, Any] = {
             "LaunchTemplate": spec,
             "InstanceType": placement.instance_type,
             "SubnetId": placement.subnet,
             "MinCount": 1,
-            "MaxCount": 1,
-            "ClientToken": client_token(name, placement, salt),
+            "MaxCount": len(names),
+            "ClientToken": batch_token(names, placement, salt),
             "TagSpecifications": [
                 {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]},
                 {
                     "ResourceType": "volume",
-                    "Tags": [{"Key": "Name", "Value": name}, {"Key": DEPARTMENT_TAG, "Value": self.department}],
+                    "Tags": [
+                        {"Key": "Name", "Value": batch_name_tag(names)},
+                        {"Key": DEPARTMENT_TAG, "Value": self.department},
+                    ],
                 },
             ],
         }
@@ -593,6 +592,38 @@ class AwsBackend:
                 continue
             for row in batch:
                 row.lifecycle = "Pending"
+
+    def _detach(self, rows: Iterable[_Row]) -> _Names:
+        """Take members out of their ASGs, lowering desired capacity by exactly them; the ids now loose.
+
+        ``DetachInstances`` (up to 20 ids) with ``ShouldDecrementDesiredCapacity``,
+        then one ``TerminateInstances`` for all (the caller), instead of one
+        ``TerminateInstanceInAutoScalingGroup`` per instance. A batch AWS refuses
+        (an instance changed state since the listing) goes one by one the old way.
+        """
+        by_asg: dict[str, _Rows] = {}
+        for row in rows:
+            by_asg.setdefault(row.asg, []).append(row)
+        loose: _Names = []
+        for asg, members in by_asg.items():
+            for start in range(0, len(members), ATTACH_LIMIT):
+                batch = members[start : start + ATTACH_LIMIT]
+                try:
+                    self.autoscaling.detach_instances(
+                        AutoScalingGroupName=asg,
+                        InstanceIds=[r.id for r in batch],
+                        ShouldDecrementDesiredCapacity=True,
+                    )
+                except ClientError as exc:
+                    code, _, status = _error(exc)
+                    if failure_for(code, status) in (Failure.THROTTLED, Failure.UNAVAILABLE):
+                        raise backend_error(exc, "DetachInstances") from None
+                    log.info("detach refused; terminating one by one", extra={"asg": asg, "code": code})
+                    for row in batch:
+                        self._terminate_in_asg(row)
+                    continue
+                loose += [r.id for r in batch]
+        return loose
 
     def _terminate_in_asg(self, row: _Row) -> None:
         try:
@@ -715,7 +746,12 @@ class AwsBackend:
                 for item in reservation.get("Instances", []):
                     iid = str(item["InstanceId"])
                     tags = {str(t["Key"]): str(t.get("Value", "")) for t in item.get("Tags", [])}
-                    name = tags.get("Name", "")
+                    index = item.get("AmiLaunchIndex")
+                    launched_as = launch_identity(tags, int(index) if index is not None else None)
+                    name = launched_as[0] if launched_as else tags.get("Name", "")
+                    if launched_as:
+                        # Tags written since (a relabelled garo-job, garo-state) win over the launch's facts.
+                        tags = {**launched_as[1], **{k: v for k, v in tags.items() if not is_launch_tag(k)}}
                     if not INSTANCE_NAME_RE.match(name):
                         name = f"{prefix}w-{iid.removeprefix('i-')}"  # a warm instance the ASG launched
                     self._names[iid] = name
@@ -731,6 +767,7 @@ class AwsBackend:
                             zone=str(item.get("Placement", {}).get("AvailabilityZone", "")),
                             lifecycle=warm.get(iid) or lifecycle.get(iid, ""),
                             warm=iid in warm,
+                            batched=launched_as is not None,
                         )
                     )
         return rows
@@ -759,9 +796,20 @@ class AwsBackend:
             metadata={
                 k: v
                 for k, v in row.tags.items()
-                if k.startswith("garo-") and k not in _BOOKKEEPING_TAGS and k not in SECRET_METADATA
+                if v and k.startswith("garo-") and k not in _BOOKKEEPING_TAGS and k not in SECRET_METADATA
             },
         )
+
+
+def _detach_calls(rows: Sequence[_Row]) -> int:
+    """``DetachInstances`` calls that take ``rows`` out of their ASGs (up to 20 ids each, one ASG per call)."""
+    per_asg = Counter(r.asg for r in rows)
+    return sum(-(-n // ATTACH_LIMIT) for n in per_asg.values())
+
+
+def _facts(metadata: Mapping[str, str]) -> dict[str, str]:
+    """The facts an instance carries as tags: set ones, never a secret."""
+    return {k: v for k, v in metadata.items() if v and k not in SECRET_METADATA}
 
 
 def _state(row: _Row) -> InstanceState:
@@ -783,6 +831,7 @@ __all__ = [
     "AwsGroup",
     "Placement",
     "asg_name",
+    "backend_error",
     "client_token",
     "failure_for",
     "jit_key",

@@ -30,6 +30,7 @@ from typing import Any
 import requests
 
 from scaler.backends.aws import ASG_TAG, DEPARTMENT_TAG, AwsBackend, asg_name, jit_key
+from scaler.backends.aws_launch import launch_identity
 from scaler.backends.base import STATE_LABEL, Backend
 from scaler.config import StackConfig, parse_stack_config
 from scaler.demo.fleet import OnBoot
@@ -94,6 +95,8 @@ class AwsFleet:
             self.session = boto3.Session(region_name=REGION, **FAKE_CREDENTIALS)
             self.counted: Counter[str] = Counter()
             self.session.events.register("after-call", self._count)
+            # moto launches MinCount instances; AWS launches up to MaxCount when it has room, which moto always has.
+            self.session.events.register("before-parameter-build.ec2.RunInstances", _up_to_max_count)
             # The demo's own view (setup, boot agents, narration) is a separate session: not counted.
             own = boto3.Session(region_name=REGION, **FAKE_CREDENTIALS)
             self.ec2, self.autoscaling, self.s3, self.iam = (
@@ -218,7 +221,10 @@ class AwsFleet:
         for page in pages:
             for reservation in page["Reservations"]:
                 for item in reservation["Instances"]:
-                    found.append({**item, "tags": {t["Key"]: t["Value"] for t in item.get("Tags", [])}})
+                    tags = {t["Key"]: t["Value"] for t in item.get("Tags", [])}
+                    launched = launch_identity(tags, item.get("AmiLaunchIndex"))  # one of a batch: its own tag
+                    name = launched[0] if launched else tags.get("Name", item["InstanceId"])
+                    found.append({**item, "tags": tags, "name": name})
         return found
 
     def step(self, on_boot: OnBoot) -> list[str]:
@@ -242,7 +248,7 @@ class AwsFleet:
             self.ec2.create_tags(Resources=[iid], Tags=[{"Key": STATE_LABEL, "Value": "running"}])
             self.s3.delete_object(Bucket=BUCKET, Key=key)
             said.append(f"  {iid}: its boot agent read s3://{BUCKET}/{key} and deleted it")
-            on_boot(tags.get("Name", iid), jit)
+            on_boot(item["name"], jit)
         said += self._watch_bucket()
         return said
 
@@ -257,7 +263,7 @@ class AwsFleet:
 
     def finish(self, group: str, name: str) -> None:
         for item in self._instances():
-            if item["tags"].get("Name") == name and item["State"]["Name"] == "running":
+            if item["name"] == name and item["State"]["Name"] == "running":
                 self.ec2.create_tags(Resources=[item["InstanceId"]], Tags=[{"Key": STATE_LABEL, "Value": "done"}])
 
     def states(self) -> dict[str, str]:
@@ -272,7 +278,7 @@ class AwsFleet:
             if state == "terminated":
                 continue
             where = f"{iid}, {item['InstanceType']}, {item['Placement']['AvailabilityZone']}"
-            out[item["tags"].get("Name", iid)] = f"{state}, {lifecycle.get(iid, 'not in its ASG yet')} ({where})"
+            out[item["name"]] = f"{state}, {lifecycle.get(iid, 'not in its ASG yet')} ({where})"
         return out
 
     def calls(self) -> Mapping[str, int]:
@@ -295,3 +301,7 @@ class AwsFleet:
 
     def close(self) -> None:
         self.server.stop()
+
+
+def _up_to_max_count(params: dict[str, Any], **_: Any) -> None:
+    params["MinCount"] = params.get("MaxCount", params.get("MinCount", 1))

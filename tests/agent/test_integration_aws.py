@@ -26,7 +26,7 @@ from scaler.bus.sqlite import SqliteBus
 from scaler.config import StackConfig, parse_stack_config
 from scaler.github.client import GitHubClient
 from tests.agent.gcpkit import DEPARTMENT, GROUP, LABELS, REPO, Statuses, publish
-from tests.harness.aws import REGION, AwsGaps, make_asg, make_bucket
+from tests.harness.aws import REGION, AwsGaps, garo_identity, make_asg, make_bucket
 
 JOBS = (5101, 5102, 5103)
 ASG, BUCKET, ROLE = f"garo-{DEPARTMENT}-{GROUP}", f"garo-{DEPARTMENT}-jit", "AROAEXAMPLERUNNER"
@@ -101,8 +101,8 @@ def by_name(ec2: Any) -> dict[str, list[dict[str, Any]]]:
     found: dict[str, list[dict[str, Any]]] = {}
     for reservation in ec2.describe_instances(Filters=[{"Name": "tag:garo-asg", "Values": [ASG]}])["Reservations"]:
         for instance in reservation["Instances"]:
-            tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
-            found.setdefault(tags.get("Name", ""), []).append({**instance, "tags": tags})
+            name, tags = garo_identity(instance)
+            found.setdefault(name, []).append({**instance, "tags": tags})
     return found
 
 
@@ -134,8 +134,7 @@ def test_every_queued_job_gets_one_instance_and_every_completed_one_is_terminate
     group = rig["asg"].describe_auto_scaling_groups(AutoScalingGroupNames=[ASG])["AutoScalingGroups"][0]
     assert sorted(i["InstanceId"] for i in group["Instances"]) == sorted(ids.values())
     runs = [p for op, p in rig["gaps"].requests if op == "RunInstances"]
-    assert sorted(t["Value"] for p in runs for s in p["TagSpecifications"] for t in s["Tags"] if t["Key"] == "Name"
-                  and s["ResourceType"] == "instance") == sorted(names.values())  # fmt: skip
+    assert [r["MaxCount"] for r in runs] == [len(JOBS)]  # one call for the burst
 
     for runner_id, job in enumerate(JOBS, start=1):
         publish(publisher, "in_progress", job, runner=names[job], runner_id=runner_id)
@@ -155,8 +154,9 @@ def test_every_queued_job_gets_one_instance_and_every_completed_one_is_terminate
     group = rig["asg"].describe_auto_scaling_groups(AutoScalingGroupNames=[ASG])["AutoScalingGroups"][0]
     assert group["DesiredCapacity"] == 0 and group["Instances"] == []
     ops = [op for op, _ in rig["gaps"].requests]
-    assert ops.count("TerminateInstanceInAutoScalingGroup") == len(JOBS)
-    assert ops.count("RunInstances") == len(JOBS) and "SetDesiredCapacity" not in ops
+    assert ops.count("DetachInstances") == 1 and ops.count("TerminateInstances") == 1
+    assert "TerminateInstanceInAutoScalingGroup" not in ops
+    assert ops.count("RunInstances") == 1 and "SetDesiredCapacity" not in ops
 
     # Nothing was refused: GitHub's OpenAPI (Prism) and moto answered every request with success.
     assert rig["github"].rejected == [] and rig["aws"].rejected == []

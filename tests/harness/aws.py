@@ -75,7 +75,8 @@ def aws_clients(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Callable[.
 # ---------------------------------------------------------------------------- what moto does not model
 #
 # moto 5.2 has no warm-pool instances ("Does not create/return any Instances"), no capacity errors,
-# no ClientToken idempotency and no throttling. ``AwsGaps`` adds exactly these on the client side,
+# no ClientToken idempotency, no throttling, and launches MinCount instances where AWS launches up to
+# MaxCount. ``AwsGaps`` adds exactly these on the client side,
 # through botocore's own event hooks: botocore has already validated every request against the
 # service model (the same ``validate_parameters`` over the operation's input shape, which the gaps
 # call again explicitly), and every answer the gaps make up is validated against the operation's
@@ -96,7 +97,8 @@ class AwsGaps:
         self.autoscaling = self._raw.client("autoscaling", endpoint_url=endpoint)
         self.warm: dict[str, dict[str, str]] = {}  # asg -> instance id -> warm-pool lifecycle state
         self.dry: set[tuple[str, str, bool]] = set()  # (instance type or "*", AZ or "*", spot) refused
-        self.tokens: dict[str, tuple[dict[str, Any], str]] = {}  # ClientToken -> (request, instance id)
+        self.room: dict[tuple[str, str, bool], int] = {}  # (type or "*", AZ or "*", spot) -> instances left
+        self.tokens: dict[str, tuple[dict[str, Any], list[str]]] = {}  # ClientToken -> (request, instance ids)
         self.requests: list[tuple[str, dict[str, Any]]] = []  # every validated request the session made
         self._zones: dict[str, str] = {}
 
@@ -136,6 +138,11 @@ class AwsGaps:
         for market in (True, False) if spot is None else (spot,):
             self.dry.add((instance_type, zone, market))
 
+    def limit(self, count: int, instance_type: str = "*", zone: str = "*", spot: bool | None = None) -> None:
+        """Capacity for only ``count`` more instances of this type in this AZ (``*``: any), then none."""
+        for market in (True, False) if spot is None else (spot,):
+            self.room[(instance_type, zone, market)] = count
+
     # -------------------------------------------------------------- hooks
 
     def _validate(self, params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
@@ -151,28 +158,42 @@ class AwsGaps:
         return self._zones[subnet]
 
     def _run_instances(self, model: Any, context: dict[str, Any], **_: Any) -> Any:
+        """ClientToken idempotency, capacity, and ``MaxCount``: AWS launches as many as it has room for.
+
+        moto launches ``MinCount`` instances whatever ``MaxCount`` says; AWS launches up to
+        ``MaxCount`` and at least ``MinCount`` or none (InsufficientInstanceCapacity). The gaps
+        decide the count and have moto launch exactly that many, with the request otherwise as sent.
+        """
         params = context["garo_params"]
         token = params.get("ClientToken")
         if token and token in self.tokens:
-            earlier, instance_id = self.tokens[token]
+            earlier, instance_ids = self.tokens[token]
             if earlier != params:
                 return _error_reply(model, 400, "IdempotentParameterMismatch", "token reused with other parameters")
-            found = self.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-            return _reply(model, {"Groups": [], "Instances": found[0]["Instances"], "OwnerId": found[0]["OwnerId"],
+            found = self.ec2.describe_instances(InstanceIds=instance_ids)["Reservations"]
+            instances = sorted((i for r in found for i in r["Instances"]), key=lambda i: i["AmiLaunchIndex"])
+            return _reply(model, {"Groups": [], "Instances": instances, "OwnerId": found[0]["OwnerId"],
                                   "ReservationId": found[0]["ReservationId"]})  # fmt: skip
         spot = params.get("InstanceMarketOptions", {}).get("MarketType") == "spot"
         zone = self._zone(params["SubnetId"]) if params.get("SubnetId") else "*"
         kind = params.get("InstanceType", "*")
-        for rule in ((kind, zone, spot), ("*", zone, spot), (kind, "*", spot), ("*", "*", spot)):
-            if rule in self.dry:
-                code = "InsufficientInstanceCapacity"
-                return _error_reply(model, 500, code, f"We currently do not have sufficient {kind} capacity in {zone}")
-        return None  # moto launches it
+        rules = ((kind, zone, spot), ("*", zone, spot), (kind, "*", spot), ("*", "*", spot))
+        room = min([int(params["MaxCount"])] + [self.room[r] for r in rules if r in self.room])
+        if any(rule in self.dry for rule in rules) or room < int(params["MinCount"]):
+            code = "InsufficientInstanceCapacity"
+            return _error_reply(model, 500, code, f"We currently do not have sufficient {kind} capacity in {zone}")
+        for rule in (r for r in rules if r in self.room):
+            self.room[rule] -= room
+        if room == int(params["MinCount"]):
+            return None  # moto launches it
+        reply = self.ec2.run_instances(**{**params, "MinCount": room, "MaxCount": room})
+        return _reply(model, {k: v for k, v in reply.items() if k != "ResponseMetadata"})
 
     def _remember_token(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
         params = context.get("garo_params", {})
         if params.get("ClientToken") and parsed.get("Instances"):
-            self.tokens.setdefault(params["ClientToken"], (params, parsed["Instances"][0]["InstanceId"]))
+            ids = [i["InstanceId"] for i in parsed["Instances"]]
+            self.tokens.setdefault(params["ClientToken"], (params, ids))
 
     def _describe_warm_pool(self, model: Any, context: dict[str, Any], **_: Any) -> Any:
         asg = context["garo_params"]["AutoScalingGroupName"]
@@ -280,3 +301,23 @@ def make_asg(
 
 def make_bucket(aws_clients: Callable[..., Any], name: str) -> None:
     aws_clients("s3").create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
+
+
+def garo_identity(instance: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The Garo name an EC2 instance (a DescribeInstances item) was launched for and its tags, as documented.
+
+    Launched with others (docs/aws-backend.md): the name and facts in its ``garo-launch-<AmiLaunchIndex>``
+    tag, under the tags written since; alone: its ``Name`` and its tags.
+    """
+    tags = {t["Key"]: t.get("Value", "") for t in instance.get("Tags", [])}
+    own = tags.get(f"garo-launch-{instance.get('AmiLaunchIndex', 0)}")
+    if not own:
+        return str(tags.get("Name", "")), tags
+    name, *pairs = own.split(" ")
+    facts = dict(pair.split("=", 1) for pair in pairs)
+    return name, {**facts, **{k: v for k, v in tags.items() if not k.startswith("garo-launch-")}}
+
+
+def garo_name(instance: dict[str, Any]) -> str:
+    """The Garo name an EC2 instance was launched for (:func:`garo_identity`)."""
+    return garo_identity(instance)[0]
