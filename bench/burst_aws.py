@@ -27,7 +27,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from bench.burst import BudgetedGitHub, publish_due
+from bench.burst import IDLE_WAIT, BudgetedGitHub, publish_due
 from bench.docs import heading
 from scaler.agent import Agent
 from scaler.agent.executor import METADATA_WRITERS
@@ -178,7 +178,10 @@ def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, li
         published = 0
         while True:
             published = publish_due(bus, jobs, published, start, spread)
+            moved = len(calls.launched), len(agent.book.pending_jit)
             agent.run_once()
+            if published == jobs and (len(calls.launched), len(agent.book.pending_jit)) == moved:
+                time.sleep(IDLE_WAIT)  # nothing moved (the JIT budget is spent): as the agent's bus pull would wait
             if len(calls.launched) >= target and not agent.book.pending_jit:
                 break
             if time.monotonic() - start > 900:
@@ -200,6 +203,7 @@ def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, li
                 break
             published = publish_due(bus, jobs, published, start, spread)
             agent.run_once()
+            time.sleep(IDLE_WAIT)  # the bench's own listing above is a full DescribeInstances: not in a busy loop
         wall = time.monotonic() - start
         left = len(live_jobs(clients))
     finally:
