@@ -93,7 +93,7 @@ def drive_every_backend_method(fake: ComputeFake) -> dict[str, set[str]]:
     fake.settle()
     fake.fail_next(412, 1, "instances.setMetadata")
     # A JIT config is held in memory (no call); garo-job still goes to the instance (a warm VM took a job).
-    record("set_metadata", lambda: backend.set_metadata("linux", job, {"garo-jit-config": "x", "garo-job": "1"}))
+    record("set_metadata", lambda: backend.set_metadata("linux", job, {"garo-jit-config": "x", "garo-note": "1"}))
     record("delete", lambda: backend.delete("linux", [job]))
     record("delete", lambda: backend.delete("spot", [spot_job]))
     fake.settle()
