@@ -159,12 +159,12 @@ def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, li
             runner_role_id=ROLE, session=session, endpoint_url=endpoint, list_ttl=list_ttl, agent_url=AGENT_URL,
         )  # fmt: skip
         github = BudgetedGitHub(github_latency)
-        configured: set[str] = set()  # runner names whose JIT config the agent generated
+        configured: dict[str, int] = {}  # runner names whose JIT config the agent generated: their runner ids
         generate = github.generate_jit_config
 
         def generate_and_note(name: str, runner_group_id: int, labels: Sequence[str]) -> JitConfig:
             config = generate(name, runner_group_id, labels)
-            configured.add(name)
+            configured[name] = config.runner_id
             return config
 
         github.generate_jit_config = generate_and_note  # type: ignore[method-assign]
@@ -197,7 +197,7 @@ def run(jobs: int, max_vms: int, github_latency: float, spread: float = 10.0, li
             live = live_jobs(clients)
             for name, job_id in live.items():
                 if job_id not in done and name in configured:  # its runner got its config
-                    complete(bus, name, job_id, runner_id=job_id)
+                    complete(bus, name, job_id, runner_id=configured[name])  # the id GitHub gave its runner
                     done.add(job_id)
             if len(done) >= jobs and not live:
                 break
