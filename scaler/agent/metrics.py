@@ -42,26 +42,26 @@ def _cached_labels(metric: M, labelvalues: tuple[Any, ...], labelkwargs: dict[st
     return child
 
 
-def _forget_children(metric: prometheus_client.metrics.MetricWrapperBase) -> None:
-    metric.__dict__.pop("_children", None)
+class _ForgetsChildren(prometheus_client.metrics.MetricWrapperBase):
+    """Removing or clearing series forgets the cached children too (a removed series starts again at zero)."""
+
+    def remove(self, *labelvalues: Any) -> None:
+        self.__dict__.pop("_children", None)
+        super().remove(*labelvalues)
+
+    def clear(self) -> None:
+        self.__dict__.pop("_children", None)
+        super().clear()
 
 
-class Counter(prometheus_client.Counter):
+class Counter(_ForgetsChildren, prometheus_client.Counter):
     """A Counter whose labelled children are cached (same series, same values)."""
 
     def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Counter:
         return _cached_labels(self, labelvalues, labelkwargs, prometheus_client.Counter)
 
-    def remove(self, *labelvalues: Any) -> None:
-        _forget_children(self)
-        super().remove(*labelvalues)
 
-    def clear(self) -> None:
-        _forget_children(self)
-        super().clear()
-
-
-class Gauge(prometheus_client.Gauge):
+class Gauge(_ForgetsChildren, prometheus_client.Gauge):
     """A Gauge whose labelled children are cached, and set only when the value changes (same values).
 
     The executor sets each group's gauges after every plan, mostly to what they already say.
@@ -89,28 +89,12 @@ class Gauge(prometheus_client.Gauge):
         self.__dict__.pop("_last_set", None)
         super().set_function(f)
 
-    def remove(self, *labelvalues: Any) -> None:
-        _forget_children(self)
-        super().remove(*labelvalues)
 
-    def clear(self) -> None:
-        _forget_children(self)
-        super().clear()
-
-
-class Histogram(prometheus_client.Histogram):
+class Histogram(_ForgetsChildren, prometheus_client.Histogram):
     """A Histogram whose labelled children are cached (same series, same values)."""
 
     def labels(self, *labelvalues: Any, **labelkwargs: Any) -> Histogram:
         return _cached_labels(self, labelvalues, labelkwargs, prometheus_client.Histogram)
-
-    def remove(self, *labelvalues: Any) -> None:
-        _forget_children(self)
-        super().remove(*labelvalues)
-
-    def clear(self) -> None:
-        _forget_children(self)
-        super().clear()
 
 
 @functools.lru_cache(maxsize=256)
