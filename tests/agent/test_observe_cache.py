@@ -78,3 +78,14 @@ def test_gauges_report_the_last_value_however_they_got_there() -> None:
     metrics.set_vms("linux", {"running": 5})
     metrics.set_vms("linux", {"running": 5})
     assert vms("running") == 5 and vms("creating") == 0
+
+
+def test_a_removed_or_cleared_series_starts_again_at_zero_despite_the_cached_children() -> None:
+    registry = CollectorRegistry()
+    metrics = AgentMetrics(registry)
+    metrics.events.labels("queued", "ok").inc(3)
+    metrics.events.remove("queued", "ok")
+    metrics.events.labels("queued", "ok").inc()
+    assert registry.get_sample_value("garo_events_total", {"action": "queued", "outcome": "ok"}) == 1.0
+    metrics.events.clear()
+    assert registry.get_sample_value("garo_events_total", {"action": "queued", "outcome": "ok"}) is None
