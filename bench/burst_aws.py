@@ -264,7 +264,8 @@ the oldest entries wrote it to S3 with one `PutObject` per instance). Entries un
 instance with its own `RunInstances`, counted calls per instance and stopped once every config was handed out;
 since then up to 40 names share a `RunInstances`, and every job then completes and the agent deletes its VM
 (`DetachInstances`, up to 20, and one `TerminateInstances`), so calls per job count create, delivery, clearing,
-deletion and listing."""
+deletion and listing. No runner runs a job here, so every runner is still listed idle when its job completes and
+the agent deregisters it (`delete_runner`); a real ephemeral runner is listed busy, then goes by itself."""
 
 
 def markdown(r: dict[str, Any], command: str, date: str | None = None) -> str:
@@ -284,13 +285,14 @@ agent writes configs to up to {r["writers"]} instances at a time.
 {rows}
 | **total** | **{r["aws_total"]}** | **{r["calls_per_job"]:.3f}** |
 
-- Until every config was handed out: {r["create_calls"]} calls ({r["create_calls_per_job"]:.3f} per job); \
-completing the jobs and deleting their VMs: {r["delete_calls"]} calls ({r["delete_calls_per_job"]:.3f} per job).
+- Until the first {r["target"]} configs were handed out: {r["create_calls"]} calls ({r["create_calls_per_job"]:.3f} per job); \
+after that (the VMs of the jobs beyond `max`, every job completing, every VM deleted): {r["delete_calls"]} calls ({r["delete_calls_per_job"]:.3f} per job).
 - AWS errors answered: {errors}. GitHub calls: {gh}.
 - All capacity requested ({r["target"]} instances launched): {requested}; instances launched \
-{r["launched"]}, ASG members once every config was handed out {r["members"]}.
-- JIT configs generated: {r["jit_configs"]}; waiting to be pulled then: {r["jit_in_vault"]} in the \
+{r["launched"]}, ASG members once the first {r["target"]} configs were handed out {r["members"]}.
+- JIT configs generated: {r["jit_configs"]}; waiting to be pulled once the first {r["target"]} were handed out: \
+{r["jit_in_vault"]} in the \
 agent's memory, {r["jit_objects"]} as S3 objects (no runner boots in this bench).
 - Jobs completed: {r["completed"]}; instances left at the end: {r["left"]}; messages still held: {r["held"]}.
-- Wall time of the run: {r["wall_s"]:.1f} s ({r["created_s"]:.1f} s until every config was handed out).
+- Wall time of the run: {r["wall_s"]:.1f} s ({r["created_s"]:.1f} s until the first {r["target"]} configs were handed out).
 """
