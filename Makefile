@@ -36,7 +36,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Examples the agent's property test (tests/agent/test_property.py) draws, derandomised. At 2,000 it
-# found the replicas bug of issue 9 with 3 of 7 hypothesis seeds (kept as @examples since); 2,000 now
+# found the replicas bug of issue 9 with 3 of 7 hypothesis seeds; 2,000 now
 # cost over 2 minutes of make test's 15 across its two runs, so make test draws 1,000. For a deeper
 # run: make pytest PROPERTY_EXAMPLES=5000, or pytest --hypothesis-seed=N.
 PROPERTY_EXAMPLES ?= 1000
