@@ -213,16 +213,22 @@ def test_a_late_completed_for_a_reused_name_does_not_delete_the_new_vm() -> None
     assert [i.name for i in world.instances("linux")] == [warm], "the warm VM now under that name survives"
 
 
-def test_a_burst_of_completions_is_one_delete_call_per_group() -> None:
+def _running(count: int) -> tuple[World, list[SimJob]]:
+    """A world with ``count`` jobs running, each on its own VM (max 10)."""
     world = World()
     world.configure(max_linux=10)
-    jobs = [world.queue() for _ in range(5)]
+    jobs = [world.queue() for _ in range(count)]
     world.step()
-    world.advance(20)
+    world.advance(20)  # the VMs exist
     world.step()
     world.advance(1)  # runners start; GitHub hands out the jobs
     world.step()
     assert all(j.status == "in_progress" for j in jobs)
+    return world, jobs
+
+
+def test_a_burst_of_completions_is_one_delete_call_per_group() -> None:
+    world, jobs = _running(5)
     deletes: list[list[str]] = []
     delete = world.backend.delete
     world.backend.delete = lambda g, names: deletes.append(list(names)) or delete(g, names)  # type: ignore[method-assign]
@@ -235,15 +241,7 @@ def test_a_burst_of_completions_is_one_delete_call_per_group() -> None:
 
 def test_completions_send_no_runner_delete_for_runners_listed_busy_but_a_lingering_runner_goes() -> None:
     """Ephemeral runners deregister themselves: a listing from before the jobs ended is no reason to DELETE."""
-    world = World()
-    world.configure(max_linux=10)
-    jobs = [world.queue() for _ in range(3)]
-    world.step()
-    world.advance(20)
-    world.step()
-    world.advance(1)
-    world.step()
-    assert all(j.status == "in_progress" for j in jobs)
+    world, jobs = _running(3)
     world.agents[0].reconcile()  # a fresh runner listing: all three runners busy
     for job in jobs[:2]:
         world.finish(job)
