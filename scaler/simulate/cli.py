@@ -103,7 +103,16 @@ def _summary_line(o: Outcome, mark: str = " ") -> str:
     help="GitHub's JIT config budget.",
 )
 @click.option("--seed", default=1, show_default=True, type=int, help="Random seed for latencies and GitHub's choices.")
-@click.option("--workers", type=click.IntRange(1, 256), help="Processes for a sweep (default: one per core).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    help="Processes for a sweep's configurations, or for one long history's pieces (default: one per core).",
+)
+@click.option(
+    "--whole",
+    is_flag=True,
+    help="Simulate the history in one piece, not in pieces cut at its quiet gaps (slower; see docs/simulate.md).",
+)
 @click.option("--skip-bad", is_flag=True, help="Simulate the good lines of a history with bad ones (still listed).")
 def simulate(
     stack_file: Path,
@@ -118,6 +127,7 @@ def simulate(
     jit_per_minute: int,
     seed: int,
     workers: int | None,
+    whole: bool,
     skip_bad: bool,
 ) -> None:  # fmt: skip
     """Replay a job history through the real agent on a virtual clock (docs/simulate.md)."""
@@ -153,7 +163,7 @@ def simulate(
         _fail(str(exc), 1)
     for line in report.error_lines():
         click.echo(line, err=True)
-    opts = Options(seed=seed, jit_per_minute=jit_per_minute, cloud_model=model_name)
+    opts = Options(seed=seed, jit_per_minute=jit_per_minute, cloud_model=model_name, split=not whole, workers=workers)
     outcomes, single = _run(chosen_variants, raw_config, stack_file, report.records, models, table_, history, opts,
                             skip_bad, latency, prices, workers)  # fmt: skip
     _output(outcomes, single, chosen_variants, target_s, text, stack_file, as_json, report_dir, len(sets) > 0)

@@ -26,9 +26,10 @@ import contextlib
 import functools
 import gc
 import heapq
+import itertools
 import logging
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -51,6 +52,7 @@ log = logging.getLogger("garo.simulate")
 WARM_UP = 600.0  # seconds before the first job: pools fill, the first reconcile runs
 STEPS_PER_INSTANT = 8  # agent steps at one virtual instant at most (a step can set off zero-latency events)
 YOUNG_COLLECTION = 20_000  # allocations between young-generation collections during a run (Python's default: 700)
+NOTHING_TO_SIMULATE = "no job in the history can be simulated: none ran, or none fits a group's labels"
 CLOUD_MODELS = {"gcp": "gce", "aws": "ec2", "local": "gce"}
 
 
@@ -61,6 +63,9 @@ class Options:
     cloud_model: str | None = None  # latency model name; default from garo:cloud
     keep_log: bool = False  # keep the (time, event, name) log (agreement tests)
     drain: float = 1800.0  # seconds simulated after the last job ends (teardown, pool trims)
+    split: bool = True  # a long history in pieces at quiet gaps (scaler.simulate.pieces); False: in one
+    piece_jobs: int = 2000  # jobs a piece has at least
+    workers: int | None = None  # processes for the pieces (None: one per core); never changes the figures
 
 
 @dataclass
@@ -94,6 +99,7 @@ class RunResult:
     steps: int
     vm_log: list[tuple[float, str, str]] = field(default_factory=list)
     events: list[tuple[float, str, int]] = field(default_factory=list)  # (time, action, job id) GitHub sent
+    pieces: int = 1  # the history was simulated in this many pieces (scaler.simulate.pieces)
 
 
 def route(groups: Sequence[RunnerGroup], record: JobRecord) -> RunnerGroup | None:
@@ -103,6 +109,23 @@ def route(groups: Sequence[RunnerGroup], record: JobRecord) -> RunnerGroup | Non
     wanted = {label.lower() for label in record.labels}
     fits = [g for g in groups if wanted <= {label.lower() for label in g.labels}]
     return min(fits, key=lambda g: len(g.labels)) if fits else None
+
+
+Routed = tuple[JobRecord, RunnerGroup]
+
+
+def route_all(groups: Sequence[RunnerGroup], records: Sequence[JobRecord]) -> tuple[list[Routed], int]:
+    """The jobs that can be simulated with their groups, in order of creation; and how many cannot."""
+    routed: list[Routed] = []
+    unrouted = 0
+    for record in records:
+        group = route(groups, record)
+        if group is None or record.started_at is None or record.completed_at is None:
+            unrouted += 1
+            continue
+        routed.append((record, group))
+    routed.sort(key=lambda rg: (rg[0].created_at, rg[0].id))
+    return routed, unrouted
 
 
 def _ts(value: datetime) -> float:
@@ -219,23 +242,31 @@ class Simulation:
         return max(due, self.clock.now)
 
     def run(self, records: Sequence[JobRecord]) -> RunResult:
-        groups = self.config.groups
-        routed: list[tuple[JobRecord, RunnerGroup]] = []
-        unrouted = 0
-        for record in records:
-            group = route(groups, record)
-            if group is None or record.started_at is None or record.completed_at is None:
-                unrouted += 1
-                continue
-            routed.append((record, group))
-        routed.sort(key=lambda rg: (rg[0].created_at, rg[0].id))
+        routed, unrouted = route_all(self.config.groups, records)
+        return self.run_routed(routed, unrouted)
+
+    def run_routed(
+        self,
+        routed: Sequence[Routed],
+        unrouted: int = 0,
+        until: float | None = None,
+        repositories: Iterable[str] = (),
+    ) -> RunResult:
+        """Simulate jobs already routed, in order of creation.
+
+        ``until``: stop then (once every job has completed), not ``drain`` after
+        the last job: a piece of a longer history ends where the next begins
+        (:mod:`scaler.simulate.pieces`), which also names the whole history's
+        ``repositories`` (the organisation's, beyond this piece's).
+        """
         if not routed:
-            raise ValueError("no job in the history can be simulated: none ran, or none fits a group's labels")
+            raise ValueError(NOTHING_TO_SIMULATE)
         start = _ts(routed[0][0].created_at) - WARM_UP
         self.clock.now = start
         self.cloud.begin()
-        for record, _ in routed:  # the organisation's repositories, for the priority classes' runner groups
-            self.github.know_repository(record.repository)
+        # The organisation's repositories, for the priority classes' runner groups.
+        for repository in itertools.chain(repositories, (record.repository for record, _ in routed)):
+            self.github.know_repository(repository)
         for record, group in routed:
             assert record.started_at is not None and record.completed_at is not None
             self.group_of_job[record.id] = group.name
@@ -247,23 +278,31 @@ class Simulation:
         agent_log.setLevel(logging.ERROR)  # a month of "capacity requested" lines helps nobody
         try:
             with _long_lived_heap():
-                self._loop(last_end)
+                drained = last_end + self.options.drain
+                if until is None:
+                    self._loop(drained, drained)
+                else:  # a job still waiting then is not cut short (as far as a whole run would go on)
+                    self._loop(until, max(until + self.options.drain, drained))
         finally:
             agent_log.setLevel(level)
         end = self.clock.now
         self.cloud.close()
         return self._result(routed, start, end, unrouted)
 
-    def _loop(self, last_end: float) -> None:
+    def _loop(self, stop_after: float, stop_at_latest: float) -> None:
+        """Step until ``stop_after`` once every job is over, or until ``stop_at_latest`` in any case."""
         last_step = self.clock.now
-        stop_after = last_end + self.options.drain
         while True:
             next_event = self.timeline.next_time()
             due = self._agent_due(last_step)
             now = min(due, next_event) if next_event is not None else due
             if now > stop_after and (next_event is None or next_event > stop_after):
-                self.clock.now = max(self.clock.now, stop_after)
-                break
+                if self._all_completed():
+                    self.clock.now = max(self.clock.now, stop_after)
+                    break
+                if now > stop_at_latest:  # a job that can never start (e.g. max 0) must not keep the run going
+                    self.clock.now = max(self.clock.now, stop_at_latest)
+                    break
             self.clock.now = now
             for _ in range(STEPS_PER_INSTANT):
                 self.timeline.run_due()
@@ -285,11 +324,13 @@ class Simulation:
                 if not self._dirty and (nxt is None or nxt > now):
                     break
 
+    def _all_completed(self) -> bool:
+        """Every job queued so far is over (a job still waiting at the end of a piece is not cut short)."""
+        return all(job.status == "completed" for job in self.github.jobs.values())
+
     # ------------------------------------------------------------------ result
 
-    def _result(
-        self, routed: list[tuple[JobRecord, RunnerGroup]], start: float, end: float, unrouted: int
-    ) -> RunResult:
+    def _result(self, routed: Sequence[Routed], start: float, end: float, unrouted: int) -> RunResult:
         department = self.config.department
         names = [g.name for g in self.config.groups]
         outcomes: list[JobOutcome] = []
@@ -365,4 +406,12 @@ def _warm_seconds(group: RunnerGroup, start: float, end: float) -> float:
 def simulate(
     config: StackConfig, records: Sequence[JobRecord], models: LatencyModels, options: Options = Options()
 ) -> RunResult:
-    return Simulation(config, models, options).run(records)
+    """Simulate the history: in pieces at its quiet gaps, in parallel, unless ``options.split`` is off."""
+    from scaler.simulate.pieces import run_pieces  # it builds on this module
+
+    if config.kind != "department":
+        raise ValueError("simulate a department stack, not the hub")
+    routed, unrouted = route_all(config.groups, records)
+    if not routed:
+        raise ValueError(NOTHING_TO_SIMULATE)
+    return run_pieces(config, models, options, routed, unrouted)

@@ -73,6 +73,7 @@ class Figures:
     preemptions: int
     unrouted: int
     steps: int
+    pieces: int  # the history ran in this many pieces cut at quiet gaps (scaler.simulate.pieces)
     # With garo:priorities: per priority class, (jobs, p50, p95, max wait in s). Histories carry no
     # workflow names, so classes come from repository rules only.
     waits_by_class: dict[str, tuple[int, float, float, float]] = field(default_factory=dict)
@@ -207,6 +208,7 @@ def figures(result: RunResult, prices: PriceTable) -> Figures:
         preemptions=usage.preemptions,
         unrouted=result.unrouted,
         steps=result.steps,
+        pieces=result.pieces,
         waits_by_class=waits_by_class,
     )
 
@@ -229,6 +231,10 @@ def duration_text(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+def _in_pieces(pieces: int) -> str:
+    return f" in {pieces} pieces cut at quiet gaps" if pieces > 1 else ""
 
 
 def table(f: Figures) -> str:
@@ -254,7 +260,7 @@ def table(f: Figures) -> str:
     gh = ", ".join(f"{k} {v}" for k, v in f.github_calls.items())
     lines += [
         "",
-        f"{f.days:.1f} days simulated; cost in {f.currency} (price table dated {f.price_dated}); "
+        f"{f.days:.1f} days simulated{_in_pieces(f.pieces)}; cost in {f.currency} (price table dated {f.price_dated}); "
         f"warm-pool minutes configured: {f.total.warm_pool_minutes:.0f}; standby minutes: {f.total.standby_minutes:.0f}",
         f"cloud calls: {calls}",
         f"GitHub calls: {gh}",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,8 @@ def run_one(
 
 
 def _worker(raw: dict[str, Any], source: str, label: str, options: Options) -> Outcome:
-    return run_one(raw, source, label, options)[0]
+    # The sweep already has a process per core: this configuration's pieces run one after another.
+    return run_one(raw, source, label, replace(options, workers=1))[0]
 
 
 def run_many(
