@@ -39,9 +39,10 @@ sys.path.insert(0, str(ROOT))
 from bench.docs import add_entry, heading  # noqa: E402
 from scaler.config import parse_stack_config  # noqa: E402
 from scaler.history.record import read_history  # noqa: E402
-from scaler.simulate.engine import Options, simulate  # noqa: E402
+from scaler.simulate.engine import Options  # noqa: E402
 from scaler.simulate.figures import Figures, figures  # noqa: E402
 from scaler.simulate.models import Distribution, load_latency, load_prices  # noqa: E402
+from scaler.simulate.pieces import simulate  # noqa: E402
 from scaler.simulate.sweep import Inputs, run_many  # noqa: E402
 
 GROUPS = [  # the generator's default label mix: small 60 %, medium 25 %, large 10 %, gpu 5 %

@@ -26,8 +26,9 @@ from scaler.backends.local import LocalBackend
 from scaler.backends.local_vm import SimulatedVms
 from scaler.github.sim import GitHubSim
 from scaler.simulate.bus import SimBus
-from scaler.simulate.engine import Options, simulate
+from scaler.simulate.engine import Options
 from scaler.simulate.models import load_latency
+from scaler.simulate.pieces import simulate
 from tests.simkit import LABELS, job, latency_override, stack
 
 BOOT = 0.5

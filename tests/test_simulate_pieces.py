@@ -10,10 +10,10 @@ import pytest
 
 from scaler.history.generate import TraceShape, generate
 from scaler.history.record import JobRecord
-from scaler.simulate.engine import WARM_UP, Options, RunResult, Simulation, route_all, simulate
+from scaler.simulate.engine import WARM_UP, Options, RunResult, Simulation, route_all
 from scaler.simulate.figures import figures
 from scaler.simulate.models import load_latency, load_prices
-from scaler.simulate.pieces import IN_FLIGHT_AFTER, cut
+from scaler.simulate.pieces import IN_FLIGHT_AFTER, cut, simulate
 from tests.simkit import LABELS, T0, job, stack
 
 LARGE = ("self-hosted", "linux", "x64", "large")

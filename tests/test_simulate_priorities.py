@@ -6,9 +6,10 @@ import dataclasses
 from pathlib import Path
 
 from scaler.config import parse_stack_config
-from scaler.simulate.engine import Options, simulate
+from scaler.simulate.engine import Options
 from scaler.simulate.figures import figures, table
 from scaler.simulate.models import load_latency, load_prices
+from scaler.simulate.pieces import simulate
 from tests.simkit import job, latency_override, stack_raw
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from scaler.history.record import JobRecord
-from scaler.simulate.engine import Options, simulate
+from scaler.simulate.engine import Options
 from scaler.simulate.figures import figures
 from scaler.simulate.models import load_latency, load_prices
+from scaler.simulate.pieces import simulate
 from tests.simkit import LABELS, job, latency_override, stack
 
 LARGE = ("self-hosted", "linux", "x64", "large")

@@ -241,10 +241,6 @@ class Simulation:
             due = min(due, lease)
         return max(due, self.clock.now)
 
-    def run(self, records: Sequence[JobRecord]) -> RunResult:
-        routed, unrouted = route_all(self.config.groups, records)
-        return self.run_routed(routed, unrouted)
-
     def run_routed(
         self,
         routed: Sequence[Routed],
@@ -401,17 +397,3 @@ def _warm_seconds(group: RunnerGroup, start: float, end: float) -> float:
         total += warm_target(group.warm_pool, t) * step
         t += step
     return total
-
-
-def simulate(
-    config: StackConfig, records: Sequence[JobRecord], models: LatencyModels, options: Options = Options()
-) -> RunResult:
-    """Simulate the history: in pieces at its quiet gaps, in parallel, unless ``options.split`` is off."""
-    from scaler.simulate.pieces import run_pieces  # it builds on this module
-
-    if config.kind != "department":
-        raise ValueError("simulate a department stack, not the hub")
-    routed, unrouted = route_all(config.groups, records)
-    if not routed:
-        raise ValueError(NOTHING_TO_SIMULATE)
-    return run_pieces(config, models, options, routed, unrouted)

@@ -1,4 +1,4 @@
-"""A long history in pieces: cut at quiet gaps, simulated in parallel processes, joined.
+"""``simulate``: a long history in pieces: cut at quiet gaps, simulated in parallel processes, joined.
 
 A month of a department's jobs is mostly working days with quiet nights and
 weekends between them. Where no job is in flight for longer than the warm-up,
@@ -30,8 +30,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 from scaler.config import StackConfig
+from scaler.history.record import JobRecord
 from scaler.simulate.cloud import Usage
-from scaler.simulate.engine import WARM_UP, Options, Routed, RunResult, Simulation, _ts
+from scaler.simulate.engine import NOTHING_TO_SIMULATE, WARM_UP, Options, Routed, RunResult, Simulation, _ts, route_all
 from scaler.simulate.models import LatencyModels
 
 # A job counts as in flight from its creation until this long after it would have ended had it
@@ -134,3 +135,16 @@ def join(results: Sequence[RunResult], unrouted: int) -> RunResult:
         events=[event for r in results for event in r.events],
         pieces=len(results),
     )
+
+
+def simulate(
+    config: StackConfig, records: Sequence[JobRecord], models: LatencyModels, options: Options | None = None
+) -> RunResult:
+    """Simulate the history: in pieces at its quiet gaps, in parallel, unless ``options.split`` is off."""
+    options = options if options is not None else Options()
+    if config.kind != "department":
+        raise ValueError("simulate a department stack, not the hub")
+    routed, unrouted = route_all(config.groups, records)
+    if not routed:
+        raise ValueError(NOTHING_TO_SIMULATE)
+    return run_pieces(config, models, options, routed, unrouted)

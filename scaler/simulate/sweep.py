@@ -16,9 +16,10 @@ from typing import Any
 
 from scaler.config import parse_stack_config
 from scaler.history.record import JobRecord, read_history
-from scaler.simulate.engine import Options, RunResult, simulate
+from scaler.simulate.engine import Options, RunResult
 from scaler.simulate.figures import Figures, figures
 from scaler.simulate.models import LatencyModels, PriceTable, load_latency, load_prices
+from scaler.simulate.pieces import simulate
 from scaler.simulate.report import Series, series
 
 
