@@ -208,7 +208,9 @@ def main() -> None:
         intro = (
             "`garo simulate` (docs/simulate.md) replays a generated history through the real agent on a virtual "
             "clock, with the shipped latency model and price table. Speed is wall-clock and CPU time of one "
-            "simulation; the policy figures are the simulation's own output. bench/simulate.py."
+            "simulation (since 2026-12-01 both as `garo simulate` runs it, in pieces cut at quiet gaps on a process "
+            "per core, and in one piece; with the pace of the machine it ran on); the policy figures are the "
+            "simulation's own output. bench/simulate.py."
         )
         add_entry("Simulation", intro, entry)
         print("wrote an entry to docs/benchmarks.md")

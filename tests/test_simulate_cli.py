@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from scaler.cli import main
@@ -82,3 +83,19 @@ def test_a_region_without_prices_is_refused_with_the_way_out(tmp_path: Path) -> 
     out = CliRunner().invoke(main, ["simulate", "--history", str(history), str(stack)])
     assert out.exit_code == 2
     assert "no gce price for e2-standard-4 in asia-east1" in out.output and "--prices FILE" in out.output
+
+
+def test_a_long_history_runs_in_pieces_at_its_quiet_gap_unless_asked_for_one_whole_run(tmp_path: Path) -> None:
+    stack, history, latency = _inputs(tmp_path)
+    with history.open("w") as out:  # two days of 2,000 one-minute jobs each, a quiet night between them
+        write_records(out, [job(80_000 + i, 86_400.0 * (i // 2000) + 15.0 * (i % 2000), 60.0) for i in range(4000)])
+    args = ["simulate", "--history", str(history), "--latency", str(latency), str(stack), "--json"]
+    runner = CliRunner()
+    pieces = json.loads(runner.invoke(main, [*args, "--workers", "2"]).output)["configurations"][0]
+    whole = json.loads(runner.invoke(main, [*args, "--whole"]).output)["configurations"][0]
+    assert (pieces["pieces"], whole["pieces"]) == (2, 1)
+    assert pieces["total"]["jobs"] == whole["total"]["jobs"] == 4000
+    assert pieces["total"]["never_started"] == whole["total"]["never_started"] == 0
+    # A cloud of fixed latencies and the night in between: the pieces' figures are the whole run's.
+    for figure in ("wait_p50", "wait_p95", "wait_max", "vm_minutes", "job_minutes", "vms_created"):
+        assert pieces["total"][figure] == pytest.approx(whole["total"][figure]), figure
