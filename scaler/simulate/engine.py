@@ -128,7 +128,8 @@ def route_all(groups: Sequence[RunnerGroup], records: Sequence[JobRecord]) -> tu
     return routed, unrouted
 
 
-def _ts(value: datetime) -> float:
+def epoch(value: datetime) -> float:
+    """Seconds since the epoch: the virtual clock's unit."""
     return value.timestamp()
 
 
@@ -257,7 +258,7 @@ class Simulation:
         """
         if not routed:
             raise ValueError(NOTHING_TO_SIMULATE)
-        start = _ts(routed[0][0].created_at) - WARM_UP
+        start = epoch(routed[0][0].created_at) - WARM_UP
         self.clock.now = start
         self.cloud.begin()
         # The organisation's repositories, for the priority classes' runner groups.
@@ -267,8 +268,8 @@ class Simulation:
             assert record.started_at is not None and record.completed_at is not None
             self.group_of_job[record.id] = group.name
             self.duration[record.id] = max(0.0, (record.completed_at - record.started_at).total_seconds())
-            self.timeline.at(_ts(record.created_at), functools.partial(self._queue, record, group))
-        last_end = max(_ts(r.created_at) + self.duration[r.id] for r, _ in routed)
+            self.timeline.at(epoch(record.created_at), functools.partial(self._queue, record, group))
+        last_end = max(epoch(r.created_at) + self.duration[r.id] for r, _ in routed)
         agent_log = logging.getLogger("garo.agent")
         level = agent_log.level
         agent_log.setLevel(logging.ERROR)  # a month of "capacity requested" lines helps nobody
@@ -339,7 +340,7 @@ class Simulation:
                 JobOutcome(
                     record.id,
                     group.name,
-                    _ts(record.created_at),
+                    epoch(record.created_at),
                     job.started_at if job is not None else None,
                     self.duration[record.id],
                     ran_on,

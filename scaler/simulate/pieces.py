@@ -32,7 +32,16 @@ from dataclasses import dataclass, replace
 from scaler.config import StackConfig
 from scaler.history.record import JobRecord
 from scaler.simulate.cloud import Usage
-from scaler.simulate.engine import NOTHING_TO_SIMULATE, WARM_UP, Options, Routed, RunResult, Simulation, _ts, route_all
+from scaler.simulate.engine import (
+    NOTHING_TO_SIMULATE,
+    WARM_UP,
+    Options,
+    Routed,
+    RunResult,
+    Simulation,
+    epoch,
+    route_all,
+)
 from scaler.simulate.models import LatencyModels
 
 # A job counts as in flight from its creation until this long after it would have ended had it
@@ -57,7 +66,7 @@ def cut(routed: Sequence[Routed], min_jobs: int, seed: int) -> list[Piece]:
     starts = [0]
     busy_until = float("-inf")
     for i, (record, _) in enumerate(routed):
-        created = _ts(record.created_at)
+        created = epoch(record.created_at)
         if i - starts[-1] >= min_jobs and len(routed) - i >= min_jobs and created - WARM_UP >= busy_until:
             starts.append(i)
         assert record.started_at is not None and record.completed_at is not None
@@ -66,7 +75,7 @@ def cut(routed: Sequence[Routed], min_jobs: int, seed: int) -> list[Piece]:
     ends = starts[1:] + [len(routed)]
     pieces: list[Piece] = []
     for index, (first, after) in enumerate(zip(starts, ends, strict=True)):
-        until = _ts(routed[after][0].created_at) - WARM_UP if after < len(routed) else None
+        until = epoch(routed[after][0].created_at) - WARM_UP if after < len(routed) else None
         piece_seed = seed if len(starts) == 1 else random.Random(f"{seed}/{index}").randrange(2**32)
         pieces.append(Piece(routed[first:after], until, piece_seed))
     return pieces
