@@ -109,7 +109,7 @@ def run_pieces(
 def join(results: Sequence[RunResult], unrouted: int) -> RunResult:
     """One result from consecutive pieces' (each piece's run ends where the next one's begins)."""
     if len(results) == 1:
-        return replace(results[0], unrouted=unrouted, pieces=1)
+        return replace(results[0], unrouted=unrouted)
     usage = Usage()
     warm: defaultdict[str, float] = defaultdict(float)
     github_calls: Counter[str] = Counter()
@@ -127,10 +127,8 @@ def join(results: Sequence[RunResult], unrouted: int) -> RunResult:
         for group, seconds in r.warm_seconds.items():
             warm[group] += seconds
         github_calls.update(r.github_calls)
-    first = results[0]
     return replace(
-        first,
-        start=first.start,
+        results[0],
         end=results[-1].end,
         jobs=[job for r in results for job in r.jobs],
         usage=usage,
