@@ -198,11 +198,11 @@ def main() -> None:
         if args.part in ("policy", "all"):
             parts.append(_policy_text(policy(Path(tmp))))
             print(parts[-1], flush=True)
-    machine = (
-        f"{os.cpu_count()} cores, Python {platform.python_version()}; this machine's pace: {reference_loop():.2f} s "
-        "for a pure-Python loop adding 10 million integers (best of 3), to compare entries made on other machines"
-    )
     if args.write_docs:
+        machine = (
+            f"{os.cpu_count()} cores, Python {platform.python_version()}; this machine's pace: {reference_loop():.2f} s "
+            "for a pure-Python loop adding 10 million integers (best of 3), to compare entries made on other machines"
+        )
         command = ".venv/bin/python bench/simulate.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         entry = heading(dt.date.today().isoformat(), command.strip()) + f"\n\n{machine}.\n\n" + "\n\n".join(parts)
         intro = (
