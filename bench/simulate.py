@@ -2,7 +2,7 @@
 
 Speed: ``garo history generate --days 30 --jobs-per-day 3334 --seed 1`` (about
 100,000 jobs), simulated through the real agent with the shipped GCE model, as
-`garo simulate` runs it (in pieces cut at quiet gaps, a process per core) and
+`garo simulate` runs it (in pieces, a process per core) and
 in one piece (``--whole``); wall-clock and CPU time, and both runs' figures.
 
 Policy: ``garo history generate --days 30 --jobs-per-day 1700 --seed 1`` (about
@@ -100,6 +100,7 @@ def _timed(config: Any, records: Any, options: Options) -> dict[str, Any]:
         "cpu": cpu,
         "steps": result.steps,
         "pieces": result.pieces,
+        "replayed": result.replayed,
         "figures": figures(result, load_prices()),
     }
 
@@ -145,7 +146,8 @@ def _speed_text(s: dict[str, Any]) -> str:
     return (
         f"Speed: `{s['generate']}` gave {s['jobs']:,} jobs over {f.days:.1f} simulated days (4 groups, max "
         f"150/80/40/20, a warm pool of 2 small VMs in office hours, GCE model). As `garo simulate` runs it, in "
-        f"{pieces['pieces']} pieces cut at quiet gaps on {min(s['workers'], pieces['pieces'])} processes: "
+        f"{pieces['pieces']} pieces on {min(s['workers'], pieces['pieces'])} processes (each beginning where the "
+        f"fewest jobs are in flight; {pieces['replayed']:,} such jobs replayed in all): "
         f"**{pieces['wall']:.0f} s wall-clock** ({verdict} the 60 s goal), {pieces['cpu']:.0f} s CPU in all, "
         f"{pieces['steps']:,} agent steps; {_figures_text(f)}. In one piece (`--whole`): {whole['wall']:.0f} s "
         f"wall-clock, {whole['cpu']:.0f} s CPU, {whole['steps']:,} agent steps, "
@@ -208,8 +210,8 @@ def main() -> None:
         intro = (
             "`garo simulate` (docs/simulate.md) replays a generated history through the real agent on a virtual "
             "clock, with the shipped latency model and price table. Speed is wall-clock and CPU time of one "
-            "simulation (since 2026-12-01 both as `garo simulate` runs it, in pieces cut at quiet gaps on a process "
-            "per core, and in one piece; with the pace of the machine it ran on); the policy figures are the "
+            "simulation (since 2026-12-01 both as `garo simulate` runs it, in pieces on a process per core, and in one "
+            "piece; with the pace of the machine it ran on); the policy figures are the "
             "simulation's own output. bench/simulate.py."
         )
         add_entry("Simulation", intro, entry)

@@ -111,7 +111,7 @@ def _summary_line(o: Outcome, mark: str = " ") -> str:
 @click.option(
     "--whole",
     is_flag=True,
-    help="Simulate the history in one piece, not in pieces cut at its quiet gaps (slower; see docs/simulate.md).",
+    help="Simulate the history in one piece, not in pieces on a process per core (slower; see docs/simulate.md).",
 )
 @click.option("--skip-bad", is_flag=True, help="Simulate the good lines of a history with bad ones (still listed).")
 def simulate(

@@ -275,8 +275,8 @@ class SimCloud:
             vm.labels[STATE_LABEL] = "done"
             self._changed(vm)
 
-    def close(self) -> None:
-        """End of the simulation: bill every VM still there up to now."""
+    def bill_to_now(self) -> None:
+        """Bill every VM still there up to now: at the end of a run, and where a piece's window begins or ends."""
         for records in self.vms.values():
             for vm in records.values():
                 self._bill(vm)

@@ -47,6 +47,7 @@ from scaler.simulate.clock import Timeline, VirtualClock
 from scaler.simulate.cloud import SimCloud, Usage
 from scaler.simulate.github import HistoryGitHub
 from scaler.simulate.models import LatencyModels
+from scaler.simulate.tally import Tally, usage_between
 
 log = logging.getLogger("garo.simulate")
 WARM_UP = 600.0  # seconds before the first job: pools fill, the first reconcile runs
@@ -63,7 +64,7 @@ class Options:
     cloud_model: str | None = None  # latency model name; default from garo:cloud
     keep_log: bool = False  # keep the (time, event, name) log (agreement tests)
     drain: float = 1800.0  # seconds simulated after the last job ends (teardown, pool trims)
-    split: bool = True  # a long history in pieces at quiet gaps (scaler.simulate.pieces); False: in one
+    split: bool = True  # a long history in pieces (scaler.simulate.pieces); False: in one
     piece_jobs: int = 2000  # jobs a piece has at least
     workers: int | None = None  # processes for the pieces (None: one per core); never changes the figures
 
@@ -100,6 +101,7 @@ class RunResult:
     vm_log: list[tuple[float, str, str]] = field(default_factory=list)
     events: list[tuple[float, str, int]] = field(default_factory=list)  # (time, action, job id) GitHub sent
     pieces: int = 1  # the history was simulated in this many pieces (scaler.simulate.pieces)
+    replayed: int = 0  # jobs in flight where a piece began, replayed there (counted by the piece before)
 
 
 def route(groups: Sequence[RunnerGroup], record: JobRecord) -> RunnerGroup | None:
@@ -248,28 +250,40 @@ class Simulation:
         unrouted: int = 0,
         until: float | None = None,
         repositories: Iterable[str] = (),
+        lead_in: Sequence[Routed] = (),
+        begins: float | None = None,
     ) -> RunResult:
         """Simulate jobs already routed, in order of creation.
 
-        ``until``: stop then (once every job has completed), not ``drain`` after
-        the last job: a piece of a longer history ends where the next begins
-        (:mod:`scaler.simulate.pieces`), which also names the whole history's
-        ``repositories`` (the organisation's, beyond this piece's).
+        A piece of a longer history (:mod:`scaler.simulate.pieces`) counts only
+        its window, from ``begins`` to ``until``: it first replays ``lead_in``,
+        the earlier jobs still in flight where it begins (counted by the piece
+        before), and it stops at ``until`` (once every job has completed), not
+        ``drain`` after the last job. ``repositories`` names the whole history's
+        (the organisation's, beyond this piece's).
         """
         if not routed:
             raise ValueError(NOTHING_TO_SIMULATE)
-        start = epoch(routed[0][0].created_at) - WARM_UP
+        everything = [*lead_in, *routed]
+        start = min(epoch(record.created_at) for record, _ in everything) - WARM_UP
         self.clock.now = start
+        tallies: list[Tally] = []
+        if begins is None:
+            tallies.append(self._tally())  # a whole run counts its standby pools' VMs as created
+        else:  # scheduled before the jobs queued at the same instant, so that the window counts them
+            self.timeline.at(begins, lambda: tallies.append(self._tally()))
         self.cloud.begin()
         # The organisation's repositories, for the priority classes' runner groups.
-        for repository in itertools.chain(repositories, (record.repository for record, _ in routed)):
+        for repository in itertools.chain(repositories, (record.repository for record, _ in everything)):
             self.github.know_repository(repository)
-        for record, group in routed:
+        if until is not None:
+            self.timeline.at(until, lambda: tallies.append(self._tally()))
+        for record, group in everything:
             assert record.started_at is not None and record.completed_at is not None
             self.group_of_job[record.id] = group.name
             self.duration[record.id] = max(0.0, (record.completed_at - record.started_at).total_seconds())
             self.timeline.at(epoch(record.created_at), functools.partial(self._queue, record, group))
-        last_end = max(epoch(r.created_at) + self.duration[r.id] for r, _ in routed)
+        last_end = max(epoch(r.created_at) + self.duration[r.id] for r, _ in everything)
         agent_log = logging.getLogger("garo.agent")
         level = agent_log.level
         agent_log.setLevel(logging.ERROR)  # a month of "capacity requested" lines helps nobody
@@ -282,9 +296,17 @@ class Simulation:
                     self._loop(until, max(until + self.options.drain, drained))
         finally:
             agent_log.setLevel(level)
-        end = self.clock.now
-        self.cloud.close()
-        return self._result(routed, start, end, unrouted)
+        if until is None:
+            tallies.append(self._tally())
+        return self._result(routed, tallies[0], tallies[1], unrouted, len(lead_in))
+
+    def _tally(self) -> Tally:
+        self.cloud.bill_to_now()
+        github = self.github
+        return Tally.of(
+            self.clock.now, self.cloud.usage, github.calls, github.jit_refused, len(github.jit_times), self.steps,
+            len(self.events),
+        )  # fmt: skip
 
     def _loop(self, stop_after: float, stop_at_latest: float) -> None:
         """Step until ``stop_after`` once every job is over, or until ``stop_at_latest`` in any case."""
@@ -327,7 +349,8 @@ class Simulation:
 
     # ------------------------------------------------------------------ result
 
-    def _result(self, routed: Sequence[Routed], start: float, end: float, unrouted: int) -> RunResult:
+    def _result(self, routed: Sequence[Routed], first: Tally, last: Tally, unrouted: int, replayed: int) -> RunResult:
+        """The run's figures between two tallies (its whole length, or a piece's window)."""
         department = self.config.department
         names = [g.name for g in self.config.groups]
         outcomes: list[JobOutcome] = []
@@ -349,22 +372,24 @@ class Simulation:
                     record.repository,
                 )
             )
-        warm = {g.name: _warm_seconds(g, start, end) for g in self.config.groups}
+        start, end = first.at, last.at
+        usage = usage_between(self.cloud.usage, first, last)
         return RunResult(
             config=self.config,
             start=start,
             end=end,
             jobs=outcomes,
-            usage=self.cloud.usage,
-            github_calls=dict(self.github.calls),
-            jit_times=list(self.github.jit_times),
+            usage=usage,
+            github_calls=dict(last.github_calls - first.github_calls),
+            jit_times=self.github.jit_times[first.jit_times : last.jit_times],
             jit_per_minute=self.options.jit_per_minute,
-            jit_refused=self.github.jit_refused,
+            jit_refused=last.jit_refused - first.jit_refused,
             unrouted=unrouted,
-            warm_seconds=warm,
-            steps=self.steps,
-            vm_log=list(self.cloud.usage.log),
-            events=self.events,
+            warm_seconds={g.name: _warm_seconds(g, start, end) for g in self.config.groups},
+            steps=last.steps - first.steps,
+            vm_log=list(usage.log),
+            events=self.events[first.events : last.events],
+            replayed=replayed,
         )
 
 

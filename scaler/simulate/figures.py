@@ -73,7 +73,7 @@ class Figures:
     preemptions: int
     unrouted: int
     steps: int
-    pieces: int  # the history ran in this many pieces cut at quiet gaps (scaler.simulate.pieces)
+    pieces: int  # the history ran in this many pieces (scaler.simulate.pieces)
     # With garo:priorities: per priority class, (jobs, p50, p95, max wait in s). Histories carry no
     # workflow names, so classes come from repository rules only.
     waits_by_class: dict[str, tuple[int, float, float, float]] = field(default_factory=dict)
@@ -234,7 +234,7 @@ def duration_text(seconds: float) -> str:
 
 
 def _in_pieces(pieces: int) -> str:
-    return f" in {pieces} pieces cut at quiet gaps" if pieces > 1 else ""
+    return f" in {pieces} pieces" if pieces > 1 else ""
 
 
 def table(f: Figures) -> str:

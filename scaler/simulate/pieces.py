@@ -1,27 +1,32 @@
-"""``simulate``: a long history in pieces: cut at quiet gaps, simulated in parallel processes, joined.
+"""``simulate``: a long history in pieces, simulated in parallel processes and joined.
 
-A month of a department's jobs is mostly working days with quiet nights and
-weekends between them. Where no job is in flight for longer than the warm-up,
-the department is at rest: no job waits or runs, every job's VM is gone, only
-the pools are left. Pieces cut there are simulated independently, each by the
-real agent (:class:`~scaler.simulate.engine.Simulation`), one process per core,
-and their results joined; a piece starts :data:`~scaler.simulate.engine.WARM_UP`
-before its first job (its warm pool fills, its standby pools are there as in a
-running department) and ends where the next piece starts.
+A month of a department's jobs runs in pieces of a few thousand jobs, one
+process per core, each by the real agent
+(:class:`~scaler.simulate.engine.Simulation`). A piece begins where the fewest
+jobs are in flight, ideally none (a quiet night or weekend), and first replays
+the jobs still in flight there, from :data:`~scaler.simulate.engine.WARM_UP`
+before the first of them: its pools fill, its standby pools are there, and its
+cloud, GitHub and agent are then in the state a whole run would be in. That
+replay was counted by the piece before, so each piece counts only its window,
+from where it begins to where the next one begins (:mod:`scaler.simulate.tally`);
+a job still waiting where its piece ends is run to its start and end there.
 
 What a piece does not carry over from the one before: the agent's memory of
-earlier jobs (its VMs are named after jobs, which do not repeat), the phase of
-its reconcile passes, the JIT budget's last minute (the gap is longer), and its
-random draws (each piece has its own seed, derived from the run's). So a run
-in pieces agrees with a run in one piece within the latency model's noise, not
-draw for draw; ``bench/simulate.py`` measures both. Where the cuts fall depends
-on the history alone, never on the number of processes: the same seed gives the
-same figures on any machine. A department busy around the clock has no such
-gap and runs in one piece.
+jobs that were over before it began (its VMs are named after jobs, which do not
+repeat), the phase of its reconcile passes, the JIT budget's last minute, and
+its random draws (each piece has its own seed, derived from the run's). The
+replayed jobs draw their latencies afresh, so where one waited long in the
+piece before it may not here. A run in pieces therefore agrees with a run in
+one piece within the latency model's noise, not draw for draw;
+``bench/simulate.py`` measures both. Where the pieces begin depends on the
+history alone, never on the number of processes: the same seed gives the same
+figures on any machine.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import os
 import random
 from collections import Counter, defaultdict
@@ -34,7 +39,6 @@ from scaler.history.record import JobRecord
 from scaler.simulate.cloud import Usage
 from scaler.simulate.engine import (
     NOTHING_TO_SIMULATE,
-    WARM_UP,
     Options,
     Routed,
     RunResult,
@@ -51,33 +55,45 @@ IN_FLIGHT_AFTER = 1800.0
 
 @dataclass(frozen=True)
 class Piece:
-    jobs: Sequence[Routed]
-    until: float | None  # where the next piece starts (None: the last piece, which drains)
+    jobs: Sequence[Routed]  # the jobs it counts (created in its window)
+    lead_in: Sequence[Routed]  # earlier jobs in flight where it begins: replayed, counted by the piece before
+    begins: float | None  # where its window begins (None: the first piece, which counts from its warm-up)
+    until: float | None  # where the next piece begins (None: the last piece, which drains)
     seed: int
 
 
 def cut(routed: Sequence[Routed], min_jobs: int, seed: int) -> list[Piece]:
-    """Split jobs (in order of creation) at quiet gaps into pieces of at least ``min_jobs`` jobs.
+    """Split jobs (in order of creation) into pieces of ``min_jobs`` to ``2 * min_jobs`` jobs.
 
-    A gap qualifies when the next job is created at least the warm-up after
-    every earlier job stopped being in flight (:data:`IN_FLIGHT_AFTER`): the
-    next piece's warm-up then starts with the department at rest.
+    Each piece after the first begins at the creation of a job before which the
+    fewest jobs are in flight (:data:`IN_FLIGHT_AFTER`), the earliest such job
+    if several: at a quiet gap none are, and the piece replays nothing.
     """
-    starts = [0]
-    busy_until = float("-inf")
-    for i, (record, _) in enumerate(routed):
-        created = epoch(record.created_at)
-        if i - starts[-1] >= min_jobs and len(routed) - i >= min_jobs and created - WARM_UP >= busy_until:
-            starts.append(i)
+    created = [epoch(record.created_at) for record, _ in routed]
+    over: list[float] = []
+    for (record, _), at in zip(routed, created, strict=True):
         assert record.started_at is not None and record.completed_at is not None
-        ran = max(0.0, (record.completed_at - record.started_at).total_seconds())
-        busy_until = max(busy_until, created + ran + IN_FLIGHT_AFTER)
-    ends = starts[1:] + [len(routed)]
+        over.append(at + max(0.0, (record.completed_at - record.started_at).total_seconds()) + IN_FLIGHT_AFTER)
+    in_flight: list[int] = []  # jobs before each one still in flight at its creation
+    ends: list[float] = []
+    for at, end in zip(created, over, strict=True):
+        while ends and ends[0] <= at:
+            heapq.heappop(ends)
+        in_flight.append(len(ends))
+        heapq.heappush(ends, end)
+    starts = [0]
+    while (low := starts[-1] + min_jobs) <= (high := min(starts[-1] + 2 * min_jobs, len(routed) - min_jobs)):
+        starts.append(min(range(low, high + 1), key=lambda i: (in_flight[i], i)))
+    longest = max(over, default=0.0) - min(created, default=0.0)
     pieces: list[Piece] = []
-    for index, (first, after) in enumerate(zip(starts, ends, strict=True)):
-        until = epoch(routed[after][0].created_at) - WARM_UP if after < len(routed) else None
+    for index, (first, after) in enumerate(zip(starts, [*starts[1:], len(routed)], strict=True)):
+        begins = created[first] if index else None
+        # Only jobs created less than the longest stretch in flight before it can be in flight still.
+        earliest = bisect.bisect_left(created, created[first] - longest) if index else first
+        lead_in = [routed[j] for j in range(earliest, first) if over[j] > created[first]]
+        until = created[after] if after < len(routed) else None
         piece_seed = seed if len(starts) == 1 else random.Random(f"{seed}/{index}").randrange(2**32)
-        pieces.append(Piece(routed[first:after], until, piece_seed))
+        pieces.append(Piece(routed[first:after], lead_in, begins, until, piece_seed))
     return pieces
 
 
@@ -85,14 +101,18 @@ def _simulate_piece(
     config: StackConfig, models: LatencyModels, options: Options, piece: Piece, repositories: Sequence[str]
 ) -> RunResult:
     simulation = Simulation(config, models, replace(options, seed=piece.seed))
-    return simulation.run_routed(piece.jobs, 0, piece.until, repositories)
+    return simulation.run_routed(piece.jobs, 0, piece.until, repositories, piece.lead_in, piece.begins)
 
 
 def run_pieces(
     config: StackConfig, models: LatencyModels, options: Options, routed: Sequence[Routed], unrouted: int
 ) -> RunResult:
     """Simulate the jobs in pieces (:func:`cut`), in parallel processes when there are several."""
-    pieces = cut(routed, options.piece_jobs, options.seed) if options.split else [Piece(routed, None, options.seed)]
+    pieces = (
+        cut(routed, options.piece_jobs, options.seed)
+        if options.split
+        else [Piece(routed, (), None, None, options.seed)]
+    )
     repositories = list(dict.fromkeys(record.repository for record, _ in routed))
     workers = min(len(pieces), options.workers or os.cpu_count() or 1)
     if workers <= 1:
@@ -107,7 +127,7 @@ def run_pieces(
 
 
 def join(results: Sequence[RunResult], unrouted: int) -> RunResult:
-    """One result from consecutive pieces' (each piece's run ends where the next one's begins)."""
+    """One result from consecutive pieces' (each piece's window ends where the next one's begins)."""
     if len(results) == 1:
         return replace(results[0], unrouted=unrouted)
     usage = Usage()
@@ -141,13 +161,14 @@ def join(results: Sequence[RunResult], unrouted: int) -> RunResult:
         vm_log=[entry for r in results for entry in r.vm_log],
         events=[event for r in results for event in r.events],
         pieces=len(results),
+        replayed=sum(r.replayed for r in results),
     )
 
 
 def simulate(
     config: StackConfig, records: Sequence[JobRecord], models: LatencyModels, options: Options | None = None
 ) -> RunResult:
-    """Simulate the history: in pieces at its quiet gaps, in parallel, unless ``options.split`` is off."""
+    """Simulate the history: in pieces, in parallel (:func:`cut`), unless ``options.split`` is off."""
     options = options if options is not None else Options()
     if config.kind != "department":
         raise ValueError("simulate a department stack, not the hub")
