@@ -99,3 +99,19 @@ def test_a_long_history_runs_in_pieces_at_its_quiet_gap_unless_asked_for_one_who
     # A cloud of fixed latencies and the night in between: the pieces' figures are the whole run's.
     for figure in ("wait_p50", "wait_p95", "wait_max", "vm_minutes", "job_minutes", "vms_created"):
         assert pieces["total"][figure] == pytest.approx(whole["total"][figure]), figure
+
+
+def test_a_swept_configuration_runs_in_pieces_with_the_figures_it_has_alone(tmp_path: Path) -> None:
+    # Each configuration's pieces are tasks of one pool; the sweep still reports, for each, what
+    # simulating that configuration by itself reports.
+    stack, history, latency = _inputs(tmp_path)
+    with history.open("w") as out:  # two days of 2,000 one-minute jobs each, a quiet night between them
+        write_records(out, [job(80_000 + i, 86_400.0 * (i // 2000) + 15.0 * (i % 2000), 60.0) for i in range(4000)])
+    args = ["simulate", "--history", str(history), "--latency", str(latency), str(stack), "--json", "--workers", "2"]
+    option = "garo:groups[small].warmPool.size"
+    runner = CliRunner()
+    swept = json.loads(runner.invoke(main, [*args, "--set", f"{option}=0,2"]).stdout)["configurations"]
+    alone = json.loads(runner.invoke(main, [*args, "--set", f"{option}=2"]).output)["configurations"]
+    assert [c["pieces"] for c in swept] == [2, 2] and alone[0]["pieces"] == 2
+    assert swept[1]["total"] == alone[0]["total"] and swept[1]["cloud_calls"] == alone[0]["cloud_calls"]
+    assert swept[0]["total"]["cost"] < swept[1]["total"]["cost"]  # the pool of 2 costs, and is counted once

@@ -97,33 +97,35 @@ def cut(routed: Sequence[Routed], min_jobs: int, seed: int) -> list[Piece]:
     return pieces
 
 
-def _simulate_piece(
+@dataclass(frozen=True)
+class Split:
+    """A configuration's history, routed and cut into pieces."""
+
+    pieces: list[Piece]
+    repositories: list[str]  # the organisation's, for the priority classes' runner groups
+    unrouted: int  # jobs that cannot be simulated (never ran, or fit no group)
+
+
+def split(config: StackConfig, records: Sequence[JobRecord], options: Options) -> Split:
+    """Route the history to the configuration's groups and cut it (:func:`cut`; one piece unless ``options.split``)."""
+    routed, unrouted = route_all(config.groups, records)
+    if not routed:
+        raise ValueError(NOTHING_TO_SIMULATE)
+    whole = [Piece(routed, (), None, None, options.seed)]
+    pieces = cut(routed, options.piece_jobs, options.seed) if options.split else whole
+    return Split(pieces, list(dict.fromkeys(record.repository for record, _ in routed)), unrouted)
+
+
+def largest_first(pieces: Sequence[Piece]) -> list[int]:
+    """The pieces' indexes, largest first: the last piece to start is a small one, no process idles long."""
+    return sorted(range(len(pieces)), key=lambda i: -(len(pieces[i].jobs) + len(pieces[i].lead_in)))
+
+
+def simulate_piece(
     config: StackConfig, models: LatencyModels, options: Options, piece: Piece, repositories: Sequence[str]
 ) -> RunResult:
     simulation = Simulation(config, models, replace(options, seed=piece.seed))
     return simulation.run_routed(piece.jobs, 0, piece.until, repositories, piece.lead_in, piece.begins)
-
-
-def run_pieces(
-    config: StackConfig, models: LatencyModels, options: Options, routed: Sequence[Routed], unrouted: int
-) -> RunResult:
-    """Simulate the jobs in pieces (:func:`cut`), in parallel processes when there are several."""
-    pieces = (
-        cut(routed, options.piece_jobs, options.seed)
-        if options.split
-        else [Piece(routed, (), None, None, options.seed)]
-    )
-    repositories = list(dict.fromkeys(record.repository for record, _ in routed))
-    workers = min(len(pieces), options.workers or os.cpu_count() or 1)
-    if workers <= 1:
-        results = [_simulate_piece(config, models, options, piece, repositories) for piece in pieces]
-    else:
-        # Largest first, so the last piece to start is a small one (no process idles long at the end).
-        order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i].jobs))
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = {i: pool.submit(_simulate_piece, config, models, options, pieces[i], repositories) for i in order}
-            results = [futures[i].result() for i in range(len(pieces))]
-    return join(results, unrouted)
 
 
 def join(results: Sequence[RunResult], unrouted: int) -> RunResult:
@@ -172,7 +174,16 @@ def simulate(
     options = options if options is not None else Options()
     if config.kind != "department":
         raise ValueError("simulate a department stack, not the hub")
-    routed, unrouted = route_all(config.groups, records)
-    if not routed:
-        raise ValueError(NOTHING_TO_SIMULATE)
-    return run_pieces(config, models, options, routed, unrouted)
+    parts = split(config, records, options)
+    pieces, repositories = parts.pieces, parts.repositories
+    workers = min(len(pieces), options.workers or os.cpu_count() or 1)
+    if workers <= 1:
+        results = [simulate_piece(config, models, options, piece, repositories) for piece in pieces]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {
+                i: pool.submit(simulate_piece, config, models, options, pieces[i], repositories)
+                for i in largest_first(pieces)
+            }
+            results = [futures[i].result() for i in range(len(pieces))]
+    return join(results, parts.unrouted)

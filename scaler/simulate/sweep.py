@@ -1,25 +1,30 @@
-"""Run one configuration or many; many run in parallel processes, one simulation each.
+"""Run one configuration or many; many share one pool of processes, a piece of a history per task.
 
-Each worker process reads the history and the models once (its initializer)
-and then simulates whole configurations, so a sweep of 20 uses every core and
-ships back only figures and plot series, never the month of jobs.
+Every configuration's history is cut into pieces (:mod:`scaler.simulate.pieces`)
+and each piece is a task, so a sweep keeps every core busy to its end, even with
+fewer configurations than cores. Each worker process reads the history and the
+models once (its initializer) and routes and cuts a configuration's history
+once; tasks ship back a piece's result without its event log, never the month
+of jobs. A configuration's figures are the same whether it runs alone or in a
+sweep.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from scaler.config import parse_stack_config
+from scaler.config import StackConfig, parse_stack_config
 from scaler.history.record import JobRecord, read_history
 from scaler.simulate.engine import Options, RunResult
 from scaler.simulate.figures import Figures, figures
 from scaler.simulate.models import LatencyModels, PriceTable, load_latency, load_prices
-from scaler.simulate.pieces import simulate
+from scaler.simulate.pieces import Split, join, largest_first, simulate, simulate_piece, split
 from scaler.simulate.report import Series, series
 
 
@@ -36,7 +41,7 @@ class Outcome:
     label: str
     figures: Figures
     series: Series
-    seconds: float  # wall-clock time the simulation took (for the bench)
+    seconds: float  # wall-clock time its simulation took (in a sweep: its pieces' times added up)
 
 
 _loaded: tuple[list[JobRecord], LatencyModels, PriceTable] | None = None
@@ -55,8 +60,6 @@ def _init(inputs: Inputs) -> None:
 def run_one(
     raw: dict[str, Any], source: str, label: str, options: Options, loaded: Any = None
 ) -> tuple[Outcome, RunResult]:
-    import time
-
     records, latency, prices = loaded if loaded is not None else _loaded  # type: ignore[misc]
     config = parse_stack_config(raw, source)
     began = time.perf_counter()
@@ -65,16 +68,38 @@ def run_one(
     return Outcome(label, figures(result, prices), series(result), took), result
 
 
-def _worker(raw: dict[str, Any], source: str, label: str, options: Options) -> Outcome:
-    # The sweep already has a process per core: this configuration's pieces run one after another.
-    return run_one(raw, source, label, replace(options, workers=1))[0]
+# This worker's configurations, each split once (by index in the sweep): its tasks are their pieces.
+_splits: dict[int, tuple[StackConfig, Split]] = {}
+
+
+def _piece(index: int, raw: dict[str, Any], source: str, options: Options, piece: int) -> tuple[RunResult, float]:
+    assert _loaded is not None
+    records, latency, _ = _loaded
+    if index not in _splits:
+        config = parse_stack_config(raw, source)
+        _splits[index] = (config, split(config, records, options))
+    config, parts = _splits[index]
+    began = time.perf_counter()
+    result = simulate_piece(config, latency, options, parts.pieces[piece], parts.repositories)
+    # The event log is most of a piece's result and no figure reads it (the agreement tests run alone).
+    return replace(result, events=[]), time.perf_counter() - began
 
 
 def run_many(
     configs: Sequence[tuple[dict[str, Any], str]], source: str, inputs: Inputs, options: Options, workers: int | None
 ) -> list[Outcome]:
-    """Simulate each (config block, label) in its own process; results in the order given."""
-    workers = max(1, min(len(configs), workers or os.cpu_count() or 1))
+    """Simulate each (config block, label), their pieces in parallel processes; results in the order given."""
+    records, _, prices = load(inputs)
+    splits = [split(parse_stack_config(raw, source), records, options) for raw, _ in configs]
+    # A configuration's pieces one after another, largest first: its result is joined (and its pieces'
+    # results dropped) while the next configuration's run, and the last tasks of all are small ones.
+    tasks = [(index, piece) for index, parts in enumerate(splits) for piece in largest_first(parts.pieces)]
+    workers = max(1, min(len(tasks), workers or os.cpu_count() or 1))
+    outcomes: list[Outcome] = []
     with ProcessPoolExecutor(max_workers=workers, initializer=_init, initargs=(inputs,)) as pool:
-        futures = [pool.submit(_worker, raw, source, label, options) for raw, label in configs]
-        return [f.result() for f in futures]
+        futures = {task: pool.submit(_piece, task[0], configs[task[0]][0], source, options, task[1]) for task in tasks}
+        for index, ((_, label), parts) in enumerate(zip(configs, splits, strict=True)):
+            done = [futures.pop((index, piece)).result() for piece in range(len(parts.pieces))]
+            result = join([r for r, _ in done], parts.unrouted)
+            outcomes.append(Outcome(label, figures(result, prices), series(result), sum(t for _, t in done)))
+    return outcomes
