@@ -63,7 +63,7 @@ class Piece:
 
 
 def cut(routed: Sequence[Routed], min_jobs: int, seed: int) -> list[Piece]:
-    """Split jobs (in order of creation) into pieces of ``min_jobs`` to ``2 * min_jobs`` jobs.
+    """Split jobs (in order of creation) into pieces of ``min_jobs`` to ``2 * min_jobs`` jobs (or one piece).
 
     Each piece after the first begins at the creation of a job before which the
     fewest jobs are in flight (:data:`IN_FLIGHT_AFTER`), the earliest such job
@@ -84,11 +84,11 @@ def cut(routed: Sequence[Routed], min_jobs: int, seed: int) -> list[Piece]:
     starts = [0]
     while (low := starts[-1] + min_jobs) <= (high := min(starts[-1] + 2 * min_jobs, len(routed) - min_jobs)):
         starts.append(min(range(low, high + 1), key=lambda i: (in_flight[i], i)))
-    longest = max(over, default=0.0) - min(created, default=0.0)
+    longest = max((end - at for at, end in zip(created, over, strict=True)), default=0.0)  # a job's stretch in flight
     pieces: list[Piece] = []
     for index, (first, after) in enumerate(zip(starts, [*starts[1:], len(routed)], strict=True)):
         begins = created[first] if index else None
-        # Only jobs created less than the longest stretch in flight before it can be in flight still.
+        # Only jobs created at most the longest stretch in flight before it can still be in flight.
         earliest = bisect.bisect_left(created, created[first] - longest) if index else first
         lead_in = [routed[j] for j in range(earliest, first) if over[j] > created[first]]
         until = created[after] if after < len(routed) else None
