@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from scaler.cli import main
 from scaler.history.record import write_records
+from scaler.simulate.cli import ProgressLines
 from tests.simkit import STACK_TEXT, job, latency_override
 
 
@@ -30,7 +31,7 @@ def test_one_configuration_prints_the_table_and_json(tmp_path: Path) -> None:
     assert shown.exit_code == 0, shown.output
     assert "small" in shown.output and "total" in shown.output and "JIT budget" in shown.output
     out = runner.invoke(main, ["simulate", "--history", str(history), "--latency", str(latency), "--json", str(stack)])
-    data = json.loads(out.output)
+    data = json.loads(out.stdout)
     (config,) = data["configurations"]
     assert config["total"]["jobs"] == 24
     assert config["total"]["wait_p50"] == 30.0  # create 20 s + boot 10 s, start-up 0
@@ -91,8 +92,8 @@ def test_a_long_history_runs_in_pieces_at_its_quiet_gap_unless_asked_for_one_who
         write_records(out, [job(80_000 + i, 86_400.0 * (i // 2000) + 15.0 * (i % 2000), 60.0) for i in range(4000)])
     args = ["simulate", "--history", str(history), "--latency", str(latency), str(stack), "--json"]
     runner = CliRunner()
-    pieces = json.loads(runner.invoke(main, [*args, "--workers", "2"]).output)["configurations"][0]
-    whole = json.loads(runner.invoke(main, [*args, "--whole"]).output)["configurations"][0]
+    pieces = json.loads(runner.invoke(main, [*args, "--workers", "2"]).stdout)["configurations"][0]
+    whole = json.loads(runner.invoke(main, [*args, "--whole"]).stdout)["configurations"][0]
     assert (pieces["pieces"], whole["pieces"]) == (2, 1)
     assert pieces["total"]["jobs"] == whole["total"]["jobs"] == 4000
     assert pieces["total"]["never_started"] == whole["total"]["never_started"] == 0
@@ -101,7 +102,9 @@ def test_a_long_history_runs_in_pieces_at_its_quiet_gap_unless_asked_for_one_who
         assert pieces["total"][figure] == pytest.approx(whole["total"][figure]), figure
 
 
-def test_a_swept_configuration_runs_in_pieces_with_the_figures_it_has_alone(tmp_path: Path) -> None:
+def test_a_swept_configuration_runs_in_pieces_with_the_figures_it_has_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Each configuration's pieces are tasks of one pool; the sweep still reports, for each, what
     # simulating that configuration by itself reports.
     stack, history, latency = _inputs(tmp_path)
@@ -110,8 +113,28 @@ def test_a_swept_configuration_runs_in_pieces_with_the_figures_it_has_alone(tmp_
     args = ["simulate", "--history", str(history), "--latency", str(latency), str(stack), "--json", "--workers", "2"]
     option = "garo:groups[small].warmPool.size"
     runner = CliRunner()
-    swept = json.loads(runner.invoke(main, [*args, "--set", f"{option}=0,2"]).stdout)["configurations"]
-    alone = json.loads(runner.invoke(main, [*args, "--set", f"{option}=2"]).output)["configurations"]
+    monkeypatch.setattr(ProgressLines, "every", 0.0)
+    sweep = runner.invoke(main, [*args, "--set", f"{option}=0,2"])
+    assert sweep.stderr.splitlines() == [
+        "simulating 2 configurations in parallel processes...",
+        *(f"simulated {done:,} of 8,000 jobs ({done // 80}%)" for done in (2000, 4000, 6000)),
+    ]
+    swept = json.loads(sweep.stdout)["configurations"]
+    alone = json.loads(runner.invoke(main, [*args, "--set", f"{option}=2"]).stdout)["configurations"]
     assert [c["pieces"] for c in swept] == [2, 2] and alone[0]["pieces"] == 2
     assert swept[1]["total"] == alone[0]["total"] and swept[1]["cloud_calls"] == alone[0]["cloud_calls"]
     assert swept[0]["total"]["cost"] < swept[1]["total"]["cost"]  # the pool of 2 costs, and is counted once
+
+
+def test_a_long_simulation_says_how_far_it_is_on_stderr_and_keeps_stdout_for_the_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ProgressLines, "every", 0.0)  # a line as each piece is done, not every few seconds
+    stack, history, latency = _inputs(tmp_path)
+    with history.open("w") as out:  # two days of 2,000 one-minute jobs each: two pieces
+        write_records(out, [job(80_000 + i, 86_400.0 * (i // 2000) + 15.0 * (i % 2000), 60.0) for i in range(4000)])
+    args = ["simulate", "--history", str(history), "--latency", str(latency), str(stack), "--json", "--workers", "2"]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    assert out.stderr == "simulated 2,000 of 4,000 jobs (50%)\n"  # not when all are done: the figures say so
+    assert json.loads(out.stdout)["configurations"][0]["total"]["jobs"] == 4000

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,6 +22,7 @@ import click
 import yaml
 
 from scaler.config import ConfigError, StackConfig, load_stack_file
+from scaler.history.export import PROGRESS_EVERY
 from scaler.history.record import HistoryError, read_history
 from scaler.simulate.engine import CLOUD_MODELS, Options, RunResult
 from scaler.simulate.figures import PRICE_CLOUDS, duration_text, table
@@ -173,15 +176,33 @@ def _run(
     chosen: list[Variant], raw: dict[str, Any], stack_file: Path, records: Any, models: Any, prices: PriceTable,
     history: Path, opts: Options, skip_bad: bool, latency: Path | None, price_file: Path | None, workers: int | None,
 ) -> tuple[list[Outcome], RunResult | None]:  # fmt: skip
+    progress = ProgressLines()
     if len(chosen) == 1:
+        loaded = (records, models, prices)
         try:
-            outcome, result = run_one(chosen[0].raw, str(stack_file), chosen[0].label, opts, (records, models, prices))
+            outcome, result = run_one(chosen[0].raw, str(stack_file), chosen[0].label, opts, loaded, progress)
         except ValueError as exc:
             _fail(f"{stack_file}: {exc}", 1)
         return [outcome], result
     inputs = Inputs(history, skip_bad, latency, price_file)
     click.echo(f"simulating {len(chosen)} configurations in parallel processes...", err=True)
-    return run_many([(v.raw, v.label) for v in chosen], str(stack_file), inputs, opts, workers), None
+    return run_many([(v.raw, v.label) for v in chosen], str(stack_file), inputs, opts, workers, progress), None
+
+
+class ProgressLines:
+    """How far a long simulation is, on stderr, as `garo history export` shows it: a line every few seconds."""
+
+    every = PROGRESS_EVERY
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.last = clock()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if done < total and now - self.last >= self.every:
+            click.echo(f"simulated {done:,} of {total:,} jobs ({done / total:.0%})", err=True)
+            self.last = now
 
 
 def _output(

@@ -30,8 +30,8 @@ import heapq
 import os
 import random
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 
 from scaler.config import StackConfig
@@ -51,6 +51,7 @@ from scaler.simulate.models import LatencyModels
 # A job counts as in flight from its creation until this long after it would have ended had it
 # started at once: its wait, its VM's boot and runner start-up, and the VM's deletion fit in it.
 IN_FLIGHT_AFTER = 1800.0
+Progress = Callable[[int, int], None]  # (jobs simulated so far, jobs in all): called as pieces are done
 
 
 @dataclass(frozen=True)
@@ -168,22 +169,40 @@ def join(results: Sequence[RunResult], unrouted: int) -> RunResult:
 
 
 def simulate(
-    config: StackConfig, records: Sequence[JobRecord], models: LatencyModels, options: Options | None = None
+    config: StackConfig,
+    records: Sequence[JobRecord],
+    models: LatencyModels,
+    options: Options | None = None,
+    progress: Progress | None = None,
 ) -> RunResult:
-    """Simulate the history: in pieces, in parallel (:func:`cut`), unless ``options.split`` is off."""
+    """Simulate the history: in pieces, in parallel (:func:`cut`), unless ``options.split`` is off.
+
+    ``progress(jobs done, jobs in all)`` is called as each piece is done.
+    """
     options = options if options is not None else Options()
     if config.kind != "department":
         raise ValueError("simulate a department stack, not the hub")
     parts = split(config, records, options)
     pieces, repositories = parts.pieces, parts.repositories
+    total, done = sum(len(piece.jobs) for piece in pieces), 0
     workers = min(len(pieces), options.workers or os.cpu_count() or 1)
+    results: dict[int, RunResult] = {}
     if workers <= 1:
-        results = [simulate_piece(config, models, options, piece, repositories) for piece in pieces]
+        for index, piece in enumerate(pieces):
+            results[index] = simulate_piece(config, models, options, piece, repositories)
+            done += len(piece.jobs)
+            if progress is not None:
+                progress(done, total)
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futures = {
-                i: pool.submit(simulate_piece, config, models, options, pieces[i], repositories)
+                pool.submit(simulate_piece, config, models, options, pieces[i], repositories): i
                 for i in largest_first(pieces)
             }
-            results = [futures[i].result() for i in range(len(pieces))]
-    return join(results, parts.unrouted)
+            for future in as_completed(futures):
+                index = futures[future]
+                results[index] = future.result()
+                done += len(pieces[index].jobs)
+                if progress is not None:
+                    progress(done, total)
+    return join([results[i] for i in range(len(pieces))], parts.unrouted)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from scaler.history.record import JobRecord, read_history
 from scaler.simulate.engine import Options, RunResult
 from scaler.simulate.figures import Figures, figures
 from scaler.simulate.models import LatencyModels, PriceTable, load_latency, load_prices
-from scaler.simulate.pieces import Split, join, largest_first, simulate, simulate_piece, split
+from scaler.simulate.pieces import Progress, Split, join, largest_first, simulate, simulate_piece, split
 from scaler.simulate.report import Series, series
 
 
@@ -58,12 +58,12 @@ def _init(inputs: Inputs) -> None:
 
 
 def run_one(
-    raw: dict[str, Any], source: str, label: str, options: Options, loaded: Any = None
+    raw: dict[str, Any], source: str, label: str, options: Options, loaded: Any = None, progress: Progress | None = None
 ) -> tuple[Outcome, RunResult]:
     records, latency, prices = loaded if loaded is not None else _loaded  # type: ignore[misc]
     config = parse_stack_config(raw, source)
     began = time.perf_counter()
-    result = simulate(config, records, latency, options)
+    result = simulate(config, records, latency, options, progress)
     took = time.perf_counter() - began
     return Outcome(label, figures(result, prices), series(result), took), result
 
@@ -86,7 +86,12 @@ def _piece(index: int, raw: dict[str, Any], source: str, options: Options, piece
 
 
 def run_many(
-    configs: Sequence[tuple[dict[str, Any], str]], source: str, inputs: Inputs, options: Options, workers: int | None
+    configs: Sequence[tuple[dict[str, Any], str]],
+    source: str,
+    inputs: Inputs,
+    options: Options,
+    workers: int | None,
+    progress: Progress | None = None,
 ) -> list[Outcome]:
     """Simulate each (config block, label), their pieces in parallel processes; results in the order given."""
     records, _, prices = load(inputs)
@@ -95,11 +100,22 @@ def run_many(
     # results dropped) while the next configuration's run, and the last tasks of all are small ones.
     tasks = [(index, piece) for index, parts in enumerate(splits) for piece in largest_first(parts.pieces)]
     workers = max(1, min(len(tasks), workers or os.cpu_count() or 1))
-    outcomes: list[Outcome] = []
+    left = [len(parts.pieces) for parts in splits]
+    total, done = sum(len(piece.jobs) for parts in splits for piece in parts.pieces), 0
+    results: dict[tuple[int, int], tuple[RunResult, float]] = {}
+    outcomes: dict[int, Outcome] = {}
     with ProcessPoolExecutor(max_workers=workers, initializer=_init, initargs=(inputs,)) as pool:
-        futures = {task: pool.submit(_piece, task[0], configs[task[0]][0], source, options, task[1]) for task in tasks}
-        for index, ((_, label), parts) in enumerate(zip(configs, splits, strict=True)):
-            done = [futures.pop((index, piece)).result() for piece in range(len(parts.pieces))]
-            result = join([r for r, _ in done], parts.unrouted)
-            outcomes.append(Outcome(label, figures(result, prices), series(result), sum(t for _, t in done)))
-    return outcomes
+        futures = {pool.submit(_piece, i, configs[i][0], source, options, piece): (i, piece) for i, piece in tasks}
+        for future in as_completed(futures):
+            index, piece = futures[future]
+            results[index, piece] = future.result()
+            done += len(splits[index].pieces[piece].jobs)
+            if progress is not None:
+                progress(done, total)
+            left[index] -= 1
+            if not left[index]:
+                pieces = [results.pop((index, p)) for p in range(len(splits[index].pieces))]
+                result = join([r for r, _ in pieces], splits[index].unrouted)
+                label = configs[index][1]
+                outcomes[index] = Outcome(label, figures(result, prices), series(result), sum(t for _, t in pieces))
+    return [outcomes[index] for index in range(len(configs))]
