@@ -176,9 +176,8 @@ def _run(
     chosen: list[Variant], raw: dict[str, Any], stack_file: Path, records: Any, models: Any, prices: PriceTable,
     history: Path, opts: Options, skip_bad: bool, latency: Path | None, price_file: Path | None, workers: int | None,
 ) -> tuple[list[Outcome], RunResult | None]:  # fmt: skip
-    progress = ProgressLines()
+    progress, loaded = ProgressLines(), (records, models, prices)
     if len(chosen) == 1:
-        loaded = (records, models, prices)
         try:
             outcome, result = run_one(chosen[0].raw, str(stack_file), chosen[0].label, opts, loaded, progress)
         except ValueError as exc:
@@ -186,7 +185,8 @@ def _run(
         return [outcome], result
     inputs = Inputs(history, skip_bad, latency, price_file)
     click.echo(f"simulating {len(chosen)} configurations in parallel processes...", err=True)
-    return run_many([(v.raw, v.label) for v in chosen], str(stack_file), inputs, opts, workers, progress), None
+    configs = [(v.raw, v.label) for v in chosen]
+    return run_many(configs, str(stack_file), inputs, opts, workers, progress, loaded), None
 
 
 class ProgressLines:

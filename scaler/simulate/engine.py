@@ -279,9 +279,10 @@ class Simulation:
         if until is not None:
             self.timeline.at(until, lambda: tallies.append(self._tally()))
         for record, group in everything:
-            assert record.started_at is not None and record.completed_at is not None
+            ran = record.duration
+            assert ran is not None  # routed jobs ran (route_all)
             self.group_of_job[record.id] = group.name
-            self.duration[record.id] = max(0.0, (record.completed_at - record.started_at).total_seconds())
+            self.duration[record.id] = ran.total_seconds()
             self.timeline.at(epoch(record.created_at), functools.partial(self._queue, record, group))
         last_end = max(epoch(r.created_at) + self.duration[r.id] for r, _ in everything)
         agent_log = logging.getLogger("garo.agent")

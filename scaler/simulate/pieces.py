@@ -73,8 +73,9 @@ def cut(routed: Sequence[Routed], min_jobs: int, seed: int) -> list[Piece]:
     created = [epoch(record.created_at) for record, _ in routed]
     over: list[float] = []
     for (record, _), at in zip(routed, created, strict=True):
-        assert record.started_at is not None and record.completed_at is not None
-        over.append(at + max(0.0, (record.completed_at - record.started_at).total_seconds()) + IN_FLIGHT_AFTER)
+        ran = record.duration
+        assert ran is not None  # routed jobs ran (route_all)
+        over.append(at + ran.total_seconds() + IN_FLIGHT_AFTER)
     in_flight: list[int] = []  # jobs before each one still in flight at its creation
     ends: list[float] = []
     for at, end in zip(created, over, strict=True):

@@ -92,9 +92,13 @@ def run_many(
     options: Options,
     workers: int | None,
     progress: Progress | None = None,
+    loaded: tuple[list[JobRecord], LatencyModels, PriceTable] | None = None,
 ) -> list[Outcome]:
-    """Simulate each (config block, label), their pieces in parallel processes; results in the order given."""
-    records, _, prices = load(inputs)
+    """Simulate each (config block, label), their pieces in parallel processes; results in the order given.
+
+    ``loaded``: the inputs already read (the CLI has read them), else read here; the workers read them anyway.
+    """
+    records, _, prices = loaded if loaded is not None else load(inputs)
     splits = [split(parse_stack_config(raw, source), records, options) for raw, _ in configs]
     # A configuration's pieces one after another, largest first: its result is joined (and its pieces'
     # results dropped) while the next configuration's run, and the last tasks of all are small ones.
