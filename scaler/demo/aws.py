@@ -245,6 +245,8 @@ class AwsFleet:
                 if STATE_LABEL not in tags:
                     self.ec2.create_tags(Resources=[iid], Tags=[{"Key": STATE_LABEL, "Value": "waiting"}])
                 continue
+            if key not in self.objects:  # written since the bucket was last listed: say so before its reading
+                said.append(self._written(key))
             self.ec2.create_tags(Resources=[iid], Tags=[{"Key": STATE_LABEL, "Value": "running"}])
             self.s3.delete_object(Bucket=BUCKET, Key=key)
             said.append(f"  {iid}: its boot agent read s3://{BUCKET}/{key} and deleted it")
@@ -254,12 +256,13 @@ class AwsFleet:
 
     def _watch_bucket(self) -> list[str]:
         keys = {o["Key"] for o in self.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}
-        said = [
-            f"  S3 s3://{BUCKET}/{key}: JIT config written (its runner role session alone may read it)"
-            for key in sorted(keys - self.objects)
-        ]
+        said = [self._written(key) for key in sorted(keys - self.objects)]
         self.objects = keys
         return said
+
+    @staticmethod
+    def _written(key: str) -> str:
+        return f"  S3 s3://{BUCKET}/{key}: JIT config written (its runner role session alone may read it)"
 
     def finish(self, group: str, name: str) -> None:
         for item in self._instances():
