@@ -42,8 +42,8 @@ typecheck: $(STAMP)
 PROPERTY_EXAMPLES ?= 1000
 
 # Test processes (pytest-xdist): one per core. On 2 cores the suite takes half the time it takes in
-# one process, which keeps make test from a clean clone within its 15 minutes. Every fixture that
-# starts a server takes a free port and a temporary directory, so the processes share nothing.
+# one process, which keeps make test from a clean clone within its 15 minutes. Fixtures bind free
+# ports and tests write to their own temporary directories, so the processes share nothing.
 # make pytest PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= auto
 
