@@ -44,8 +44,8 @@ PROPERTY_EXAMPLES ?= 1000
 # Test processes (pytest-xdist): one per core. On 2 cores the suite takes half the time it takes in
 # one process, which keeps make test from a clean clone within its 15 minutes. Fixtures bind free
 # ports and tests write to their own temporary directories, so the processes share nothing.
-# At most 4 (each starts its own Prism, moto and Pub/Sub servers); make pytest PYTEST_WORKERS=0
-# runs it in one process.
+# At most 4 (each starts its own Prism, moto and Compute fake servers); make pytest
+# PYTEST_WORKERS=0 runs it in one process.
 PYTEST_WORKERS ?= auto
 
 pytest: $(STAMP) $(NPM_STAMP) tools
