@@ -126,7 +126,11 @@ def test_a_piece_that_begins_with_jobs_in_flight_counts_their_vms_once(tmp_path:
     models = load_latency(latency_override(tmp_path, create=40.0, boot=20.0, startup=5.0, delete=10.0))
     pieces = cut(route_all(stack().groups, records)[0], min_jobs=1000, seed=1)
     assert len(pieces) == 4 and all(len(piece.lead_in) > 100 for piece in pieces[1:])
-    whole = figures(simulate(stack(), records, models, Options(seed=1, split=False)), load_prices()).total
-    split = figures(simulate(stack(), records, models, Options(seed=1, piece_jobs=1000)), load_prices()).total
+    whole_figures = figures(simulate(stack(), records, models, Options(seed=1, split=False)), load_prices())
+    split_figures = figures(simulate(stack(), records, models, Options(seed=1, piece_jobs=1000)), load_prices())
+    whole, split = whole_figures.total, split_figures.total
     for figure in ("jobs", "wait_p50", "wait_max", "vm_minutes", "job_minutes", "vms_created", "cost"):
         assert getattr(split, figure) == pytest.approx(getattr(whole, figure)), figure
+    # GitHub requests too, within a runner listing where a piece begins (18,112 against 18,113).
+    assert split_figures.github_requests == pytest.approx(whole_figures.github_requests, abs=len(pieces))
+    assert split_figures.github_peak_hour == pytest.approx(whole_figures.github_peak_hour, abs=len(pieces))

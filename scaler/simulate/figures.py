@@ -2,8 +2,8 @@
 
 Per group and in total: the wait from queued to started (p50, p95, p99, max),
 VM-minutes against job-minutes, cost from the price table, cloud and GitHub
-API calls, how close the JIT budget came to its limit, stolen jobs and
-replacement VMs. Plain data (``to_json``) so sweeps can send it between
+API calls, how close the JIT budget came to its limit, GitHub requests in the
+busiest hour, stolen jobs and replacement VMs. Plain data (``to_json``) so sweeps can send it between
 processes and ``--json`` can print it.
 """
 
@@ -22,6 +22,10 @@ from scaler.simulate.engine import RunResult
 from scaler.simulate.models import PriceTable
 
 PRICE_CLOUDS = {"gcp": "gce", "aws": "ec2", "local": "gce"}
+HOUR = 3600.0
+# An App installation's hourly limit at its lowest (GitHub: 5,000, plus 50 per repository and per
+# user above 20, up to 12,500; 15,000 on Enterprise Cloud). The table sets a run's peak hour beside it.
+HOURLY_LIMIT = 5_000
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -69,6 +73,10 @@ class Figures:
     jit_per_minute: int
     jit_minutes_at_limit: int
     jit_refused: int
+    # Requests GitHub served (a listing's every page) and the most in any hour: the installation's
+    # hourly limit (5,000 to 15,000) counts them all, and binds before the JIT budget under sustained load.
+    github_requests: int
+    github_peak_hour: int
     capacity_errors: int
     preemptions: int
     unrouted: int
@@ -204,6 +212,8 @@ def figures(result: RunResult, prices: PriceTable) -> Figures:
         jit_per_minute=result.jit_per_minute,
         jit_minutes_at_limit=at_limit,
         jit_refused=result.jit_refused,
+        github_requests=len(result.request_times),
+        github_peak_hour=most_within(result.request_times, HOUR),
         capacity_errors=usage.capacity_errors,
         preemptions=usage.preemptions,
         unrouted=result.unrouted,
@@ -211,6 +221,16 @@ def figures(result: RunResult, prices: PriceTable) -> Figures:
         pieces=result.pieces,
         waits_by_class=waits_by_class,
     )
+
+
+def most_within(times: Sequence[float], window: float) -> int:
+    """The most of ``times`` (in order) in any span of ``window`` seconds, its end excluded."""
+    most, first = 0, 0
+    for last, t in enumerate(times):
+        while times[first] <= t - window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 def _jit_windows(times: list[float], limit: int) -> tuple[int, int]:
@@ -266,6 +286,8 @@ def table(f: Figures) -> str:
         f"GitHub calls: {gh}",
         f"JIT budget: peak {f.jit_peak_per_minute}/{f.jit_per_minute} per minute, "
         f"{f.jit_minutes_at_limit} minute(s) at the limit, {f.jit_refused} refused",
+        f"GitHub requests (each page of a listing): {f.github_requests}, at most {f.github_peak_hour} in an hour "
+        f"(an App installation's hourly limit: {HOURLY_LIMIT:,} and up)",
         f"capacity errors {f.capacity_errors}, spot preemptions {f.preemptions}, failed jobs {f.total.failed_jobs}, "
         f"never started {f.total.never_started}, not simulated (no group fits, or never ran) {f.unrouted}",
     ]

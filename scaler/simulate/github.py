@@ -6,16 +6,20 @@ labels fit and whose runner group admits the job's repository takes a queued
 job, so jobs get stolen unless the priority classes have runner groups). Its dispatcher looks at
 every job ever queued; here only the queued ones are looked at, jobs keep
 their history ids and run for their recorded durations, and every JIT config
-generated is timed for the budget report.
+generated is timed for the budget report. So is every request GitHub would
+serve (a listing's every page), for the installation's hourly limit.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
+import math
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from scaler.github.client import PER_PAGE
 from scaler.github.models import GitHubError, JitConfig, Runner
 from scaler.github.ratelimit import JitBudget
 from scaler.github.sim import GitHubSim, SimJob
@@ -41,6 +45,9 @@ class HistoryGitHub(GitHubSim):
         self.on_start = on_start
         self.waiting: dict[int, SimJob] = {}  # queued jobs by id (ids grow with time, so dict order is queue order)
         self.jit_times: list[float] = []
+        # When each request was made, as GitHub counts them against the installation's hourly limit:
+        # one per call, one per page of a runner listing, a refused JIT request too.
+        self.request_times: list[float] = []
         self.jit_refused = 0  # generate calls beyond the budget (GitHub's 429); the agent should never make any
         # The organisation's runner listing until a runner changes: the agent lists on most of its steps.
         self._listing: list[Runner] | None = None
@@ -60,9 +67,14 @@ class HistoryGitHub(GitHubSim):
         self.emit("queued", self.payload(job))
         return job
 
+    def _enter(self, method: str) -> None:
+        self.request_times.append(self.clock())
+        super()._enter(method)
+
     def generate_jit_config(self, name: str, runner_group_id: int, labels: Sequence[str]) -> JitConfig:
         if self.budget.try_acquire() > 0:
             self.calls["generate_jit_config"] = self.calls.get("generate_jit_config", 0) + 1
+            self.request_times.append(self.clock())
             self.jit_refused += 1
             raise GitHubError(429, "simulated: JIT config rate limit")
         config = super().generate_jit_config(name, runner_group_id, labels)
@@ -89,6 +101,9 @@ class HistoryGitHub(GitHubSim):
             if len(entries) > 2 * len(listing):  # forget the runners that are gone
                 self._entries = {r.id: entries[r.id] for r in listing}
             self._listing = listing
+        # The client pages through the listing (PER_PAGE runners a page): the first page was counted above.
+        now = self.clock()
+        self.request_times.extend(itertools.repeat(now, math.ceil(len(self._listing) / PER_PAGE) - 1))
         return list(self._listing)
 
     def delete_runner(self, runner_id: int) -> None:

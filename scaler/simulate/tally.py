@@ -29,16 +29,17 @@ class Tally:
     github_calls: Counter[str]
     jit_refused: int
     steps: int
-    # Lengths of the append-only lists (usage.active_series, usage.log, jit times, events) then.
+    # Lengths of the append-only lists (usage.active_series, usage.log, jit times, events, GitHub requests) then.
     series: int
     log: int
     jit_times: int
     events: int
+    requests: int
 
     @classmethod
     def of(
         cls, at: float, usage: Usage, github_calls: dict[str, int], jit_refused: int, jit_times: int, steps: int,
-        events: int,
+        events: int, requests: int,
     ) -> Tally:  # fmt: skip
         """The tally of a run whose VMs are billed up to ``at`` (:meth:`SimCloud.bill_to_now`)."""
         return cls(
@@ -56,6 +57,7 @@ class Tally:
             len(usage.log),
             jit_times,
             events,
+            requests,
         )
 
 
