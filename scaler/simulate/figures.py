@@ -3,8 +3,8 @@
 Per group and in total: the wait from queued to started (p50, p95, p99, max),
 VM-minutes against job-minutes, cost from the price table, cloud and GitHub
 API calls, how close the JIT budget came to its limit, GitHub requests in the
-busiest hour, stolen jobs and replacement VMs. Plain data (``to_json``) so sweeps can send it between
-processes and ``--json`` can print it.
+busiest hour, stolen jobs and replacement VMs. Plain data (``to_json``) so
+sweeps can send it between processes and ``--json`` can print it.
 """
 
 from __future__ import annotations
