@@ -27,25 +27,45 @@ from tests.harness.github_sim_http import GitHubSimServer
 from tests.simkit import STACK_TEXT, job, latency_override
 
 
-def _register(github: GitHubSim, count: int) -> None:
-    for i in range(count):
-        github.generate_jit_config(f"eng-small-{i + 1}", 1, ["self-hosted"])
+def _register(github: GitHubSim, per_group: dict[int, int]) -> None:
+    for group, count in per_group.items():
+        for i in range(count):
+            github.generate_jit_config(f"eng-small-{group}-{i + 1}", group, ["self-hosted"])
 
 
-@pytest.mark.parametrize("runners", [0, 99, 100, 101, 250])
-def test_a_runner_listing_counts_the_pages_the_real_client_requests(runners: int) -> None:
+@pytest.mark.parametrize(
+    ("per_group", "listed"),
+    [
+        ({1: 0}, ()),  # a repository's runners (or no groups): one listing of them all
+        ({1: 99}, ()),
+        ({1: 100}, ()),
+        ({1: 101}, ()),
+        ({1: 250}, ()),
+        ({1: 250}, (1,)),  # the organisation's runner group 1, as the agent lists it by default
+        ({1: 150, 7: 30, 9: 5}, (1, 7)),  # two groups listed one by one; group 9 is not the department's
+        ({1: 0, 7: 0}, (1, 7)),  # an empty group still costs its request
+    ],
+)
+def test_a_runner_listing_counts_the_requests_the_real_client_makes(
+    per_group: dict[int, int], listed: tuple[int, ...]
+) -> None:
     clock = VirtualClock(1_000.0)
-    simulated = HistoryGitHub(clock, lambda a, p: None, random.Random(0), JitBudget(1_000, clock=clock), lambda j: None)
-    _register(simulated, runners)
+    budget = JitBudget(1_000, clock=clock)
+    simulated = HistoryGitHub(clock, lambda a, p: None, random.Random(0), budget, lambda j: None, listed_groups=listed)
+    _register(simulated, per_group)
     before = len(simulated.request_times)
-    assert len(simulated.list_runners()) == runners
+    simulated.list_runners()
 
     served = GitHubSimServer(GitHubSim(clock, lambda a, p: None, random.Random(0)))
     try:
-        _register(served.sim, runners)
-        listed = GitHubClient("octo-org", token="app", api_url=served.url).list_runners()
-        assert len(listed) == runners
-        assert len(simulated.request_times) - before == served.calls["list 200"] == max(1, -(-runners // 100))
+        _register(served.sim, per_group)
+        listed_by_client = GitHubClient(
+            "octo-org", token="app", api_url=served.url, runner_groups=listed
+        ).list_runners()
+        wanted = sum(per_group[g] for g in listed) if listed else sum(per_group.values())
+        assert len(listed_by_client) == wanted
+        requests = sum(n for key, n in served.calls.items() if key.endswith("list 200"))
+        assert requests >= 1 and len(simulated.request_times) - before == requests
     finally:
         served.close()
 

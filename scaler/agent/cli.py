@@ -54,8 +54,7 @@ def open_github(settings: AgentSettings, registry: Any = None) -> GitHubApi:
             token = value
     elif gh.app_id is not None and settings.github_key_file:
         key = Path(settings.github_key_file).read_text()
-    # Organisation-scoped runners are listed per runner group: the department's own, not the org's.
-    groups = () if gh.runner_repository else tuple(g.runner_group_id for g in settings.config.groups)
+    groups = settings.config.listed_runner_groups
     if key is not None and gh.app_id is not None and gh.runner_app is not None:
         per_minute = gh.runner_app.jit_per_minute
         clients = [

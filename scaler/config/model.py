@@ -310,6 +310,16 @@ class StackConfig:
         raise KeyError(f"department {self.department!r} has no runner group {name!r}")
 
     @property
+    def listed_runner_groups(self) -> tuple[int, ...]:
+        """The runner groups whose runners the agent lists (none: a repository's runners, in one listing).
+
+        Organisation-scoped runners are listed per runner group: the department's own, not the org's.
+        """
+        if self.github.runner_repository:
+            return ()
+        return tuple(dict.fromkeys(g.runner_group_id for g in self.groups))
+
+    @property
     def resource_labels(self) -> dict[str, str]:
         """Labels every cloud resource of this stack carries."""
         labels = {"garo-department": self.department, "managed-by": "garo"}

@@ -148,8 +148,9 @@ class Simulation:
         self.bus = SimBus(self.clock)
         self.budget = JitBudget(options.jit_per_minute, clock=self.clock)
         self.github = HistoryGitHub(
-            self.clock, self._emit, random.Random(self.rng.random()), self.budget, on_start=self._job_started
-        )
+            self.clock, self._emit, random.Random(self.rng.random()), self.budget, on_start=self._job_started,
+            listed_groups=config.listed_runner_groups,
+        )  # fmt: skip
         cloud_name = options.cloud_model or CLOUD_MODELS.get(config.cloud, config.cloud)
         self.cloud = SimCloud(
             config,

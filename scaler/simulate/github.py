@@ -16,6 +16,7 @@ import functools
 import itertools
 import math
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,8 +40,11 @@ class HistoryGitHub(GitHubSim):
         rng: random.Random,
         budget: JitBudget,
         on_start: Callable[[SimJob], None],
+        listed_groups: Sequence[int] = (),
     ) -> None:
+        """``listed_groups``: the runner groups the agent's client lists one by one (none: one listing of all)."""
         super().__init__(clock, emit, rng)
+        self.listed_groups = tuple(dict.fromkeys(listed_groups))
         self.budget = budget
         self.on_start = on_start
         self.waiting: dict[int, SimJob] = {}  # queued jobs by id (ids grow with time, so dict order is queue order)
@@ -51,6 +55,7 @@ class HistoryGitHub(GitHubSim):
         self.jit_refused = 0  # generate calls beyond the budget (GitHub's 429); the agent should never make any
         # The organisation's runner listing until a runner changes: the agent lists on most of its steps.
         self._listing: list[Runner] | None = None
+        self._listing_requests = 1  # the requests the client makes for that listing (each group's pages)
         # Each runner's listing entry and the (online, busy) it shows: a new listing rebuilds only the
         # entries of runners that changed (a month of steps would otherwise build millions of them).
         self._entries: dict[int, tuple[bool, bool, Runner]] = {}
@@ -101,10 +106,17 @@ class HistoryGitHub(GitHubSim):
             if len(entries) > 2 * len(listing):  # forget the runners that are gone
                 self._entries = {r.id: entries[r.id] for r in listing}
             self._listing = listing
-        # The client pages through the listing (PER_PAGE runners a page): the first page was counted above.
-        now = self.clock()
-        self.request_times.extend(itertools.repeat(now, math.ceil(len(self._listing) / PER_PAGE) - 1))
+            self._listing_requests = self._pages()
+        # The first request was counted above (``_enter``).
+        self.request_times.extend(itertools.repeat(self.clock(), self._listing_requests - 1))
         return list(self._listing)
+
+    def _pages(self) -> int:
+        """Requests GitHubClient.list_runners makes: each listed runner group's pages (PER_PAGE runners a page)."""
+        if not self.listed_groups:
+            return max(1, math.ceil(len(self.runners) / PER_PAGE))
+        per_group = Counter(r.group_id for r in self.runners.values())
+        return sum(max(1, math.ceil(per_group[group] / PER_PAGE)) for group in self.listed_groups)
 
     def delete_runner(self, runner_id: int) -> None:
         self._listing = None
