@@ -235,14 +235,8 @@ def most_within(times: Sequence[float], window: float) -> int:
 
 def _jit_windows(times: list[float], limit: int) -> tuple[int, int]:
     """The most JIT configs in any 60 s window, and in how many distinct minutes a window reached the limit."""
-    peak, minutes = 0, set()
-    for i, t in enumerate(times):
-        j = bisect.bisect_right(times, t + 60.0 - 1e-9)
-        count = j - i
-        peak = max(peak, count)
-        if count >= limit:
-            minutes.add(int(t // 60))
-    return peak, len(minutes)
+    minutes = {int(t // 60) for i, t in enumerate(times) if bisect.bisect_right(times, t + 60.0 - 1e-9) - i >= limit}
+    return most_within(times, 60.0), len(minutes)
 
 
 def duration_text(seconds: float) -> str:

@@ -78,8 +78,7 @@ class HistoryGitHub(GitHubSim):
 
     def generate_jit_config(self, name: str, runner_group_id: int, labels: Sequence[str]) -> JitConfig:
         if self.budget.try_acquire() > 0:
-            self.calls["generate_jit_config"] = self.calls.get("generate_jit_config", 0) + 1
-            self.request_times.append(self.clock())
+            self._enter("generate_jit_config")  # a refused request is counted like any other
             self.jit_refused += 1
             raise GitHubError(429, "simulated: JIT config rate limit")
         config = super().generate_jit_config(name, runner_group_id, labels)
