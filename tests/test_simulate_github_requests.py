@@ -95,6 +95,55 @@ def test_the_table_and_json_give_the_requests_and_the_busiest_hour(tmp_path: Pat
     assert data["github_calls"]["generate_jit_config"] == 50
     # The busy first hour has the most: more than 40 jobs' configs, fewer than all requests.
     assert 40 < data["github_peak_hour"] < data["github_requests"]
+    # Some listings repeat an unchanged one (the agent lists on most steps); without them the busiest hour is lower.
+    assert 0 < data["github_unchanged"] < data["github_calls"]["list_runners"]
+    assert data["github_peak_hour"] - data["github_unchanged"] <= data["github_peak_hour_paid"]
+    assert data["github_peak_hour_paid"] < data["github_peak_hour"]
     table = runner.invoke(main, args).output
     assert f"GitHub requests (each page of a listing): {data['github_requests']}, at most " in table
     assert f"{data['github_peak_hour']} in an hour (an App installation's hourly limit: 5,000 and up)" in table
+    assert (
+        f"{data['github_unchanged']} of them repeat an unchanged listing, free when GitHub answers them 304: then at "
+        f"most {data['github_peak_hour_paid']} in an hour"
+    ) in table
+
+
+@pytest.mark.parametrize("runners", [3, 250])
+def test_unchanged_listings_are_the_ones_the_real_client_gets_304_for(runners: int) -> None:
+    """The same changes in both worlds; the simulation counts a listing unchanged only when every page is.
+
+    One page: exactly the real client's 304s. Several: a runner that changes state changes only its
+    page on GitHub, so the real client gets more 304s than the simulation counts (it errs on the paid side).
+    """
+    clock = VirtualClock(1_000.0)
+    simulated = HistoryGitHub(
+        clock, lambda a, p: None, random.Random(0), JitBudget(1_000, clock=clock), lambda j: None
+    )
+    served = GitHubSimServer(GitHubSim(clock, lambda a, p: None, random.Random(0)))
+    try:
+        client = GitHubClient("octo-org", token="app", api_url=served.url)
+        worlds: list[GitHubSim] = [simulated, served.sim]
+        for world in worlds:
+            _register(world, {1: runners})
+
+        def both(change: str) -> None:
+            for world in worlds:
+                if change == "boot":  # the oldest runner comes online: one row changes
+                    world.boot(world.runners[min(world.runners)].secret)
+                elif change == "register":  # a runner more: total_count changes on every page
+                    world.generate_jit_config(f"eng-small-x{len(world.runners)}", 1, ["self-hosted"])
+            simulated.list_runners()
+            client.list_runners()
+
+        for change in ("none", "none", "boot", "none", "register", "none", "none"):
+            both(change)
+        real_304 = served.calls.get("list 304", 0)
+        pages = 1 if runners < 100 else 3
+        # Four of the seven listings followed no change: every page of them is unchanged.
+        assert len(simulated.unchanged_times) == 4 * pages
+        if runners <= 100:
+            assert real_304 == 4
+        else:  # after the boot, pages 2 and 3 were unchanged on GitHub too
+            assert real_304 == 4 * pages + 2
+    finally:
+        served.close()

@@ -7,6 +7,14 @@ repositories); repo-level when `repo="owner/name"` is given. With
 the department's own runners, not of the whole organisation's. Retries, rate
 limits and metrics live in `scaler.github.http`; this module only knows the
 endpoints and how to turn their JSON into `scaler.github.models`.
+
+Runner listings are conditional GETs: each page's ``ETag`` goes back as
+``If-None-Match``, and a page GitHub answers ``304 Not Modified`` is the one
+already held. The agent lists its runners on most batches, usually unchanged
+since the last time; GitHub does not count a 304 against the installation's
+hourly limit ("Best practices for using the REST API": use conditional
+requests), so an unchanged listing is free. A page without an ``ETag`` is
+simply asked for in full next time.
 """
 
 from __future__ import annotations
@@ -75,6 +83,8 @@ class GitHubClient:
         self._installation_id = installation_id
         self._token = token
         self._tokens = InstallationTokenCache(self._fetch_installation_token, clock=self.clock)
+        # Runner listing pages by path: page -> (ETag, body, Link header), for conditional GETs.
+        self._pages: dict[str, dict[int, tuple[str, dict[str, Any], str]]] = {}
 
     @property
     def app_id(self) -> str | None:
@@ -244,10 +254,10 @@ class GitHubClient:
 
     def _list_pages(self, prefix: str, template: str) -> list[Runner]:
         runners: list[Runner] = []
+        held = self._pages.setdefault(prefix, {})
+        page = 0
         for page in range(1, _MAX_PAGES + 1):
-            response = self._call("GET", prefix, template, params={"per_page": PER_PAGE, "page": page})
-            raise_for(response, "GET", prefix)
-            data = response.json()
+            data, link = self._conditional_page(prefix, template, page, held)
             batch = data.get("runners") or []
             runners.extend(_runner(item) for item in batch)
             total = data.get("total_count")
@@ -255,9 +265,30 @@ class GitHubClient:
             # are not followed so credentials never go to another host.
             if len(batch) < PER_PAGE or (isinstance(total, int) and len(runners) >= total):
                 break
-            if 'rel="next"' not in response.headers.get("Link", ""):
+            if 'rel="next"' not in link:
                 break
+        for gone in [p for p in held if p > page]:  # the listing got shorter: those pages are no more
+            del held[gone]
         return runners
+
+    def _conditional_page(
+        self, prefix: str, template: str, page: int, held: dict[int, tuple[str, dict[str, Any], str]]
+    ) -> tuple[dict[str, Any], str]:
+        """One page's body and Link header: the held copy if GitHub answers 304 to its ETag, else the new one."""
+        last = held.get(page)
+        condition = {"If-None-Match": last[0]} if last is not None else None
+        response = self._call("GET", prefix, template, params={"per_page": PER_PAGE, "page": page}, headers=condition)
+        if response.status_code == 304 and last is not None:
+            return last[1], last[2]
+        raise_for(response, "GET", prefix)
+        data = response.json()
+        link = response.headers.get("Link", "")
+        etag = response.headers.get("ETag")
+        if etag:
+            held[page] = (etag, data, link)
+        else:
+            held.pop(page, None)
+        return data, link
 
     def delete_runner(self, runner_id: int) -> None:
         """Deregister a runner; 404 means it is already gone, which is fine."""

@@ -162,13 +162,16 @@ class GitHubHttp:
         auth: Callable[[], str],
         json: Any = None,
         params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> requests.Response:
-        """Send `method path` and return the 2xx/404 response; raise GitHubError otherwise.
+        """Send `method path` and return the 2xx/3xx/404 response; raise GitHubError otherwise.
 
         `endpoint` is the path template (metrics label); `auth` returns the
         Authorization header value and is called per attempt so a refreshed
         token is picked up. 404 is returned, not raised, because for DELETE it
         means "already gone"; callers that need the resource call `raise_for`.
+        `headers` are sent besides the standard ones (``If-None-Match`` for a
+        conditional GET, whose 304 is returned like any other answer below 400).
         """
         tries = _Tries()
         retrying = Retrying(
@@ -181,7 +184,7 @@ class GitHubHttp:
             ),
             retry_error_callback=self._give_up,
         )
-        return retrying(self._attempt, tries, method, path, endpoint, auth, json, params)
+        return retrying(self._attempt, tries, method, path, endpoint, auth, json, params, headers)
 
     def _attempt(
         self,
@@ -192,9 +195,10 @@ class GitHubHttp:
         auth: Callable[[], str],
         json: Any,
         params: Mapping[str, str | int] | None,
+        extra: Mapping[str, str] | None,
     ) -> requests.Response:
         """One try: the response, or GitHubError (final) or _Again (worth another try)."""
-        headers = {"Accept": ACCEPT, "X-GitHub-Api-Version": API_VERSION, "Authorization": auth()}
+        headers = {**(extra or {}), "Accept": ACCEPT, "X-GitHub-Api-Version": API_VERSION, "Authorization": auth()}
         try:
             response = self.session.request(
                 method, self.base_url + path, headers=headers, json=json, params=params, timeout=self.timeout

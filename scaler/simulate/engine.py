@@ -103,6 +103,7 @@ class RunResult:
     pieces: int = 1  # the history was simulated in this many pieces (scaler.simulate.pieces)
     replayed: int = 0  # jobs in flight where a piece began, replayed there (counted by the piece before)
     request_times: list[float] = field(default_factory=list)  # each request GitHub served (pages each)
+    unchanged_times: list[float] = field(default_factory=list)  # those repeating an unchanged listing (304s)
 
 
 def route(groups: Sequence[RunnerGroup], record: JobRecord) -> RunnerGroup | None:
@@ -308,7 +309,7 @@ class Simulation:
         github = self.github
         return Tally.of(
             self.clock.now, self.cloud.usage, github.calls, github.jit_refused, len(github.jit_times), self.steps,
-            len(self.events), len(github.request_times),
+            len(self.events), len(github.request_times), len(github.unchanged_times),
         )  # fmt: skip
 
     def _loop(self, stop_after: float, stop_at_latest: float) -> None:
@@ -386,6 +387,7 @@ class Simulation:
             github_calls=dict(last.github_calls - first.github_calls),
             jit_times=self.github.jit_times[first.jit_times : last.jit_times],
             request_times=self.github.request_times[first.requests : last.requests],
+            unchanged_times=self.github.unchanged_times[first.unchanged : last.unchanged],
             jit_per_minute=self.options.jit_per_minute,
             jit_refused=last.jit_refused - first.jit_refused,
             unrouted=unrouted,

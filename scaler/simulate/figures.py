@@ -77,6 +77,10 @@ class Figures:
     # hourly limit (5,000 to 15,000) counts them all, and binds before the JIT budget under sustained load.
     github_requests: int
     github_peak_hour: int
+    # Of those, listing requests that repeated an unchanged listing: the agent's client asks on condition
+    # (If-None-Match) and GitHub does not count a 304 against the hourly limit. The busiest hour without them.
+    github_unchanged: int
+    github_peak_hour_paid: int
     capacity_errors: int
     preemptions: int
     unrouted: int
@@ -214,6 +218,8 @@ def figures(result: RunResult, prices: PriceTable) -> Figures:
         jit_refused=result.jit_refused,
         github_requests=len(result.request_times),
         github_peak_hour=most_within(result.request_times, HOUR),
+        github_unchanged=len(result.unchanged_times),
+        github_peak_hour_paid=most_within(without(result.request_times, result.unchanged_times), HOUR),
         capacity_errors=usage.capacity_errors,
         preemptions=usage.preemptions,
         unrouted=result.unrouted,
@@ -231,6 +237,18 @@ def most_within(times: Sequence[float], window: float) -> int:
             first += 1
         most = max(most, last - first + 1)
     return most
+
+
+def without(times: Sequence[float], some: Sequence[float]) -> list[float]:
+    """``times`` (in order) less ``some`` of them (in order, each one of ``times``), one for one."""
+    rest: list[float] = []
+    i = 0
+    for t in times:
+        if i < len(some) and some[i] == t:
+            i += 1
+        else:
+            rest.append(t)
+    return rest
 
 
 def _jit_windows(times: list[float], limit: int) -> tuple[int, int]:
@@ -281,7 +299,8 @@ def table(f: Figures) -> str:
         f"JIT budget: peak {f.jit_peak_per_minute}/{f.jit_per_minute} per minute, "
         f"{f.jit_minutes_at_limit} minute(s) at the limit, {f.jit_refused} refused",
         f"GitHub requests (each page of a listing): {f.github_requests}, at most {f.github_peak_hour} in an hour "
-        f"(an App installation's hourly limit: {HOURLY_LIMIT:,} and up)",
+        f"(an App installation's hourly limit: {HOURLY_LIMIT:,} and up); {f.github_unchanged} of them repeat an "
+        f"unchanged listing, free when GitHub answers them 304: then at most {f.github_peak_hour_paid} in an hour",
         f"capacity errors {f.capacity_errors}, spot preemptions {f.preemptions}, failed jobs {f.total.failed_jobs}, "
         f"never started {f.total.never_started}, not simulated (no group fits, or never ran) {f.unrouted}",
     ]

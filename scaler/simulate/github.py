@@ -52,6 +52,9 @@ class HistoryGitHub(GitHubSim):
         # When each request was made, as GitHub counts them against the installation's hourly limit:
         # one per call, one per page of a runner listing, a refused JIT request too.
         self.request_times: list[float] = []
+        # Those of them that repeat a listing unchanged since the agent's last: the client asks for each
+        # page on condition (If-None-Match), and GitHub does not count a 304 against the hourly limit.
+        self.unchanged_times: list[float] = []
         self.jit_refused = 0  # generate calls beyond the budget (GitHub's 429); the agent should never make any
         # The organisation's runner listing until a runner changes: the agent lists on most of its steps.
         self._listing: list[Runner] | None = None
@@ -90,6 +93,7 @@ class HistoryGitHub(GitHubSim):
         if runner_group_id is not None:
             return super().list_runners(runner_group_id)
         self._enter("list_runners")
+        unchanged = self._listing is not None
         if self._listing is None:
             entries, listing = self._entries, []
             for r in self.runners.values():
@@ -107,7 +111,10 @@ class HistoryGitHub(GitHubSim):
             self._listing = listing
             self._listing_requests = self._pages()
         # The first request was counted above (``_enter``).
-        self.request_times.extend(itertools.repeat(self.clock(), self._listing_requests - 1))
+        now = self.clock()
+        self.request_times.extend(itertools.repeat(now, self._listing_requests - 1))
+        if unchanged:  # every page as it was (a runner more or less changes every page: each has total_count)
+            self.unchanged_times.extend(itertools.repeat(now, self._listing_requests))
         return list(self._listing)
 
     def _pages(self) -> int:

@@ -159,6 +159,7 @@ def join(results: Sequence[RunResult], unrouted: int) -> RunResult:
         github_calls=dict(github_calls),
         jit_times=[t for r in results for t in r.jit_times],
         request_times=[t for r in results for t in r.request_times],
+        unchanged_times=[t for r in results for t in r.unchanged_times],
         jit_refused=sum(r.jit_refused for r in results),
         unrouted=unrouted,
         warm_seconds=dict(warm),

@@ -35,11 +35,12 @@ class Tally:
     jit_times: int
     events: int
     requests: int
+    unchanged: int  # of those, listing requests that repeated an unchanged listing
 
     @classmethod
     def of(
         cls, at: float, usage: Usage, github_calls: dict[str, int], jit_refused: int, jit_times: int, steps: int,
-        events: int, requests: int,
+        events: int, requests: int, unchanged: int,
     ) -> Tally:  # fmt: skip
         """The tally of a run whose VMs are billed up to ``at`` (:meth:`SimCloud.bill_to_now`)."""
         return cls(
@@ -58,6 +59,7 @@ class Tally:
             jit_times,
             events,
             requests,
+            unchanged,
         )
 
 

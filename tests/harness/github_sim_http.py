@@ -10,7 +10,10 @@ with ``total_count`` and pages, ``DELETE`` 204, 404/409/422 with a
 
 Each credential (the bearer token: one per App installation) has its own
 hourly core limit (``hourly_limit``), reported in ``x-ratelimit-*`` headers and
-by ``GET /rate_limit`` (which, as on GitHub, does not count against it); every
+by ``GET /rate_limit`` (which, as on GitHub, does not count against it). Runner
+listing pages carry an ``ETag``; a request whose ``If-None-Match`` names the
+page's current one gets ``304 Not Modified``, which (GitHub's documented rule)
+does not count against the limit either. Every
 JIT POST is recorded with its credential and time in ``jit_posts``, so a test
 can check what each App was sent per minute.
 
@@ -25,6 +28,7 @@ queues, boots, assigns or completes jobs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -113,6 +117,13 @@ class GitHubSimServer:
                 status, body = self._answer(endpoint, match, request)
             except GitHubError as exc:
                 status, body = exc.status or 500, {"message": str(exc)}
+            if endpoint in ("list", "group-list") and status == 200:
+                etag = 'W/"' + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32] + '"'
+                if request.headers.get("If-None-Match") == etag:  # unchanged: free, as on GitHub
+                    self._count(endpoint, 304)
+                    core = self._core(credential, spend=False, refund=True)
+                    return 304, None, {f"x-ratelimit-{k}": str(max(v, 0)) for k, v in core.items()} | {"ETag": etag}
+                limits["ETag"] = etag
             self._count(endpoint, status)
             if endpoint == "jit" and status == 201:
                 self.jit_posts.append((credential, self.clock()))
@@ -125,13 +136,16 @@ class GitHubSimServer:
                     limits["Link"] = f'<{self.url}{request.path}?per_page={per_page}&page={page + 1}>; rel="next"'
             return status, body, limits
 
-    def _core(self, credential: str, spend: bool) -> dict[str, int]:
-        """The credential's hourly window (fixed, from its first request), after spending one if ``spend``."""
+    def _core(self, credential: str, spend: bool, refund: bool = False) -> dict[str, int]:
+        """The credential's hourly window (fixed, from its first request), after spending one if ``spend``.
+
+        ``refund`` gives back the one just spent (the request turned out to be a 304).
+        """
         now = self.clock()
         start, used = self.used.get(credential, (now, 0))
         if now >= start + 3600:
             start, used = now, 0
-        used += 1 if spend else 0
+        used += (1 if spend else 0) - (1 if refund else 0)
         self.used[credential] = (start, used)
         limit = self.hourly_limit
         return {"limit": limit, "remaining": limit - used, "reset": int(start + 3600), "used": used}
