@@ -195,7 +195,8 @@ def _figures_text(f: Figures) -> str:
     t = f.total
     return (
         f"p50/p95/p99 wait {t.wait_p50:.0f}/{t.wait_p95:.0f}/{t.wait_p99:.0f} s, VM/job minutes {t.ratio:.2f}, "
-        f"{t.vms_created:,} VMs, cost {t.cost:,.0f} {f.currency}, at most {f.github_peak_hour:,} GitHub requests in an hour"
+        f"{t.vms_created:,} VMs, cost {t.cost:,.0f} {f.currency}, at most {f.github_peak_hour:,} GitHub requests in an hour "
+        f"({f.github_peak_hour_paid:,} without the listings that repeat an unchanged one)"
     )
 
 
@@ -244,8 +245,8 @@ def _policy_text(p: dict[str, Any]) -> str:
         "(the model's mean create + boot + runner start-up + delete).",
         "",
         "| configuration | p50 wait | p95 wait | p99 wait | VM-min | job-min | VMs created | bound* | within | cost "
-        "| GitHub requests, busiest hour |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| GitHub requests, busiest hour | without unchanged listings |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in p["rows"]:
         f: Figures = row["figures"]
@@ -254,7 +255,7 @@ def _policy_text(p: dict[str, Any]) -> str:
         lines.append(
             f"| {row['label']} | {t.wait_p50:.0f} s | {t.wait_p95:.0f} s | {t.wait_p99:.0f} s | {t.vm_minutes:,.0f} "
             f"| {t.job_minutes:,.0f} | {t.vms_created:,} | {row['bound']:,.0f} | {ok} | {t.cost:,.0f} {f.currency} "
-            f"| {f.github_peak_hour:,} |"
+            f"| {f.github_peak_hour:,} | {f.github_peak_hour_paid:,} |"
         )
     lines += ["", "*bound = 1.05 × (job-minutes + VMs created × boot and teardown) + configured warm-pool minutes."]
     return "\n".join(lines)
