@@ -46,6 +46,8 @@ def test_an_unchanged_listing_is_answered_304_and_spends_nothing(served: GitHubS
     assert again == first and len(again) == 3
     assert served.calls.get("list 304") == 1
     assert _used(served) == used  # the hourly limit did not move
+    sample = {"endpoint": "/orgs/{org}/actions/runners", "status": "304"}
+    assert client.metrics.registry.get_sample_value("garo_github_api_calls_total", sample) == 1  # operators see it
 
 
 def test_a_change_is_seen_at_once(served: GitHubSimServer) -> None:
