@@ -116,9 +116,7 @@ def test_unchanged_listings_are_the_ones_the_real_client_gets_304_for(runners: i
     page on GitHub, so the real client gets more 304s than the simulation counts (it errs on the paid side).
     """
     clock = VirtualClock(1_000.0)
-    simulated = HistoryGitHub(
-        clock, lambda a, p: None, random.Random(0), JitBudget(1_000, clock=clock), lambda j: None
-    )
+    simulated = HistoryGitHub(clock, lambda a, p: None, random.Random(0), JitBudget(1_000, clock=clock), lambda j: None)
     served = GitHubSimServer(GitHubSim(clock, lambda a, p: None, random.Random(0)))
     try:
         client = GitHubClient("octo-org", token="app", api_url=served.url)
