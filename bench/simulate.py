@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,9 @@ sys.path.insert(0, str(ROOT))
 from bench.docs import add_entry, heading  # noqa: E402
 from scaler.config import parse_stack_config  # noqa: E402
 from scaler.history.record import read_history  # noqa: E402
-from scaler.simulate.engine import Options, Simulation  # noqa: E402
+from scaler.simulate.engine import Options, RunResult, Simulation  # noqa: E402
 from scaler.simulate.figures import Figures, figures  # noqa: E402
-from scaler.simulate.models import Distribution, load_latency, load_prices  # noqa: E402
+from scaler.simulate.models import Distribution, LatencyModels, load_latency, load_prices  # noqa: E402
 from scaler.simulate.pieces import simulate, split  # noqa: E402
 from scaler.simulate.sweep import Inputs, run_many  # noqa: E402
 
@@ -91,11 +92,14 @@ def mean(d: Distribution) -> float:
     return d.median * math.exp(d.sigma**2 / 2) if d.kind == "lognormal" else d.median
 
 
-def _timed(config: Any, records: Any, options: Options) -> dict[str, Any]:
-    """One simulation's wall-clock time, CPU time (its worker processes' included) and figures."""
+def _timed(config: Any, records: Any, options: Options, run: Callable[..., RunResult] = simulate) -> dict[str, Any]:
+    """One simulation's wall-clock time, CPU time (its worker processes' included) and figures.
+
+    ``run`` is :func:`scaler.simulate.pieces.simulate` or a stand-in with its signature.
+    """
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall, cpu = time.perf_counter(), time.process_time()
-    result = simulate(config, records, load_latency(), options)
+    result = run(config, records, load_latency(), options)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu += (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
@@ -109,8 +113,18 @@ def _timed(config: Any, records: Any, options: Options) -> dict[str, Any]:
     }
 
 
-# What woke the agent for a step, in the order a step is filed under (the first that applies).
+# What woke the agent for a step, in the order a step is filed under (the first that applies: _cause).
 CAUSES = ("a reconcile pass", "a job queued", "a job completed", "a job started (in_progress alone)", "no message")
+
+
+def _cause(reconciles: bool, pulled: set[str]) -> str:
+    if reconciles:
+        return CAUSES[0]
+    if "queued" in pulled:
+        return CAUSES[1]
+    if "completed" in pulled:
+        return CAUSES[2]
+    return CAUSES[3] if "in_progress" in pulled else CAUSES[4]
 
 
 def _timed_whole(config: Any, records: Any, options: Options) -> dict[str, Any]:
@@ -124,45 +138,37 @@ def _timed_whole(config: Any, records: Any, options: Options) -> dict[str, Any]:
     """
     cpu_by: collections.defaultdict[str, float] = collections.defaultdict(float)
     steps_by = collections.Counter[str]()
-    wall, cpu = time.perf_counter(), time.process_time()
-    parts = split(config, records, options)
-    (piece,) = parts.pieces
-    simulation = Simulation(config, load_latency(), options)
-    agent, bus = simulation.agent, simulation.bus
-    step, pull = agent.step, bus.pull
-    pulled: set[str] = set()
 
-    def pull_noting(max_messages: int = 100, timeout: float = 1.0) -> Any:
-        messages = pull(max_messages, timeout)
-        pulled.update(m.attributes.get("action", "") for m in messages)
-        return messages
+    def run(config: Any, records: Any, models: LatencyModels, options: Options) -> RunResult:
+        parts = split(config, records, options)
+        (piece,) = parts.pieces
+        simulation = Simulation(config, models, options)
+        agent, bus = simulation.agent, simulation.bus
+        step, pull = agent.step, bus.pull
+        pulled: set[str] = set()
 
-    def step_timed() -> None:
-        pulled.clear()
-        reconciles = agent.clock() >= agent.next_reconcile
-        began = time.process_time()
-        step()
-        cause = next(c for c, hit in zip(CAUSES, _hits(reconciles, pulled), strict=True) if hit)
-        cpu_by[cause] += time.process_time() - began
-        steps_by[cause] += 1
+        def pull_noting(max_messages: int = 100, timeout: float = 1.0) -> Any:
+            messages = pull(max_messages, timeout)
+            pulled.update(m.attributes.get("action", "") for m in messages)
+            return messages
 
-    bus.pull = pull_noting  # type: ignore[method-assign]
-    agent.step = step_timed  # type: ignore[method-assign]
-    result = simulation.run_routed(
-        piece.jobs, parts.unrouted, piece.until, parts.repositories, piece.lead_in, piece.begins
-    )
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    return {
-        "wall": wall,
-        "cpu": cpu,
-        "steps": result.steps,
-        "figures": figures(result, load_prices()),
-        "causes": [(cause, steps_by[cause], cpu_by[cause]) for cause in CAUSES],
-    }
+        def step_timed() -> None:
+            pulled.clear()
+            reconciles = agent.clock() >= agent.next_reconcile
+            began = time.process_time()
+            step()
+            cause = _cause(reconciles, pulled)
+            cpu_by[cause] += time.process_time() - began
+            steps_by[cause] += 1
 
+        bus.pull = pull_noting  # type: ignore[method-assign]
+        agent.step = step_timed  # type: ignore[method-assign]
+        return simulation.run_routed(
+            piece.jobs, parts.unrouted, piece.until, parts.repositories, piece.lead_in, piece.begins
+        )
 
-def _hits(reconciles: bool, pulled: set[str]) -> tuple[bool, ...]:
-    return reconciles, "queued" in pulled, "completed" in pulled, "in_progress" in pulled, True
+    timed = _timed(config, records, options, run)
+    return timed | {"causes": [(cause, steps_by[cause], cpu_by[cause]) for cause in CAUSES]}
 
 
 def speed(directory: Path) -> dict[str, Any]:
