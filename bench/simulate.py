@@ -117,6 +117,14 @@ def _timed(config: Any, records: Any, options: Options, run: Callable[..., RunRe
 CAUSES = ("a reconcile pass", "a job queued", "a job completed", "a job started (in_progress alone)", "no message")
 
 
+# Bands of how many VMs (any state) the department had when a step began: (lowest, label).
+VM_BANDS = ((0, "under 25"), (25, "25-49"), (50, "50-99"), (100, "100-149"), (150, "150 or more"))
+
+
+def _band(vms: int) -> int:
+    return max(i for i, (lowest, _) in enumerate(VM_BANDS) if vms >= lowest)
+
+
 def _cause(reconciles: bool, pulled: set[str]) -> str:
     if reconciles:
         return CAUSES[0]
@@ -133,11 +141,14 @@ def _timed_whole(config: Any, records: Any, options: Options) -> dict[str, Any]:
     A step is filed under the first of :data:`CAUSES` that applies: its reconcile
     pass was due, or the messages it pulled; "no message" steps are the agent's
     own re-checks (held jobs, a VM that became usable, a JIT config still owed,
-    a lease running out). Timing a step costs two clock reads; it changes nothing
-    that is simulated.
+    a lease running out). Each step is also filed under how many VMs the
+    department had when it began (:data:`VM_BANDS`): what a step costs beyond
+    the same kind of step on a near-empty fleet is the agent's per-VM work.
+    Timing a step costs two clock reads and a count; it changes nothing that is
+    simulated.
     """
-    cpu_by: collections.defaultdict[str, float] = collections.defaultdict(float)
-    steps_by = collections.Counter[str]()
+    cpu_by: collections.defaultdict[tuple[str, int], float] = collections.defaultdict(float)
+    steps_by = collections.Counter[tuple[str, int]]()
 
     def run(config: Any, records: Any, models: LatencyModels, options: Options) -> RunResult:
         parts = split(config, records, options)
@@ -152,14 +163,17 @@ def _timed_whole(config: Any, records: Any, options: Options) -> dict[str, Any]:
             pulled.update(m.attributes.get("action", "") for m in messages)
             return messages
 
+        vms = simulation.cloud.vms
+
         def step_timed() -> None:
             pulled.clear()
             reconciles = agent.clock() >= agent.next_reconcile
+            band = _band(sum(len(group) for group in vms.values()))
             began = time.process_time()
             step()
-            cause = _cause(reconciles, pulled)
-            cpu_by[cause] += time.process_time() - began
-            steps_by[cause] += 1
+            key = (_cause(reconciles, pulled), band)
+            cpu_by[key] += time.process_time() - began
+            steps_by[key] += 1
 
         bus.pull = pull_noting  # type: ignore[method-assign]
         agent.step = step_timed  # type: ignore[method-assign]
@@ -168,7 +182,9 @@ def _timed_whole(config: Any, records: Any, options: Options) -> dict[str, Any]:
         )
 
     timed = _timed(config, records, options, run)
-    return timed | {"causes": [(cause, steps_by[cause], cpu_by[cause]) for cause in CAUSES]}
+    steps = [[steps_by[cause, band] for band in range(len(VM_BANDS))] for cause in CAUSES]
+    cpu = [[cpu_by[cause, band] for band in range(len(VM_BANDS))] for cause in CAUSES]
+    return timed | {"steps_by": steps, "cpu_by": cpu}
 
 
 def speed(directory: Path) -> dict[str, Any]:
@@ -219,28 +235,58 @@ def _speed_text(s: dict[str, Any]) -> str:
         f"{pieces['steps']:,} agent steps; {_figures_text(f)}. In one piece (`--whole`): {whole['wall']:.0f} s "
         f"wall-clock, {whole['cpu']:.0f} s CPU, {whole['steps']:,} agent steps, "
         f"{whole['cpu'] / s['jobs'] * 1000:.2f} ms CPU per job; {_figures_text(whole['figures'])}."
-        f"\n\n{_causes_text(whole, s['jobs'])}"
+        f"\n\n{_causes_text(whole, s['jobs'], s['workers'])}"
     )
 
 
-def _causes_text(whole: dict[str, Any], jobs: int) -> str:
-    """The one-piece run's CPU time by what woke the agent, and the simulated world's share."""
+def _causes_text(whole: dict[str, Any], jobs: int, workers: int) -> str:
+    """The one-piece run's CPU time by what woke the agent and by fleet size, and the simulated world's share."""
     lines = [
         "Where the one-piece run's CPU time went (each agent step filed under what woke it, the first that applies):",
         "",
         "| the agent stepped for | steps | per job | CPU | share | per step |",
         "|---|---|---|---|---|---|",
     ]
-    in_steps = 0.0
-    for cause, steps, cpu in whole["causes"]:
-        in_steps += cpu
+    for cause, steps_in, cpu_in in zip(CAUSES, whole["steps_by"], whole["cpu_by"], strict=True):
+        steps, cpu = sum(steps_in), sum(cpu_in)
         per_step = f"{cpu / steps * 1e6:,.0f} µs" if steps else "-"
         lines.append(
             f"| {cause} | {steps:,} | {steps / jobs:.2f} | {cpu:.0f} s | {cpu / whole['cpu']:.0%} | {per_step} |"
         )
-    world = whole["cpu"] - in_steps
+    world = whole["cpu"] - sum(map(sum, whole["cpu_by"]))
     lines.append(f"| (the simulated cloud, GitHub, bus and clock; routing the history) | | | {world:.0f} s "
                  f"| {world / whole['cpu']:.0%} | |")  # fmt: skip
+    return "\n".join(lines) + "\n\n" + _bands_text(whole, world, workers)
+
+
+def _bands_text(whole: dict[str, Any], world: float, workers: int) -> str:
+    """CPU per step by how many VMs the department had, and what the month would cost at the near-empty cost.
+
+    Each kind of step is priced at its cheapest band's cost per step (in practice
+    the near-empty fleet's): about what a planner with no per-VM work at all
+    would bring the run down to, since a step on a near-empty fleet is still a step.
+    """
+    lines = [
+        "The same steps by how many VMs the department had when each began:",
+        "",
+        "| VMs | steps | CPU | per step |",
+        "|---|---|---|---|",
+    ]
+    for band, (_, label) in enumerate(VM_BANDS):
+        steps = sum(row[band] for row in whole["steps_by"])
+        cpu = sum(row[band] for row in whole["cpu_by"])
+        per_step = f"{cpu / steps * 1e6:,.0f} µs" if steps else "-"
+        lines.append(f"| {label} | {steps:,} | {cpu:.0f} s | {per_step} |")
+    floor = world
+    for steps_in, cpu_in in zip(whole["steps_by"], whole["cpu_by"], strict=True):
+        per_step = [cpu / steps for steps, cpu in zip(steps_in, cpu_in, strict=True) if steps]
+        floor += sum(steps_in) * min(per_step, default=0.0)
+    lines += [
+        "",
+        f"Were every step as cheap as a step of its kind was in its cheapest band above, the one-piece run would take "
+        f"{floor:.0f} s of CPU (the world's included) instead of {whole['cpu']:.0f} s: at best "
+        f"{floor / workers:.0f} s on {workers} processes.",
+    ]
     return "\n".join(lines)
 
 
