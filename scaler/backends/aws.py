@@ -28,7 +28,7 @@ Choices worth knowing (docs/aws-backend.md has the reasoning and the figures):
   one, and instances not yet
   attached are plain ``TerminateInstances``. Desired capacity is raised by
   attaching and by resuming the warm pool, and never lowered on its own: the
-  ASG would pick its own victims.
+  ASG would pick its own victims (:mod:`scaler.backends.aws_asg`).
 * **Standby is the warm pool.** Warm instances (``Warmed:Stopped`` or
   ``Warmed:Hibernated``) list as ``STANDBY`` under their ``Name`` tag, or a
   name derived from their instance id. ``resume_standby`` raises the desired
@@ -55,7 +55,8 @@ Choices worth knowing (docs/aws-backend.md has the reasoning and the figures):
   rule expires anything left.
 * **Listing** is ``DescribeInstances`` by the ``garo-asg`` tag, plus the ASG
   (membership, lifecycle) and its warm pool, paginated, cached for
-  ``list_ttl`` seconds and single-flight.
+  ``list_ttl`` seconds and single-flight; :mod:`scaler.backends.aws_listing`
+  reads the answers into names and states.
 """
 
 from __future__ import annotations
@@ -63,38 +64,37 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, WaiterError
-from botocore.waiter import WaiterModel, create_waiter_with_client
+from botocore.exceptions import BotoCoreError, ClientError
 
+from scaler.backends.aws_asg import DETACHABLE, AsgMembership, detach_calls
 from scaler.backends.aws_errors import backend_error, failure_for
 from scaler.backends.aws_errors import error_parts as _error
-from scaler.backends.aws_launch import (
-    Placement,
-    batch_name_tag,
-    batch_tags,
-    batch_token,
-    batches,
-    client_token,
-    is_launch_tag,
-    launch_identity,
+from scaler.backends.aws_launch import Placement, batch_name_tag, batch_tags, batch_token, batches, client_token
+from scaler.backends.aws_listing import (
+    AGENT_URL_TAG,
+    ASG_TAG,
+    BUCKET_TAG,
+    DEPARTMENT_TAG,
+    LIVE_STATES,
+    WARM_READY,
+    Row,
+    instance_of,
+    rows_of,
 )
 from scaler.backends.base import (
     FALLBACK,
     JIT_KEY,
     SECRET_METADATA,
-    STATE_LABEL,
     BackendError,
     CreateFailure,
     CreateResult,
     Failure,
     Instance,
-    InstanceState,
 )
 from scaler.backends.jit_vault import JitVault
 from scaler.config import StackConfig
@@ -102,19 +102,10 @@ from scaler.naming import INSTANCE_NAME_RE, group_prefix
 
 log = logging.getLogger(__name__)
 
-ASG_TAG = "garo-asg"  # every instance of a group carries its ASG's name (infra propagates it to warm instances)
-DEPARTMENT_TAG = "garo-department"
-BUCKET_TAG = "garo-jit-bucket"  # where the boot agent finds its JIT config (read through IMDS tags)
-AGENT_URL_TAG = "garo-agent-url"  # where the boot agent pulls its JIT config instead, when the agent serves it
 DEFAULT_TIME_TO_START = 900.0  # seconds an unread JIT config is held when the group names no time_to_start
-_BOOKKEEPING_TAGS = frozenset({ASG_TAG, DEPARTMENT_TAG, BUCKET_TAG, AGENT_URL_TAG, STATE_LABEL, "Name"})
 JIT_PREFIX = "jit/"
-ATTACH_LIMIT = 20  # AttachInstances, DetachInstances: "You can specify up to 20 instances"
 TERMINATE_LIMIT = 1000  # TerminateInstances: up to 1,000 instance ids per request
-_DETACHABLE = frozenset({"InService", "Standby"})
 DELETE_OBJECTS_LIMIT = 1000  # S3 DeleteObjects: up to 1,000 keys per request
-_LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
-_WARM_READY = frozenset({"Warmed:Stopped", "Warmed:Hibernated"})
 
 # Every API action the backend calls, and on what: infra grants exactly these, conditioned on the
 # department tag where the action supports it (docs/aws-backend.md). Not listed: sts:GetCallerIdentity (the
@@ -159,23 +150,7 @@ class AwsGroup:
         return (self.asg,) if self.on_demand_asg in (None, self.asg) else (self.asg, str(self.on_demand_asg))
 
 
-@dataclass
-class _Row:
-    """One instance of a group as the listing sees it."""
-
-    id: str
-    name: str
-    asg: str
-    ec2_state: str
-    tags: dict[str, str]
-    launched: float
-    zone: str
-    lifecycle: str = ""  # the ASG's (InService, Pending, Warmed:Stopped ...); "" when not a member
-    warm: bool = False
-    batched: bool = False  # launched with others: its facts came from its garo-launch-<index> tag
-
-
-_Rows = list[_Row]  # aliases: inside AwsBackend, ``list`` is the Backend method
+Rows = list[Row]  # aliases: inside AwsBackend, ``list`` is the Backend method
 _Names = list[str]
 _Placements = list[Placement]
 
@@ -183,7 +158,7 @@ _Placements = list[Placement]
 @dataclass
 class _Listing:
     expires: float
-    rows: list[_Row] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
 
 
 def asg_name(department: str, group: str) -> str:
@@ -261,6 +236,7 @@ class AwsBackend:
         self._asg_info: dict[str, dict[str, Any]] = {}
         self._list_lock = threading.Lock()
         self._list_started: dict[str, int] = {}
+        self._members = AsgMembership(self.autoscaling, resume_wait, resume_poll)
 
     @classmethod
     def from_config(
@@ -323,15 +299,15 @@ class AwsBackend:
         # Not attached, warm, or detached already (by a delete that failed before terminating): plain terminate.
         loose = [r.id for r in rows if not r.lifecycle or r.warm or r.lifecycle.startswith("Detach")]
         members = [r for r in rows if r.lifecycle and not r.warm and not r.lifecycle.startswith(("Terminat", "Detach"))]
-        detachable = [r for r in members if r.lifecycle in _DETACHABLE]
-        if _detach_calls(detachable) + (0 if loose else 1) >= len(detachable):
+        detachable = [r for r in members if r.lifecycle in DETACHABLE]
+        if detach_calls(detachable) + (0 if loose else 1) >= len(detachable):
             detachable = []  # as few or fewer calls one by one (one instance, two): no detached-but-live window
         try:
-            loose += self._detach(detachable)
+            loose += self._members.detach(detachable)
             detaching = {r.id for r in detachable}
             for row in members:
                 if row.id not in detaching:
-                    self._terminate_in_asg(row)  # Pending ...: AWS detaches only InService and Standby members
+                    self._members.terminate_in_asg(row)  # Pending ...: AWS detaches only InService and Standby members
             for start in range(0, len(loose), TERMINATE_LIMIT):
                 chunk = loose[start : start + TERMINATE_LIMIT]
                 self._call(self.ec2.terminate_instances, "TerminateInstances", InstanceIds=chunk)
@@ -349,7 +325,7 @@ class AwsBackend:
 
     def list(self, group: str) -> Sequence[Instance]:
         where = self._group(group)
-        return [self._instance(group, row) for row in self._rows(group, where)]
+        return [instance_of(group, row) for row in self._rows(group, where)]
 
     def resume_standby(self, group: str, count: int) -> Sequence[str]:
         """Raise the desired capacity by the warm instances wanted; return those the ASG took out of the pool."""
@@ -359,7 +335,7 @@ class AwsBackend:
         picked: _Names = []
         for asg in where.asgs:
             rows = self._list_asg(group, asg, fresh=True)
-            warm = [r for r in rows if r.warm and r.lifecycle in _WARM_READY]
+            warm = [r for r in rows if r.warm and r.lifecycle in WARM_READY]
             take = min(count - len(picked), len(warm))
             if take <= 0:
                 continue
@@ -377,9 +353,11 @@ class AwsBackend:
                 DesiredCapacity=desired + take,
                 HonorCooldown=False,
             )
-            left = self._wait_for_warm_exit(asg, [r.id for r in warm], take, {i["InstanceId"] for i in members})
-            by_id = {r.id: r for r in warm}
-            picked += [by_id[i].name for i in left if i in by_id]
+            self._members.wait_for_warm_exit(asg, [r.id for r in warm], take)
+            joined = self._asg(asg, fresh=True).get("Instances", [])
+            was_member = {i["InstanceId"] for i in members}
+            left_pool = {r.id: r.name for r in warm if r.id not in was_member}
+            picked += [left_pool[i["InstanceId"]] for i in joined if i["InstanceId"] in left_pool]
             self._cache.pop(asg, None)
             if len(picked) >= count:
                 break
@@ -579,63 +557,6 @@ class AwsBackend:
             }
         return request
 
-    def _attach_ready(self, asg: str, rows: Iterable[_Row]) -> None:
-        """Attach our running instances that are not members yet (AWS refuses them before ``running``)."""
-        ready = [r for r in rows if r.asg == asg and not r.lifecycle and r.ec2_state == "running"]
-        for start in range(0, len(ready), ATTACH_LIMIT):
-            batch = ready[start : start + ATTACH_LIMIT]
-            try:
-                self.autoscaling.attach_instances(AutoScalingGroupName=asg, InstanceIds=[r.id for r in batch])
-            except ClientError as exc:
-                code, _, _ = _error(exc)
-                log.info("attach refused; retried on the next listing", extra={"asg": asg, "code": code})
-                continue
-            for row in batch:
-                row.lifecycle = "Pending"
-
-    def _detach(self, rows: Iterable[_Row]) -> _Names:
-        """Take members out of their ASGs, lowering desired capacity by exactly them; the ids now loose.
-
-        ``DetachInstances`` (up to 20 ids) with ``ShouldDecrementDesiredCapacity``,
-        then one ``TerminateInstances`` for all (the caller), instead of one
-        ``TerminateInstanceInAutoScalingGroup`` per instance. A batch AWS refuses
-        (an instance changed state since the listing) goes one by one the old way.
-        """
-        by_asg: dict[str, _Rows] = {}
-        for row in rows:
-            by_asg.setdefault(row.asg, []).append(row)
-        loose: _Names = []
-        for asg, members in by_asg.items():
-            for start in range(0, len(members), ATTACH_LIMIT):
-                batch = members[start : start + ATTACH_LIMIT]
-                try:
-                    self.autoscaling.detach_instances(
-                        AutoScalingGroupName=asg,
-                        InstanceIds=[r.id for r in batch],
-                        ShouldDecrementDesiredCapacity=True,
-                    )
-                except ClientError as exc:
-                    code, _, status = _error(exc)
-                    if failure_for(code, status) in (Failure.THROTTLED, Failure.UNAVAILABLE):
-                        raise backend_error(exc, "DetachInstances") from None
-                    log.info("detach refused; terminating one by one", extra={"asg": asg, "code": code})
-                    for row in batch:
-                        self._terminate_in_asg(row)
-                    continue
-                loose += [r.id for r in batch]
-        return loose
-
-    def _terminate_in_asg(self, row: _Row) -> None:
-        try:
-            self.autoscaling.terminate_instance_in_auto_scaling_group(
-                InstanceId=row.id, ShouldDecrementDesiredCapacity=True
-            )
-        except ClientError as exc:
-            code, message, status = _error(exc)
-            if failure_for(code, status) is Failure.NOT_FOUND or "not part of" in message.lower():
-                return  # gone already (or never attached): nothing to decrement
-            raise backend_error(exc, "TerminateInstanceInAutoScalingGroup") from None
-
     def _delete_jit_objects(self, instance_ids: Sequence[str]) -> None:
         keys = [{"Key": jit_key(i, self.runner_role_id)} for i in instance_ids]
         for start in range(0, len(keys), DELETE_OBJECTS_LIMIT):
@@ -646,37 +567,6 @@ class AwsBackend:
                 )
             except (ClientError, BotoCoreError):
                 log.warning("cannot delete JIT objects of terminated instances; the bucket lifecycle rule expires them")
-
-    def _wait_for_warm_exit(self, asg: str, warm_ids: Sequence[str], count: int, members: set[str]) -> _Names:
-        """Wait (a botocore waiter on DescribeAutoScalingGroups) until ``count`` warm instances joined the ASG."""
-        listed = "[" + ",".join(f'"{i}"' for i in warm_ids) + "]"
-        model = WaiterModel(
-            {
-                "version": 2,
-                "waiters": {
-                    "WarmInstancesJoined": {
-                        "operation": "DescribeAutoScalingGroups",
-                        "delay": self.resume_poll,
-                        "maxAttempts": max(1, int(self.resume_wait / max(self.resume_poll, 1))),
-                        "acceptors": [
-                            {
-                                "matcher": "path",
-                                "argument": f"length(AutoScalingGroups[].Instances[] | [?contains(`{listed}`, "
-                                f"InstanceId)]) >= `{count}`",
-                                "expected": True,
-                                "state": "success",
-                            }
-                        ],
-                    }
-                },
-            }
-        )
-        try:
-            create_waiter_with_client("WarmInstancesJoined", model, self.autoscaling).wait(AutoScalingGroupNames=[asg])
-        except WaiterError:
-            log.warning("warm instances were slow to leave the pool", extra={"asg": asg})
-        info = self._asg(asg, fresh=True)
-        return [i["InstanceId"] for i in info.get("Instances", []) if i["InstanceId"] in set(warm_ids) - members]
 
     # ------------------------------------------------------------------ listing
 
@@ -702,16 +592,16 @@ class AwsBackend:
             raise BackendError(f"ASG {asg} has no subnets (VPCZoneIdentifier)", reason=Failure.INVALID)
         return subnets
 
-    def _rows(self, group: str, where: AwsGroup) -> _Rows:
+    def _rows(self, group: str, where: AwsGroup) -> Rows:
         return [row for asg in where.asgs for row in self._list_asg(group, asg)]
 
-    def _find(self, group: str, where: AwsGroup, names: set[str]) -> _Rows:
+    def _find(self, group: str, where: AwsGroup, names: set[str]) -> Rows:
         rows = self._rows(group, where)
         if names - {r.name for r in rows}:
             rows = [row for asg in where.asgs for row in self._list_asg(group, asg, fresh=True)]
         return rows
 
-    def _list_asg(self, group: str, asg: str, fresh: bool = False) -> _Rows:
+    def _list_asg(self, group: str, asg: str, fresh: bool = False) -> Rows:
         """The ASG's instances from a cache of ``list_ttl`` seconds; concurrent callers share one listing."""
         asked_after = self._list_started.get(asg, 0)
         with self._list_lock:
@@ -721,11 +611,11 @@ class AwsBackend:
                 return cached.rows
             self._list_started[asg] = self._list_started.get(asg, 0) + 1
             rows = self._list_uncached(group, asg)
-            self._attach_ready(asg, rows)
+            self._members.attach_ready(asg, rows)
             self._cache[asg] = _Listing(self.clock() + self.list_ttl, rows)
             return rows
 
-    def _list_uncached(self, group: str, asg: str) -> _Rows:
+    def _list_uncached(self, group: str, asg: str) -> Rows:
         info = self._asg(asg, fresh=True)
         lifecycle = {i["InstanceId"]: str(i.get("LifecycleState", "")) for i in info.get("Instances", [])}
         warm: dict[str, str] = {}
@@ -736,40 +626,13 @@ class AwsBackend:
         pages = self.ec2.get_paginator("describe_instances").paginate(
             Filters=[
                 {"Name": f"tag:{ASG_TAG}", "Values": [asg]},
-                {"Name": "instance-state-name", "Values": _LIVE_STATES},
+                {"Name": "instance-state-name", "Values": LIVE_STATES},
             ]
         )
-        prefix = group_prefix(self.department, group)
-        rows: _Rows = []
-        for page in self._pages(pages, "DescribeInstances"):
-            for reservation in page.get("Reservations", []):
-                for item in reservation.get("Instances", []):
-                    iid = str(item["InstanceId"])
-                    tags = {str(t["Key"]): str(t.get("Value", "")) for t in item.get("Tags", [])}
-                    index = item.get("AmiLaunchIndex")
-                    launched_as = launch_identity(tags, int(index) if index is not None else None)
-                    name = launched_as[0] if launched_as else tags.get("Name", "")
-                    if launched_as:
-                        # Tags written since (a relabelled garo-job, garo-state) win over the launch's facts.
-                        tags = {**launched_as[1], **{k: v for k, v in tags.items() if not is_launch_tag(k)}}
-                    if not INSTANCE_NAME_RE.match(name):
-                        name = f"{prefix}w-{iid.removeprefix('i-')}"  # a warm instance the ASG launched
-                    self._names[iid] = name
-                    launched = item.get("LaunchTime")
-                    rows.append(
-                        _Row(
-                            id=iid,
-                            name=name,
-                            asg=asg,
-                            ec2_state=str(item.get("State", {}).get("Name", "")),
-                            tags=tags,
-                            launched=launched.timestamp() if launched is not None else time.time(),
-                            zone=str(item.get("Placement", {}).get("AvailabilityZone", "")),
-                            lifecycle=warm.get(iid) or lifecycle.get(iid, ""),
-                            warm=iid in warm,
-                            batched=launched_as is not None,
-                        )
-                    )
+        rows = rows_of(
+            self._pages(pages, "DescribeInstances"), asg, group_prefix(self.department, group), lifecycle, warm
+        )
+        self._names.update((row.id, row.name) for row in rows)
         return rows
 
     def _pages(self, pages: Iterable[dict[str, Any]], action: str) -> Iterable[dict[str, Any]]:
@@ -784,48 +647,17 @@ class AwsBackend:
         except (ClientError, BotoCoreError) as exc:
             raise backend_error(exc, action) from None
 
-    def _instance(self, group: str, row: _Row) -> Instance:
-        labels = {STATE_LABEL: row.tags[STATE_LABEL]} if STATE_LABEL in row.tags else {}
-        return Instance(
-            name=row.name,
-            group=group,
-            state=_state(row),
-            created_at=row.launched,
-            labels=labels,
-            zone=row.zone,
-            metadata={
-                k: v
-                for k, v in row.tags.items()
-                if v and k.startswith("garo-") and k not in _BOOKKEEPING_TAGS and k not in SECRET_METADATA
-            },
-        )
-
-
-def _detach_calls(rows: Sequence[_Row]) -> int:
-    """``DetachInstances`` calls that take ``rows`` out of their ASGs (up to 20 ids each, one ASG per call)."""
-    per_asg = Counter(r.asg for r in rows)
-    return sum(-(-n // ATTACH_LIMIT) for n in per_asg.values())
-
 
 def _facts(metadata: Mapping[str, str]) -> dict[str, str]:
     """The facts an instance carries as tags: set ones, never a secret."""
     return {k: v for k, v in metadata.items() if v and k not in SECRET_METADATA}
 
 
-def _state(row: _Row) -> InstanceState:
-    if row.ec2_state in ("shutting-down", "terminated") or row.lifecycle.startswith(("Terminating", "Warmed:Terminat")):
-        return InstanceState.DELETING
-    if row.warm:
-        return InstanceState.STANDBY if row.lifecycle in _WARM_READY else InstanceState.CREATING
-    if row.ec2_state in ("stopping", "stopped"):
-        return InstanceState.STANDBY
-    if row.ec2_state == "running" and row.lifecycle == "InService":
-        return InstanceState.RUNNING
-    return InstanceState.CREATING  # launching, or running but not yet in service in its ASG
-
-
 __all__ = [
     "AGENT_URL_TAG",
+    "ASG_TAG",
+    "BUCKET_TAG",
+    "DEPARTMENT_TAG",
     "PERMISSIONS",
     "AwsBackend",
     "AwsGroup",
