@@ -7,7 +7,8 @@ Garo name (from its launch-index tag when it was launched in a batch, else its
 ``Name``, else one derived from its id: a warm instance the ASG launched), its
 tags as Garo reads them, and where it stands (EC2 state, ASG lifecycle, warm).
 Kept apart from the calls so that the rules for names and states read in one
-place, and tests can feed them AWS's own response shapes.
+place, and can be checked against every state AWS's published model names
+(tests/test_aws_listing.py), including those moto never produces.
 """
 
 from __future__ import annotations
@@ -106,8 +107,13 @@ def instance_of(group: str, row: Row) -> Instance:
 
 
 def state_of(row: Row) -> InstanceState:
-    """EC2's state and the ASG's lifecycle, as one of Garo's instance states."""
-    if row.ec2_state in ("shutting-down", "terminated") or row.lifecycle.startswith(("Terminating", "Warmed:Terminat")):
+    """EC2's state and the ASG's lifecycle, as one of Garo's instance states.
+
+    Only an instance in service is usable; a warm one stopped or hibernated is
+    standby; one the ASG is terminating or has terminated (``Terminating:Wait``,
+    ``Terminated``, ``Warmed:Terminated`` ...) is going, whatever EC2 says yet.
+    """
+    if row.ec2_state in ("shutting-down", "terminated") or row.lifecycle.startswith(("Terminat", "Warmed:Terminat")):
         return InstanceState.DELETING
     if row.warm:
         return InstanceState.STANDBY if row.lifecycle in WARM_READY else InstanceState.CREATING
