@@ -150,7 +150,7 @@ class AwsGroup:
         return (self.asg,) if self.on_demand_asg in (None, self.asg) else (self.asg, str(self.on_demand_asg))
 
 
-Rows = list[Row]  # aliases: inside AwsBackend, ``list`` is the Backend method
+_Rows = list[Row]  # aliases: inside AwsBackend, ``list`` is the Backend method
 _Names = list[str]
 _Placements = list[Placement]
 
@@ -592,16 +592,16 @@ class AwsBackend:
             raise BackendError(f"ASG {asg} has no subnets (VPCZoneIdentifier)", reason=Failure.INVALID)
         return subnets
 
-    def _rows(self, group: str, where: AwsGroup) -> Rows:
+    def _rows(self, group: str, where: AwsGroup) -> _Rows:
         return [row for asg in where.asgs for row in self._list_asg(group, asg)]
 
-    def _find(self, group: str, where: AwsGroup, names: set[str]) -> Rows:
+    def _find(self, group: str, where: AwsGroup, names: set[str]) -> _Rows:
         rows = self._rows(group, where)
         if names - {r.name for r in rows}:
             rows = [row for asg in where.asgs for row in self._list_asg(group, asg, fresh=True)]
         return rows
 
-    def _list_asg(self, group: str, asg: str, fresh: bool = False) -> Rows:
+    def _list_asg(self, group: str, asg: str, fresh: bool = False) -> _Rows:
         """The ASG's instances from a cache of ``list_ttl`` seconds; concurrent callers share one listing."""
         asked_after = self._list_started.get(asg, 0)
         with self._list_lock:
@@ -615,7 +615,7 @@ class AwsBackend:
             self._cache[asg] = _Listing(self.clock() + self.list_ttl, rows)
             return rows
 
-    def _list_uncached(self, group: str, asg: str) -> Rows:
+    def _list_uncached(self, group: str, asg: str) -> _Rows:
         info = self._asg(asg, fresh=True)
         lifecycle = {i["InstanceId"]: str(i.get("LifecycleState", "")) for i in info.get("Instances", [])}
         warm: dict[str, str] = {}
